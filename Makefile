@@ -1,0 +1,43 @@
+# Two commands for users: `make run` (set up, then train the quickstart) and `make test` (set up, then test).
+# Set-up is idempotent: a second call finds the stamp and does nothing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.descend-installed
+FMNIST  := /usr/share/datasets/fashion-mnist
+TORCH   := torch==2.13.0
+
+.PHONY: setup run test test-slow lint bench clean
+
+setup: $(STAMP) $(FMNIST)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned (CPU build); the open range in pyproject.toml is then already satisfied
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST ships as a Debian package; installed where apt-get may run, skipped (with a note) elsewhere.
+$(FMNIST):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
+	  echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
+	else echo "note: run 'sudo apt-get install dataset-fashion-mnist' for Fashion-MNIST"; fi
+
+run: setup
+	$(BIN)/descend run examples/quickstart.toml
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
