@@ -1,7 +1,8 @@
 """The errors a user can cause, each with the exit code the command line gives it.
 
-Everything the user can get wrong (a config field, a data file, a label, an option) raises :class:`UserError`
-with one message that names the problem and the fix; ``descend`` prints it and exits with code 2, no traceback.
+Everything the user can get wrong (a config field, a data file, a label, an option) raises
+:class:`UserError` with one message that names the problem and the fix; ``descend`` prints it and exits with
+code 2, no traceback.
 From Python it is a ``ValueError``, so ``except ValueError`` keeps working.
 """
 

@@ -1,0 +1,24 @@
+"""What a fit returns: one dict of logged values per epoch, readable by row or by column."""
+
+from __future__ import annotations
+
+import math
+
+
+class History(list):
+    """A list of per-epoch dicts (``history[-1]["val_loss"]``) that also gives columns (``history["val_loss"]``)."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return [row.get(key, math.nan) for row in self]
+        return super().__getitem__(key)
+
+    def best(self, metric: str, mode: str = "auto") -> dict:
+        """The epoch row where ``metric`` was best (``min`` for losses and errors, ``max`` otherwise)."""
+        rows = [row for row in self if metric in row and not math.isnan(row[metric])]
+        if not rows:
+            raise KeyError(f"no epoch logged {metric!r}")
+        if mode == "auto":
+            mode = "max" if metric.endswith(("accuracy", "r2")) else "min"
+        pick = max if mode == "max" else min
+        return pick(rows, key=lambda row: row[metric])

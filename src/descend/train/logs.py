@@ -1,0 +1,97 @@
+"""Logs people already read: ``metrics.jsonl``, TensorBoard event files, and a progress display.
+
+Each is a callback. They see only the per-epoch values the trainer has already brought to the host, plus
+``trainer.last_loss`` (refreshed every ``log_every`` steps), so none of them adds a host sync to a step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .callbacks import Callback
+
+
+def _shown(logs: dict[str, float]) -> str:
+    keys = [k for k in logs if k.endswith(("loss", "accuracy", "r2", "mae"))] + ["lr"]
+    return "  ".join(f"{k} {logs[k]:.4g}" for k in keys if k in logs)
+
+
+class MetricsFile(Callback):
+    """Appends one JSON object per epoch to ``path`` (flushed at once, so a crash loses nothing written)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer, logs):
+        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in logs.items()}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class TensorBoard(Callback):
+    """Scalars per epoch under ``log_dir`` (``tensorboard --logdir runs/``): ``loss/train``, ``accuracy/val``, …"""
+
+    def __init__(self, log_dir: str | Path):
+        self.log_dir = Path(log_dir)
+        self._writer = None
+
+    def on_fit_start(self, trainer):
+        from torch.utils.tensorboard import SummaryWriter  # slow to import; only runs that log pay for it
+
+        self._writer = SummaryWriter(str(self.log_dir))
+
+    def on_epoch_end(self, trainer, logs):
+        for key, value in logs.items():
+            if key in ("epoch", "step"):
+                continue
+            split, _, metric = key.partition("_")
+            tag = f"{metric}/{split}" if split in ("train", "val", "test") and metric else key
+            self._writer.add_scalar(tag, value, trainer.epoch)
+        self._writer.flush()
+
+    def on_fit_end(self, trainer):
+        if self._writer is not None:
+            self._writer.close()
+
+
+class ProgressBar(Callback):
+    """A rich progress bar (epoch, step, loss, metrics, ETA) on a terminal; one plain line per epoch otherwise."""
+
+    def __init__(self, total_epochs: int, *, stream=None, force_plain: bool = False):
+        self.total_epochs = total_epochs
+        self.console = Console(file=stream or sys.stdout)
+        self.plain = force_plain or not self.console.is_terminal
+        self._progress = None
+
+    def on_fit_start(self, trainer):
+        if self.plain:
+            return
+        self._progress = Progress(TextColumn("epoch {task.fields[epoch]}/" + str(self.total_epochs)),
+                                  BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                                  TimeRemainingColumn(), console=self.console, transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=trainer.total_steps, completed=trainer.global_step,
+                                             epoch=trainer.epoch + 1, info="")
+
+    def on_batch_end(self, trainer):
+        if self._progress is not None:
+            info = f"loss {trainer.last_loss:.4g}" if math.isfinite(trainer.last_loss) else ""
+            self._progress.update(self._task, completed=trainer.global_step, epoch=trainer.epoch + 1, info=info)
+
+    def on_epoch_end(self, trainer, logs):
+        line = f"epoch {trainer.epoch + 1}/{self.total_epochs}  {_shown(logs)}  {logs.get('seconds', 0):.1f}s"
+        if self._progress is not None:
+            self._progress.update(self._task, info=_shown(logs))
+            self._progress.console.print(line)
+        else:
+            self.console.print(line, highlight=False, soft_wrap=True)
+
+    def on_fit_end(self, trainer):
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,327 @@
+"""The one training loop.
+
+Epochs over in-memory batches: forward, loss (+ penalty), backward, (clip), optimizer step, with the callback
+events of :mod:`descend.train.callbacks` around it and a validation pass under ``torch.inference_mode()`` after
+every epoch. Losses and metrics stay on the device and are read once per epoch or every ``log_every`` steps;
+the step itself never waits for the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .. import optim
+from ..data import Batches, Split
+from ..errors import DivergenceError, UserError
+from .callbacks import Callback
+from .history import History
+from .metrics import LOSSES, MetricSums, num_outputs, resolve_loss
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; a named device must exist."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = str(device).split(":")[0]
+    if kind not in DEVICES:
+        raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' was asked for but no CUDA GPU is available; use device = \"auto\" or \"cpu\"")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("device 'mps' was asked for but MPS is not available; use device = \"auto\" or \"cpu\"")
+    return torch.device(device)
+
+
+def as_split(data, what: str) -> Split:
+    """A :class:`~descend.data.Split` from a Split or an ``(x, y)`` pair (integer y: classification)."""
+    if isinstance(data, Split):
+        return data
+    if isinstance(data, Sequence) and len(data) == 2:
+        x, y = (torch.as_tensor(v) for v in data)
+        if y.dtype.is_floating_point:
+            return Split(x.float(), y.float(), "regression", None)
+        classes = int(y.max()) + 1 if y.numel() else 0
+        return Split(x.float(), y.long(), "classification", classes)
+    raise UserError(f"{what} must be a descend.data.Split or an (x, y) pair of tensors, got {type(data).__name__}")
+
+
+class Trainer:
+    """Trains a model: ``Trainer(model, loss=..., optimizer=..., callbacks=[...]).fit(train, val, epochs=...)``.
+
+    ``model`` is any ``torch.nn.Module`` or a model spec from :mod:`descend.models` (built once the data tells the
+    input shape and the number of outputs). ``optimizer`` is any ``torch.optim.Optimizer`` over the model's
+    parameters, a spec from :func:`descend.optim.create` (bound to the model here), or None for Adam(lr=1e-3).
+    ``loss`` is one of ``cross_entropy``, ``binary_cross_entropy``, ``mse``, ``mae`` (default from the task).
+    ``seed`` fixes initialisation of spec models, data order, dropout and augmentation; ``deterministic=True``
+    also asks torch for deterministic kernels, so two runs on the CPU are bit-identical.
+    """
+
+    def __init__(self, model, *, loss: str | None = None, optimizer=None, schedule=None,
+                 callbacks: Sequence[Callback] = (), regularizer=None, augment=None,
+                 clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
+                 device: str | torch.device = "auto", precision: str = "fp32", seed: int = 0,
+                 deterministic: bool = False, log_every: int = 50):
+        if loss is not None and loss not in LOSSES:
+            raise UserError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
+            if value is not None and not value > 0:
+                raise UserError(f"{name} must be > 0, got {value}")
+        if log_every < 1:
+            raise UserError(f"log_every must be >= 1, got {log_every}")
+        self.model = model if isinstance(model, nn.Module) else None
+        self._model_spec = None if isinstance(model, nn.Module) else model
+        if self._model_spec is not None and not hasattr(model, "build"):
+            raise UserError(f"model must be a torch.nn.Module or a descend.models spec, got {type(model).__name__}")
+        if isinstance(optimizer, torch.optim.Optimizer) and self.model is None:
+            raise UserError("a ready-made torch optimizer needs a ready-made model; pass descend.optim.create(...) "
+                            "without parameters to let the trainer bind it to the model it builds")
+        self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+        self._optimizer_spec = None if self.optimizer else (optimizer or optim.create("adam", lr=1e-3))
+        self.loss, self.schedule, self.regularizer, self.augment = loss, schedule, regularizer, augment
+        self.callbacks = list(callbacks)
+        self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
+        self.device = resolve_device(device)
+        self.precision, self.seed, self.deterministic, self.log_every = precision, seed, deterministic, log_every
+        self.history = History()
+        self.epoch = 0             # index of the epoch running (in on_epoch_end: the one just finished)
+        self.global_step = 0       # optimizer steps taken
+        self.batch_index = 0       # batch within the epoch
+        self.last_loss = math.nan  # training loss, refreshed every log_every steps and at epoch ends
+        self.stop_training = False
+        self.task: str | None = None
+        self.steps_per_epoch = 0
+        self.total_steps = 0
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
+            drop_last: bool = False) -> History:
+        """Train for ``epochs`` epochs; returns the history (one dict of logged values per epoch)."""
+        if not isinstance(epochs, int) or epochs < 1:
+            raise UserError(f"epochs must be a positive integer, got {epochs!r}")
+        train = self._prepare(as_split(train, "train"))
+        val = self._prepare(as_split(val, "val")) if val is not None else None
+        batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
+        with self._determinism():
+            self._start(batches, epochs)
+            self._event("on_fit_start")
+            while self.epoch < epochs and not self.stop_training:
+                started = time.perf_counter()
+                self._event("on_epoch_start")
+                logs = {"epoch": self.epoch, **self._train_epoch(batches)}
+                if val is not None:
+                    logs.update(self.evaluate(val, prefix="val_"))
+                logs.update(step=self.global_step, lr=self.optimizer.param_groups[0]["lr"],
+                            seconds=time.perf_counter() - started)
+                self.history.append(logs)
+                if self.schedule is not None:
+                    self.schedule.observe(logs)
+                self._event("on_epoch_end", logs)
+                self.epoch += 1
+            self._event("on_fit_end")
+        return self.history
+
+    def _train_epoch(self, batches: Batches) -> dict[str, float]:
+        model, opt = self.model, self.optimizer
+        model.train()
+        sums = MetricSums(self.loss, self.device)
+        penalty_sum = torch.zeros((), device=self.device)
+        grad_norms = torch.zeros(2, device=self.device)  # Σ pre-clip norm, steps
+        for self.batch_index, (x, y) in enumerate(batches.epoch(self.epoch), start=0):
+            lr = self._set_lr()
+            if self.augment is not None:
+                x = self.augment(x, self._augment_rng)
+            with self._autocast():
+                out = model(x)
+                data_loss = self._loss_fn(out, y)
+            penalty = self.regularizer.penalty(model) if self.regularizer is not None else None
+            loss = data_loss if penalty is None else data_loss + penalty
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = self._clip()
+            if getattr(opt, "needs_closure", False):
+                opt.step(lambda x=x, y=y: self._closure_loss(x, y))
+            else:
+                opt.step()
+            if penalty is not None:
+                self.regularizer.after_step(model, lr)
+                penalty_sum += penalty.detach().float() * y.shape[0]
+            if norm is not None:
+                grad_norms += torch.stack([norm.detach().float(), torch.ones((), device=norm.device)])
+            sums.update(out, y, data_loss)
+            self._watch(loss)
+            self.global_step += 1
+            if self.global_step % self.log_every == 0:
+                self._check_finite()
+            self._event("on_batch_end")
+        self._check_finite()
+        logs = sums.compute("train_")
+        if self.regularizer is not None:
+            logs["train_penalty"] = penalty_sum.item() / max(len(batches.split), 1)
+        if self.clip_grad_norm is not None or self.clip_grad_value is not None:
+            total, steps = grad_norms.tolist()
+            logs["grad_norm"] = total / max(steps, 1.0)
+        self.last_loss = logs.get("train_loss", math.nan)
+        return logs
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.inference_mode()
+    def evaluate(self, data, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
+        """Mean loss and metrics over ``data`` in eval mode (dropout off, batch norm on running statistics)."""
+        split = self._prepare(as_split(data, "data"))
+        was_training = self.model.training
+        self.model.eval()
+        sums = MetricSums(self.loss, self.device)
+        for x, y in Batches(split, min(batch_size, len(split)), shuffle=False).epoch(0):
+            with self._autocast():
+                out = self.model(x)
+                sums.update(out, y, self._loss_fn(out, y))
+        self.model.train(was_training)
+        return sums.compute(prefix)
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+        """The model's outputs (logits for classifiers) for inputs ``x``, in eval mode, on x's device."""
+        if self.model is None:
+            raise UserError("the model is not built yet: call fit() first, or pass a torch.nn.Module")
+        x = torch.as_tensor(x)
+        was_training = self.model.training
+        self.model.eval()
+        with self._autocast():
+            outs = [self.model(x[i:i + batch_size].to(self.device).float()).float()
+                    for i in range(0, len(x), batch_size)]
+        self.model.train(was_training)
+        return torch.cat(outs).to(x.device)
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare(self, split: Split) -> Split:
+        """Check the data against the model (building spec models and optimizers on first sight)."""
+        if len(split) == 0:
+            raise UserError("the data is empty: no samples to train or evaluate on")
+        if self.task is None:
+            self.task = split.task
+            self.loss = resolve_loss(self.loss, split.task)
+        elif split.task != self.task:
+            raise UserError(f"this trainer learns a {self.task} task but was given {split.task} data")
+        if not bool(torch.isfinite(split.x).all()):
+            raise UserError("the inputs contain NaN or infinite values; clean or impute them before training")
+        outputs = num_outputs(self.loss, split.task, split.num_classes, split.y)
+        if split.task == "classification":
+            lo, hi = int(split.y.min()), int(split.y.max())
+            limit = 2 if self.loss == "binary_cross_entropy" else outputs
+            if lo < 0 or hi >= limit:
+                raise UserError(f"class labels must be integers in [0, {limit - 1}], found labels from {lo} to {hi}")
+        if self.model is None:
+            torch.manual_seed(self.seed)
+            self.model = self._model_spec.build(tuple(split.x.shape[1:]), outputs)
+        self.model.to(self.device)
+        if self.optimizer is None:
+            self.optimizer = self._optimizer_spec.build(self.model)
+        self._check_shapes(split, outputs)
+        return split.to(self.device)
+
+    @torch.no_grad()
+    def _check_shapes(self, split: Split, outputs: int) -> None:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model(split.x[:2].to(self.device))
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise UserError(f"the model cannot take inputs of per-sample shape {tuple(split.x.shape[1:])} "
+                            f"(torch says: {first}); make the model's input size match the data") from None
+        finally:
+            self.model.train(was_training)
+        if out.dim() != 2 or out.shape[1] != outputs:
+            raise UserError(f"the model gives outputs of shape {tuple(out.shape[1:])} per sample, but the loss "
+                            f"{self.loss!r} on this data needs {outputs}; set the last layer's size to {outputs}")
+
+    def _start(self, batches: Batches, epochs: int) -> None:
+        self.steps_per_epoch = len(batches)
+        self.total_steps = self.steps_per_epoch * epochs
+        self.epoch, self.global_step, self.stop_training = 0, 0, False
+        self.history = History()
+        torch.manual_seed(self.seed)
+        self._augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
+        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        if self.schedule is not None:
+            self.schedule.bind(self.steps_per_epoch, self.total_steps)
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._last_finite = torch.full((), math.nan, device=self.device)
+        self._step_t = torch.zeros((), dtype=torch.long, device=self.device)
+
+    @contextlib.contextmanager
+    def _determinism(self):
+        before = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(self.deterministic or before)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    # ------------------------------------------------------------------ step parts
+    def _loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return LOSSES[self.loss](out.float(), y)
+
+    def _closure_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            with self._autocast():
+                loss = self._loss_fn(self.model(x), y)
+            return loss if self.regularizer is None else loss + self.regularizer.penalty(self.model)
+
+    def _set_lr(self) -> float:
+        groups = self.optimizer.param_groups
+        if self.schedule is not None:
+            for group, base in zip(groups, self._base_lrs):
+                group["lr"] = self.schedule.lr(base, self.global_step)
+        return groups[0]["lr"]
+
+    def _clip(self) -> torch.Tensor | None:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = None
+        if self.clip_grad_norm is not None:
+            norm = nn.utils.clip_grad_norm_(params, self.clip_grad_norm, foreach=True)
+        if self.clip_grad_value is not None:
+            if norm is None:
+                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
+            nn.utils.clip_grad_value_(params, self.clip_grad_value, foreach=True)
+        return norm
+
+    def _watch(self, loss: torch.Tensor) -> None:
+        """Remember, on the device, the first step whose loss is not finite and the last finite loss."""
+        loss = loss.detach().float()
+        finite = torch.isfinite(loss)
+        self._bad_step = torch.where((self._bad_step < 0) & ~finite, self._step_t, self._bad_step)
+        self._last_finite = torch.where(finite & (self._bad_step < 0), loss, self._last_finite)
+        self._step_t += 1
+
+    def _check_finite(self) -> None:
+        bad_step, last = self._bad_step.item(), self._last_finite.item()
+        if bad_step >= 0:
+            raise DivergenceError(
+                f"training diverged: the loss became non-finite at step {bad_step} (epoch {self.epoch}); the last "
+                f"finite loss was {last:.6g}. Try a lower learning rate, gradient clipping (clip_grad_norm), "
+                f"or check the data for extreme values.")
+
+    def _event(self, name: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, name)(self, *args)

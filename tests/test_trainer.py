@@ -1,0 +1,156 @@
+"""The training loop: it does exactly the steps it claims, accepts plain torch parts, and checks its input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import descend as ds
+from descend.data import Split
+from descend.train.callbacks import Callback
+
+
+def blobs(n=64, d=5, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (n,), generator=g)
+    centers = torch.randn(classes, d, generator=g) * 3
+    return Split(centers[y] + torch.randn(n, d, generator=g), y, "classification", classes)
+
+
+def test_full_batch_sgd_is_exactly_gradient_descent():
+    """batch_size="full" + plain SGD must be w ← w − η∇L(w) on the whole set, step for step (bit-identical)."""
+    data = blobs()
+    torch.manual_seed(1)
+    model = nn.Linear(5, 3)
+    reference = nn.Linear(5, 3)
+    reference.load_state_dict(model.state_dict())
+    trainer = ds.Trainer(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu")
+    trainer.fit(data, epochs=7, batch_size="full")
+    for _ in range(7):
+        loss = nn.functional.cross_entropy(reference(data.x), data.y)
+        grads = torch.autograd.grad(loss, list(reference.parameters()))
+        with torch.no_grad():
+            for p, g in zip(reference.parameters(), grads):
+                p -= 0.1 * g
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+    assert trainer.global_step == 7 and len(trainer.history) == 7
+
+
+def test_fit_learns_and_logs_each_epoch():
+    train, val = blobs(seed=0), blobs(seed=0, n=32)
+    model = ds.models.mlp([16], input_shape=(5,), num_outputs=3)
+    trainer = ds.Trainer(model, optimizer=ds.optim.create("adam", lr=0.05), device="cpu")
+    history = trainer.fit(train, val, epochs=15, batch_size=16)
+    assert history["train_loss"][-1] < history["train_loss"][0] / 4
+    assert history[-1]["val_accuracy"] > 0.9
+    assert [row["epoch"] for row in history] == list(range(15))
+    assert history[-1]["step"] == 15 * 4
+    assert set(trainer.evaluate(val)) == {"loss", "accuracy"}
+    assert trainer.predict(val.x).shape == (32, 3)
+
+
+def test_model_spec_is_built_from_the_data_with_the_seed():
+    specs = [ds.models.mlp([8]) for _ in range(2)]
+    weights = []
+    for spec in specs:
+        trainer = ds.Trainer(spec, device="cpu", seed=3)
+        trainer.fit(blobs(), epochs=1, batch_size=32)
+        weights.append(torch.cat([p.flatten() for p in trainer.model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_regression_metrics_match_their_formulas():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 2, generator=g)
+    y = (x @ torch.tensor([[1.5], [-2.0]]) + 0.1 * torch.randn(50, 1, generator=g))
+    model = nn.Linear(2, 1)
+    trainer = ds.Trainer(model, device="cpu")
+    logs = trainer.evaluate((x, y))
+    with torch.no_grad():
+        pred = model(x)
+    mse = ((pred - y) ** 2).mean().item()
+    assert logs["mse"] == pytest.approx(mse, rel=1e-6)
+    assert logs["loss"] == pytest.approx(mse, rel=1e-6)
+    assert logs["mae"] == pytest.approx((pred - y).abs().mean().item(), rel=1e-6)
+    r2 = 1 - ((pred - y) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    assert logs["r2"] == pytest.approx(r2.item(), rel=1e-6)
+
+
+def test_binary_cross_entropy_uses_one_output():
+    data = blobs(classes=2)
+    trainer = ds.Trainer(ds.models.mlp([8]), loss="binary_cross_entropy", device="cpu")
+    trainer.fit(data, epochs=20, batch_size=16)
+    assert trainer.model(data.x[:1]).shape == (1, 1)
+    assert trainer.evaluate(data)["accuracy"] > 0.9
+
+
+def test_events_arrive_in_order():
+    seen = []
+
+    class Recorder(Callback):
+        def on_fit_start(self, t):
+            seen.append("fit_start")
+
+        def on_epoch_start(self, t):
+            seen.append(f"epoch_start {t.epoch}")
+
+        def on_batch_end(self, t):
+            seen.append(f"batch {t.global_step}")
+
+        def on_epoch_end(self, t, logs):
+            seen.append(f"epoch_end {t.epoch} {logs['step']}")
+
+        def on_fit_end(self, t):
+            seen.append("fit_end")
+
+    ds.Trainer(nn.Linear(5, 3), callbacks=[Recorder()], device="cpu").fit(blobs(n=8), epochs=2, batch_size=4)
+    assert seen == ["fit_start", "epoch_start 0", "batch 1", "batch 2", "epoch_end 0 2",
+                    "epoch_start 1", "batch 3", "batch 4", "epoch_end 1 4", "fit_end"]
+
+
+def test_a_callback_can_stop_training():
+    class StopAfterTwo(Callback):
+        def on_epoch_end(self, t, logs):
+            t.stop_training = t.epoch == 1
+
+    history = ds.Trainer(nn.Linear(5, 3), callbacks=[StopAfterTwo()], device="cpu").fit(blobs(), epochs=10)
+    assert len(history) == 2
+
+
+def test_bf16_autocast_trains():
+    trainer = ds.Trainer(ds.models.mlp([16]), precision="bf16", device="cpu", optimizer=ds.optim.create("adam", lr=0.05))
+    history = trainer.fit(blobs(), epochs=10, batch_size=16)
+    assert history["train_loss"][-1] < history["train_loss"][0]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (Split(torch.randn(8, 5), torch.tensor([0, 1, 2, 3, 0, 1, 2, 0]), "classification", 3), "labels"),
+    (Split(torch.randn(8, 4), torch.zeros(8, dtype=torch.long), "classification", 3), "per-sample shape (4,)"),
+    (Split(torch.full((8, 5), math.nan), torch.zeros(8, dtype=torch.long), "classification", 3), "NaN"),
+    (Split(torch.randn(8, 5), torch.zeros(8, dtype=torch.long), "classification", 4), "outputs of shape (3,)"),
+])
+def test_bad_data_is_a_user_error(bad, message):
+    with pytest.raises(ds.UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ds.Trainer(nn.Linear(5, 3), device="cpu").fit(bad, epochs=1)
+
+
+def test_divergence_stops_with_the_step_and_last_finite_loss():
+    model = nn.Linear(5, 3)
+    trainer = ds.Trainer(model, optimizer=torch.optim.SGD(model.parameters(), lr=1e12), device="cpu")
+    with pytest.raises(ds.DivergenceError, match=r"non-finite at step \d+.*last finite loss was [0-9.e+]+"):
+        trainer.fit(blobs(), epochs=3, batch_size=8)
+
+
+def test_gradient_clipping_bounds_the_step_and_logs_the_norm():
+    model = nn.Linear(5, 3)
+    trainer = ds.Trainer(model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0), clip_grad_norm=1e-3,
+                         device="cpu")
+    before = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+    trainer.fit(blobs(), epochs=1, batch_size="full")
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm() <= 1e-3 * (1 + 1e-5)   # one SGD step of lr 1 on a gradient clipped to 1e-3
+    assert trainer.history[0]["grad_norm"] > 1e-3          # logged before clipping
