@@ -35,7 +35,7 @@ PERS = ("step", "epoch")
 # ----------------------------------------------------------------------------------------------- validation
 
 
-def _number(where: str, option: str, value: Any, *, low: float | None = None, high: float | None = None,
+def check_number(where: str, option: str, value: Any, *, low: float | None = None, high: float | None = None,
             low_open: bool = False, high_open: bool = False, integer: bool = False) -> float:
     """Return ``value`` if it is a number in the given range, else raise one UserError naming all three."""
     if integer:
@@ -83,6 +83,13 @@ def resolve_mode(where: str, monitor: str, mode: str) -> str:
                     "set mode='min' or mode='max'")
 
 
+def improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    """Whether ``value`` beats ``best`` by more than ``min_delta``; any number beats None, NaN never wins."""
+    if best is None:
+        return not math.isnan(value)
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
 def read_metric(where: str, logs: dict[str, float], monitor: str) -> float:
     """The monitored value from an epoch's logs, or a UserError listing the names that were logged."""
     if monitor not in logs:
@@ -111,8 +118,9 @@ class Schedule:
 
     def bind(self, steps_per_epoch: int, total_steps: int) -> None:
         """Record the sizes of the run; the trainer calls this at fit start (again on resume)."""
-        self.steps_per_epoch = _number(self.name, "steps_per_epoch", steps_per_epoch, low=1, integer=True)
-        self.total_steps = _number(self.name, "total_steps", total_steps, low=1, integer=True)
+        self.steps_per_epoch = check_number(self.name, "steps_per_epoch", steps_per_epoch, low=1,
+                                            integer=True)
+        self.total_steps = check_number(self.name, "total_steps", total_steps, low=1, integer=True)
 
     def _sizes(self) -> tuple[int, int]:
         if self.steps_per_epoch is None or self.total_steps is None:
@@ -168,8 +176,8 @@ class Step(Schedule):
     name = "step"
 
     def __init__(self, step_size: float = 30, gamma: float = 0.1, per: str = "epoch") -> None:
-        self.step_size = _number(self.name, "step_size", step_size, low=0, low_open=True)
-        self.gamma = _number(self.name, "gamma", gamma, low=0, high=1, low_open=True)
+        self.step_size = check_number(self.name, "step_size", step_size, low=0, low_open=True)
+        self.gamma = check_number(self.name, "gamma", gamma, low=0, high=1, low_open=True)
         super().__init__(per, step_size=step_size, gamma=gamma)
 
     def _at(self, base_lr: float, t: int) -> float:
@@ -184,11 +192,11 @@ class MultiStep(Schedule):
     def __init__(self, milestones: Sequence[float], gamma: float = 0.1, per: str = "epoch") -> None:
         if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence) or not milestones:
             raise UserError(f"{self.name}: milestones must be a non-empty list of epochs, got {milestones!r}")
-        values = [_number(self.name, "milestones", m, low=0, low_open=True) for m in milestones]
+        values = [check_number(self.name, "milestones", m, low=0, low_open=True) for m in milestones]
         if any(b <= a for a, b in zip(values, values[1:], strict=False)):
             raise UserError(f"{self.name}: milestones must be strictly increasing, got {list(milestones)!r}")
         self.milestones = values
-        self.gamma = _number(self.name, "gamma", gamma, low=0, high=1, low_open=True)
+        self.gamma = check_number(self.name, "gamma", gamma, low=0, high=1, low_open=True)
         super().__init__(per, milestones=list(milestones), gamma=gamma)
 
     def _at(self, base_lr: float, t: int) -> float:
@@ -208,9 +216,9 @@ class Exponential(Schedule):
         if gamma is not None and alpha is not None:
             raise UserError(f"{self.name}: give gamma or alpha (gamma = 1 - alpha/100), not both")
         if alpha is not None:
-            gamma = 1 - _number(self.name, "alpha", alpha, low=0, high=100, high_open=True) / 100
+            gamma = 1 - check_number(self.name, "alpha", alpha, low=0, high=100, high_open=True) / 100
         gamma = 0.95 if gamma is None else gamma
-        self.gamma = _number(self.name, "gamma", gamma, low=0, high=1, low_open=True)
+        self.gamma = check_number(self.name, "gamma", gamma, low=0, high=1, low_open=True)
         super().__init__(per, gamma=self.gamma)
 
     def _at(self, base_lr: float, t: int) -> float:
@@ -226,7 +234,7 @@ class Cosine(Schedule):
     name = "cosine"
 
     def __init__(self, min_lr: float = 0.0, per: str = "step") -> None:
-        self.min_lr = _number(self.name, "min_lr", min_lr, low=0)
+        self.min_lr = check_number(self.name, "min_lr", min_lr, low=0)
         super().__init__(per, min_lr=min_lr)
 
     def _at(self, base_lr: float, t: int) -> float:
@@ -243,8 +251,8 @@ class Polynomial(Schedule):
     name = "polynomial"
 
     def __init__(self, power: float = 1.0, min_lr: float = 0.0, per: str = "step") -> None:
-        self.power = _number(self.name, "power", power, low=0, low_open=True)
-        self.min_lr = _number(self.name, "min_lr", min_lr, low=0)
+        self.power = check_number(self.name, "power", power, low=0, low_open=True)
+        self.min_lr = check_number(self.name, "min_lr", min_lr, low=0)
         super().__init__(per, power=power, min_lr=min_lr)
 
     def _at(self, base_lr: float, t: int) -> float:
@@ -271,7 +279,7 @@ class InverseTime(Schedule):
     name = "inverse_time"
 
     def __init__(self, decay_rate: float = 1.0, per: str = "epoch") -> None:
-        self.decay_rate = _number(self.name, "decay_rate", decay_rate, low=0, low_open=True)
+        self.decay_rate = check_number(self.name, "decay_rate", decay_rate, low=0, low_open=True)
         super().__init__(per, decay_rate=decay_rate)
 
     def _at(self, base_lr: float, t: int) -> float:
@@ -303,9 +311,9 @@ class CosineRestarts(Schedule):
     name = "cosine_restarts"
 
     def __init__(self, period: float = 10, mult: float = 2, min_lr: float = 0.0, per: str = "step") -> None:
-        self.period = _number(self.name, "period", period, low=0, low_open=True)
-        self.mult = _number(self.name, "mult", mult, low=1)
-        self.min_lr = _number(self.name, "min_lr", min_lr, low=0)
+        self.period = check_number(self.name, "period", period, low=0, low_open=True)
+        self.mult = check_number(self.name, "mult", mult, low=1)
+        self.min_lr = check_number(self.name, "min_lr", min_lr, low=0)
         super().__init__(per, period=period, mult=mult, min_lr=min_lr)
 
     def _at(self, base_lr: float, t: int) -> float:
@@ -330,8 +338,8 @@ class Cyclic(Schedule):
     name = "cyclic"
 
     def __init__(self, half_period: float = 2.0, div_factor: float = 4.0, per: str = "step") -> None:
-        self.half_period = _number(self.name, "half_period", half_period, low=0, low_open=True)
-        self.div_factor = _number(self.name, "div_factor", div_factor, low=1)
+        self.half_period = check_number(self.name, "half_period", half_period, low=0, low_open=True)
+        self.div_factor = check_number(self.name, "div_factor", div_factor, low=1)
         super().__init__(per, half_period=half_period, div_factor=div_factor)
 
     def _at(self, base_lr: float, t: int) -> float:
@@ -356,10 +364,10 @@ class OneCycle(Schedule):
 
     def __init__(self, pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4,
                  anneal: str = "cos", per: str = "step") -> None:
-        self.pct_start = _number(self.name, "pct_start", pct_start, low=0, high=1, low_open=True,
+        self.pct_start = check_number(self.name, "pct_start", pct_start, low=0, high=1, low_open=True,
                                  high_open=True)
-        self.div_factor = _number(self.name, "div_factor", div_factor, low=1)
-        self.final_div_factor = _number(self.name, "final_div_factor", final_div_factor, low=1)
+        self.div_factor = check_number(self.name, "div_factor", div_factor, low=1)
+        self.final_div_factor = check_number(self.name, "final_div_factor", final_div_factor, low=1)
         if anneal not in ("cos", "linear"):
             raise UserError(f"{self.name}: anneal must be one of 'cos', 'linear', got {anneal!r}")
         self.anneal = anneal
@@ -403,11 +411,11 @@ class Plateau(Schedule):
                  cooldown: int = 0, min_lr: float = 0.0, min_delta: float = 0.0) -> None:
         self.monitor = monitor
         self.mode = resolve_mode(self.name, monitor, mode)
-        self.factor = _number(self.name, "factor", factor, low=0, high=1, low_open=True, high_open=True)
-        self.patience = _number(self.name, "patience", patience, low=0, integer=True)
-        self.cooldown = _number(self.name, "cooldown", cooldown, low=0, integer=True)
-        self.min_lr = _number(self.name, "min_lr", min_lr, low=0)
-        self.min_delta = _number(self.name, "min_delta", min_delta, low=0)
+        self.factor = check_number(self.name, "factor", factor, low=0, high=1, low_open=True, high_open=True)
+        self.patience = check_number(self.name, "patience", patience, low=0, integer=True)
+        self.cooldown = check_number(self.name, "cooldown", cooldown, low=0, integer=True)
+        self.min_lr = check_number(self.name, "min_lr", min_lr, low=0)
+        self.min_delta = check_number(self.name, "min_delta", min_delta, low=0)
         super().__init__("epoch", monitor=monitor, mode=mode, factor=factor, patience=patience,
                          cooldown=cooldown, min_lr=min_lr, min_delta=min_delta)
         self.best: float | None = None
@@ -418,16 +426,9 @@ class Plateau(Schedule):
     def _at(self, base_lr: float, t: int) -> float:
         return max(base_lr * self.factor**self.reductions, self.min_lr)
 
-    def _improved(self, value: float) -> bool:
-        if self.best is None:
-            return not math.isnan(value)
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
-
     def observe(self, logs: dict[str, float]) -> None:
         value = read_metric(self.name, logs, self.monitor)
-        if self._improved(value):
+        if improved(value, self.best, self.mode, self.min_delta):
             self.best, self.bad_epochs = value, 0
         else:
             self.bad_epochs += 1
@@ -467,12 +468,12 @@ class Warmup(Schedule):
     def __init__(self, inner: Schedule, epochs: float = 0, steps: int = 0, start: float = 0.1) -> None:
         if not isinstance(inner, Schedule):
             raise UserError(f"warmup: schedule must be a descend schedule, got {inner!r}")
-        self.epochs = _number(self.name, "epochs", epochs, low=0)
-        self.steps = _number(self.name, "steps", steps, low=0, integer=True)
+        self.epochs = check_number(self.name, "epochs", epochs, low=0)
+        self.steps = check_number(self.name, "steps", steps, low=0, integer=True)
         if (self.epochs > 0) == (self.steps > 0):
             raise UserError(f"warmup: give exactly one of epochs > 0 or steps > 0, got epochs={epochs!r}, "
                             f"steps={steps!r}")
-        self.start = _number(self.name, "start", start, low=0, high=1)
+        self.start = check_number(self.name, "start", start, low=0, high=1)
         self.inner = inner
         super().__init__("step", epochs=epochs, steps=steps, start=start)
         self.warmup_steps = 0
