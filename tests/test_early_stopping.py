@@ -131,8 +131,11 @@ def test_restore_best_false_leaves_the_last_weights_and_keeps_no_copy():
     assert marked_epoch(t.model) == 2 and cb.best_weights is None and cb.best_epoch == 1
 
 
-def test_kept_weights_are_a_copy_on_the_model_device():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_kept_weights_are_a_copy_on_the_model_device(device):
     t, cb = FakeTrainer(), EarlyStopping()
+    t.model.to(device)
     drive(cb, t, [1.0])
     mark(t.model, 7)  # later training changes the model in place
     for name, kept in cb.best_weights.items():
@@ -140,6 +143,13 @@ def test_kept_weights_are_a_copy_on_the_model_device():
         assert kept.device == live.device and kept.dtype == live.dtype
         assert kept.data_ptr() != live.data_ptr()
     assert all(k.flatten()[0].item() == 0.0 for k in cb.best_weights.values() if k.is_floating_point())
+
+
+def test_a_kept_copy_that_does_not_match_the_model_is_rebuilt():
+    t, cb = FakeTrainer(), EarlyStopping()
+    cb.load_state_dict({**EarlyStopping().state_dict(), "best_weights": {"x": torch.zeros(2)}})
+    drive(cb, t, [1.0])  # the model's state has other keys: the kept copy is rebuilt from the model
+    assert cb.best_weights.keys() == t.model.state_dict().keys()
 
 
 def test_nan_never_counts_as_an_improvement():

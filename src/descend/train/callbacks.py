@@ -91,7 +91,9 @@ class EarlyStopping(Callback):
 
     def _keep(self, state: dict) -> None:
         """Copy the model's state into the kept buffers (allocated once; same device, no host sync)."""
-        if self.best_weights is None or self.best_weights.keys() != state.keys():
+        kept = self.best_weights
+        if kept is None or kept.keys() != state.keys() or any(
+                kept[name].device != t.device or kept[name].shape != t.shape for name, t in state.items()):
             self.best_weights = {name: t.detach().clone() for name, t in state.items()}
             return
         for name, t in state.items():
