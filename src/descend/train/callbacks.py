@@ -1,13 +1,17 @@
 """Callbacks: small objects that hang off the trainer's named events.
 
-The trainer calls, in order: ``on_fit_start`` once, then per epoch ``on_epoch_start``, ``on_batch_end`` after every
-optimizer step, ``on_epoch_end`` with the epoch's logged values, and ``on_fit_end`` once (also when a callback
-stopped training early). A callback reads the trainer's public attributes (``model``, ``optimizer``, ``epoch``,
-``global_step``, ``history``) and may set ``trainer.stop_training = True``; it never reaches into the loop's
-locals. ``state_dict``/``load_state_dict`` hold everything a resumed run needs (tensors and JSON values only).
+The trainer calls, in order: ``on_fit_start`` once, then per epoch ``on_epoch_start``, ``on_batch_end`` after
+every optimizer step, ``on_epoch_end`` with the epoch's logged values, and ``on_fit_end`` once (also when a
+callback stopped training early). A callback reads the trainer's public attributes (``model``, ``optimizer``,
+``epoch``, ``global_step``, ``history``) and may set ``trainer.stop_training = True``; it never reaches into
+the loop's locals. ``state_dict``/``load_state_dict`` hold everything a resumed run needs (tensors and JSON
+values only).
 """
 
 from __future__ import annotations
+
+from descend.errors import UserError
+from descend.schedules import check_number, improved, read_metric, resolve_mode
 
 
 class Callback:
@@ -33,3 +37,89 @@ class Callback:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class EarlyStopping(Callback):
+    """Stop when the monitored metric has not improved for ``patience`` epochs; keep the best weights.
+
+    Lectures 02 and 05: "stop when the validation accuracy (or loss) has not improved after n epochs; n is
+    called patience", and "pick the snapshot with the best validation performance". An epoch improves on
+    the best value b when ``value < b - min_delta`` (mode ``min``) or ``value > b + min_delta`` (mode
+    ``max``); ``mode="auto"`` infers min for losses and max for accuracies. Epochs before
+    ``start_from_epoch`` (a warmup) are ignored entirely. After ``patience`` epochs in a row without
+    improvement, ``trainer.stop_training`` is set.
+
+    With ``restore_best`` (default) the model's state (parameters and buffers, cloned on their device) is kept
+    at every improvement and loaded back at the end of training whether or not stopping fired. The best
+    value, best epoch, wait counter and best weights are in ``state_dict``, so a resumed run keeps
+    counting where it was. One instance serves one training run.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 10,
+                 min_delta: float = 0.0, start_from_epoch: int = 0, restore_best: bool = True) -> None:
+        where = "EarlyStopping"
+        if not isinstance(monitor, str) or not monitor:
+            raise UserError(f"{where}: monitor must be the name of a logged metric, got {monitor!r}")
+        if not isinstance(restore_best, bool):
+            raise UserError(f"{where}: restore_best must be true or false, got {restore_best!r}")
+        self.monitor = monitor
+        self.mode = resolve_mode(where, monitor, mode)
+        self.patience = check_number(where, "patience", patience, low=0, integer=True)
+        self.min_delta = check_number(where, "min_delta", min_delta, low=0)
+        self.start_from_epoch = check_number(where, "start_from_epoch", start_from_epoch, low=0, integer=True)
+        self.restore_best = restore_best
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+        self.best_weights: dict | None = None
+
+    def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
+        value = read_metric("EarlyStopping", logs, self.monitor)
+        epoch = int(trainer.epoch)
+        if epoch < self.start_from_epoch:
+            return
+        if improved(value, self.best_value, self.mode, self.min_delta):
+            self.best_value, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self._keep(trainer.model.state_dict())
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            trainer.stop_training = True
+            self.stopped_epoch = epoch
+
+    def _keep(self, state: dict) -> None:
+        """Copy the model's state into the kept buffers (allocated once; same device, no host sync)."""
+        kept = self.best_weights
+        if kept is None or kept.keys() != state.keys() or any(
+                kept[name].device != t.device or kept[name].shape != t.shape for name, t in state.items()):
+            self.best_weights = {name: t.detach().clone() for name, t in state.items()}
+            return
+        for name, t in state.items():
+            self.best_weights[name].copy_(t.detach())
+
+    def on_fit_end(self, trainer) -> None:
+        if self.restore_best and self.best_weights is not None:
+            trainer.model.load_state_dict(self.best_weights)
+
+    def summary(self) -> dict:
+        """What a run's summary reports: monitor, best value and epoch, the epoch stopping fired (or None)."""
+        return {"monitor": self.monitor, "mode": self.mode, "best_value": self.best_value,
+                "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch}
+
+    def state_dict(self) -> dict:
+        return {"monitor": self.monitor, "best_value": self.best_value, "best_epoch": self.best_epoch,
+                "wait": self.wait, "stopped_epoch": self.stopped_epoch,
+                "best_weights": self.best_weights or {}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["monitor"] != self.monitor:
+            raise UserError(f"EarlyStopping: the saved state monitors {state['monitor']!r}, this run "
+                            f"monitors {self.monitor!r}; resume with the same monitor")
+        self.best_value = None if state["best_value"] is None else float(state["best_value"])
+        self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+        self.wait = int(state["wait"])
+        self.stopped_epoch = None if state["stopped_epoch"] is None else int(state["stopped_epoch"])
+        weights = state["best_weights"]
+        self.best_weights = {name: t.detach().clone() for name, t in weights.items()} or None
