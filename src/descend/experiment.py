@@ -115,13 +115,12 @@ def summarize(exp: Experiment, seconds: float) -> dict:
     for prefix, split in (("train_", bundle.train), ("val_", bundle.val), ("test_", bundle.test)):
         if split is not None and len(split):
             final.update(trainer.evaluate(split, prefix=prefix))
-    monitor = exp.early_stopping.monitor if exp.early_stopping else ("val_loss" if bundle.val else "train_loss")
-    if exp.early_stopping and exp.early_stopping.best_epoch is not None:
-        best = {"epoch": exp.early_stopping.best_epoch, "monitor": monitor,
-                "value": exp.early_stopping.best_value}
+    if exp.early_stopping is not None and exp.early_stopping.best_epoch is not None:
+        best = exp.early_stopping.summary()
     else:
+        monitor = "val_loss" if bundle.val is not None and len(bundle.val) else "train_loss"
         row = trainer.history.best(monitor)
-        best = {"epoch": row["epoch"], "monitor": monitor, "value": row[monitor]}
+        best = {"monitor": monitor, "best_value": row[monitor], "best_epoch": row["epoch"]}
     return {
         "name": exp.config.name,
         "dataset": bundle.info.name,
