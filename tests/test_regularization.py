@@ -151,6 +151,19 @@ def test_proximal_l1_step_is_soft_thresholding():
     assert reg.sparsity(model) == {"": pytest.approx(4 / 6)}
 
 
+def test_frozen_parameters_are_left_alone_until_unfrozen():
+    model = _model()
+    model[0].weight.requires_grad_(False)
+    reg = regularization.create("proximal_l1", strength=100.0)
+    frozen = model[0].weight.detach().clone()
+    reg.after_step(model, lr=1.0)
+    assert torch.equal(model[0].weight, frozen) and (model[3].weight == 0).all()
+    model[0].weight.requires_grad_(True)  # unfreezing (fine-tuning) takes effect despite the cache
+    reg.after_step(model, lr=1.0)
+    assert (model[0].weight == 0).all()
+    assert reg.sparsity(model) == {"0": 1.0, "3": 1.0}
+
+
 def test_penalties_do_nothing_after_the_step():
     model = _model()
     before = [p.detach().clone() for p in model.parameters()]

@@ -72,8 +72,6 @@ class Regularizer:
     # -- selection -------------------------------------------------------------------------------------------
     def selects(self, name: str, param: nn.Parameter, module: nn.Module) -> bool:
         """Whether parameter ``name`` (full dotted name), owned directly by ``module``, is regularised."""
-        if not param.requires_grad:
-            return False
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.exclude):
             return False
         if self.include is not None:
@@ -95,7 +93,8 @@ class Regularizer:
         return entries
 
     def _params(self, model: nn.Module) -> list[nn.Parameter]:
-        return [param for _, _, param in self.selected(model)]
+        """The selected parameters that are trained now (frozen ones, e.g. in transfer learning, stay)."""
+        return [param for _, _, param in self.selected(model) if param.requires_grad]
 
     # -- what the trainer calls ------------------------------------------------------------------------------
     def penalty(self, model: nn.Module) -> torch.Tensor:
