@@ -1,0 +1,260 @@
+"""Data augmentation: random label-preserving transformations of training batches (lectures 01 and 02).
+
+"The best way to make a machine learning model generalize better is to train it with more data"; augmentation
+enlarges the training set artificially: flipping, cropping, translating, rotating, and adding noise to the
+input, "a special kind of augmentation" (lecture 01). It is off by default and the trainer applies it to
+training batches only, never to validation or test data.
+
+Everything works batch-wise on the batch's device with plain tensor ops (no per-sample Python loop, no host
+sync), and every random draw comes from the ``torch.Generator`` passed in, so a seeded or restored generator
+gives the same augmentations. Each transform draws its random numbers for the whole batch, also for samples it
+leaves unchanged, so the stream of draws depends only on the batch shape.
+
+Be careful about the transformation applied (lecture 01): a flip turns a 'b' into a 'd' and a rotation by 180°
+a '6' into a '9', so flips on digit data change the class; :func:`create` warns about that.
+
+Images are batches ``(N, C, H, W)``; 1-D signals ``(N, L)`` or ``(N, C, L)``.
+
+======================= ======== ============================================================================
+option                  inputs   transformation, per sample
+======================= ======== ============================================================================
+``hflip`` (prob.)       both     reverse the last axis (left ↔ right; time reversal for signals)
+``vflip`` (prob.)       images   reverse the height axis (top ↔ bottom)
+``crop_padding`` (px)   images   zero-pad by k on every side, crop H×W back at a random offset (0…2k each way)
+``rotation`` (°)        images   rotate by θ ~ U(−r, r) about the centre, bilinear, zeros outside
+``translate`` (frac.)   images   shift by t ~ U(−s, s)·size in each direction, bilinear, zeros outside
+``shift`` (samples)     signals  shift by an integer in [−s, s]; ``shift_mode`` ``"circular"`` or ``"zeros"``
+``scale`` (frac.)       signals  multiply by a ~ U(1 − s, 1 + s)
+``noise_std`` (σ)       both     add Gaussian noise N(0, σ²) to every value
+======================= ======== ============================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from descend.errors import UserError
+
+__all__ = ["Augment", "DEFAULTS", "create", "is_digit_dataset"]
+
+#: Every option with its default; all defaults mean "off".
+DEFAULTS: dict[str, object] = {
+    "hflip": 0.0,
+    "vflip": 0.0,
+    "crop_padding": 0,
+    "rotation": 0.0,
+    "translate": 0.0,
+    "shift": 0,
+    "shift_mode": "circular",
+    "scale": 0.0,
+    "noise_std": 0.0,
+}
+_IMAGE_ONLY = ("vflip", "crop_padding", "rotation", "translate")
+_SIGNAL_ONLY = ("shift", "scale")
+_SHIFT_MODES = ("circular", "zeros")
+
+
+def is_digit_dataset(name: str | None) -> bool:
+    """Digit data sets, where flips change the class: mnist1d, digits, MNIST-like names but Fashion-MNIST."""
+    if not name:
+        return False
+    name = name.lower().replace("-", "_")
+    return name in ("mnist1d", "digits") or ("mnist" in name and "fashion" not in name)
+
+
+class Augment:
+    """The enabled transformations, applied in the order of the table above. See :func:`create`."""
+
+    def __init__(self, hflip: float = 0.0, vflip: float = 0.0, crop_padding: int = 0, rotation: float = 0.0,
+                 translate: float = 0.0, shift: int = 0, shift_mode: str = "circular", scale: float = 0.0,
+                 noise_std: float = 0.0) -> None:
+        self.hflip, self.vflip, self.crop_padding = hflip, vflip, crop_padding
+        self.rotation, self.translate = rotation, translate
+        self.shift, self.shift_mode, self.scale, self.noise_std = shift, shift_mode, scale, noise_std
+
+    def enabled(self) -> list[str]:
+        """Names of the options that are on."""
+        return [name for name in DEFAULTS if name != "shift_mode" and getattr(self, name)]
+
+    def __repr__(self) -> str:
+        return f"Augment({', '.join(f'{k}={getattr(self, k)!r}' for k in self.enabled())})"
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment a training batch; same shape, dtype and device. Labels are never seen, so never changed."""
+        image = x.dim() == 4
+        if not image and x.dim() not in (2, 3):
+            raise UserError(f"augmentation needs images (N, C, H, W) or signals (N, L) / (N, C, L), "
+                            f"got a batch of shape {tuple(x.shape)}")
+        misplaced = [k for k in (_SIGNAL_ONLY if image else _IMAGE_ONLY) if getattr(self, k)]
+        if misplaced:
+            kind = "1-D signals" if image else "images"
+            raise UserError(f"augmentation option {misplaced[0]} applies to {kind} only, "
+                            f"got a batch of shape {tuple(x.shape)}")
+        if not x.is_floating_point() and (self.rotation or self.translate or self.scale or self.noise_std):
+            raise UserError("rotation, translate, scale and noise_std need a floating-point batch, "
+                            f"got {x.dtype}")
+        if self.hflip:
+            x = flip(x, -1, self.hflip, generator)
+        if self.vflip:
+            x = flip(x, -2, self.vflip, generator)
+        if self.crop_padding:
+            x = random_crop(x, self.crop_padding, generator)
+        if self.rotation or self.translate:
+            x = random_affine(x, self.rotation, self.translate, generator)
+        if self.shift:
+            x = random_shift(x, self.shift, self.shift_mode, generator)
+        if self.scale:
+            x = random_scale(x, self.scale, generator)
+        if self.noise_std:
+            x = gaussian_noise(x, self.noise_std, generator)
+        return x
+
+
+# -- the transformations, each for a whole batch ------------------------------------------------------------
+
+def _per_sample(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (x.dim() - 1)))
+
+
+def _uniform(n: int, low: float, high: float, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    u = torch.rand(n, generator=generator, device=x.device, dtype=x.dtype if x.is_floating_point() else None)
+    return low + (high - low) * u
+
+
+def flip(x: torch.Tensor, dim: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Reverse axis ``dim`` of each sample with probability p."""
+    chosen = torch.rand(x.shape[0], generator=generator, device=x.device) < p
+    return torch.where(_per_sample(chosen, x), x.flip(dim), x)
+
+
+def crop(x: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Zero-pad H and W by ``padding``; cut each sample's H×W window at row ``top[i]``, column ``left[i]``."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    rows = top.view(n, 1, 1) + torch.arange(h, device=x.device).view(1, h, 1)
+    cols = left.view(n, 1, 1) + torch.arange(w, device=x.device).view(1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1)
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """:func:`crop` at offsets (top, left) ~ U{0, …, 2·padding}²; offset ``padding`` is the original image."""
+    top, left = torch.randint(0, 2 * padding + 1, (2, x.shape[0]), generator=generator, device=x.device)
+    return crop(x, padding, top, left)
+
+
+def affine(x: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Rotate each image by ``degrees[i]`` (counter-clockwise as displayed, about the centre), then
+    translate it by ``shifts[i] = (right, down)`` as fractions of (W, H).
+
+    One bilinear ``grid_sample``; pixels that come from outside the image are 0. Output pixel p (in pixels,
+    from the centre, y down) reads input pixel R(θ)ᵀ(p − t) with R(θ) = [[cos θ, sin θ], [−sin θ, cos θ]] the
+    counter-clockwise rotation in these coordinates; the matrix below is that map in grid_sample's normalised
+    coordinates (x/(W/2), y/(H/2)).
+    """
+    n, _, h, w = x.shape
+    theta = degrees.to(x.dtype) * (math.pi / 180)
+    tx, ty = (2 * shifts.to(x.dtype)).unbind(-1)  # normalised coordinates span 2
+    cos, sin, aspect = theta.cos(), theta.sin(), w / h
+    matrix = torch.stack([
+        torch.stack([cos, -sin / aspect, -(cos * tx - sin / aspect * ty)], dim=1),
+        torch.stack([sin * aspect, cos, -(sin * aspect * tx + cos * ty)], dim=1),
+    ], dim=1)
+    grid = F.affine_grid(matrix, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_affine(x: torch.Tensor, degrees: float, translate: float,
+                  generator: torch.Generator) -> torch.Tensor:
+    """:func:`affine` with θ ~ U(−degrees, degrees) and shifts ~ U(−translate, translate) per direction."""
+    n = x.shape[0]
+    return affine(x, _uniform(n, -degrees, degrees, x, generator),
+                  _uniform(2 * n, -translate, translate, x, generator).view(n, 2))
+
+
+def shift_signal(x: torch.Tensor, s: torch.Tensor, mode: str = "circular") -> torch.Tensor:
+    """Shift each signal along its last axis by ``s[i]`` samples: out[t] = x[t − s].
+
+    ``mode="circular"`` wraps around (``torch.roll`` per sample); ``"zeros"`` fills vacated samples with 0.
+    """
+    n, length = x.shape[0], x.shape[-1]
+    source = torch.arange(length, device=x.device).view(1, length) - s.view(n, 1)  # (n, L)
+    flat = x.reshape(n, -1, length)
+    out = flat.gather(-1, (source % length).unsqueeze(1).expand_as(flat))
+    if mode == "zeros":
+        inside = ((source >= 0) & (source < length)).unsqueeze(1)
+        out = torch.where(inside, out, torch.zeros((), dtype=x.dtype, device=x.device))
+    return out.reshape(x.shape)
+
+
+def random_shift(x: torch.Tensor, max_shift: int, mode: str, generator: torch.Generator) -> torch.Tensor:
+    """:func:`shift_signal` by s ~ U{−max_shift, …, max_shift}."""
+    s = torch.randint(-max_shift, max_shift + 1, (x.shape[0],), generator=generator, device=x.device)
+    return shift_signal(x, s, mode)
+
+
+def random_scale(x: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
+    """Multiply each sample by a ~ U(1 − amount, 1 + amount)."""
+    return x * _per_sample(_uniform(x.shape[0], 1 - amount, 1 + amount, x, generator), x)
+
+
+def gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    """x + ε, ε ~ N(0, std²) independently for every value."""
+    return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+# -- construction from the [augment] config section ---------------------------------------------------------
+
+def create(*, dataset: str | None = None, **options) -> Augment | None:
+    """Build the augmentation of the ``[augment]`` config section; ``None`` when every option is off.
+
+    Options (``None`` means "not set"; all off by default):
+
+    - ``hflip``, ``vflip``: probability in [0, 1] of flipping a sample; ``true`` means 0.5, ``false`` 0;
+    - ``crop_padding``: int ≥ 0, pixels of zero padding before a random crop of the original size;
+    - ``rotation``: degrees in [0, 180], the largest rotation;
+    - ``translate``: fraction in [0, 1] of the width / height, the largest translation;
+    - ``shift``: int ≥ 0, the largest shift of a 1-D signal in samples; ``shift_mode``: ``"circular"``
+      (default) or ``"zeros"``;
+    - ``scale``: fraction in [0, 1), the largest relative change of a signal's amplitude;
+    - ``noise_std``: σ ≥ 0 of additive Gaussian noise.
+
+    ``dataset`` (the data set's name) only serves the warning that flips change the class of digits.
+    """
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown augment option {unknown[0]!r}; allowed: {', '.join(DEFAULTS)}")
+    values = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    for name in ("hflip", "vflip"):
+        value = values[name]
+        values[name] = 0.5 if value is True else 0.0 if value is False else _number(name, value, 0, 1)
+    for name in ("crop_padding", "shift"):
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserError(f"{name} must be an integer >= 0, got {value!r}")
+    values["rotation"] = _number("rotation", values["rotation"], 0, 180)
+    values["translate"] = _number("translate", values["translate"], 0, 1)
+    values["scale"] = _number("scale", values["scale"], 0, 1, open_high=True)
+    values["noise_std"] = _number("noise_std", values["noise_std"], 0, math.inf)
+    if values["shift_mode"] not in _SHIFT_MODES:
+        raise UserError(f"shift_mode must be one of {', '.join(_SHIFT_MODES)}, got {values['shift_mode']!r}")
+    augment = Augment(**values)
+    if not augment.enabled():
+        return None
+    if (augment.hflip or augment.vflip) and is_digit_dataset(dataset):
+        warnings.warn(f"flips are enabled on the digit data set {dataset!r}: a flip can change the class, as "
+                      "'b' and 'd' or '6' and '9' show (lecture 01); consider crop_padding, translate or "
+                      "a small rotation instead", UserWarning, stacklevel=2)
+    return augment
+
+
+def _number(name: str, value, low: float, high: float, open_high: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if not ok or value < low or value > high or (open_high and value == high):
+        interval = f"[{low}, {high})" if open_high else f"[{low}, {high}]"
+        raise UserError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
