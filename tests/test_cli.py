@@ -46,7 +46,8 @@ def test_run_writes_the_run_directory(tmp_path, capsys):
                                                  "tb"}
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
-    assert {"epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"} <= set(rows[0])
+    logged = {"epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert logged <= set(rows[0])
     summary = json.loads((out / "summary.json").read_text())
     assert {"train_accuracy", "val_accuracy", "test_accuracy"} <= set(summary["final"])
     assert summary["parameters"] == 4 * 16 + 16 + 16 * 3 + 3

@@ -122,7 +122,8 @@ def test_a_callback_can_stop_training():
 
 
 def test_bf16_autocast_trains():
-    trainer = ds.Trainer(ds.models.mlp([16]), precision="bf16", device="cpu", optimizer=ds.optim.create("adam", lr=0.05))
+    trainer = ds.Trainer(ds.models.mlp([16]), precision="bf16", device="cpu",
+                         optimizer=ds.optim.create("adam", lr=0.05))
     history = trainer.fit(blobs(), epochs=10, batch_size=16)
     assert history["train_loss"][-1] < history["train_loss"][0]
 

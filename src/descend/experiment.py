@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, models, optim, regularization, schedules
 from . import config as cfg
 from . import data as datasets
-from . import models, optim, regularization, schedules
 from .data import augment
 from .errors import UserError
 from .train import Trainer

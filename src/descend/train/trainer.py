@@ -143,7 +143,8 @@ class Trainer:
         sums = MetricSums(self.loss, self.device)
         penalty_sum = torch.zeros((), device=self.device)
         grad_norms = torch.zeros(2, device=self.device)  # Σ pre-clip norm, steps
-        for self.batch_index, (x, y) in enumerate(batches.epoch(self.epoch), start=0):
+        for index, (x, y) in enumerate(batches.epoch(self.epoch)):
+            self.batch_index = index
             lr = self._set_lr()
             if self.augment is not None:
                 x = self.augment(x, self._augment_rng)
