@@ -83,8 +83,7 @@ class Batches:
 
     def order(self, epoch: int) -> torch.Tensor:
         """The sample order of ``epoch`` (CPU int64): a seeded permutation, or 0..N-1 without shuffling."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise UserError(f"epoch must be an integer >= 0, got {epoch!r}")
+        _check_epoch(epoch)
         n = len(self.split)
         if not self.shuffle:
             return torch.arange(n)
@@ -92,19 +91,26 @@ class Batches:
         return torch.randperm(n, generator=g)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches ``(x, y)`` of ``epoch``, from batch index ``start`` on (to resume inside an epoch)."""
+        """The batches ``(x, y)`` of ``epoch``, from batch index ``start`` on (to resume inside an epoch).
+
+        Arguments are checked here, at the call, not at the first batch."""
+        _check_epoch(epoch)
         count = len(self)
         if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start <= count:
             raise UserError(f"start must be an integer in [0, {count}], got {start!r}")
         if self.full:
-            # full-batch gradient descent: the whole split, no copy (the loss is a mean, order-free)
-            if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-                raise UserError(f"epoch must be an integer >= 0, got {epoch!r}")
-            if start == 0:
-                yield self.split.x, self.split.y
-            return
-        return_order = self.order(epoch).to(self.split.x.device)  # one host-to-device copy per epoch
+            # full-batch gradient descent: the whole split as it is, no gather (the loss is a mean: order-free)
+            return iter([(self.split.x, self.split.y)] if start == 0 else [])
+        return self._slices(self.order(epoch), int(start))
+
+    def _slices(self, order: torch.Tensor, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = order.to(self.split.x.device)  # one host-to-device copy per epoch
         x, y, b = self.split.x, self.split.y, self.batch_size
-        for i in range(start, count):
-            idx = return_order[i * b : (i + 1) * b]
+        for i in range(start, len(self)):
+            idx = order[i * b : (i + 1) * b]
             yield x.index_select(0, idx), y.index_select(0, idx)
+
+
+def _check_epoch(epoch: object) -> None:
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise UserError(f"epoch must be an integer >= 0, got {epoch!r}")

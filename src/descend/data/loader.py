@@ -186,7 +186,7 @@ def check_targets(raw: RawData) -> None:
         if not np.all(y == np.round(y)):
             bad = y.reshape(-1)[np.flatnonzero(y.reshape(-1) != np.round(y.reshape(-1)))[0]]
             raise UserError(
-                f"classification labels must be whole numbers 0..K-1, got {bad!r} ({raw.source}); "
+                f"classification labels must be whole numbers 0..K-1, got {float(bad):g} ({raw.source}); "
                 "for real-valued targets use task='regression'"
             )
     low = min(int(y.min()) for y in labels if y.size)
