@@ -99,7 +99,7 @@ class Batches:
         if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start <= count:
             raise UserError(f"start must be an integer in [0, {count}], got {start!r}")
         if self.full:
-            # full-batch gradient descent: the whole split as it is, no gather (the loss is a mean: order-free)
+            # full-batch gradient descent: the whole split as it is, no gather (a mean loss is order-free)
             return iter([(self.split.x, self.split.y)] if start == 0 else [])
         return self._slices(self.order(epoch), int(start))
 
