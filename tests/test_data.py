@@ -456,6 +456,14 @@ def test_npz_bad_key_and_nan(tmp_path):
     np.savez(tmp_path / "b.npz", x=x, y=np.zeros(10))
     with pytest.raises(UserError, match="1 NaN or infinite"):
         dd.load(str(tmp_path / "b.npz"))
+    np.savez(
+        tmp_path / "c.npz", x=np.zeros((10, 2)), y=np.zeros(10), x_test=np.zeros((3, 5)), y_test=np.zeros(3)
+    )
+    with pytest.raises(UserError, match=r"inputs test of .* have shape \(3, 5\); need rows of shape \(2,\)"):
+        dd.load(str(tmp_path / "c.npz"))
+    np.savez(tmp_path / "e.npz", x=np.zeros((0, 2)), y=np.zeros(0))
+    with pytest.raises(UserError, match="have no rows"):
+        dd.load(str(tmp_path / "e.npz"))
 
 
 def test_truncated_and_foreign_idx_files(tmp_path):
@@ -470,6 +478,13 @@ def test_truncated_and_foreign_idx_files(tmp_path):
     write_idx(tmp_path / "u-images-idx3-ubyte", np.zeros((4, 3, 3), dtype=np.uint8))
     with pytest.raises(UserError, match="labels file .*not found"):
         dd.load(str(tmp_path / "u-images-idx3-ubyte"))
+    write_idx(tmp_path / "plain.idx", np.zeros((4, 3), dtype=np.uint8))
+    with pytest.raises(UserError, match="option labels=PATH"):
+        dd.load(str(tmp_path / "plain.idx"))
+    write_idx(tmp_path / "lab.idx", np.arange(4, dtype=np.uint8))
+    assert dd.load(
+        str(tmp_path / "plain.idx"), labels=str(tmp_path / "lab.idx"), test_fraction=0.0
+    ).info.sizes == {"train": 4, "val": 0, "test": 0}
 
 
 def test_unknown_and_invalid_options():

@@ -128,7 +128,10 @@ def read_file(
             )
     else:
         x = read_idx(path)
-        labels = require_file(opts["labels"] or idx_labels_path(path), "IDX labels file (option labels)")
+        guess = idx_labels_path(path)
+        if opts["labels"] is None and guess == path:
+            raise UserError(f"give the labels file of {str(path)!r} with the option labels=PATH")
+        labels = require_file(opts["labels"] or guess, "IDX labels file (option labels)")
         y = read_idx(labels)
         if x.ndim == 3:  # (N, H, W) images -> channels-first (N, 1, H, W)
             x = x[:, None]
@@ -141,6 +144,12 @@ def read_file(
             raise UserError(f"inputs{what} of {str(path)!r} must have shape (N, features...), got {a.shape}")
         if len(a) != len(b):
             raise UserError(f"{str(path)!r} has {len(a)}{what} inputs but {len(b)} targets")
+        if len(a) == 0:
+            raise UserError(f"inputs{what} of {str(path)!r} have no rows")
+        if a.shape[1:] != x.shape[1:]:
+            raise UserError(
+                f"inputs{what} of {str(path)!r} have shape {a.shape}; need rows of shape {x.shape[1:]}"
+            )
     task = task or infer_task(y, y_test)
     num_classes = opts["num_classes"]
     if num_classes is not None:
