@@ -1,0 +1,10 @@
+"""Data: built-in datasets and user files, seeded stratified splits, feature scaling fitted on the training
+split, and in-memory batches sliced on the device."""
+
+from descend.data.batches import Batches
+from descend.data.core import DataBundle, DatasetInfo, Split
+from descend.data.loader import datasets, load
+from descend.data.scaling import Scaler
+from descend.data.splits import kfold_indices
+
+__all__ = ["Batches", "DataBundle", "DatasetInfo", "Scaler", "Split", "datasets", "kfold_indices", "load"]

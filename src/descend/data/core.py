@@ -1,0 +1,98 @@
+"""The in-memory containers every part of descend trains on: :class:`Split`, :class:`DatasetInfo`,
+:class:`DataBundle`, plus the raw numpy form a dataset loader returns before splitting and scaling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from descend.data.scaling import Scaler
+
+TASKS = ("classification", "regression")
+
+
+@dataclass
+class Split:
+    """One split (train, val or test) held in memory as two tensors.
+
+    ``x`` is float32 of shape ``(N, *input_shape)``; ``y`` is int64 of shape ``(N,)`` for classification
+    (labels ``0 .. num_classes-1``) and float32 of shape ``(N, k)`` for regression.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: str
+    num_classes: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def to(self, device: torch.device | str) -> Split:
+        """The same split with both tensors on ``device`` (no copy when they already are)."""
+        return replace(self, x=self.x.to(device), y=self.y.to(device))
+
+    def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> Split:
+        """The rows ``index`` of this split, as a new split (for k-fold and small-subset checks)."""
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long, device=self.x.device)
+        return replace(self, x=self.x.index_select(0, idx), y=self.y.index_select(0, idx))
+
+
+@dataclass
+class DatasetInfo:
+    """What a model and a report need to know about a loaded dataset.
+
+    ``sizes`` counts the rows of ``train``/``val``/``test``; ``source`` says where the data came from
+    (package, file path, or generator and its parameters); ``scaler`` is the feature scaling fitted on the
+    training split only (``None`` for ``scale="none"``).
+    """
+
+    name: str
+    task: str
+    input_shape: tuple[int, ...]
+    num_classes: int | None
+    num_outputs: int
+    sizes: dict[str, int]
+    source: str
+    scaler: Scaler | None = None
+    feature_names: list[str] | None = None
+    class_names: list[str] | None = None
+
+
+@dataclass
+class DataBundle:
+    """The result of :func:`descend.data.load`: the three splits and the dataset's description."""
+
+    train: Split
+    val: Split | None
+    test: Split | None
+    info: DatasetInfo
+
+
+@dataclass
+class RawData:
+    """A dataset as a loader returns it: numpy arrays before splitting, scaling and conversion to tensors.
+
+    ``x_test``/``y_test`` hold the dataset's own test split where it has one. ``y`` holds integer labels
+    for classification and values of shape ``(N,)`` or ``(N, k)`` for regression. ``draw_val(n)``, for
+    generated sets, draws ``n`` fresh validation samples, so the training split keeps all of ``x``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    task: str
+    source: str
+    num_classes: int | None = None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    feature_names: list[str] | None = None
+    class_names: list[str] | None = None
+    draw_val: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None

@@ -1,0 +1,232 @@
+"""Readers for the user's own data files (CSV, NPZ, IDX) and the atomic cache writer.
+
+Every problem with a file (missing, unreadable, NaN or non-numeric cells, bad keys, a truncated IDX file)
+raises one :class:`~descend.errors.UserError` that names the file and what is wrong; nothing is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from descend.errors import UserError
+
+# IDX type codes (LeCun's format): byte 3 of the magic number
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def is_idx_path(path: str | Path) -> bool:
+    """Whether a file name looks like IDX: ``*.idx``, ``*.idx1``..``*.idx4``, ``*-ubyte`` (and ``.gz``)."""
+    name = Path(path).name.lower().removesuffix(".gz")
+    return name.endswith(("ubyte", ".idx")) or (
+        len(name) > 5 and name[-5:-1] == ".idx" and name[-1].isdigit()
+    )
+
+
+def file_kind(path: str | Path) -> str | None:
+    """``"csv"``, ``"npz"``, ``"idx"`` or ``None`` for a file name descend cannot read."""
+    name = Path(path).name.lower()
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".npz"):
+        return "npz"
+    if is_idx_path(name):
+        return "idx"
+    return None
+
+
+def require_file(path: str | Path, what: str = "data file") -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"{what} not found: {str(p)!r}")
+    return p
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise UserError(f"cannot read {str(path)!r}: {e}") from None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (optionally gzip-compressed) as a numpy array of its stored shape and type.
+
+    Format: 2 zero bytes, 1 type byte (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32,
+    0x0E float64), 1 byte giving the number of dimensions n, then n big-endian int32 sizes, then the data.
+    """
+    p = require_file(path, "IDX file")
+    raw = _read_bytes(p)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise UserError(f"{str(p)!r} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(
+            f"IDX file {str(p)!r} is truncated (header needs {header} bytes, file has {len(raw)})"
+        )
+    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise UserError(f"IDX file {str(p)!r} has {len(raw)} bytes, its header {shape} says {expected}")
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def idx_labels_path(images: Path) -> Path:
+    """The labels file conventionally beside an IDX images file (``images-idx3`` → ``labels-idx1``)."""
+    return images.with_name(images.name.replace("images", "labels").replace("idx3", "idx1"))
+
+
+def _column_index(spec: str | int, header: list[str] | None, ncols: int, option: str) -> int:
+    if isinstance(spec, bool):
+        raise UserError(f"{option} must be a column name or index, got {spec!r}")
+    if isinstance(spec, int):
+        if not -ncols <= spec < ncols:
+            raise UserError(f"{option} column index {spec} is out of range for {ncols} columns")
+        return spec % ncols
+    if isinstance(spec, str):
+        if header is None:
+            raise UserError(
+                f"{option} {spec!r} names a column, but the CSV file has no header row; "
+                f"use a column index 0..{ncols - 1}"
+            )
+        if spec not in header:
+            raise UserError(
+                f"{option} {spec!r} is not a column of the CSV file; columns: {', '.join(header)}"
+            )
+        return header.index(spec)
+    raise UserError(f"{option} must be a column name or index, got {spec!r}")
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(
+    path: str | Path,
+    *,
+    target: str | int | None = None,
+    features: list[str | int] | None = None,
+    delimiter: str = ",",
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(x, y, feature_names)`` from a CSV file of numbers.
+
+    The first row is a header when any of its cells is not a number. ``target`` picks the label/target
+    column by name or index (default: the last column); ``features`` picks the input columns (default: all
+    other columns). Every used cell must be a finite number: an empty, non-numeric, NaN or infinite cell is
+    an error naming its row and column.
+    """
+    p = require_file(path, "CSV file")
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f, delimiter=delimiter) if any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"cannot read CSV file {str(p)!r}: {e}") from None
+    if not rows:
+        raise UserError(f"CSV file {str(p)!r} is empty")
+    header = None
+    if not all(_is_number(c) for c in rows[0]):
+        header = [c.strip() for c in rows[0]]
+        rows = rows[1:]
+    ncols = len(header) if header is not None else len(rows[0]) if rows else 0
+    if not rows:
+        raise UserError(f"CSV file {str(p)!r} has a header but no data rows")
+    if ncols < 2:
+        raise UserError(f"CSV file {str(p)!r} needs at least 2 columns (inputs and a target), it has {ncols}")
+    t = _column_index(-1 if target is None else target, header, ncols, "target")
+    if features is None:
+        cols = [c for c in range(ncols) if c != t]
+    else:
+        if isinstance(features, (str, int)) or not features:
+            raise UserError(f"features must be a non-empty list of column names or indices, got {features!r}")
+        cols = [_column_index(c, header, ncols, "features") for c in features]
+        if t in cols:
+            raise UserError(f"features must not contain the target column {target!r}")
+    first_line = 2 if header is not None else 1
+    values = np.empty((len(rows), ncols), dtype=np.float64)
+    used = sorted({t, *cols})
+    for i, row in enumerate(rows):
+        if len(row) != ncols:
+            raise UserError(
+                f"CSV file {str(p)!r} row {i + first_line} has {len(row)} cells, expected {ncols}"
+            )
+        for j in used:
+            cell = row[j].strip()
+            name = header[j] if header is not None else str(j)
+            try:
+                v = float(cell)
+            except ValueError:
+                raise UserError(
+                    f"CSV file {str(p)!r} row {i + first_line}, column {name!r}: {cell!r} is not a number"
+                ) from None
+            if not np.isfinite(v):
+                raise UserError(
+                    f"CSV file {str(p)!r} row {i + first_line}, column {name!r}: "
+                    f"{cell!r} is not a finite number (NaN or infinite values are not allowed)"
+                )
+            values[i, j] = v
+    names = [header[c] if header is not None else f"x{c}" for c in cols]
+    return values[:, cols], values[:, t], names
+
+
+def read_npz(path: str | Path, keys: list[str], *, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` (and those of ``optional`` that exist) of a ``.npz`` file, without pickle."""
+    p = require_file(path, "NPZ file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            available = list(z.files)
+            missing = [k for k in keys if k not in available]
+            if missing:
+                raise UserError(
+                    f"NPZ file {str(p)!r} has no array {missing[0]!r}; its arrays: "
+                    f"{', '.join(available) or '(none)'}"
+                )
+            return {k: z[k] for k in (*keys, *optional) if k in available}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"cannot read NPZ file {str(p)!r}: {e}") from None
+
+
+def check_finite(name: str, array: np.ndarray) -> None:
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise UserError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise UserError(f"{name} has {bad} NaN or infinite values; remove or impute them first")
+
+
+def cache_dir() -> Path:
+    """Where descend caches generated data: ``$DESCEND_CACHE`` or ``~/.cache/descend``."""
+    return Path(os.environ.get("DESCEND_CACHE") or Path.home() / ".cache" / "descend").expanduser()
+
+
+def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` as ``.npz`` through a temp file in the same folder, fsync and rename,
+    so a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,311 @@
+"""``load``: a dataset name or file path in, a :class:`DataBundle` of scaled, split tensors out;
+``datasets``: the built-in datasets listed without loading any."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from descend.data import fashion, registry
+from descend.data.core import TASKS, DataBundle, DatasetInfo, RawData, Split
+from descend.data.files import (
+    check_finite,
+    file_kind,
+    idx_labels_path,
+    read_csv,
+    read_idx,
+    read_npz,
+    require_file,
+)
+from descend.data.scaling import SCALES, as_float_inputs, fit_scaler
+from descend.data.splits import check_fraction, held_count, split_indices
+from descend.errors import UserError
+
+DEFAULT_TEST_FRACTION = 0.2
+MAX_INFERRED_CLASSES = 100
+FILE_OPTIONS = {
+    "csv": {"delimiter": ",", "num_classes": None},
+    "npz": {"x_key": "x", "y_key": "y", "x_test_key": "x_test", "y_test_key": "y_test", "num_classes": None},
+    "idx": {"labels": None, "num_classes": None},
+}
+
+
+def load(
+    name_or_path: str | Path,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float | None = None,
+    scale: str = "standardize",
+    seed: int = 0,
+    target: str | int | None = None,
+    features: list[str | int] | None = None,
+    task: str | None = None,
+    **options: Any,
+) -> DataBundle:
+    """Load a built-in dataset or a user file, split it and scale its inputs.
+
+    ``name_or_path`` is a name of :func:`datasets` or a path to a ``.csv``, ``.npz`` or IDX
+    (``.idx``/``*-ubyte``, optionally ``.gz``) file. The test split is the dataset's own where it has one
+    (mnist1d, fashion_mnist, the generated sets, an NPZ file with ``x_test``/``y_test``) and
+    ``test_fraction=None``; a number pools everything and holds out that fraction; otherwise 0.2. The
+    validation split (``val_fraction``) is carved from the training part. Both are stratified for
+    classification and drawn from ``seed``. ``scale`` ("standardize", "minmax", "none") is fitted on the
+    final training split only. ``target``/``features`` choose CSV columns; ``task`` ("classification" or
+    "regression") overrides the inferred task of a user file. ``options`` go to the dataset (see
+    :func:`datasets`; files: csv ``delimiter``, ``num_classes``; npz ``x_key``, ``y_key``, ``x_test_key``,
+    ``y_test_key``, ``num_classes``; idx ``labels`` (path of the labels file), ``num_classes``).
+    """
+    check_fraction("val_fraction", val_fraction)
+    check_fraction("test_fraction", test_fraction, allow_none=True)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"seed must be an integer >= 0, got {seed!r}")
+    if scale not in SCALES:
+        raise UserError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if task is not None and task not in TASKS:
+        raise UserError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if not isinstance(name_or_path, (str, Path)):
+        raise UserError(f"dataset must be a name or a file path, got {name_or_path!r}")
+
+    key = str(name_or_path)
+    if key in registry.REGISTRY:
+        spec = registry.REGISTRY[key]
+        if target is not None or features is not None:
+            raise UserError(
+                f"target and features choose CSV columns; dataset {key!r} has fixed inputs and targets"
+            )
+        if task is not None and task != spec.task:
+            raise UserError(f"task for dataset {key!r} must be {spec.task!r}, got {task!r}")
+        raw = spec.loader(registry.check_options(f"dataset {key!r}", options, spec.options))
+        name = key
+    else:
+        kind = file_kind(key)
+        if kind is None:
+            if Path(key).expanduser().is_file():
+                raise UserError(
+                    f"cannot read {key!r}: data files must be .csv, .npz or IDX (.idx, *-ubyte, .gz)"
+                )
+            registry.get(key)  # raises: unknown dataset, listing the valid names
+        raw = read_file(
+            kind, Path(key).expanduser(), target=target, features=features, task=task, options=options
+        )
+        name = Path(key).name
+    check_targets(raw)
+    return build(
+        raw, name, val_fraction=val_fraction, test_fraction=test_fraction, scale=scale, seed=int(seed)
+    )
+
+
+def read_file(
+    kind: str,
+    path: Path,
+    *,
+    target: str | int | None,
+    features: list[str | int] | None,
+    task: str | None,
+    options: dict[str, Any],
+) -> RawData:
+    """A user's CSV, NPZ or IDX file as raw arrays, its task given or inferred."""
+    opts = registry.check_options(f"{kind} files", options, FILE_OPTIONS[kind])
+    if kind != "csv" and (target is not None or features is not None):
+        raise UserError(f"target and features choose CSV columns; {str(path)!r} is a {kind} file")
+    names = x_test = y_test = None
+    if kind == "csv":
+        if not isinstance(opts["delimiter"], str) or len(opts["delimiter"]) != 1:
+            raise UserError(f"delimiter must be a single character, got {opts['delimiter']!r}")
+        x, y, names = read_csv(path, target=target, features=features, delimiter=opts["delimiter"])
+    elif kind == "npz":
+        keys = [opts["x_key"], opts["y_key"]]
+        arrays = read_npz(path, keys, optional=(opts["x_test_key"], opts["y_test_key"]))
+        x, y = arrays[opts["x_key"]], arrays[opts["y_key"]]
+        x_test, y_test = arrays.get(opts["x_test_key"]), arrays.get(opts["y_test_key"])
+        if (x_test is None) != (y_test is None):
+            raise UserError(
+                f"NPZ file {str(path)!r} has only one of {opts['x_test_key']!r} and "
+                f"{opts['y_test_key']!r}; give both or neither"
+            )
+    else:
+        x = read_idx(path)
+        guess = idx_labels_path(path)
+        if opts["labels"] is None and guess == path:
+            raise UserError(f"give the labels file of {str(path)!r} with the option labels=PATH")
+        labels = require_file(opts["labels"] or guess, "IDX labels file (option labels)")
+        y = read_idx(labels)
+        if x.ndim == 3:  # (N, H, W) images -> channels-first (N, 1, H, W)
+            x = x[:, None]
+    for what, a, b in (("", x, y), (" test", x_test, y_test)):
+        if a is None:
+            continue
+        check_finite(f"inputs{what} of {str(path)!r}", a)
+        check_finite(f"targets{what} of {str(path)!r}", b)
+        if a.ndim == 1:
+            raise UserError(f"inputs{what} of {str(path)!r} must have shape (N, features...), got {a.shape}")
+        if len(a) != len(b):
+            raise UserError(f"{str(path)!r} has {len(a)}{what} inputs but {len(b)} targets")
+        if len(a) == 0:
+            raise UserError(f"inputs{what} of {str(path)!r} have no rows")
+        if a.shape[1:] != x.shape[1:]:
+            raise UserError(
+                f"inputs{what} of {str(path)!r} have shape {a.shape}; need rows of shape {x.shape[1:]}"
+            )
+    task = task or infer_task(y, y_test)
+    num_classes = opts["num_classes"]
+    if num_classes is not None:
+        num_classes = registry.positive_int("num_classes", num_classes, 2)
+        if task != "classification":
+            raise UserError(f"num_classes applies to classification; the task of {str(path)!r} is {task}")
+    return RawData(
+        x=x,
+        y=y,
+        x_test=x_test,
+        y_test=y_test,
+        task=task,
+        num_classes=num_classes,
+        feature_names=names,
+        source=f"{kind} file {path.resolve()}",
+    )
+
+
+def infer_task(y: np.ndarray, y_test: np.ndarray | None = None) -> str:
+    """Classification when targets are one column of whole numbers in [0, 100) (labels 0..K-1), or of an
+    integer type; regression otherwise. Pass ``task=`` to decide it yourself."""
+    values = y if y_test is None else np.concatenate([y.reshape(len(y), -1), y_test.reshape(len(y_test), -1)])
+    if values.ndim > 1 and values.shape[1] != 1:
+        return "regression"
+    if np.issubdtype(values.dtype, np.integer):
+        return "classification"
+    whole = bool(np.all(values == np.round(values)))
+    return (
+        "classification"
+        if whole and values.min() >= 0 and values.max() < MAX_INFERRED_CLASSES
+        else "regression"
+    )
+
+
+def check_targets(raw: RawData) -> None:
+    """Labels of a classification set must be whole numbers in [0, num_classes); sets ``raw.num_classes``."""
+    if raw.task != "classification":
+        return
+    labels = [raw.y] + ([raw.y_test] if raw.y_test is not None else [])
+    for y in labels:
+        if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+            raise UserError(f"classification labels must be one column, got shape {y.shape} ({raw.source})")
+        if not np.all(y == np.round(y)):
+            bad = y.reshape(-1)[np.flatnonzero(y.reshape(-1) != np.round(y.reshape(-1)))[0]]
+            raise UserError(
+                f"classification labels must be whole numbers 0..K-1, got {float(bad):g} ({raw.source}); "
+                "for real-valued targets use task='regression'"
+            )
+    low = min(int(y.min()) for y in labels if y.size)
+    high = max(int(y.max()) for y in labels if y.size)
+    k = raw.num_classes if raw.num_classes is not None else high + 1
+    if low < 0 or high >= k:
+        raise UserError(
+            f"classification labels must be in [0, {k - 1}], got {low if low < 0 else high} ({raw.source})"
+        )
+    raw.num_classes = max(k, 2)
+
+
+def _tensor_y(y: np.ndarray, task: str) -> torch.Tensor:
+    if task == "classification":
+        return torch.as_tensor(y.reshape(-1).astype(np.int64))
+    return torch.as_tensor(y.reshape(len(y), -1).astype(np.float32))
+
+
+def build(
+    raw: RawData, name: str, *, val_fraction: float, test_fraction: float | None, scale: str, seed: int
+) -> DataBundle:
+    """Split ``raw`` (test first, then val from the rest), fit the scaler on train, and make tensors."""
+    x, y = raw.x, raw.y
+    if raw.draw_val is not None and test_fraction is None:  # generated: all n_train train, fresh val
+        parts = {
+            "train": (x, y),
+            "val": raw.draw_val(held_count(len(x), val_fraction)),
+            "test": (raw.x_test, raw.y_test),
+        }
+    elif raw.x_test is not None and test_fraction is None:
+        idx = split_indices(
+            y, val_fraction=val_fraction, test_fraction=0.0, seed=seed, stratify=raw.task == "classification"
+        )
+        parts = {
+            "train": (x[idx["train"]], y[idx["train"]]),
+            "val": (x[idx["val"]], y[idx["val"]]),
+            "test": (raw.x_test, raw.y_test),
+        }
+    else:
+        if raw.x_test is not None:  # a test fraction was asked for: pool the dataset's own split and re-split
+            if raw.x_test.shape[1:] != x.shape[1:]:
+                raise UserError(
+                    f"test inputs have shape {raw.x_test.shape[1:]} per sample, training inputs "
+                    f"{x.shape[1:]} ({raw.source})"
+                )
+            x, y = np.concatenate([x, raw.x_test]), np.concatenate([y, raw.y_test])
+        frac = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
+        idx = split_indices(
+            y, val_fraction=val_fraction, test_fraction=frac, seed=seed, stratify=raw.task == "classification"
+        )
+        parts = {k: (x[i], y[i]) for k, i in idx.items()}
+    if len(parts["train"][0]) == 0:
+        raise UserError(
+            f"the training split of {name!r} is empty ({len(x)} rows, val_fraction={val_fraction}, "
+            f"test_fraction={test_fraction}); lower the fractions"
+        )
+    parts = {k: (as_float_inputs(px), py) for k, (px, py) in parts.items()}
+    scaler = fit_scaler(scale, parts["train"][0])
+    splits: dict[str, Split | None] = {}
+    for key, (px, py) in parts.items():
+        if len(px) == 0:
+            splits[key] = None
+            continue
+        tx = scaler.transform(px) if scaler is not None else px
+        splits[key] = Split(
+            x=tx.contiguous(), y=_tensor_y(py, raw.task), task=raw.task, num_classes=raw.num_classes
+        )
+    train = splits["train"]
+    assert train is not None
+    num_outputs = raw.num_classes if raw.task == "classification" else int(train.y.shape[1])
+    info = DatasetInfo(
+        name=name,
+        task=raw.task,
+        input_shape=tuple(train.x.shape[1:]),
+        num_classes=raw.num_classes,
+        num_outputs=int(num_outputs),
+        sizes={k: len(s) if s is not None else 0 for k, s in splits.items()},
+        source=raw.source,
+        scaler=scaler,
+        feature_names=raw.feature_names,
+        class_names=raw.class_names,
+    )
+    return DataBundle(train=train, val=splits["val"], test=splits["test"], info=info)
+
+
+def datasets() -> list[dict[str, Any]]:
+    """One row per built-in dataset: ``name``, ``task``, ``input_shape``, ``num_classes``, ``sizes`` (with the
+    default ``val_fraction=0.1`` and test split), ``source`` and ``options`` (their defaults). Nothing is
+    generated or read to list them; for fashion_mnist the source says where its files were found, or how to
+    get them."""
+    rows = []
+    for spec in registry.REGISTRY.values():
+        pool, own_test = spec.sizes(spec.options)
+        test = own_test if own_test is not None else held_count(pool, DEFAULT_TEST_FRACTION)
+        rest = pool if own_test is not None else pool - test
+        val = held_count(rest, 0.1)
+        train = rest if spec.generated else rest - val
+        source = spec.source
+        if spec.name == "fashion_mnist":
+            found = fashion.locate()
+            source = f"IDX files in {found['x'].parent}" if found else f"not installed: {fashion.HOW_TO_GET}"
+        rows.append(
+            {
+                "name": spec.name,
+                "task": spec.task,
+                "input_shape": spec.shape(spec.options),
+                "num_classes": spec.num_classes,
+                "sizes": {"train": train, "val": val, "test": test},
+                "source": source,
+                "options": dict(spec.options),
+            }
+        )
+    return rows
