@@ -5,7 +5,8 @@ File format (one file, so that one atomic rename publishes a consistent checkpoi
     [8 bytes: header length N, little-endian u64][N bytes: JSON header][tensor bytes]
 
 This is the `safetensors <https://github.com/huggingface/safetensors>`_ format unchanged, so any safetensors
-reader opens a descend checkpoint. The JSON header lists every tensor (``dtype``, ``shape``, ``data_offsets``);
+reader opens a descend checkpoint. The JSON header lists every tensor (``dtype``, ``shape``,
+``data_offsets``);
 its ``__metadata__`` holds ``format = "descend-checkpoint"``, ``version = "1"`` and ``structure``: the nested
 state as JSON, each tensor replaced by a reference ``{"tensor": name}``. Dicts are stored as ``{"dict": [[key,
 value], ...]}`` so integer keys (torch optimizers' parameter ids) and key order survive, tuples as
@@ -17,8 +18,8 @@ process killed at any moment leaves the previous file intact; a failed write (di
 removes the temporary file and raises :class:`CheckpointError`.
 
 Reading never executes code: no pickle, only JSON and raw little-endian tensor bytes. Every field is validated
-(header size capped at :data:`MAX_HEADER_BYTES`, tensors must tile the data section exactly, each reference must
-resolve, no tensor left unreferenced); any problem is a :class:`CheckpointError` naming the file.
+(header size capped at :data:`MAX_HEADER_BYTES`, tensors must tile the data section exactly, each reference
+must resolve, no tensor left unreferenced); any problem is a :class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ _FOREIGN = [
 
 
 class CheckpointError(UserError):
-    """A checkpoint or weights file could not be written or read; the message names the file and the problem."""
+    """A checkpoint or weights file could not be written or read; the message names the file and problem."""
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -74,24 +75,34 @@ def save(path: str | Path, state: dict) -> None:
     """Write ``state`` (nested dicts/lists/tuples of tensors and JSON scalars) atomically to ``path``.
 
     Tensors on any device are copied to the CPU as they are written; views of the same memory are stored
-    once. The parent directory is created if needed. On any failure the previous file at ``path`` is untouched.
+    once. The parent directory is created if needed. On any failure the previous file at ``path`` stays.
     """
     path = Path(path)
     if not isinstance(state, dict):
-        raise CheckpointError(f"cannot save checkpoint {path}: the state must be a dict, got {type(state).__name__}")
+        raise CheckpointError(
+            f"cannot save checkpoint {path}: the state must be a dict, got {type(state).__name__}"
+        )
     encoder = _Encoder(path)
     structure = encoder.encode(state, "state", 0)
-    metadata = {"format": FORMAT, "version": VERSION, "structure": json.dumps(structure, separators=(",", ":"))}
+    metadata = {
+        "format": FORMAT,
+        "version": VERSION,
+        "structure": json.dumps(structure, separators=(",", ":")),
+    }
     _write_safetensors(path, encoder.tensors, metadata)
 
 
 def save_weights(module_or_state_dict: nn.Module | Mapping[str, torch.Tensor], path: str | Path) -> None:
-    """Write a model's weights atomically as a plain safetensors file (what ``safetensors.torch.load_file`` reads).
+    """Write a model's weights atomically as a plain safetensors file (what ``safetensors`` reads).
 
     Tensors that share memory (tied weights) are written once per name, as plain safetensors has no aliasing.
     """
     path = Path(path)
-    sd = module_or_state_dict.state_dict() if isinstance(module_or_state_dict, nn.Module) else module_or_state_dict
+    sd = (
+        module_or_state_dict.state_dict()
+        if isinstance(module_or_state_dict, nn.Module)
+        else module_or_state_dict
+    )
     tensors = {}
     for name, t in sd.items():
         if not isinstance(name, str) or not isinstance(t, torch.Tensor):
@@ -133,7 +144,9 @@ class _Encoder:
             items = []
             for key, value in obj.items():
                 if isinstance(key, bool) or not isinstance(key, (str, int)):
-                    raise self.fail(where, f"has a key {key!r} of type {type(key).__name__}; keys must be str or int")
+                    raise self.fail(
+                        where, f"has a key {key!r} of type {type(key).__name__}; keys must be str or int"
+                    )
                 key = str(key) if isinstance(key, str) else int(key)
                 items.append([key, self.encode(value, f"{where}[{key!r}]", depth + 1, (*name, str(key)))])
             return {"dict": items}
@@ -141,8 +154,9 @@ class _Encoder:
             values = [self.encode(v, f"{where}[{i}]", depth + 1, (*name, str(i))) for i, v in enumerate(obj)]
             return values if isinstance(obj, list) else {"tuple": values}
         raise self.fail(
-            where, f"has type {type(obj).__name__}; a checkpoint holds tensors, dicts, lists, tuples, "
-            "str, int, float, bool and None"
+            where,
+            f"has type {type(obj).__name__}; a checkpoint holds tensors, dicts, lists, tuples, "
+            "str, int, float, bool and None",
         )
 
     def _add(self, t: torch.Tensor, name: tuple) -> str:
@@ -179,7 +193,11 @@ def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: d
     for name in order:
         t = tensors[name]
         size = t.numel() * t.element_size()
-        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": _NAMES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
@@ -232,7 +250,9 @@ def _write_failure(path: Path, e: OSError) -> str:
         errno.EROFS: f"{path.parent} is on a read-only file system",
     }
     reason = reasons.get(e.errno, e.strerror or str(e))
-    return f"could not write checkpoint {path}: {reason}. The previous file at that path, if any, is unchanged"
+    return (
+        f"could not write checkpoint {path}: {reason}. The previous file at that path, if any, is unchanged"
+    )
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -284,7 +304,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> dict:
     metadata, tensors = _read_safetensors(path)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path} is a safetensors file but not a descend checkpoint (its metadata has no descend structure); "
+            f"{path} is a safetensors file but not a descend checkpoint (no descend metadata); "
             "to take model weights from it use load_weights"
         )
     return _decode_checkpoint(path, metadata, tensors, device)
@@ -300,7 +320,8 @@ def _device(device: str | torch.device) -> torch.device:
 def _decode_checkpoint(path: Path, metadata: dict, tensors: dict, device: torch.device) -> dict:
     if metadata.get("version") != VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format version {metadata.get('version')!r}; this descend reads version {VERSION}"
+            f"{path} has checkpoint format version {metadata.get('version')!r}; "
+            f"this descend reads version {VERSION}"
         )
     if "structure" not in metadata:
         raise CheckpointError(f"{path} is corrupt: its metadata lacks the 'structure' entry")
@@ -344,9 +365,9 @@ def _decode(node: Any, tensors: dict, used: set, where: str, depth: int, path: P
     if tag == "dict" and isinstance(value, list):
         out: dict = {}
         for item in value:
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], (str, int))) or isinstance(
-                item[0], bool
-            ):
+            if not (
+                isinstance(item, list) and len(item) == 2 and isinstance(item[0], (str, int))
+            ) or isinstance(item[0], bool):
                 raise fail("has a dict item that is not a [str-or-int key, value] pair")
             key = item[0]
             if key in out:
@@ -392,14 +413,20 @@ def _read_open(path: Path, f, size: int) -> tuple[dict[str, str], dict[str, torc
 
     def not_safetensors(problem: str) -> CheckpointError:
         hint = next((kind for magic, kind in _FOREIGN if start.startswith(magic)), None)
-        hint = f"; it looks like {hint}, which descend never loads (re-save the weights as safetensors)" if hint else ""
+        hint = (
+            f"; it looks like {hint}, which descend never loads (re-save the weights as safetensors)"
+            if hint
+            else ""
+        )
         return CheckpointError(f"{path} is not a valid safetensors checkpoint: {problem}{hint}")
 
     if size < 8:
         raise not_safetensors(f"the file has only {size} bytes (truncated or empty)")
     (n,) = struct.unpack("<Q", start[:8])
     if n > MAX_HEADER_BYTES:
-        raise not_safetensors(f"the header length field claims {n} bytes, over the {MAX_HEADER_BYTES} byte limit")
+        raise not_safetensors(
+            f"the header length field claims {n} bytes, over the {MAX_HEADER_BYTES} byte limit"
+        )
     if 8 + n > size:
         raise not_safetensors(f"the header claims {n} bytes but only {size - 8} follow (truncated)")
     f.seek(8)
@@ -422,7 +449,7 @@ def _read_open(path: Path, f, size: int) -> tuple[dict[str, str], dict[str, torc
     for name, (_, _, begin, stop) in sorted(specs.items(), key=lambda item: item[1][2:]):
         if begin != end:
             raise CheckpointError(
-                f"{path} is corrupt: tensor {name!r} starts at byte {begin} of the data section, expected {end} "
+                f"{path} is corrupt: tensor {name!r} starts at byte {begin} of the data section, not {end} "
                 "(tensors overlap or leave a gap)"
             )
         end = stop
@@ -436,7 +463,9 @@ def _read_open(path: Path, f, size: int) -> tuple[dict[str, str], dict[str, torc
         try:
             t = torch.empty(shape, dtype=dtype)
         except (RuntimeError, ValueError, OverflowError) as e:
-            raise CheckpointError(f"{path} is corrupt: tensor {name!r} has an impossible shape {shape}: {e}") from None
+            raise CheckpointError(
+                f"{path} is corrupt: tensor {name!r} has an impossible shape {shape}: {e}"
+            ) from None
         f.seek(8 + n + begin)
         if stop > begin and f.readinto(t.reshape(-1).view(torch.uint8).numpy()) != stop - begin:
             raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
@@ -514,8 +543,10 @@ class WeightsReport:
         return "; ".join(parts)
 
 
-def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False, prefix: str = "") -> WeightsReport:
-    """Copy matching tensors from a descend checkpoint (its ``"model"`` entry) or a plain safetensors state dict.
+def load_weights(
+    model: nn.Module, path: str | Path, *, strict: bool = False, prefix: str = ""
+) -> WeightsReport:
+    """Copy matching tensors from a descend checkpoint (its ``"model"`` entry) or a plain safetensors file.
 
     ``prefix`` selects the file's tensors whose names start with it and strips it (``prefix="encoder."`` loads
     a sub-network's weights from a bigger model). Tensors match by name, shape and dtype; the others are named

@@ -22,7 +22,7 @@ _MT_WORDS = 624
 
 
 def capture() -> dict:
-    """The state of every global random stream: ``python``, ``numpy``, ``torch`` and ``cuda`` (one per device).
+    """The state of every global random stream: ``python``, ``numpy``, ``torch``, ``cuda`` (one per device).
 
     CUDA streams are captured once CUDA is initialized (before that no CUDA random number has been drawn).
     """
@@ -57,9 +57,11 @@ def restore(state: dict) -> None:
         warnings.warn(f"the saved state has {len(cuda)} CUDA random streams but this machine has {available} "
                       f"CUDA devices; restoring the first {available}", stacklevel=2)  # fmt: skip
     for device, s in enumerate(cuda[:available]):
-        if s.numel() != torch.cuda.get_rng_state(device).numel():
-            raise CheckpointError(f"the saved random state is invalid: CUDA stream {device} has {s.numel()} bytes, "
-                                  f"expected {torch.cuda.get_rng_state(device).numel()}")  # fmt: skip
+        expected = torch.cuda.get_rng_state(device).numel()
+        if s.numel() != expected:
+            raise CheckpointError(
+                f"invalid saved random state: CUDA stream {device} has {s.numel()} bytes, not {expected}"
+            )
     random.setstate(python)
     np.random.set_state(numpy_state)
     torch.set_rng_state(cpu)
@@ -108,8 +110,10 @@ def _validated(state: Any) -> tuple[tuple, dict, torch.Tensor, list[torch.Tensor
 
 
 def _words(values: Any, n: int) -> bool:
-    return isinstance(values, (list, tuple)) and len(values) == n and all(
-        type(v) is int and 0 <= v < 2**32 for v in values
+    return (
+        isinstance(values, (list, tuple))
+        and len(values) == n
+        and all(type(v) is int and 0 <= v < 2**32 for v in values)
     )
 
 
