@@ -1,5 +1,5 @@
-"""Checkpoint storage: round trips, resume equivalence, atomic writes under SIGKILL and I/O errors, hostile files,
-weights loading, RNG streams."""
+"""Checkpoint storage: round trips, resume equivalence, atomic writes under SIGKILL and I/O errors,
+hostile files, weights loading, RNG streams."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from torch import nn
 from descend.errors import UserError
 from descend.train import rng
 from descend.train.checkpoint import CheckpointError, WeightsReport, load, load_weights, save, save_weights
-
 
 _UNPICKLING_FORBIDDEN = []
 
@@ -73,8 +72,11 @@ def assert_same(a, b):
     assert type(a) is type(b), (a, b)
     if isinstance(a, torch.Tensor):
         assert a.dtype == b.dtype and a.shape == b.shape
-        assert torch.equal(a.view(torch.uint8) if a.dtype == torch.bool else a, b.view(torch.uint8) if
-                           b.dtype == torch.bool else b)  # fmt: skip
+        assert (
+            torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+            if a.dtype == torch.bool
+            else torch.equal(a, b)
+        )
     elif isinstance(a, dict):
         assert list(a) == list(b)
         for k in a:
@@ -105,8 +107,8 @@ def test_round_trip_of_every_value_kind(tmp_path):
         "numpy": np.float32(0.5),
         "dtypes": {
             str(d): torch.arange(6).reshape(2, 3).to(d)
-            for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
-                      torch.int16, torch.int8, torch.uint8, torch.bool)  # fmt: skip
+            for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32)
+            + (torch.int16, torch.int8, torch.uint8, torch.bool)
         },
         "scalar": torch.tensor(3.5),
         "zero_size": torch.empty(0, 5),
@@ -148,12 +150,15 @@ def test_file_is_plain_safetensors_with_readable_names(tmp_path):
     assert set(tensors) == {f"model/{k}" for k in model.state_dict()}
     save_weights(model, tmp_path / "model.safetensors")
     plain = safetensors.torch.load_file(tmp_path / "model.safetensors")
-    assert_same(dict(model.state_dict()), {k: plain[k] for k in model.state_dict()})
+    assert_same(dict(model.state_dict()), {name: plain[name] for name in model.state_dict()})
 
 
 @pytest.mark.parametrize(
     "make_optimizer",
-    [lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True), lambda p: torch.optim.Adam(p, lr=1e-2)],
+    [
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+        lambda p: torch.optim.Adam(p, lr=1e-2),
+    ],
     ids=["sgd-momentum", "adam"],
 )
 def test_resume_from_checkpoint_is_bit_identical_to_never_stopping(tmp_path, make_optimizer):
@@ -174,8 +179,13 @@ def test_resume_from_checkpoint_is_bit_identical_to_never_stopping(tmp_path, mak
 
     model, opt = build()
     train(model, opt, 10)
-    save(tmp_path / "last.safetensors", {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                          "rng": rng.capture(), "step": 10})  # fmt: skip
+    checkpoint = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": rng.capture(),
+        "step": 10,
+    }
+    save(tmp_path / "last.safetensors", checkpoint)
     train(model, opt, 10)
     never_stopped = [p.detach().clone() for p in model.parameters()]
 
@@ -558,7 +568,10 @@ def test_load_weights_reports_by_name_and_loads_what_matches(tmp_path):
         assert torch.equal(target.state_dict()[name], before[name])
     text = str(report)
     assert "loaded 1 of 4" in text and "body.bias" in text and "extra.weight" in text
-    assert "head.weight (model (2, 4), file (5, 4))" in text and "head.bias (model float32, file float64)" in text
+    assert (
+        "head.weight (model (2, 4), file (5, 4))" in text
+        and "head.bias (model float32, file float64)" in text
+    )
 
 
 def test_load_weights_strict_lists_every_problem_and_loads_nothing(tmp_path):
