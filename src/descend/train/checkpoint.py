@@ -320,7 +320,7 @@ def _device(device: str | torch.device) -> torch.device:
 def _decode_checkpoint(path: Path, metadata: dict, tensors: dict, device: torch.device) -> dict:
     if metadata.get("version") != VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format version {metadata.get('version')!r}; "
+            f"{path} has checkpoint format version {_short(metadata.get('version'))}; "
             f"this descend reads version {VERSION}"
         )
     if "structure" not in metadata:
@@ -355,7 +355,7 @@ def _decode(node: Any, tensors: dict, used: set, where: str, depth: int, path: P
     ((tag, value),) = node.items()
     if tag == "tensor":
         if not isinstance(value, str) or value not in tensors:
-            raise fail(f"refers to tensor {value!r}, which the file does not contain")
+            raise fail(f"refers to tensor {_short(value)}, which the file does not contain")
         used.add(value)
         return tensors[value]
     if tag == "tuple" and isinstance(value, list):
@@ -371,10 +371,10 @@ def _decode(node: Any, tensors: dict, used: set, where: str, depth: int, path: P
                 raise fail("has a dict item that is not a [str-or-int key, value] pair")
             key = item[0]
             if key in out:
-                raise fail(f"has the key {key!r} twice")
-            out[key] = _decode(item[1], tensors, used, f"{where}[{key!r}]", depth + 1, path)
+                raise fail(f"has the key {_short(key)} twice")
+            out[key] = _decode(item[1], tensors, used, f"{where}[{_short(key)}]", depth + 1, path)
         return out
-    raise fail(f"has an unknown or malformed tag {tag!r}")
+    raise fail(f"has an unknown or malformed tag {_short(tag)}")
 
 
 def _parse_json(path: Path, text: str | bytes, what: str) -> Any:
@@ -449,7 +449,7 @@ def _read_open(path: Path, f, size: int) -> tuple[dict[str, str], dict[str, torc
     for name, (_, _, begin, stop) in sorted(specs.items(), key=lambda item: item[1][2:]):
         if begin != end:
             raise CheckpointError(
-                f"{path} is corrupt: tensor {name!r} starts at byte {begin} of the data section, not {end} "
+                f"{path} is corrupt: tensor {_short(name)} starts at byte {begin} of the data, not {end} "
                 "(tensors overlap or leave a gap)"
             )
         end = stop
@@ -464,30 +464,34 @@ def _read_open(path: Path, f, size: int) -> tuple[dict[str, str], dict[str, torc
             t = torch.empty(shape, dtype=dtype)
         except (RuntimeError, ValueError, OverflowError) as e:
             raise CheckpointError(
-                f"{path} is corrupt: tensor {name!r} has an impossible shape {shape}: {e}"
+                f"{path} is corrupt: tensor {_short(name)} has an impossible shape {_short(shape)}: {e}"
             ) from None
         f.seek(8 + n + begin)
         if stop > begin and f.readinto(t.reshape(-1).view(torch.uint8).numpy()) != stop - begin:
-            raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
+            raise CheckpointError(f"{path} is truncated: tensor {_short(name)} ends past the end of the file")
         if dtype == torch.bool and stop > begin and t.view(torch.uint8).max() > 1:
-            raise CheckpointError(f"{path} is corrupt: bool tensor {name!r} holds bytes other than 0 and 1")
+            raise CheckpointError(
+                f"{path} is corrupt: bool tensor {_short(name)} holds bytes other than 0 and 1"
+            )
         tensors[name] = t
     return metadata, tensors
 
 
 def _tensor_spec(path: Path, name: str, info: Any) -> tuple[torch.dtype, list[int], int, int]:
     def fail(problem: str) -> CheckpointError:
-        return CheckpointError(f"{path} is corrupt: tensor {name!r} {problem}")
+        return CheckpointError(f"{path} is corrupt: tensor {_short(name)} {problem}")
 
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         raise fail("must be described by exactly 'dtype', 'shape' and 'data_offsets'")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if not isinstance(dtype, str) or dtype not in _DTYPES:
-        raise fail(f"has dtype {dtype!r}; known dtypes are {', '.join(_DTYPES)}")
+        raise fail(f"has dtype {_short(dtype)}; known dtypes are {', '.join(_DTYPES)}")
     if not _ints(shape) or len(shape) > MAX_DIMS:
-        raise fail(f"has shape {shape!r}; a shape is a list of at most {MAX_DIMS} non-negative integers")
+        raise fail(
+            f"has shape {_short(shape)}; a shape is a list of at most {MAX_DIMS} non-negative integers"
+        )
     if not _ints(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
-        raise fail(f"has data_offsets {offsets!r}; expected [begin, end] with 0 <= begin <= end")
+        raise fail(f"has data_offsets {_short(offsets)}; expected [begin, end] with 0 <= begin <= end")
     numel = math.prod(shape)
     itemsize = torch.empty((), dtype=_DTYPES[dtype]).element_size()
     if offsets[1] - offsets[0] != numel * itemsize:
@@ -502,8 +506,14 @@ def _ints(values: Any) -> bool:
     return isinstance(values, list) and all(type(v) is int and v >= 0 for v in values)
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """repr of a value from a file, cut short: hostile files must not produce megabyte-long messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _names(names: list[str], limit: int = 20) -> str:
-    shown = ", ".join(names[:limit])
+    shown = ", ".join(_short(n)[1:-1] if len(n) > 80 else n for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
