@@ -67,16 +67,16 @@ def write_raw(path: Path, header: dict, body: bytes = b"") -> Path:
     return path
 
 
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8)
+
+
 def assert_same(a, b):
-    """Structural equality with exact tensors (dtype, shape, bits), NaN equal to NaN, tuple != list."""
+    """Structural equality with bit-exact tensors (dtype, shape, bytes), NaN equal to NaN, tuple != list."""
     assert type(a) is type(b), (a, b)
     if isinstance(a, torch.Tensor):
         assert a.dtype == b.dtype and a.shape == b.shape
-        assert (
-            torch.equal(a.view(torch.uint8), b.view(torch.uint8))
-            if a.dtype == torch.bool
-            else torch.equal(a, b)
-        )
+        assert torch.equal(_bits(a), _bits(b))
     elif isinstance(a, dict):
         assert list(a) == list(b)
         for k in a:
@@ -108,7 +108,8 @@ def test_round_trip_of_every_value_kind(tmp_path):
         "dtypes": {
             str(d): torch.arange(6).reshape(2, 3).to(d)
             for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32)
-            + (torch.int16, torch.int8, torch.uint8, torch.bool)
+            + (torch.int16, torch.int8, torch.uint8, torch.bool, torch.uint16, torch.uint32, torch.uint64)
+            + (torch.float8_e4m3fn, torch.float8_e5m2)
         },
         "scalar": torch.tensor(3.5),
         "zero_size": torch.empty(0, 5),
