@@ -58,9 +58,9 @@ def test_same_padding_keeps_the_length_for_the_flatten_head():
 @pytest.mark.parametrize("name", dm.ACTIVATIONS)
 @pytest.mark.parametrize("builder", [dm.mlp, dm.cnn1d])
 def test_each_activation_is_in_the_model(name, builder):
-    model = builder(input_shape=(12,), num_outputs=3, activation=name, maxout_k=3)
+    model = builder([6, 5], input_shape=(12,), num_outputs=3, activation=name, maxout_k=3)
     acts = [m for m in model if isinstance(m, TORCH_ACTIVATION[name])]
-    assert len(acts) == (1 if builder is dm.mlp else 2)
+    assert len(acts) == 2  # one per block
     assert model(torch.randn(5, 12)).shape == (5, 3)
     if name == "maxout":
         assert all(a.k == 3 for a in acts)
@@ -283,3 +283,41 @@ def test_bad_options_raise_user_error_naming_the_choices(call, message):
 def test_user_error_is_a_value_error():
     with pytest.raises(ValueError):
         dm.mlp(activation="nope")
+
+
+# ---------------------------------------------------------------- the MNIST-1D recipe
+
+
+@pytest.mark.slow
+def test_cnn1d_recipe_reaches_95_percent_on_mnist1d():
+    """The recipe reported for the quickstart: cnn1d([64, 64, 64], batch_norm) + AdamW + one-cycle, 10 epochs.
+
+    Three seeds measured 97.2–97.4% test accuracy; 95% leaves room for seed and platform differences.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())
+    x, x_test = (torch.tensor(d[k], dtype=torch.float32) for k in ("x", "x_test"))
+    y, y_test = (torch.tensor(d[k]) for k in ("y", "y_test"))
+    mean, std = x.mean(), x.std()
+    x, x_test = (x - mean) / std, (x_test - mean) / std
+    torch.manual_seed(0)
+    model = dm.cnn1d([64, 64, 64], input_shape=(40,), num_outputs=10, batch_norm=True)
+    epochs, batch = 10, 128
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-2, total_steps=epochs * -(-len(x) // batch),
+                                                pct_start=0.2)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    with torch.inference_mode():
+        accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
+    assert accuracy >= 0.95
