@@ -230,6 +230,15 @@ def test_spec_build_equals_direct_call(name, shape, opts):
             assert ka == kb and torch.equal(a, b)
 
 
+def test_spec_options_are_plain_json_for_numpy_numbers():
+    import numpy as np
+
+    spec = dm.cnn1d(channels=[np.int64(8), 4], maxout_k=np.int64(3), activation="maxout", init_std=np.float32(0.5))
+    assert json.loads(json.dumps(spec.options))["channels"] == [8, 4]
+    model = spec.build(torch.Size([12]), np.int64(3))
+    assert model(torch.randn(2, 12)).shape == (2, 3)
+
+
 def test_spec_keeps_a_size_given_early():
     spec = dm.mlp([3], num_outputs=5)
     assert isinstance(spec, dm.ModelSpec)

@@ -18,6 +18,8 @@ affine pieces: the layer before it produces k outputs per unit and :class:`Maxou
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 from torch import nn
 
@@ -37,9 +39,9 @@ class Maxout(nn.Module):
 
     def __init__(self, k: int = 2) -> None:
         super().__init__()
-        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 2:
             raise UserError(f"maxout_k must be an integer >= 2, got {k!r}")
-        self.k = k
+        self.k = int(k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]

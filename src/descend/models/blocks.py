@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 from torch import nn
 
@@ -28,10 +29,10 @@ POOLS = ("none", "max", "avg")
 
 
 def positive_int(name: str, value: object) -> int:
-    """``value`` if it is an integer >= 1, else :class:`UserError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``value`` as an ``int`` if it is an integer >= 1 (NumPy integers too), else :class:`UserError`."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise UserError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+    return int(value)
 
 
 def positive_ints(name: str, values: object, *, allow_empty: bool = True) -> list[int]:
@@ -41,9 +42,9 @@ def positive_ints(name: str, values: object, *, allow_empty: bool = True) -> lis
     if not values and not allow_empty:
         raise UserError(f"{name} must name at least one layer, got {list(values)!r}")
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
             raise UserError(f"{name} must be a list of integers >= 1, got {list(values)!r}")
-    return list(values)
+    return [int(value) for value in values]
 
 
 def choice(name: str, value: object, allowed: Sequence[str]) -> str:
@@ -70,13 +71,13 @@ class BlockOptions:
         if not isinstance(self.batch_norm, bool):
             raise UserError(f"batch_norm must be true or false, got {self.batch_norm!r}")
         p = self.dropout
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        if isinstance(p, bool) or not isinstance(p, Real) or not 0.0 <= p < 1.0:
             raise UserError(f"dropout must be a probability in [0, 1), got {p!r}")
         check_init(self.init, self.init_std)
-        if isinstance(self.maxout_k, bool) or not isinstance(self.maxout_k, int) or self.maxout_k < 2:
+        if isinstance(self.maxout_k, bool) or not isinstance(self.maxout_k, Integral) or self.maxout_k < 2:
             raise UserError(f"maxout_k must be an integer >= 2, got {self.maxout_k!r}")
         slope = self.negative_slope
-        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not math.isfinite(slope):
+        if isinstance(slope, bool) or not isinstance(slope, Real) or not math.isfinite(slope):
             raise UserError(f"negative_slope must be a finite number, got {slope!r}")
         if not 0.0 <= slope < 1.0:
             raise UserError(f"negative_slope must be in [0, 1), got {slope!r}")

@@ -27,6 +27,7 @@ The output layer gets the same scheme and gain as the hidden layers. Batch-norm 
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ def check_init(name: str, std: float) -> str:
     """Return ``name`` if it is a known scheme (and ``std`` > 0), else raise :class:`UserError`."""
     if name not in INITS:
         raise UserError(f"init must be one of {', '.join(INITS)}; got {name!r}")
-    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0 or not math.isfinite(std):
+    if isinstance(std, bool) or not isinstance(std, Real) or not std > 0 or not math.isfinite(std):
         raise UserError(f"init_std must be a finite number > 0, got {std!r}")
     return name
 

@@ -13,6 +13,7 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 from torch import nn
@@ -66,15 +67,30 @@ def _shape(name: str, shape: Sequence[int], ranks: tuple[int, ...] | None = None
     return tuple(shape)
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-able copy of an option value (NumPy numbers become Python ones, tuples lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        return float(value)
+    return value
+
+
 def _finish(name: str, local: dict[str, Any], make: Callable[[tuple[int, ...], int], list[nn.Module]],
             opts: BlockOptions) -> nn.Module | ModelSpec:
     """Return the initialized module when both sizes are known, else the :class:`ModelSpec`."""
     input_shape, num_outputs = local.pop("input_shape"), local.pop("num_outputs")
     if num_outputs is not None:
-        positive_int("num_outputs", num_outputs)
+        num_outputs = positive_int("num_outputs", num_outputs)
+    if input_shape is not None:
+        input_shape = tuple(positive_ints("input_shape", input_shape))
     if input_shape is None or num_outputs is None:
-        shape = None if input_shape is None else tuple(input_shape)
-        options = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in local.items()}
+        shape = input_shape
+        options = {k: _plain(v) for k, v in local.items()}
         return ModelSpec(name, options, shape, num_outputs)
     model = nn.Sequential(*make(tuple(input_shape), num_outputs))
     return initialize(model, opts.init, activation=opts.activation, std=opts.init_std,
@@ -94,7 +110,7 @@ def mlp(hidden: Sequence[int] = (128,), *, input_shape: Sequence[int] | None = N
     (σ = ``init_std``; see :mod:`descend.models.init` for the formulas and He's fan_in mode and gains).
     """
     local = dict(locals())
-    positive_ints("hidden", hidden)
+    hidden = local["hidden"] = positive_ints("hidden", hidden)
     opts = BlockOptions(activation, batch_norm, dropout, init, init_std, maxout_k, negative_slope)
     if input_shape is not None:
         _shape("mlp", input_shape)
@@ -112,12 +128,12 @@ def mlp(hidden: Sequence[int] = (128,), *, input_shape: Sequence[int] | None = N
 
 def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
     """The shared body of :func:`cnn1d` and :func:`cnn2d` (``dims`` spatial dimensions)."""
-    positive_ints("channels", local["channels"], allow_empty=False)
-    kernel_size = positive_int("kernel_size", local["kernel_size"])
+    channels = local["channels"] = positive_ints("channels", local["channels"], allow_empty=False)
+    kernel_size = local["kernel_size"] = positive_int("kernel_size", local["kernel_size"])
     pool = choice("pool", local["pool"], POOLS)
-    pool_size = positive_int("pool_size", local["pool_size"])
+    pool_size = local["pool_size"] = positive_int("pool_size", local["pool_size"])
     head = choice("head", local["head"], HEADS)
-    head_hidden = positive_ints("head_hidden", local["head_hidden"])
+    head_hidden = local["head_hidden"] = positive_ints("head_hidden", local["head_hidden"])
     opts = BlockOptions(*(local[k] for k in ("activation", "batch_norm", "dropout", "init", "init_std",
                                               "maxout_k", "negative_slope")))
     if local["input_shape"] is not None:
@@ -133,12 +149,12 @@ def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
             layers.append(nn.Unflatten(1, (1, shape[0])))
             shape = (1, *shape)
         n_in, spatial = shape[0], list(shape[1:])
-        for width in local["channels"]:
+        for width in channels:
             pooling = None
             if pool != "none":
                 spatial = [s // pool_size for s in spatial]
                 if min(spatial) < 1:
-                    raise UserError(f"pool_size {pool_size} after {len(local['channels'])} blocks shrinks "
+                    raise UserError(f"pool_size {pool_size} after {len(channels)} blocks shrinks "
                                     f"input {shape[1:]} below one element; use fewer blocks, a smaller "
                                     "pool_size or pool='none'")
                 pooling = pool_layer[pool][dims](pool_size)
