@@ -233,7 +233,8 @@ def test_spec_build_equals_direct_call(name, shape, opts):
 def test_spec_options_are_plain_json_for_numpy_numbers():
     import numpy as np
 
-    spec = dm.cnn1d(channels=[np.int64(8), 4], maxout_k=np.int64(3), activation="maxout", init_std=np.float32(0.5))
+    spec = dm.cnn1d(channels=[np.int64(8), 4], maxout_k=np.int64(3), activation="maxout",
+                    init_std=np.float32(0.5))
     assert json.loads(json.dumps(spec.options))["channels"] == [8, 4]
     model = spec.build(torch.Size([12]), np.int64(3))
     assert model(torch.randn(2, 12)).shape == (2, 3)
