@@ -99,9 +99,10 @@ def torch_equivalent(name: str, o: dict[str, Any]) -> tuple[type[torch.optim.Opt
         if not o["bias_correction"]:
             return None
         common = dict(lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"], weight_decay=wd)
-        if name == "nadam" or o.get("nesterov"):
-            return torch.optim.NAdam, dict(common, momentum_decay=o.get("momentum_decay", 0.0),
-                                           decoupled_weight_decay=not l2)
+        if name == "nadam":
+            return torch.optim.NAdam, dict(common, momentum_decay=o["momentum_decay"], decoupled_weight_decay=not l2)
+        if o.get("nesterov"):  # constant μ = β1: torch's NAdam has no such setting (ψ = 0 gives μ = β1/2)
+            return None
         return (torch.optim.Adam if l2 else torch.optim.AdamW), common
     return None
 

@@ -218,9 +218,9 @@ class Precondition(Part):
         return f"precondition(eps={self.eps_placement!r})"
 
 
-def _nadam_mu(beta: float, psi: float, t: int) -> float:
-    """NAdam's momentum schedule μ_t = β(1 − ½·0.96^(tψ)) (Dozat 2016, torch.optim.NAdam); μ_t = β if ψ = 0."""
-    return beta * (1.0 - 0.5 * 0.96 ** (t * psi))
+def _nadam_mu(beta: float, psi: float | None, t: int) -> float:
+    """NAdam's momentum schedule μ_t = β(1 − ½·0.96^(tψ)) (Dozat 2016, torch.optim.NAdam); β without one."""
+    return beta if psi is None else beta * (1.0 - 0.5 * 0.96 ** (t * psi))
 
 
 class FirstMoment(Part):
@@ -275,7 +275,7 @@ class FirstMoment(Part):
         t = ctx.step
         if not self.nesterov:
             return Update(m, scale=1.0 / (1.0 - beta**t) if correct else 1.0)
-        psi = ctx.group[self.schedule] if self.schedule else 0.0
+        psi = ctx.group[self.schedule] if self.schedule else None
         mu, mu_next = _nadam_mu(beta, psi, t), _nadam_mu(beta, psi, t + 1)
         a, b = 1.0 - mu, mu_next
         if correct:
