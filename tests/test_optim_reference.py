@@ -42,7 +42,7 @@ def lr_at(lr: float, t: int, schedule: bool) -> float:
     return lr * (1.0 + 0.5 * math.sin(t)) if schedule else lr
 
 
-def run_descend(name: str, lr: float, schedule: bool = True, steps: int = STEPS, **hyper) -> list[torch.Tensor]:
+def run_descend(name: str, lr: float, schedule: bool = True, steps: int = STEPS, **hyper):
     ws = [w.clone().requires_grad_(True) for w in init_params()]
     opt = O.create(name, ws, lr=lr, **hyper)
     for t in range(1, steps + 1):
@@ -56,7 +56,7 @@ def run_descend(name: str, lr: float, schedule: bool = True, steps: int = STEPS,
 
 def assert_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float = 1e-10) -> None:
     scale = max(x.abs().max().item() for x in b)
-    err = max((x - y).abs().max().item() for x, y in zip(a, b))
+    err = max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
     assert err <= tol * scale, f"max difference {err:.3e} (scale {scale:.3e})"
     assert all(torch.isfinite(x).all() for x in a)
 
@@ -82,7 +82,7 @@ def ref_ema(w, g, s, t, lr, h):                       # lecture 02/03 EMA moment
     return w - lr * s["v"]
 
 
-def ref_adagrad(w, g, s, t, lr, h):                   # lecture 01: grad_squared += dw*dw; w -= lr*dw/(√gs + eps)
+def ref_adagrad(w, g, s, t, lr, h):                   # lecture 01: gs += dw*dw; w -= lr*dw/(√gs + eps)
     s["gs"] = s.get("gs", 0) + g * g
     if h.get("eps_placement") == "inside":            # lecture 03: x -= α/√(v + ε) · g
         return w - lr * g / torch.sqrt(s["gs"] + h["eps"])
@@ -91,7 +91,8 @@ def ref_adagrad(w, g, s, t, lr, h):                   # lecture 01: grad_squared
 
 def ref_rmsprop(w, g, s, t, lr, h):                   # lecture 01: gs = decay*gs + (1-decay)*dw*dw
     s["gs"] = h["rho"] * s.get("gs", 0) + (1 - h["rho"]) * g * g
-    den = torch.sqrt(s["gs"] + h["eps"]) if h.get("eps_placement") == "inside" else torch.sqrt(s["gs"]) + h["eps"]
+    inside = h.get("eps_placement") == "inside"
+    den = torch.sqrt(s["gs"] + h["eps"]) if inside else torch.sqrt(s["gs"]) + h["eps"]
     if h.get("momentum", 0) > 0:                      # torch.optim.RMSprop docs: b = μb + g/(√v + ε); w -= ηb
         s["b"] = h["momentum"] * s.get("b", 0) + g / den
         return w - lr * s["b"]
@@ -143,7 +144,7 @@ def run_reference(step, lr: float, h: dict, schedule: bool = True, decay: str | 
         eta = lr_at(lr, t, schedule)
         grads = grad_at(ws, t)
         new = []
-        for w, g, s in zip(ws, grads, states):
+        for w, g, s in zip(ws, grads, states, strict=True):
             if decay == "l2":                          # g_t = ∇L_data + λw  (lecture 01 "L2 Regularization")
                 new.append(step(w, g + wd * w, s, t, eta, h))
             elif decay == "decoupled":                 # w ← w − η(s_t + λw)  (lecture 01 "Weight Decay")
@@ -189,7 +190,8 @@ def test_matches_lecture_pseudo_code(name, opts, ref, lr, h, impl):
 
 
 @pytest.mark.parametrize("mode", ["l2", "decoupled"])
-@pytest.mark.parametrize(("name", "opts", "ref", "lr", "h"), CASES[::2] + [CASES[3]], ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize(("name", "opts", "ref", "lr", "h"), CASES[::2] + [CASES[3]],
+                         ids=lambda v: str(v)[:40])
 def test_weight_decay_modes_on_every_optimizer(name, opts, ref, lr, h, mode):
     # exclude_from_decay=[]: the reference decays every tensor (bare tensors have no names)
     got = run_descend(name, lr, weight_decay=0.05, weight_decay_mode=mode, exclude_from_decay=[], **opts)
@@ -206,17 +208,17 @@ def lookahead_reference(form: str, lr: float, rho: float) -> list[torch.Tensor]:
     for t in range(1, STEPS + 1):
         grads = grad_at(ahead, t)
         if form == "heavy_ball":       # dw = grad(w − η·ρ·v); v = ρv + dw; w −= ηv
-            vs = [rho * v + g for v, g in zip(vs, grads)]
-            ws = [w - lr * v for w, v in zip(ws, vs)]
-            ahead = [w - lr * rho * v for w, v in zip(ws, vs)]
+            vs = [rho * v + g for v, g in zip(vs, grads, strict=True)]
+            ws = [w - lr * v for w, v in zip(ws, vs, strict=True)]
+            ahead = [w - lr * rho * v for w, v in zip(ws, vs, strict=True)]
         elif form == "velocity":       # dw = grad(w + ρ·v); v = ρv − η·dw; w += v
-            vs = [rho * v - lr * g for v, g in zip(vs, grads)]
-            ws = [w + v for w, v in zip(ws, vs)]
-            ahead = [w + rho * v for w, v in zip(ws, vs)]
+            vs = [rho * v - lr * g for v, g in zip(vs, grads, strict=True)]
+            ws = [w + v for w, v in zip(ws, vs, strict=True)]
+            ahead = [w + rho * v for w, v in zip(ws, vs, strict=True)]
         else:                          # ema: dw = grad(w − η·β·v); v = βv + (1−β)dw; w −= ηv
-            vs = [rho * v + (1 - rho) * g for v, g in zip(vs, grads)]
-            ws = [w - lr * v for w, v in zip(ws, vs)]
-            ahead = [w - lr * rho * v for w, v in zip(ws, vs)]
+            vs = [rho * v + (1 - rho) * g for v, g in zip(vs, grads, strict=True)]
+            ws = [w - lr * v for w, v in zip(ws, vs, strict=True)]
+            ahead = [w - lr * rho * v for w, v in zip(ws, vs, strict=True)]
     return ahead
 
 
@@ -226,7 +228,8 @@ def test_nesterov_is_the_look_ahead_method(form, impl):
     lr = 0.1 if form == "ema" else 0.02
     expected = lookahead_reference(form, lr, 0.9)
     for name, extra in [("nesterov", {}), ("momentum", {"nesterov": True})]:
-        got = run_descend(name, lr, schedule=False, momentum=0.9, momentum_form=form, implementation=impl, **extra)
+        got = run_descend(name, lr, schedule=False, momentum=0.9, momentum_form=form, implementation=impl,
+                          **extra)
         assert_close(got, expected)
 
 
@@ -239,5 +242,5 @@ def test_adamw_is_lecture_03_algorithm_2():
     ws, states = init_params(), [{} for _ in range(3)]
     for t in range(1, STEPS + 1):
         grads = grad_at(ws, t)
-        ws = [ref_adam(w, g, s, t, lr, h) - (lr * wd) * w for w, g, s in zip(ws, grads, states)]
+        ws = [ref_adam(w, g, s, t, lr, h) - (lr * wd) * w for w, g, s in zip(ws, grads, states, strict=True)]
     assert_close(got, ws)

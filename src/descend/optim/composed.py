@@ -3,7 +3,8 @@
 >>> from descend.optim import ComposedOptimizer, parts as P
 >>> opt = ComposedOptimizer(model.parameters(),
 ...                         [P.bias_correction(), P.second_moment("ema", "beta2"),
-...                          P.first_moment("ema", decay="beta1"), P.precondition("outside"), P.scale_by_lr()],
+...                          P.first_moment("ema", decay="beta1"), P.precondition("outside"),
+...                          P.scale_by_lr()],
 ...                         lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)        # this is Adam
 
 Everything torch expects works: ``param_groups`` (hyper-parameters per group, read at every step),

@@ -57,7 +57,8 @@ def param_groups(params: Any, weight_decay: float, exclude: list[str]) -> list[d
     elif isinstance(params, Iterable):
         items = list(params)
     else:
-        raise UserError(f"params must be an nn.Module, tensors or param-group dicts, got {type(params).__name__}")
+        raise UserError(f"params must be an nn.Module, tensors or param-group dicts, "
+                        f"got {type(params).__name__}")
     if not items:
         raise UserError("the optimizer got no parameters to optimize")
     if all(isinstance(i, dict) for i in items):
@@ -74,9 +75,10 @@ def param_groups(params: Any, weight_decay: float, exclude: list[str]) -> list[d
         mask = [t.ndim <= 1 for t in tensors]
     else:
         raise UserError("exclude_from_decay patterns match parameter names: pass the nn.Module (or "
-                        "named_parameters()) instead of bare tensors, or leave exclude_from_decay at its default")
-    decay = [t for t, m in zip(tensors, mask) if not m]
-    keep = [t for t, m in zip(tensors, mask) if m]
+                        "named_parameters()) instead of bare tensors, or leave exclude_from_decay at "
+                        "its default")
+    decay = [t for t, m in zip(tensors, mask, strict=True) if not m]
+    keep = [t for t, m in zip(tensors, mask, strict=True) if m]
     groups = [{"params": decay}] if decay else []
     if keep:
         groups.append({"params": keep, "weight_decay": 0.0})

@@ -34,7 +34,7 @@ STRUCTURAL = ("weight_decay_mode", "exclude_from_decay", "implementation", "mome
 
 
 def chain(name: str, o: dict[str, Any]) -> list[Part]:
-    """The parts of optimizer ``name`` with validated options ``o`` (see :func:`descend.optim.options.validate`)."""
+    """The parts of optimizer ``name`` with validated options ``o`` (from :func:`options.validate`)."""
     decay = o["weight_decay_mode"]
     head: list[Part] = []
     if o.get("bias_correction") and name in ("adam", "adamw", "nadam"):
@@ -75,7 +75,7 @@ def group_defaults(o: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in o.items() if k not in STRUCTURAL}
 
 
-def torch_equivalent(name: str, o: dict[str, Any]) -> tuple[type[torch.optim.Optimizer], dict[str, Any]] | None:
+def torch_equivalent(name: str, o: dict[str, Any]) -> tuple[type, dict[str, Any]] | None:
     """torch's optimizer class and arguments computing exactly the same update, or None if torch has none."""
     wd, mode = o["weight_decay"], o["weight_decay_mode"]
     l2 = mode == "l2" or wd == 0
@@ -94,13 +94,15 @@ def torch_equivalent(name: str, o: dict[str, Any]) -> tuple[type[torch.optim.Opt
         return (torch.optim.RMSprop, dict(lr=o["lr"], alpha=o["rho"], eps=o["eps"], weight_decay=wd,
                                           momentum=o["momentum"])) if l2 else None
     if name == "adadelta":
-        return (torch.optim.Adadelta, dict(lr=o["lr"], rho=o["rho"], eps=o["eps"], weight_decay=wd)) if l2 else None
+        kwargs = dict(lr=o["lr"], rho=o["rho"], eps=o["eps"], weight_decay=wd)
+        return (torch.optim.Adadelta, kwargs) if l2 else None
     if name in ("adam", "adamw", "nadam"):
         if not o["bias_correction"]:
             return None
         common = dict(lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"], weight_decay=wd)
         if name == "nadam":
-            return torch.optim.NAdam, dict(common, momentum_decay=o["momentum_decay"], decoupled_weight_decay=not l2)
+            return torch.optim.NAdam, dict(common, momentum_decay=o["momentum_decay"],
+                                           decoupled_weight_decay=not l2)
         if o.get("nesterov"):  # constant μ = β1: torch's NAdam has no such setting (ψ = 0 gives μ = β1/2)
             return None
         return (torch.optim.Adam if l2 else torch.optim.AdamW), common

@@ -61,11 +61,12 @@ class Newton(torch.optim.Optimizer):
             try:
                 rows = torch.autograd.grad(flat, params, torch.eye(n, dtype=flat.dtype, device=flat.device),
                                            is_grads_batched=True, allow_unused=True)
-                hess = torch.cat([_dense(r, p, n) for r, p in zip(rows, params)], dim=1)
+                hess = torch.cat([_dense(r, p, n) for r, p in zip(rows, params, strict=True)], dim=1)
             except RuntimeError:  # an op without a batching rule: one row at a time
-                hess = torch.stack([torch.cat([_dense(r, p, None) for r, p in zip(
-                    torch.autograd.grad(flat[i], params, retain_graph=True, allow_unused=True), params)])
-                    for i in range(n)])
+                rows = [torch.autograd.grad(flat[i], params, retain_graph=True, allow_unused=True)
+                        for i in range(n)]
+                hess = torch.stack([torch.cat([_dense(r, p, None) for r, p in zip(row, params, strict=True)])
+                                    for row in rows])
         with torch.no_grad():
             g, h = flat.detach(), 0.5 * (hess + hess.T).detach()
             if self.weight_decay_mode == "l2":

@@ -108,7 +108,8 @@ _ADAM = [
 
 OPTIONS: dict[str, list[Option]] = {
     "gd": [_lr(0.01, "descend default")] + _decay(),
-    "momentum": [_lr(0.01, "descend default"), _rate("momentum", 0.9, "ρ, friction (lecture 01: 0.9 or 0.99)"),
+    "momentum": [_lr(0.01, "descend default"),
+                 _rate("momentum", 0.9, "ρ, friction (lecture 01: 0.9 or 0.99)"),
                  _FORM, Option("nesterov", bool, False, doc="look-ahead variant")] + _decay(),
     "nesterov": [_lr(0.01, "descend default"), _rate("momentum", 0.9, "ρ (lecture 01: 0.9 or 0.99)"),
                  _FORM] + _decay(),
@@ -116,7 +117,8 @@ OPTIONS: dict[str, list[Option]] = {
                 _PLACEMENT_OUT] + _decay(),
     "rmsprop": [_lr(0.01, "torch default"), _rate("rho", 0.99, "decay_rate of the squared-gradient EMA"),
                 _eps(1e-8, "torch default; lecture 01 code uses 1e-7"), _PLACEMENT_OUT,
-                _rate("momentum", 0.0, "heavy-ball momentum on the preconditioned gradient (torch)")] + _decay(),
+                _rate("momentum", 0.0, "heavy-ball momentum on the preconditioned gradient (torch)")]
+    + _decay(),
     "adadelta": [_lr(1.0, "Zeiler 2012 / torch: 1.0"), _rate("rho", 0.9, "decay of both running averages"),
                  _eps(1e-6, "Zeiler 2012 / torch: 1e-6, inside the square roots")] + _decay(),
     "adam": [_lr(1e-3, "lecture 03, 04: 0.001")] + _ADAM
@@ -164,5 +166,6 @@ def describe() -> str:
     for name, opts in OPTIONS.items():
         lines.append(f"{name}:")
         for o in opts:
-            lines.append(f"  {o.name:<18} {o.kind.__name__:<5} default {o.default!r:<28} {o.allowed()}  — {o.doc}")
+            lines.append(f"  {o.name:<18} {o.kind.__name__:<5} default {o.default!r:<28} {o.allowed()}"
+                         f"  — {o.doc}")
     return "\n".join(lines)

@@ -1,9 +1,9 @@
 """The parts optimizers are made of, one idea each, as the lectures tabulate them.
 
 An optimizer is a short chain of parts (in the spirit of optax). Each part receives the update so far and
-returns the next one; the chain ends by adding the update to the weights. Parts work on *lists* of tensors with
-torch's multi-tensor ``torch._foreach_*`` kernels, so a step costs a handful of kernel launches per chain, not
-one Python loop per parameter.
+returns the next one; the chain ends by adding the update to the weights. Parts work on *lists* of tensors
+with torch's multi-tensor ``torch._foreach_*`` kernels, so a step costs a handful of kernel launches per
+chain, not one Python loop per parameter.
 
 Numeric hyper-parameters (``lr``, ``momentum``, ``beta1``, ``eps``, ...) are read from the parameter group at
 every step, so learning-rate schedules and torch's LR schedulers that write ``group["lr"]`` just work. The
@@ -12,7 +12,8 @@ constructor arguments of a part are structural choices (which momentum formulati
 The update is kept *lazy*: ``scale * num / den``, so the common chains (Adam, RMSProp, AdaGrad, momentum) end
 in a single ``addcdiv_``/``add_`` on the weights, with no more temporaries than torch's own foreach kernels.
 
-Lecture notation: g the gradient, w the weights, η the learning rate, ρ / β the decay rates, t the step (from 1).
+Lecture notation: g the gradient, w the weights, η the learning rate, ρ / β the decay rates, t the step
+(counted from 1).
 """
 
 from __future__ import annotations
