@@ -1,0 +1,365 @@
+"""The parts optimizers are made of, one idea each, as the lectures tabulate them.
+
+An optimizer is a short chain of parts (in the spirit of optax). Each part receives the update so far and
+returns the next one; the chain ends by adding the update to the weights. Parts work on *lists* of tensors
+with torch's multi-tensor ``torch._foreach_*`` kernels, so a step costs a handful of kernel launches per
+chain, not one Python loop per parameter.
+
+Numeric hyper-parameters (``lr``, ``momentum``, ``beta1``, ``eps``, ...) are read from the parameter group at
+every step, so learning-rate schedules and torch's LR schedulers that write ``group["lr"]`` just work. The
+constructor arguments of a part are structural choices (which momentum formulation, where eps goes).
+
+The update is kept *lazy*: ``scale * num / den``, so the common chains (Adam, RMSProp, AdaGrad, momentum) end
+in a single ``addcdiv_``/``add_`` on the weights, with no more temporaries than torch's own foreach kernels.
+
+Lecture notation: g the gradient, w the weights, η the learning rate, ρ / β the decay rates, t the step
+(counted from 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from descend.errors import UserError
+
+_foreach = torch  # the torch._foreach_* kernels live on the torch module
+
+
+@dataclass
+class Update:
+    """The update being built: ``scale * num / den`` element-wise (``den`` None means 1).
+
+    ``owned`` says whether ``num`` is a temporary this step may overwrite; when False it aliases a gradient or
+    a state buffer and must be copied before any in-place change.
+    """
+
+    num: list[Tensor]
+    den: list[Tensor] | None = None
+    scale: float = 1.0
+    owned: bool = False
+
+    def materialize(self) -> list[Tensor]:
+        """Return ``scale * num / den`` as fresh tensors this step owns, and make the update just that."""
+        if self.den is not None:
+            out = _foreach._foreach_div(self.num, self.den)
+            if self.scale != 1.0:
+                _foreach._foreach_mul_(out, self.scale)
+        elif self.owned:
+            out = self.num
+            if self.scale != 1.0:
+                _foreach._foreach_mul_(out, self.scale)
+        else:
+            out = _foreach._foreach_mul(self.num, self.scale)
+        self.num, self.den, self.scale, self.owned = out, None, 1.0, True
+        return out
+
+    def raw(self) -> list[Tensor]:
+        """``num`` when the update is a plain tensor list (no den, scale 1), else the materialized update."""
+        if self.den is None and self.scale == 1.0:
+            return self.num
+        return self.materialize()
+
+
+@dataclass
+class Context:
+    """What a part may look at during one step: the weights, their group, the step t and the state."""
+
+    params: list[Tensor]
+    group: dict[str, Any]
+    step: int
+    buffers: dict[str, list[Tensor]]
+    states: list[dict[str, Any]]
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Part:
+    """One idea of an optimizer. Subclasses set ``buffers`` (per-parameter state tensors, zero at start) and
+    ``hypers`` (group keys they read), and implement :meth:`update`."""
+
+    name = "part"
+    buffers: tuple[str, ...] = ()
+    hypers: tuple[str, ...] = ()
+    applies_lr = False  # True for the part that turns the direction into a step (multiplies by -η)
+
+    def update(self, u: Update, ctx: Context) -> Update:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{self.name}()"
+
+
+class BiasCorrection(Part):
+    """Bias correction of the moment estimates (lecture 04, Adam Algorithm 1; lecture 05 "since the estimates
+    start from 0"): m̂_t = m_t / (1 − β1^t), v̂_t = v_t / (1 − β2^t).
+
+    Put it *first* in a chain: it switches correction on for the EMA moment parts that follow.
+    Without it an Adam chain is lecture 01's "Adam (almost)".
+    """
+
+    name = "bias_correction"
+
+    def update(self, u: Update, ctx: Context) -> Update:
+        ctx.notes["bias_correction"] = True
+        return u
+
+
+class L2Decay(Part):
+    """L2 regularization in the gradient (lecture 01 "L2 regularization", lecture 04):
+    g ← g + λw, i.e. the gradient of J(w) + λ/2·‖w‖², *before* the optimizer sees it.
+
+    With plain gradient descent this is w ← (1 − ηλ)w − η∇J. Adaptive methods then divide λw by √v like the
+    rest of the gradient, so large-gradient weights are decayed less (lecture 03: "no weight decay effect").
+    """
+
+    name = "l2_decay"
+    hypers = ("weight_decay",)
+
+    def update(self, u: Update, ctx: Context) -> Update:
+        wd = ctx.group["weight_decay"]
+        if wd == 0:
+            return u
+        if u.owned and u.den is None and u.scale == 1.0:
+            _foreach._foreach_add_(u.num, ctx.params, alpha=wd)
+            return u
+        return Update(_foreach._foreach_add(u.raw(), ctx.params, alpha=wd), owned=True)
+
+
+class DecoupledDecay(Part):
+    """Decoupled weight decay (lecture 03, Algorithm 2 "AdamW"; lecture 01 "Weight Decay"):
+    w ← w − ηλw, applied to the weights outside the optimizer's scaling, with the same η as the step
+    (torch's convention; lecture 03 writes η_t for the schedule multiplier, the same thing when the schedule
+    is folded into η). Place it after every part that reads the weights.
+    """
+
+    name = "decoupled_decay"
+    hypers = ("weight_decay", "lr")
+
+    def update(self, u: Update, ctx: Context) -> Update:
+        wd = ctx.group["weight_decay"]
+        if wd != 0:
+            _foreach._foreach_mul_(ctx.params, 1.0 - ctx.group["lr"] * wd)
+        return u
+
+
+class SecondMoment(Part):
+    """Track the second moment of the gradient, for adaptive per-parameter learning rates.
+
+    - ``kind="sum"`` (AdaGrad, lecture 01): v ← v + g²   (not leaky: the effective step only shrinks)
+    - ``kind="ema"`` (RMSProp "leaky AdaGrad", Adam): v ← ρv + (1 − ρ)g², ρ read from group[``decay``]
+
+    The update passes through unchanged; :class:`Precondition` divides by √v later.
+    """
+
+    name = "second_moment"
+    buffers = ("v",)
+
+    def __init__(self, kind: str = "ema", decay: str = "beta2"):
+        if kind not in ("sum", "ema"):
+            raise UserError(f"second moment kind must be one of ['ema', 'sum'], got {kind!r}")
+        self.kind, self.decay = kind, decay
+        self.hypers = (decay,) if kind == "ema" else ()
+
+    def update(self, u: Update, ctx: Context) -> Update:
+        g, v = u.raw(), ctx.buffers["v"]
+        if self.kind == "sum":
+            _foreach._foreach_addcmul_(v, g, g, value=1.0)
+            ctx.notes["v_debias"] = 1.0
+        else:
+            beta = ctx.group[self.decay]
+            _foreach._foreach_mul_(v, beta)
+            _foreach._foreach_addcmul_(v, g, g, value=1.0 - beta)
+            ctx.notes["v_debias"] = 1.0 - beta**ctx.step if ctx.notes.get("bias_correction") else 1.0
+        ctx.notes["v"] = v
+        return u
+
+    def __repr__(self) -> str:
+        return f"second_moment({self.kind!r}, decay={self.decay!r})"
+
+
+class Precondition(Part):
+    """Divide the update element-wise by the root of the tracked second moment (lectures 01, 03, 04):
+
+    - ``eps="outside"``: u / (√v̂ + ε) — lecture 01's code (``dw / (grad_squared.sqrt() + 1e-7)``),
+      lecture 04's Adam Algorithm 1, lecture 05, and torch's AdaGrad, RMSprop and Adam.
+    - ``eps="inside"``: u / √(v̂ + ε) — lecture 03's AdaGrad and Adam formulas, and Adadelta.
+    """
+
+    name = "precondition"
+    hypers = ("eps",)
+
+    def __init__(self, eps: str = "outside"):
+        if eps not in ("outside", "inside"):
+            raise UserError(f"eps_placement must be one of ['inside', 'outside'], got {eps!r}")
+        self.eps_placement = eps
+
+    def update(self, u: Update, ctx: Context) -> Update:
+        if "v" not in ctx.notes:
+            raise UserError("precondition needs a second_moment part before it in the chain")
+        v, debias, eps = ctx.notes["v"], ctx.notes["v_debias"], ctx.group["eps"]
+        if self.eps_placement == "outside":
+            den = _foreach._foreach_sqrt(v)
+            if debias != 1.0:
+                _foreach._foreach_div_(den, math.sqrt(debias))
+            _foreach._foreach_add_(den, eps)
+        else:
+            den = _foreach._foreach_div(v, debias) if debias != 1.0 else _foreach._foreach_add(v, eps)
+            if debias != 1.0:
+                _foreach._foreach_add_(den, eps)
+            _foreach._foreach_sqrt_(den)
+        if u.den is not None:
+            u.materialize()
+        return Update(u.num, den, u.scale, u.owned)
+
+    def __repr__(self) -> str:
+        return f"precondition(eps={self.eps_placement!r})"
+
+
+def _nadam_mu(beta: float, psi: float | None, t: int) -> float:
+    """NAdam's momentum schedule μ_t = β(1 − ½·0.96^(tψ)) (Dozat 2016, torch.optim.NAdam); β without one."""
+    return beta if psi is None else beta * (1.0 - 0.5 * 0.96 ** (t * psi))
+
+
+class FirstMoment(Part):
+    """Track the first moment of the gradient ("momentum"), in the formulations the lectures show.
+
+    - ``form="heavy_ball"`` (lecture 01, 03): v ← ρv + g;  w ← w − ηv
+    - ``form="velocity"`` (lecture 01, 04): v ← ρv − ηg;  w ← w + v   (η enters the velocity)
+    - ``form="ema"`` (lecture 02 "dampened", Adam's m): v ← βv + (1 − β)g;  w ← w − ηv
+
+    ``nesterov=True`` is the look-ahead variant (lecture 01, 05), written with the gradient at the current
+    weights (Sutskever et al. 2013): the step uses g_term + ρ·v_new instead of v_new, where g_term is what
+    the gradient contributes to v (g, −ηg or (1 − β)g). With bias correction on, the EMA form corrects both
+    terms (NAdam); ``schedule`` names a group key ψ for NAdam's momentum schedule μ_t = β(1 − ½·0.96^(tψ)).
+    ρ is read from group[``decay``].
+    """
+
+    name = "first_moment"
+    buffers = ("m",)
+
+    def __init__(self, form: str = "heavy_ball", nesterov: bool = False, decay: str = "momentum",
+                 schedule: str | None = None):
+        if form not in ("heavy_ball", "velocity", "ema"):
+            raise UserError(f"momentum_form must be one of ['ema', 'heavy_ball', 'velocity'], got {form!r}")
+        if schedule is not None and not (form == "ema" and nesterov):
+            raise UserError("a momentum schedule needs momentum_form='ema' with nesterov=True (NAdam)")
+        self.form, self.nesterov, self.decay, self.schedule = form, bool(nesterov), decay, schedule
+        self.hypers = (decay,) + (("lr",) if form == "velocity" else ()) + ((schedule,) if schedule else ())
+        self.applies_lr = form == "velocity"
+
+    def update(self, u: Update, ctx: Context) -> Update:
+        m, rho = ctx.buffers["m"], ctx.group[self.decay]
+        if self.form == "ema":
+            return self._ema(u, ctx, m, rho)
+        coef = u.scale * (-ctx.group["lr"] if self.form == "velocity" else 1.0)
+        _foreach._foreach_mul_(m, rho)
+        if u.den is not None:
+            _foreach._foreach_addcdiv_(m, u.num, u.den, value=coef)
+        else:
+            _foreach._foreach_add_(m, u.num, alpha=coef)
+        if not self.nesterov:
+            return Update(m)
+        g_term = u.materialize()
+        if self.form == "velocity":
+            _foreach._foreach_mul_(g_term, -ctx.group["lr"])
+        _foreach._foreach_add_(g_term, m, alpha=rho)
+        return Update(g_term, owned=True)
+
+    def _ema(self, u: Update, ctx: Context, m: list[Tensor], beta: float) -> Update:
+        g = u.raw()
+        _foreach._foreach_lerp_(m, g, 1.0 - beta)
+        correct = bool(ctx.notes.get("bias_correction"))
+        t = ctx.step
+        if not self.nesterov:
+            return Update(m, scale=1.0 / (1.0 - beta**t) if correct else 1.0)
+        psi = ctx.group[self.schedule] if self.schedule else None
+        mu, mu_next = _nadam_mu(beta, psi, t), _nadam_mu(beta, psi, t + 1)
+        a, b = 1.0 - mu, mu_next
+        if correct:
+            state = ctx.states[0]
+            product = state.get("mu_product", 1.0) * mu
+            for s in ctx.states:
+                s["mu_product"] = product
+            a, b = a / (1.0 - product), b / (1.0 - product * mu_next)
+        out = _foreach._foreach_mul(m, b)
+        _foreach._foreach_add_(out, g, alpha=a)
+        return Update(out, owned=True)
+
+    def __repr__(self) -> str:
+        extra = f", schedule={self.schedule!r}" if self.schedule else ""
+        return f"first_moment({self.form!r}, nesterov={self.nesterov}, decay={self.decay!r}{extra})"
+
+
+class AdadeltaUnits(Part):
+    """Adadelta's unit correction (Zeiler 2012; lecture 02 lists it): multiply the preconditioned gradient by
+    the RMS of past updates, Δ = √(u_acc + ε) · g / √(v + ε), then u_acc ← ρ·u_acc + (1 − ρ)Δ²."""
+
+    name = "adadelta_units"
+    buffers = ("delta_sq",)
+    hypers = ("rho", "eps")
+
+    def update(self, u: Update, ctx: Context) -> Update:
+        rho, eps, acc = ctx.group["rho"], ctx.group["eps"], ctx.buffers["delta_sq"]
+        delta = u.materialize()
+        rms = _foreach._foreach_add(acc, eps)
+        _foreach._foreach_sqrt_(rms)
+        _foreach._foreach_mul_(delta, rms)
+        _foreach._foreach_mul_(acc, rho)
+        _foreach._foreach_addcmul_(acc, delta, delta, value=1.0 - rho)
+        return u
+
+
+class ScaleByLr(Part):
+    """Turn the direction into a step: u ← −η·u, η = group["lr"] read at every step (schedules write it)."""
+
+    name = "scale_by_lr"
+    hypers = ("lr",)
+    applies_lr = True
+
+    def update(self, u: Update, ctx: Context) -> Update:
+        u.scale *= -ctx.group["lr"]
+        return u
+
+
+# optax-style constructors: the names a user composes with.
+def bias_correction() -> Part:
+    return BiasCorrection()
+
+
+def l2_decay() -> Part:
+    return L2Decay()
+
+
+def decoupled_decay() -> Part:
+    return DecoupledDecay()
+
+
+def second_moment(kind: str = "ema", decay: str = "beta2") -> Part:
+    return SecondMoment(kind, decay)
+
+
+def precondition(eps: str = "outside") -> Part:
+    return Precondition(eps)
+
+
+def first_moment(form: str = "heavy_ball", nesterov: bool = False, decay: str = "momentum",
+                 schedule: str | None = None) -> Part:
+    return FirstMoment(form, nesterov, decay, schedule)
+
+
+def adadelta_units() -> Part:
+    return AdadeltaUnits()
+
+
+def scale_by_lr() -> Part:
+    return ScaleByLr()
+
+
+for _fn, _cls in [(bias_correction, BiasCorrection), (l2_decay, L2Decay), (decoupled_decay, DecoupledDecay),
+                  (second_moment, SecondMoment), (precondition, Precondition), (first_moment, FirstMoment),
+                  (adadelta_units, AdadeltaUnits), (scale_by_lr, ScaleByLr)]:
+    _fn.__doc__ = _cls.__doc__
