@@ -15,7 +15,17 @@ import tomli_w
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import optim, regularization, schedules
+from .data import augment
 from .errors import UserError
+
+
+def _part_check(build) -> None:
+    """Let a part validate its options; its UserError becomes a validation error of this section."""
+    try:
+        build()
+    except UserError as e:
+        raise ValueError(str(e)) from None
 
 
 class _Section(BaseModel):
@@ -73,8 +83,6 @@ class OptimizerConfig(_OpenSection):
 
     @model_validator(mode="after")
     def _check(self):
-        from . import optim
-
         _part_check(lambda: optim.create(self.name, **self.options))
         return self
 
@@ -84,8 +92,6 @@ class ScheduleConfig(_OpenSection):
 
     @model_validator(mode="after")
     def _check(self):
-        from . import schedules
-
         _part_check(lambda: schedules.create(self.name, **self.options))
         return self
 
@@ -95,8 +101,6 @@ class RegularizationConfig(_OpenSection):
 
     @model_validator(mode="after")
     def _check(self):
-        from . import regularization
-
         _part_check(lambda: regularization.create(self.kind, **self.options))
         return self
 
@@ -104,8 +108,6 @@ class RegularizationConfig(_OpenSection):
 class AugmentConfig(_OpenSection):
     @model_validator(mode="after")
     def _check(self):
-        from .data import augment
-
         _part_check(lambda: augment.create(**self.options))
         return self
 
@@ -123,21 +125,13 @@ class Config(_Section):
     name: str | None = None
     seed: int = 0
     data: DataConfig
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    optimizer: OptimizerConfig = OptimizerConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig | None = None
     regularization: RegularizationConfig | None = None
     augment: AugmentConfig | None = None
     early_stopping: EarlyStoppingConfig | None = None
-
-
-def _part_check(build) -> None:
-    """Let a part validate its options; its UserError becomes a validation error of this section."""
-    try:
-        build()
-    except UserError as e:
-        raise ValueError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------- loading
