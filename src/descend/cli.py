@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import DivergenceError, UserError
+from .errors import DivergenceError, Interrupted, UserError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a recipe field, e.g. --set optimizer.lr=3e-3 (repeatable)")
     run.add_argument("--out", help="the run directory (default runs/<name>-<timestamp>)")
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue the run in RUN_DIR from its last checkpoint (as if it had never stopped)")
     sub.add_parser("datasets", help="list the built-in datasets and where their data comes from")
     return parser
 
@@ -36,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     except DivergenceError as e:
         print(f"descend: {e}", file=sys.stderr)
         return e.exit_code
+    except Interrupted as e:
+        print(f"descend: {e}", file=sys.stderr)
+        if e.checkpoint_path is not None:
+            run_dir = e.checkpoint_path.parent.parent
+            print(f"resume with: descend run {args.recipe} --resume {run_dir}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("descend: interrupted", file=sys.stderr)
         return 130
@@ -45,7 +53,11 @@ def _run(args) -> int:
     from . import config, experiment
 
     recipe = config.load(args.recipe, args.overrides)
-    summary = experiment.run(recipe, args.out, quiet=args.quiet)
+    if args.resume and args.out and args.out != args.resume:
+        raise UserError("--resume continues the run in its own directory; leave out --out")
+    summary = experiment.run(recipe, args.resume or args.out, resume=bool(args.resume), quiet=args.quiet)
+    for key, (old, new) in summary["changed"].items():
+        print(f"resumed with {key} = {new!r} (was {old!r})")
     final = summary["final"]
     shown = "  ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("test_"))
     print(f"done in {summary['train_seconds']:.1f}s: {shown or final}  ->  {summary['run_dir']}")

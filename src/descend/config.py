@@ -69,6 +69,10 @@ class TrainConfig(_Section):
     clip_grad_norm: float | None = Field(None, gt=0.0)
     clip_grad_value: float | None = Field(None, gt=0.0)
     log_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(1, ge=1)
+    checkpoint_unit: Literal["epoch", "step"] = "epoch"
+    on_divergence: Literal["stop", "rollback"] = "stop"
+    max_rollbacks: int = Field(3, ge=0)
 
     @field_validator("batch_size")
     @classmethod

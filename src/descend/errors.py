@@ -6,6 +6,9 @@ code 2, no traceback.
 From Python it is a ``ValueError``, so ``except ValueError`` keeps working.
 """
 
+import signal
+from pathlib import Path
+
 
 class UserError(ValueError):
     """A mistake in the user's input: a config field, a data file, a name, an option. Exit code 2."""
@@ -17,3 +20,16 @@ class DivergenceError(RuntimeError):
     """Training produced a non-finite loss or gradient. Exit code 3."""
 
     exit_code = 3
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after finishing its step (and writing a checkpoint, if on).
+
+    Exit code 128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM.
+    """
+
+    def __init__(self, signum: int, checkpoint_path: Path | None = None):
+        self.signum, self.checkpoint_path = signum, checkpoint_path
+        self.exit_code = 128 + signum
+        where = f"; checkpoint written to {checkpoint_path}" if checkpoint_path else ""
+        super().__init__(f"stopped by {signal.Signals(signum).name} at a step boundary{where}")

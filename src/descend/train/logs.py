@@ -23,15 +23,26 @@ def _shown(logs: dict[str, float]) -> str:
 
 
 class MetricsFile(Callback):
-    """Appends one JSON object per epoch to ``path`` (flushed at once, so a crash loses nothing written)."""
+    """One JSON object per epoch in ``path``, appended and flushed as each epoch ends.
+
+    At the start of a fit the file is made to hold exactly the trainer's history, so a resumed run (whose history
+    comes from its checkpoint) continues the file with no duplicate and no missing epoch.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
+    def on_fit_start(self, trainer):
+        self.path.write_text("".join(_row(logs) for logs in trainer.history))
+
     def on_epoch_end(self, trainer, logs):
-        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in logs.items()}
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(_row(logs))
+
+
+def _row(logs: dict) -> str:
+    finite = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in logs.items()}
+    return json.dumps(finite) + "\n"
 
 
 class TensorBoard(Callback):
@@ -44,7 +55,8 @@ class TensorBoard(Callback):
     def on_fit_start(self, trainer):
         from torch.utils.tensorboard import SummaryWriter  # slow to import; only runs that log pay for it
 
-        self._writer = SummaryWriter(str(self.log_dir))
+        # a resumed run drops events logged after its checkpoint, so no epoch appears twice
+        self._writer = SummaryWriter(str(self.log_dir), purge_step=trainer.epoch or None)
 
     def on_epoch_end(self, trainer, logs):
         for key, value in logs.items():

@@ -81,6 +81,12 @@ class MetricSums:
         n = float(y.shape[0])
         self._sums += torch.stack([zero + n, loss.detach().double() * n, a, b, sy, syy, zero + y.numel()])
 
+    def state_dict(self) -> dict:
+        return {"sums": self._sums}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._sums.copy_(state["sums"])
+
     def compute(self, prefix: str = "") -> dict[str, float]:
         """The pass's mean loss and metrics, as Python floats (one host sync)."""
         n, loss, a, b, sy, syy, values = self._sums.tolist()

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .. import optim
 from ..data import Batches, Split
-from ..errors import DivergenceError, UserError
+from ..errors import DivergenceError, Interrupted, UserError
+from . import checkpoint, state
 from .callbacks import Callback
 from .history import History
 from .metrics import LOSSES, MetricSums, num_outputs, resolve_loss
@@ -75,7 +79,8 @@ class Trainer:
                  callbacks: Sequence[Callback] = (), regularizer=None, augment=None,
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
                  device: str | torch.device = "auto", precision: str = "fp32", seed: int = 0,
-                 deterministic: bool = False, log_every: int = 50):
+                 deterministic: bool = False, log_every: int = 50, checkpoints: state.Checkpoints | None = None,
+                 on_divergence: str = "stop", max_rollbacks: int = 3):
         if loss is not None and loss not in LOSSES:
             raise UserError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
         if precision not in PRECISIONS:
@@ -85,6 +90,10 @@ class Trainer:
                 raise UserError(f"{name} must be > 0, got {value}")
         if log_every < 1:
             raise UserError(f"log_every must be >= 1, got {log_every}")
+        if on_divergence not in ("stop", "rollback"):
+            raise UserError(f"on_divergence must be 'stop' or 'rollback', got {on_divergence!r}")
+        if on_divergence == "rollback" and checkpoints is None:
+            raise UserError("on_divergence='rollback' reloads the last checkpoint: pass checkpoints=Checkpoints(...)")
         self.model = model if isinstance(model, nn.Module) else None
         self._model_spec = None if isinstance(model, nn.Module) else model
         if self._model_spec is not None and not hasattr(model, "build"):
@@ -99,10 +108,13 @@ class Trainer:
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
         self.device = resolve_device(device)
         self.precision, self.seed, self.deterministic, self.log_every = precision, seed, deterministic, log_every
+        self.checkpoints, self.on_divergence, self.max_rollbacks = checkpoints, on_divergence, max_rollbacks
+        self.rollbacks = 0         # divergence rollbacks so far
+        self.stop_signal = None    # set by SIGINT/SIGTERM during fit; the loop stops at the next step boundary
         self.history = History()
         self.epoch = 0             # index of the epoch running (in on_epoch_end: the one just finished)
         self.global_step = 0       # optimizer steps taken
-        self.batch_index = 0       # batch within the epoch
+        self.batch_index = 0       # batches done in the running epoch
         self.last_loss = math.nan  # training loss, refreshed every log_every steps and at epoch ends
         self.stop_training = False
         self.task: str | None = None
@@ -111,40 +123,51 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
-            drop_last: bool = False) -> History:
-        """Train for ``epochs`` epochs; returns the history (one dict of logged values per epoch)."""
+            drop_last: bool = False, resume: str | Path | None = None) -> History:
+        """Train for ``epochs`` epochs; returns the history (one dict of logged values per epoch).
+
+        ``resume``: a checkpoint file or a run/checkpoints directory; training continues exactly where it stopped.
+        """
         if not isinstance(epochs, int) or epochs < 1:
             raise UserError(f"epochs must be a positive integer, got {epochs!r}")
         train = self._prepare(as_split(train, "train"))
         val = self._prepare(as_split(val, "val")) if val is not None else None
         batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
-        with self._determinism():
+        with self._determinism(), state.stop_on_signals(self):
             self._start(batches, epochs)
+            if resume is not None:
+                self.load_state_dict(checkpoint.load(state.find(resume), device=self.device))
             self._event("on_fit_start")
             while self.epoch < epochs and not self.stop_training:
-                started = time.perf_counter()
-                self._event("on_epoch_start")
-                logs = {"epoch": self.epoch, **self._train_epoch(batches)}
-                if val is not None:
-                    logs.update(self.evaluate(val, prefix="val_"))
-                logs.update(step=self.global_step, lr=self.optimizer.param_groups[0]["lr"],
-                            seconds=time.perf_counter() - started)
-                self.history.append(logs)
-                if self.schedule is not None:
-                    self.schedule.observe(logs)
-                self._event("on_epoch_end", logs)
-                self.epoch += 1
+                try:
+                    self._run_epoch(batches, val)
+                except DivergenceError:
+                    self._rollback_or_raise()
             self._event("on_fit_end")
         return self.history
 
+    def _run_epoch(self, batches: Batches, val: Split | None) -> None:
+        started = time.perf_counter()
+        if self.batch_index == 0:
+            self._event("on_epoch_start")
+            self._sums = self._fresh_sums()
+        logs = {"epoch": self.epoch, **self._train_epoch(batches)}
+        if val is not None:
+            logs.update(self.evaluate(val, prefix="val_"))
+        logs.update(step=self.global_step, lr=self.optimizer.param_groups[0]["lr"],
+                    seconds=time.perf_counter() - started)
+        self.history.append(logs)
+        if self.schedule is not None:
+            self.schedule.observe(logs)
+        self._event("on_epoch_end", logs)
+        self.epoch, self.batch_index = self.epoch + 1, 0
+        if self.checkpoints is not None:
+            self.checkpoints.after_epoch(self, logs)
+
     def _train_epoch(self, batches: Batches) -> dict[str, float]:
-        model, opt = self.model, self.optimizer
+        model, opt, sums = self.model, self.optimizer, self._sums
         model.train()
-        sums = MetricSums(self.loss, self.device)
-        penalty_sum = torch.zeros((), device=self.device)
-        grad_norms = torch.zeros(2, device=self.device)  # Σ pre-clip norm, steps
-        for index, (x, y) in enumerate(batches.epoch(self.epoch)):
-            self.batch_index = index
+        for x, y in batches.epoch(self.epoch, start=self.batch_index):
             lr = self._set_lr()
             if self.augment is not None:
                 x = self.augment(x, self._augment_rng)
@@ -162,24 +185,110 @@ class Trainer:
                 opt.step()
             if penalty is not None:
                 self.regularizer.after_step(model, lr)
-                penalty_sum += penalty.detach().float() * y.shape[0]
+                sums["penalty"] += penalty.detach().float() * y.shape[0]
             if norm is not None:
-                grad_norms += torch.stack([norm.detach().float(), torch.ones((), device=norm.device)])
-            sums.update(out, y, data_loss)
+                sums["grad_norm"] += torch.stack([norm.detach().float(), torch.ones((), device=norm.device)])
+            sums["metrics"].update(out, y, data_loss)
             self._watch(loss)
-            self.global_step += 1
+            self.global_step, self.batch_index = self.global_step + 1, self.batch_index + 1
             if self.global_step % self.log_every == 0:
-                self._check_finite()
+                self.check_finite()
             self._event("on_batch_end")
-        self._check_finite()
-        logs = sums.compute("train_")
+            if self.checkpoints is not None:
+                self.checkpoints.after_step(self)
+            if self.stop_signal is not None:
+                self._stop_for_signal()
+        self.check_finite()
+        logs = sums["metrics"].compute("train_")
         if self.regularizer is not None:
-            logs["train_penalty"] = penalty_sum.item() / max(len(batches.split), 1)
+            logs["train_penalty"] = sums["penalty"].item() / max(len(batches.split), 1)
         if self.clip_grad_norm is not None or self.clip_grad_value is not None:
-            total, steps = grad_norms.tolist()
+            total, steps = sums["grad_norm"].tolist()
             logs["grad_norm"] = total / max(steps, 1.0)
         self.last_loss = logs.get("train_loss", math.nan)
         return logs
+
+    def _fresh_sums(self) -> dict:
+        """The epoch's running sums, all on the device: metrics, Σ penalty, (Σ pre-clip grad norm, steps)."""
+        return {"metrics": MetricSums(self.loss, self.device), "penalty": torch.zeros((), device=self.device),
+                "grad_norm": torch.zeros(2, device=self.device)}
+
+    def _stop_for_signal(self) -> None:
+        path = None
+        if self.checkpoints is not None:
+            self.checkpoints.write(self, self.checkpoints.last)
+            path = self.checkpoints.last
+        raise Interrupted(self.stop_signal, path)
+
+    def _rollback_or_raise(self) -> None:
+        """On divergence: reload ``last``, halve the learning rate and go on (``on_divergence="rollback"``)."""
+        last = self.checkpoints.last if self.checkpoints is not None else None
+        if self.on_divergence != "rollback" or self.rollbacks >= self.max_rollbacks or not last.is_file():
+            raise
+        rollbacks, message = self.rollbacks + 1, str(sys.exc_info()[1])
+        self.load_state_dict(checkpoint.load(last, device=self.device))
+        self.rollbacks = rollbacks
+        self._base_lrs = [lr * 0.5 for lr in self._base_lrs]
+        warnings.warn(f"{message} Rolled back to {last} (epoch {self.epoch}, step {self.global_step}) with the "
+                      f"learning rate halved to {self._base_lrs[0]:.3g} (rollback {rollbacks} of "
+                      f"{self.max_rollbacks}).", RuntimeWarning, stacklevel=2)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs (tensors and JSON values only; see :mod:`descend.train.state`)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule is not None else {},
+            "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys().items()},
+            "rng": state.capture_rng(self),
+            "position": {"epoch": self.epoch, "batch_index": self.batch_index, "global_step": self.global_step,
+                         "steps_per_epoch": self.steps_per_epoch},
+            "base_lrs": list(self._base_lrs),
+            "rollbacks": self.rollbacks,
+            "history": list(self.history),
+            "epoch_sums": {"metrics": self._sums["metrics"].state_dict(), "penalty": self._sums["penalty"],
+                           "grad_norm": self._sums["grad_norm"]},
+        }
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Continue from ``saved`` (a :meth:`state_dict`); the data and model must be those it was saved with."""
+        position = saved["position"]
+        if position["steps_per_epoch"] != self.steps_per_epoch:
+            raise UserError(f"the checkpoint was written with {position['steps_per_epoch']} batches per epoch, this "
+                            f"run has {self.steps_per_epoch}: the data, batch_size and drop_last must stay the same")
+        report = self.model.load_state_dict(saved["model"], strict=False)
+        if report.missing_keys or report.unexpected_keys:
+            raise UserError(f"the checkpoint's model does not match this model: missing {report.missing_keys}, "
+                            f"unexpected {report.unexpected_keys}")
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.schedule is not None and saved["schedule"]:
+            self.schedule.load_state_dict(saved["schedule"])
+        for key, cb in self._callback_keys().items():
+            if key in saved["callbacks"]:
+                cb.load_state_dict(saved["callbacks"][key])
+        state.restore_rng(self, saved["rng"])
+        self.epoch, self.batch_index = position["epoch"], position["batch_index"]
+        self.global_step = position["global_step"]
+        self._base_lrs, self.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
+        self.history = History(saved["history"])
+        self._sums = self._fresh_sums()
+        self._sums["metrics"].load_state_dict(saved["epoch_sums"]["metrics"])
+        self._sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
+        self._sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
+        self._step_t.fill_(self.global_step)
+        self._bad_step.fill_(-1)
+        if self.checkpoints is not None:
+            self.checkpoints.restore(saved)
+
+    def _callback_keys(self) -> dict[str, Callback]:
+        """Callbacks named by class (and position among callbacks of the same class), for their saved state."""
+        keys, seen = {}, {}
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            seen[name] = seen.get(name, -1) + 1
+            keys[f"{name}.{seen[name]}" if seen[name] else name] = cb
+        return keys
 
     # ------------------------------------------------------------------ evaluation
     @torch.inference_mode()
@@ -256,8 +365,10 @@ class Trainer:
     def _start(self, batches: Batches, epochs: int) -> None:
         self.steps_per_epoch = len(batches)
         self.total_steps = self.steps_per_epoch * epochs
-        self.epoch, self.global_step, self.stop_training = 0, 0, False
+        self.epoch, self.batch_index, self.global_step, self.stop_training = 0, 0, 0, False
+        self.stop_signal, self.rollbacks = None, 0
         self.history = History()
+        self._sums = self._fresh_sums()
         torch.manual_seed(self.seed)
         self._augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
@@ -291,9 +402,8 @@ class Trainer:
 
     def _set_lr(self) -> float:
         groups = self.optimizer.param_groups
-        if self.schedule is not None:
-            for group, base in zip(groups, self._base_lrs):
-                group["lr"] = self.schedule.lr(base, self.global_step)
+        for group, base in zip(groups, self._base_lrs):
+            group["lr"] = base if self.schedule is None else self.schedule.lr(base, self.global_step)
         return groups[0]["lr"]
 
     def _clip(self) -> torch.Tensor | None:
@@ -315,7 +425,8 @@ class Trainer:
         self._last_finite = torch.where(finite & (self._bad_step < 0), loss, self._last_finite)
         self._step_t += 1
 
-    def _check_finite(self) -> None:
+    def check_finite(self) -> None:
+        """Raise :class:`DivergenceError` if a loss since the start was not finite (one host sync)."""
         bad_step, last = self._bad_step.item(), self._last_finite.item()
         if bad_step >= 0:
             raise DivergenceError(

@@ -1,0 +1,113 @@
+"""The trainer's whole state, when it is written, and how a run continues from it.
+
+A checkpoint holds everything the next step depends on: model, optimizer, schedule (with the plateau
+controller), every callback's state, the RNG streams (python, numpy, torch CPU and CUDA, and the augmentation
+generator), the data-order position (epoch and batches done; the order of an epoch is a function of the seed and
+the epoch, so nothing else is needed), the base learning rates, the history, and the partial sums of the epoch
+running. Restoring all of it makes a resumed run end bit-identical to one that never stopped (CPU, deterministic).
+
+Files: ``<dir>/last.safetensors`` every ``every`` steps or epochs, and ``<dir>/best.safetensors`` whenever the
+monitored value improves at an epoch end (see :mod:`descend.train.checkpoint` for the format: no pickle, atomic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+from pathlib import Path
+
+from ..errors import UserError
+from . import checkpoint, rng
+
+UNITS = ("epoch", "step")
+
+
+class Checkpoints:
+    """Write ``last`` every ``every`` steps or epochs (``unit``), and ``best`` when ``monitor`` improves.
+
+    ``monitor`` defaults to ``val_loss`` (``train_loss`` without validation data); ``mode`` is inferred like
+    early stopping's (losses and errors: min; accuracy, R²: max).
+    """
+
+    def __init__(self, directory: str | Path, *, every: int = 1, unit: str = "epoch", monitor: str | None = None,
+                 mode: str = "auto"):
+        if unit not in UNITS:
+            raise UserError(f"checkpoint unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        if not isinstance(every, int) or every < 1:
+            raise UserError(f"checkpoint_every must be a positive integer, got {every!r}")
+        if mode not in ("auto", "min", "max"):
+            raise UserError(f"checkpoint mode must be auto, min or max, got {mode!r}")
+        self.directory, self.every, self.unit, self.monitor, self.mode = Path(directory), every, unit, monitor, mode
+        self.best_value: float | None = None
+
+    @property
+    def last(self) -> Path:
+        return self.directory / "last.safetensors"
+
+    @property
+    def best(self) -> Path:
+        return self.directory / "best.safetensors"
+
+    def after_step(self, trainer) -> None:
+        if self.unit == "step" and trainer.global_step % self.every == 0:
+            self.write(trainer, self.last)
+
+    def after_epoch(self, trainer, logs: dict[str, float]) -> None:
+        """Called once the epoch is complete (``trainer.epoch`` already counts it)."""
+        monitor = self.monitor or ("val_loss" if "val_loss" in logs else "train_loss")
+        value = logs.get(monitor)
+        if value is None:
+            raise UserError(f"checkpoint monitor {monitor!r} is not logged; logged values: {', '.join(logs)}")
+        mode = self.mode if self.mode != "auto" else ("max" if monitor.endswith(("accuracy", "r2")) else "min")
+        better = self.best_value is None or (value > self.best_value if mode == "max" else value < self.best_value)
+        if math.isfinite(value) and better:
+            self.best_value = value
+            self.write(trainer, self.best)
+        if self.unit == "epoch" and trainer.epoch % self.every == 0:
+            self.write(trainer, self.last)
+
+    def write(self, trainer, path: Path) -> None:
+        trainer.check_finite()  # a diverged state is never written over a good one
+        checkpoint.save(path, {**trainer.state_dict(), "checkpoints": {"best_value": self.best_value}})
+
+    def restore(self, state: dict) -> None:
+        self.best_value = state.get("checkpoints", {}).get("best_value")
+
+
+def find(path: str | Path) -> Path:
+    """The checkpoint to resume from: a file, a checkpoints directory, or a run directory holding one."""
+    path = Path(path)
+    for candidate in (path, path / "last.safetensors", path / "checkpoints" / "last.safetensors"):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"no checkpoint to resume from at {path}: expected a .safetensors file, or a run directory with "
+                    f"checkpoints/last.safetensors (was checkpointing on?)")
+
+
+def capture_rng(trainer) -> dict:
+    return {"streams": rng.capture(), "augment": trainer._augment_rng.get_state()}
+
+
+def restore_rng(trainer, state: dict) -> None:
+    rng.restore(state["streams"])
+    trainer._augment_rng.set_state(state["augment"].cpu())
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer):
+    """While fitting, SIGINT and SIGTERM ask the loop to stop at the next step boundary (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask_to_stop(signum, frame):
+        trainer.stop_signal = signum
+
+    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
