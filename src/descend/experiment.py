@@ -109,6 +109,10 @@ def run(config: cfg.Config, out: str | Path | None = None, *, resume: bool = Fal
         raise UserError(f"cannot create the run directory {out}: {e.strerror}") from None
     (out / "config.toml").write_text(cfg.dump(config))
     trainer = exp.trainer
+    if trainer.schedule is not None:
+        steps = len(datasets.Batches(exp.data.train, config.train.batch_size, drop_last=config.train.drop_last))
+        schedules.plot(trainer.schedule, steps_per_epoch=steps, total_steps=steps * config.train.epochs,
+                       base_lr=config.optimizer.options.get("lr", 1.0), path=out / "schedule.png")
     trainer.callbacks += [MetricsFile(out / "metrics.jsonl"), TensorBoard(out / "tb"), *callbacks]
     if not quiet:
         trainer.callbacks.append(ProgressBar(config.train.epochs, stream=stream))
@@ -186,6 +190,7 @@ def summarize(exp: Experiment, seconds: float) -> dict:
         "best": best,
         "train_seconds": round(seconds, 3),
         "parameters": models.count_parameters(trainer.model),
+        **({"sparsity": trainer.regularizer.sparsity(trainer.model)} if trainer.regularizer is not None else {}),
         "device": str(trainer.device),
         "versions": {"descend": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
