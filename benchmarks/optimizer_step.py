@@ -38,20 +38,13 @@ OPTIMIZERS = [  # (label, descend name, options, torch class, torch kwargs, torc
 ]
 
 
-def time_steps(opt: torch.optim.Optimizer, params: list[torch.Tensor], repeats: int, steps: int) -> float:
-    """Median seconds per step over ``repeats`` blocks of ``steps`` steps (gradients fixed)."""
-    sync = torch.cuda.synchronize if params[0].is_cuda else (lambda: None)
-    for _ in range(3):
+def time_block(opt: torch.optim.Optimizer, steps: int, sync) -> float:
+    """Seconds per step over one block of ``steps`` steps (gradients fixed)."""
+    start = time.perf_counter()
+    for _ in range(steps):
         opt.step()
     sync()
-    blocks = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            opt.step()
-        sync()
-        blocks.append((time.perf_counter() - start) / steps)
-    return statistics.median(blocks)
+    return (time.perf_counter() - start) / steps
 
 
 def fresh(shapes: list[torch.Size], device: str) -> list[torch.Tensor]:
@@ -73,16 +66,23 @@ def cell(t: dict[str, float], key: str, width: int = 16) -> str:
 
 def measure(name: str, opts: dict, cls: type, kw: dict, has_fused: bool, shapes, device: str, repeats: int,
             steps: int) -> tuple[dict[str, float], str]:
-    t = {}
-    params = fresh(shapes, device)
-    composed = O.create(name, params, implementation="composed", exclude_from_decay=[], **opts)
-    t["composed"] = time_steps(composed, params, repeats, steps)
+    """Median seconds per step of each implementation. The implementations are timed in turn within every
+    repeat (interleaved), so a burst of load from other users hits all of them alike."""
+    impls = {"composed": lambda p: O.create(name, p, implementation="composed", exclude_from_decay=[],
+                                            **opts)}
     for impl, flags in [("for-loop", {"foreach": False}), ("foreach", {"foreach": True}),
                         ("fused", {"fused": True})]:
-        if impl == "fused" and not has_fused:
-            continue
-        params = fresh(shapes, device)
-        t[impl] = time_steps(cls(params, lr=1e-3, **kw, **flags), params, repeats, steps)
+        if impl != "fused" or has_fused:
+            impls[impl] = lambda p, flags=flags: cls(p, lr=1e-3, **kw, **flags)
+    opts_built = {k: make(fresh(shapes, device)) for k, make in impls.items()}
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for opt in opts_built.values():  # warm-up
+        time_block(opt, 3, sync)
+    blocks: dict[str, list[float]] = {k: [] for k in opts_built}
+    for _ in range(repeats):
+        for k, opt in opts_built.items():
+            blocks[k].append(time_block(opt, steps, sync))
+    t = {k: statistics.median(v) for k, v in blocks.items()}
     chosen = O.create(name, fresh(shapes, device), exclude_from_decay=[], **opts)
     if isinstance(chosen, O.ComposedOptimizer):
         kind = "composed"
@@ -105,7 +105,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads; median of "
           f"{args.repeats} blocks x {args.steps} steps ({big_steps} for 10x1M) per cell, "
           "after 3 warm-up steps "
-          "(the machine is shared: medians of repeated blocks, not means)")
+          "(the machine is shared: implementations interleaved, medians of the blocks, not means)")
     for set_name, shapes in sets.items():
         n = sum(s.numel() for s in shapes)
         steps = args.steps if set_name == "quickstart" else big_steps
