@@ -18,15 +18,12 @@ import torch
 from torch import nn
 
 import descend.optim as O
+from descend import models
 
 
-def quickstart_standin() -> nn.Module:
-    """STAND-IN for the quickstart model, to be replaced by descend.models.cnn1d(channels=[64, 64, 64],
-    batch_norm=True): Conv1d 1→64→64→64 (k=5, padding same), BatchNorm1d after each, Linear(64·40 → 10)."""
-    layers: list[nn.Module] = []
-    for c_in in (1, 64, 64):
-        layers += [nn.Conv1d(c_in, 64, 5, padding="same"), nn.BatchNorm1d(64), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64 * 40, 10))
+def quickstart_model() -> nn.Module:
+    """The model of examples/quickstart.toml: cnn1d(channels=[64, 64, 64], batch_norm=True) on MNIST-1D."""
+    return models.cnn1d([64, 64, 64], batch_norm=True, input_shape=(40,), num_outputs=10)
 
 
 OPTIMIZERS = [  # (label, descend name, options, torch class, torch kwargs, torch has fused)
@@ -99,7 +96,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    sets = {"quickstart": [p.shape for p in quickstart_standin().parameters()],
+    sets = {"quickstart": [p.shape for p in quickstart_model().parameters()],
             "10x1M": [torch.Size([1_000_000])] * 10}
     big_steps = max(2, args.steps // 4)
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads; median of "
