@@ -173,7 +173,7 @@ def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
     return _finish(name, local, make, opts)
 
 
-def cnn1d(channels: Sequence[int] = (64, 64, 64), *, input_shape: Sequence[int] | None = None,
+def cnn1d(channels: Sequence[int] = (32, 32, 32, 32, 32), *, input_shape: Sequence[int] | None = None,
           num_outputs: int | None = None, kernel_size: int = 5, pool: str = "none", pool_size: int = 2,
           head: str = "flatten", head_hidden: Sequence[int] = (), activation: str = "relu",
           batch_norm: bool = False, dropout: float = 0.0, init: str = "he_uniform", init_std: float = 0.01,
@@ -187,10 +187,11 @@ def cnn1d(channels: Sequence[int] = (64, 64, 64), *, input_shape: Sequence[int] 
     Linear(num_outputs).
     The other options are those of :func:`mlp`.
 
-    The defaults (three 64-channel blocks, no pooling, flatten head) come from MNIST-1D: with
-    ``batch_norm=True``, AdamW (lr 2e-2, weight decay 0.05), batch 128 and a one-cycle schedule this model
-    reaches about 97.5% test accuracy in 10 epochs (``python -m benchmarks.models_mnist1d``); two blocks,
-    whose receptive field is only 9 samples, stop near 92.5%.
+    The defaults (five 32-channel blocks, kernel 5, no pooling, flatten head) come from MNIST-1D: with
+    ``batch_norm=True``, AdamW (lr 2e-2, weight decay 0.05), batch 128 and a 20% linear warmup then cosine
+    decay, this model reaches 98–99% test accuracy in 8 epochs (``python -m benchmarks.models_mnist1d``).
+    Depth matters more than width there: the receptive field of n blocks is 4n + 1 samples, and two 64-channel
+    blocks (9 samples) stop near 92.5%, three near 97%.
     """
     return _cnn("cnn1d", 1, dict(locals()))
 
