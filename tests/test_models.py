@@ -337,3 +337,31 @@ def test_cnn1d_recipe_reaches_95_percent_on_mnist1d():
     with torch.inference_mode():
         accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
     assert accuracy >= 0.95
+
+
+def test_dropout_per_layer_group():
+    """A list gives each block its own p (hidden layers, then conv blocks and head layers, in order)."""
+    model = dm.mlp([8, 8, 8], input_shape=(4,), num_outputs=2, dropout=[0.0, 0.2, 0.5])
+    assert [m.p for m in model if isinstance(m, nn.Dropout)] == [0.2, 0.5]
+    cnn = dm.cnn1d([4, 4], head_hidden=[8], input_shape=(16,), num_outputs=2, dropout=[0.1, 0.0, 0.3])
+    assert [m.p for m in cnn if isinstance(m, nn.Dropout)] == [0.1, 0.3]
+    with pytest.raises(UserError, match="one probability per block: this model has 3 blocks, the list has 2"):
+        dm.mlp([8, 8, 8], input_shape=(4,), num_outputs=2, dropout=[0.1, 0.2])
+    with pytest.raises(UserError, match="dropout must be a probability"):
+        dm.mlp([8], input_shape=(4,), num_outputs=2, dropout=[1.0])
+
+
+def test_batch_norm_running_average_momentum_is_configurable():
+    model = dm.mlp([8], input_shape=(4,), num_outputs=2, batch_norm=True, batch_norm_momentum=0.5)
+    norm = next(m for m in model if isinstance(m, nn.BatchNorm1d))
+    assert norm.momentum == 0.5
+    x = torch.randn(32, 4)
+    model.train()
+    model(x)
+    z = model[1](model[0](x))                          # the pre-activations batch norm saw
+    expected = 0.5 * 0.0 + 0.5 * z.mean(0)             # r ← (1 − m)·r + m·batch mean, from r = 0
+    assert torch.allclose(norm.running_mean, expected.detach(), atol=1e-6)
+    cumulative = dm.mlp([8], input_shape=(4,), num_outputs=2, batch_norm=True, batch_norm_momentum=None)
+    assert next(m for m in cumulative if isinstance(m, nn.BatchNorm1d)).momentum is None
+    with pytest.raises(UserError, match="batch_norm_momentum must be in"):
+        dm.mlp([8], input_shape=(4,), num_outputs=2, batch_norm=True, batch_norm_momentum=1.5)

@@ -99,8 +99,9 @@ def _finish(name: str, local: dict[str, Any], make: Callable[[tuple[int, ...], i
 
 def mlp(hidden: Sequence[int] = (128,), *, input_shape: Sequence[int] | None = None,
         num_outputs: int | None = None, activation: str = "relu", batch_norm: bool = False,
-        dropout: float = 0.0, init: str = "he_uniform", init_std: float = 0.01, maxout_k: int = 2,
-        negative_slope: float = 0.01) -> nn.Module | ModelSpec:
+        dropout: float | Sequence[float] = 0.0, init: str = "he_uniform", init_std: float = 0.01,
+        maxout_k: int = 2, negative_slope: float = 0.01,
+        batch_norm_momentum: float | None = 0.1) -> nn.Module | ModelSpec:
     """A fully connected network: Flatten → one block per width in ``hidden`` → Linear(num_outputs).
 
     A sample of any shape is flattened to ``d = prod(input_shape)`` features. Each hidden block is
@@ -111,15 +112,17 @@ def mlp(hidden: Sequence[int] = (128,), *, input_shape: Sequence[int] | None = N
     """
     local = dict(locals())
     hidden = local["hidden"] = positive_ints("hidden", hidden)
-    opts = BlockOptions(activation, batch_norm, dropout, init, init_std, maxout_k, negative_slope)
+    opts = BlockOptions(activation, batch_norm, dropout, init, init_std, maxout_k, negative_slope,
+                        batch_norm_momentum)
+    dropouts = opts.dropouts(len(hidden))
     if input_shape is not None:
         _shape("mlp", input_shape)
 
     def make(shape: tuple[int, ...], n_out: int) -> list[nn.Module]:
         layers: list[nn.Module] = [nn.Flatten()]
         n_in = math.prod(shape)
-        for width in hidden:
-            layers += block(nn.Linear, n_in, width, opts)
+        for width, p in zip(hidden, dropouts):
+            layers += block(nn.Linear, n_in, width, opts, dropout=p)
             n_in = width
         return [*layers, nn.Linear(n_in, n_out)]
 
@@ -135,7 +138,8 @@ def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
     head = choice("head", local["head"], HEADS)
     head_hidden = local["head_hidden"] = positive_ints("head_hidden", local["head_hidden"])
     opts = BlockOptions(*(local[k] for k in ("activation", "batch_norm", "dropout", "init", "init_std",
-                                              "maxout_k", "negative_slope")))
+                                              "maxout_k", "negative_slope", "batch_norm_momentum")))
+    dropouts = opts.dropouts(len(channels) + len(head_hidden))
     if local["input_shape"] is not None:
         _shape(name, local["input_shape"], (dims, dims + 1))
     conv = {1: nn.Conv1d, 2: nn.Conv2d}[dims]
@@ -149,7 +153,7 @@ def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
             layers.append(nn.Unflatten(1, (1, shape[0])))
             shape = (1, *shape)
         n_in, spatial = shape[0], list(shape[1:])
-        for width in channels:
+        for width, p in zip(channels, dropouts):
             pooling = None
             if pool != "none":
                 spatial = [s // pool_size for s in spatial]
@@ -158,15 +162,16 @@ def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
                                     f"input {shape[1:]} below one element; use fewer blocks, a smaller "
                                     "pool_size or pool='none'")
                 pooling = pool_layer[pool][dims](pool_size)
-            layers += block(conv, n_in, width, opts, pool=pooling, kernel_size=kernel_size, padding="same")
+            layers += block(conv, n_in, width, opts, dropout=p, pool=pooling, kernel_size=kernel_size,
+                            padding="same")
             n_in = width
         if head == "flatten":
             n_in *= math.prod(spatial)
         else:
             layers.append(global_pool[head][dims](1))
         layers.append(nn.Flatten())
-        for width in head_hidden:
-            layers += block(nn.Linear, n_in, width, opts)
+        for width, p in zip(head_hidden, dropouts[len(channels):]):
+            layers += block(nn.Linear, n_in, width, opts, dropout=p)
             n_in = width
         return [*layers, nn.Linear(n_in, n_out)]
 
@@ -176,8 +181,9 @@ def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
 def cnn1d(channels: Sequence[int] = (32, 32, 32, 32, 32), *, input_shape: Sequence[int] | None = None,
           num_outputs: int | None = None, kernel_size: int = 5, pool: str = "none", pool_size: int = 2,
           head: str = "flatten", head_hidden: Sequence[int] = (), activation: str = "relu",
-          batch_norm: bool = False, dropout: float = 0.0, init: str = "he_uniform", init_std: float = 0.01,
-          maxout_k: int = 2, negative_slope: float = 0.01) -> nn.Module | ModelSpec:
+          batch_norm: bool = False, dropout: float | Sequence[float] = 0.0, init: str = "he_uniform",
+          init_std: float = 0.01, maxout_k: int = 2, negative_slope: float = 0.01,
+          batch_norm_momentum: float | None = 0.1) -> nn.Module | ModelSpec:
     """A 1-D convolutional network for signals: a sample is ``(L,)`` (one channel added) or ``(C, L)``.
 
     One block per entry of ``channels``: Conv1d(kernel_size, padding="same", so the length is kept) →
@@ -199,8 +205,9 @@ def cnn1d(channels: Sequence[int] = (32, 32, 32, 32, 32), *, input_shape: Sequen
 def cnn2d(channels: Sequence[int] = (32, 64), *, input_shape: Sequence[int] | None = None,
           num_outputs: int | None = None, kernel_size: int = 3, pool: str = "max", pool_size: int = 2,
           head: str = "flatten", head_hidden: Sequence[int] = (), activation: str = "relu",
-          batch_norm: bool = False, dropout: float = 0.0, init: str = "he_uniform", init_std: float = 0.01,
-          maxout_k: int = 2, negative_slope: float = 0.01) -> nn.Module | ModelSpec:
+          batch_norm: bool = False, dropout: float | Sequence[float] = 0.0, init: str = "he_uniform",
+          init_std: float = 0.01, maxout_k: int = 2, negative_slope: float = 0.01,
+          batch_norm_momentum: float | None = 0.1) -> nn.Module | ModelSpec:
     """A 2-D convolutional network for images: a sample is ``(H, W)`` (one channel added) or ``(C, H, W)``.
 
     One block per entry of ``channels``: Conv2d(kernel_size, padding="same") → [BatchNorm2d] → activation →
