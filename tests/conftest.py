@@ -1,6 +1,9 @@
 """Shared test set-up: two CPU threads (the CI machine has two cores), and no stray network use."""
 
+import _pickle
 import os
+import pickle
+import sys
 
 import pytest
 import torch
@@ -17,3 +20,30 @@ def fashion_mnist_dir():
     if not os.path.exists(os.path.join(FASHION_MNIST, "train-images-idx3-ubyte.gz")):
         pytest.skip("dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
     return FASHION_MNIST
+
+
+_UNPICKLING_FORBIDDEN = []
+
+
+def _audit(event, args):
+    if _UNPICKLING_FORBIDDEN and event == "pickle.find_class":  # any unpickler resolving a class or function
+        raise AssertionError(f"unpickling tried to load {args}")
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Loading must never unpickle: the unpickling entry points fail the test if they are reached."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a checkpoint was unpickled")
+
+    for module in (pickle, _pickle):
+        for name in ("load", "loads"):
+            monkeypatch.setattr(module, name, forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    _UNPICKLING_FORBIDDEN.append(True)
+    yield
+    _UNPICKLING_FORBIDDEN.clear()

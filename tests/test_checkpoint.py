@@ -3,7 +3,6 @@ hostile files, weights loading, RNG streams."""
 
 from __future__ import annotations
 
-import _pickle
 import errno
 import json
 import math
@@ -28,31 +27,7 @@ from descend.errors import UserError
 from descend.train import rng
 from descend.train.checkpoint import CheckpointError, WeightsReport, load, load_weights, save, save_weights
 
-_UNPICKLING_FORBIDDEN = []
-
-
-def _audit(event, args):
-    if _UNPICKLING_FORBIDDEN and event == "pickle.find_class":  # any unpickler resolving a class or function
-        raise AssertionError(f"unpickling tried to load {args}")
-
-
-sys.addaudithook(_audit)
-
-
-@pytest.fixture(autouse=True)
-def no_unpickling(monkeypatch):
-    """Loading must never unpickle: the unpickling entry points fail the test if they are reached."""
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a checkpoint was unpickled")
-
-    for module in (pickle, _pickle):
-        for name in ("load", "loads"):
-            monkeypatch.setattr(module, name, forbidden)
-    monkeypatch.setattr(torch, "load", forbidden)
-    _UNPICKLING_FORBIDDEN.append(True)
-    yield
-    _UNPICKLING_FORBIDDEN.clear()
+pytestmark = pytest.mark.usefixtures("no_unpickling")  # loading must never unpickle (conftest.py)
 
 
 def header_of(path: Path) -> tuple[dict, bytes]:

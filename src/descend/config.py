@@ -20,14 +20,6 @@ from .data import augment
 from .errors import UserError
 
 
-def _part_check(build) -> None:
-    """Let a part validate its options; its UserError becomes a validation error of this section."""
-    try:
-        build()
-    except UserError as e:
-        raise ValueError(str(e)) from None
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -38,7 +30,7 @@ class _Section(BaseModel):
 
 
 class _OpenSection(_Section):
-    """A section whose extra fields are options of a descend part, checked by that part's ``create``."""
+    """A section whose extra fields are options of a descend part, checked by that part itself."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
@@ -82,38 +74,44 @@ class TrainConfig(_Section):
         return v
 
 
-class OptimizerConfig(_OpenSection):
+class _PartSection(_OpenSection):
+    """A section that builds one part of descend (its ``build()``); it is valid when the part accepts it."""
+
+    @model_validator(mode="after")
+    def _check(self):
+        try:
+            self.build()
+        except UserError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+class OptimizerConfig(_PartSection):
     name: str = "adam"
 
-    @model_validator(mode="after")
-    def _check(self):
-        _part_check(lambda: optim.create(self.name, **self.options))
-        return self
+    def build(self):
+        """An optimizer spec (:func:`descend.optim.create` without parameters)."""
+        return optim.create(self.name, **self.options)
 
 
-class ScheduleConfig(_OpenSection):
+class ScheduleConfig(_PartSection):
     name: str = "constant"
 
-    @model_validator(mode="after")
-    def _check(self):
-        _part_check(lambda: schedules.create(self.name, **self.options))
-        return self
+    def build(self):
+        return schedules.create(self.name, **self.options)
 
 
-class RegularizationConfig(_OpenSection):
+class RegularizationConfig(_PartSection):
     kind: str
 
-    @model_validator(mode="after")
-    def _check(self):
-        _part_check(lambda: regularization.create(self.kind, **self.options))
-        return self
+    def build(self):
+        return regularization.create(self.kind, **self.options)
 
 
-class AugmentConfig(_OpenSection):
-    @model_validator(mode="after")
-    def _check(self):
-        _part_check(lambda: augment.create(**self.options))
-        return self
+class AugmentConfig(_PartSection):
+    def build(self, dataset: str | None = None):
+        """The augmentation; ``dataset`` lets it warn about flips on digit data."""
+        return augment.create(dataset=dataset, **self.options)
 
 
 class EarlyStoppingConfig(_Section):

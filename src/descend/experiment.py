@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, models, optim, regularization, schedules
+from . import __version__, models, schedules
 from . import config as cfg
 from . import data as datasets
-from .data import augment
 from .errors import DivergenceError, UserError
 from .train import Trainer
 from .train.callbacks import EarlyStopping
@@ -58,15 +57,12 @@ def build(config: cfg.Config, out: Path | None = None) -> Experiment:
         model = models.build(c.model.name, info.input_shape,
                              num_outputs(loss, info.task, info.num_classes, bundle.train.y), **c.model.options)
     stopper = EarlyStopping(**c.early_stopping.model_dump()) if c.early_stopping else None
-    with _section("augment"):
-        augmenter = augment.create(dataset=info.name, **c.augment.options) if c.augment else None
     trainer = Trainer(
-        model, loss=loss,
-        optimizer=optim.create(c.optimizer.name, **c.optimizer.options),
-        schedule=schedules.create(c.schedule.name, **c.schedule.options) if c.schedule else None,
-        regularizer=regularization.create(c.regularization.kind, **c.regularization.options)
-        if c.regularization else None,
-        augment=augmenter, callbacks=[stopper] if stopper else [],
+        model, loss=loss, optimizer=c.optimizer.build(),
+        schedule=c.schedule.build() if c.schedule else None,
+        regularizer=c.regularization.build() if c.regularization else None,
+        augment=c.augment.build(dataset=info.name) if c.augment else None,
+        callbacks=[stopper] if stopper else [],
         clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
         device=c.train.device, precision=c.train.precision, seed=c.seed,
         deterministic=c.train.deterministic, log_every=c.train.log_every,
