@@ -34,7 +34,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 test-slow: setup
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m slow -p no:cacheprovider
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
