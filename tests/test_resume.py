@@ -145,7 +145,9 @@ def test_in_process_crash_and_resume_match(unit, every, crash_step, tmp_path):
     assert (tmp_path / "full" / "best.safetensors").is_file()
 
 
-def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_writes_a_checkpoint_and_says_how_to_resume(signum, code, tmp_path):
+    """Ctrl-C or SIGTERM: the step finishes, a checkpoint is written, the message says how to resume."""
     recipe, out = write_recipe(tmp_path, RECIPE.replace("epochs = 6", "epochs = 2000")), tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen([sys.executable, "-m", "descend.cli", "run", recipe, "--out", str(out), "--quiet"],
@@ -154,10 +156,10 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
     while not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "SIGTERM" in err and f"resume with: descend run {recipe} --resume {out}" in err
+    assert proc.returncode == code, err
+    assert signal.Signals(signum).name in err and f"resume with: descend run {recipe} --resume {out}" in err
     position = checkpoint.load(out / "checkpoints" / "last.safetensors")["position"]
     assert position["global_step"] == position["epoch"] * STEPS_PER_EPOCH + position["batch_index"]
     epochs = position["epoch"] + 1

@@ -99,11 +99,12 @@ class ProgressBar(Callback):
     def on_epoch_end(self, trainer, logs):
         line = f"epoch {trainer.epoch + 1}/{self.total_epochs}  {_shown(logs)}  {logs.get('seconds', 0):.1f}s"
         if self._progress is not None:
-            self._progress.update(self._task, info=_shown(logs))
+            self._progress.update(self._task, info=f"loss {trainer.last_loss:.4g}")
             self._progress.console.print(line)
         else:
             self.console.print(line, highlight=False, soft_wrap=True)
 
     def on_fit_end(self, trainer):
         if self._progress is not None:
+            self._progress.update(self._task, completed=trainer.global_step, refresh=True)
             self._progress.stop()
