@@ -153,7 +153,7 @@ class Trainer:
             self._sums = self._fresh_sums()
         logs = {"epoch": self.epoch, **self._train_epoch(batches)}
         if val is not None:
-            logs.update(self.evaluate(val, prefix="val_"))
+            logs.update(self._evaluate(val, prefix="val_"))
         logs.update(step=self.global_step, lr=self.optimizer.param_groups[0]["lr"],
                     seconds=time.perf_counter() - started)
         self.history.append(logs)
@@ -291,10 +291,12 @@ class Trainer:
         return keys
 
     # ------------------------------------------------------------------ evaluation
-    @torch.inference_mode()
     def evaluate(self, data, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
         """Mean loss and metrics over ``data`` in eval mode (dropout off, batch norm on running statistics)."""
-        split = self._prepare(as_split(data, "data"))
+        return self._evaluate(self._prepare(as_split(data, "data")), batch_size=batch_size, prefix=prefix)
+
+    @torch.inference_mode()
+    def _evaluate(self, split: Split, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
         was_training = self.model.training
         self.model.eval()
         sums = MetricSums(self.loss, self.device)
@@ -407,13 +409,15 @@ class Trainer:
         return groups[0]["lr"]
 
     def _clip(self) -> torch.Tensor | None:
+        """Clip the gradients as asked; returns their norm before clipping (None when clipping is off)."""
+        if self.clip_grad_norm is None and self.clip_grad_value is None:
+            return None
         params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = None
         if self.clip_grad_norm is not None:
             norm = nn.utils.clip_grad_norm_(params, self.clip_grad_norm, foreach=True)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
         if self.clip_grad_value is not None:
-            if norm is None:
-                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
             nn.utils.clip_grad_value_(params, self.clip_grad_value, foreach=True)
         return norm
 
