@@ -185,7 +185,8 @@ class Trainer:
                 opt.step()
             if penalty is not None:
                 self.regularizer.after_step(model, lr)
-                sums["penalty"] += penalty.detach().float() * y.shape[0]
+                n = torch.full((), y.shape[0], dtype=torch.float32, device=self.device)
+                sums["penalty"] += torch.stack([penalty.detach().float() * n, n])
             if norm is not None:
                 sums["grad_norm"] += torch.stack([norm.detach().float(), torch.ones((), device=norm.device)])
             sums["metrics"].update(out, y, data_loss)
@@ -201,7 +202,8 @@ class Trainer:
         self.check_finite()
         logs = sums["metrics"].compute("train_")
         if self.regularizer is not None:
-            logs["train_penalty"] = sums["penalty"].item() / max(len(batches.split), 1)
+            total, samples = sums["penalty"].tolist()
+            logs["train_penalty"] = total / max(samples, 1.0)
         if self.clip_grad_norm is not None or self.clip_grad_value is not None:
             total, steps = sums["grad_norm"].tolist()
             logs["grad_norm"] = total / max(steps, 1.0)
@@ -209,8 +211,8 @@ class Trainer:
         return logs
 
     def _fresh_sums(self) -> dict:
-        """The epoch's running sums, all on the device: metrics, Σ penalty, (Σ pre-clip grad norm, steps)."""
-        return {"metrics": MetricSums(self.loss, self.device), "penalty": torch.zeros((), device=self.device),
+        """The epoch's running sums, on the device: metrics, (Σ penalty·n, n), (Σ pre-clip grad norm, steps)."""
+        return {"metrics": MetricSums(self.loss, self.device), "penalty": torch.zeros(2, device=self.device),
                 "grad_norm": torch.zeros(2, device=self.device)}
 
     def _stop_for_signal(self) -> None:
@@ -430,12 +432,16 @@ class Trainer:
         self._step_t += 1
 
     def check_finite(self) -> None:
-        """Raise :class:`DivergenceError` if a loss since the start was not finite (one host sync)."""
-        bad_step, last = self._bad_step.item(), self._last_finite.item()
+        """Raise :class:`DivergenceError` if a loss since the start was not finite (one host sync).
+
+        Also refreshes ``last_loss`` (the latest finite step loss) for progress displays.
+        """
+        bad_step, last = torch.stack([self._bad_step.double(), self._last_finite.double()]).tolist()
+        self.last_loss = last
         if bad_step >= 0:
             raise DivergenceError(
-                f"training diverged: the loss became non-finite at step {bad_step} (epoch {self.epoch}); the last "
-                f"finite loss was {last:.6g}. Try a lower learning rate, gradient clipping (clip_grad_norm), "
+                f"training diverged: the loss became non-finite at step {int(bad_step)} (epoch {self.epoch}); the "
+                f"last finite loss was {last:.6g}. Try a lower learning rate, gradient clipping (clip_grad_norm), "
                 f"or check the data for extreme values.")
 
     def _event(self, name: str, *args) -> None:
