@@ -235,3 +235,21 @@ def test_rollback_gives_up_after_max_rollbacks(tmp_path):
     with pytest.warns(RuntimeWarning), pytest.raises(ds.DivergenceError):
         trainer.fit((x, x.sum(1, keepdim=True)), epochs=100, batch_size=8)
     assert trainer.rollbacks == 2
+
+
+def test_a_signal_in_python_stops_at_a_step_boundary_as_a_keyboard_interrupt(tmp_path):
+    """From Python (a notebook, say) Ctrl-C stays a KeyboardInterrupt, raised after the step completes."""
+
+    class CtrlCAt(Callback):
+        def on_batch_end(self, trainer):
+            if trainer.global_step == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    trainer = make_trainer(tmp_path, unit="epoch", callbacks=[CtrlCAt()])
+    data = ds.data.load("iris", seed=0)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        trainer.fit(data.train, epochs=5, batch_size=20)
+    assert isinstance(stopped.value, ds.errors.Interrupted) and stopped.value.exit_code == 130
+    assert trainer.global_step == 4 and stopped.value.checkpoint_path == tmp_path / "last.safetensors"
+    assert checkpoint.load(tmp_path / "last.safetensors")["position"]["global_step"] == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the handler is given back

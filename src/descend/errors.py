@@ -22,10 +22,11 @@ class DivergenceError(RuntimeError):
     exit_code = 3
 
 
-class Interrupted(Exception):
+class Interrupted(KeyboardInterrupt):
     """Training stopped on SIGINT or SIGTERM after finishing its step (and writing a checkpoint, if on).
 
-    Exit code 128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM.
+    Exit code 128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM. It is a ``KeyboardInterrupt``, so code
+    (and notebooks) that handle Ctrl-C keep working, and ``except Exception`` does not swallow it.
     """
 
     def __init__(self, signum: int, checkpoint_path: Path | None = None):
