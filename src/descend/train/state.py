@@ -62,15 +62,22 @@ class Checkpoints:
             raise UserError(f"checkpoint monitor {monitor!r} is not logged; logged values: {', '.join(logs)}")
         mode = self.mode if self.mode != "auto" else ("max" if monitor.endswith(("accuracy", "r2")) else "min")
         better = self.best_value is None or (value > self.best_value if mode == "max" else value < self.best_value)
+        paths = []
         if math.isfinite(value) and better:
             self.best_value = value
-            self.write(trainer, self.best)
+            paths.append(self.best)
         if self.unit == "epoch" and trainer.epoch % self.every == 0:
-            self.write(trainer, self.last)
+            paths.append(self.last)
+        self.write(trainer, *paths)
 
-    def write(self, trainer, path: Path) -> None:
+    def write(self, trainer, *paths: Path) -> None:
+        """Write the trainer's state (built once) to each of ``paths``."""
+        if not paths:
+            return
         trainer.check_finite()  # a diverged state is never written over a good one
-        checkpoint.save(path, {**trainer.state_dict(), "checkpoints": {"best_value": self.best_value}})
+        state = {**trainer.state_dict(), "checkpoints": {"best_value": self.best_value}}
+        for path in paths:
+            checkpoint.save(path, state)
 
     def restore(self, state: dict) -> None:
         self.best_value = state.get("checkpoints", {}).get("best_value")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -141,8 +140,10 @@ class Trainer:
             while self.epoch < epochs and not self.stop_training:
                 try:
                     self._run_epoch(batches, val)
-                except DivergenceError:
-                    self._rollback_or_raise()
+                except DivergenceError as diverged:
+                    if not self._can_roll_back():
+                        raise
+                    self._roll_back(diverged)
             self._event("on_fit_end")
         return self.history
 
@@ -222,16 +223,17 @@ class Trainer:
             path = self.checkpoints.last
         raise Interrupted(self.stop_signal, path)
 
-    def _rollback_or_raise(self) -> None:
-        """On divergence: reload ``last``, halve the learning rate and go on (``on_divergence="rollback"``)."""
+    def _can_roll_back(self) -> bool:
         last = self.checkpoints.last if self.checkpoints is not None else None
-        if self.on_divergence != "rollback" or self.rollbacks >= self.max_rollbacks or not last.is_file():
-            raise
-        rollbacks, message = self.rollbacks + 1, str(sys.exc_info()[1])
+        return self.on_divergence == "rollback" and self.rollbacks < self.max_rollbacks and last.is_file()
+
+    def _roll_back(self, diverged: DivergenceError) -> None:
+        """Reload ``last`` and halve the learning rate (``on_divergence="rollback"``)."""
+        rollbacks, last = self.rollbacks + 1, self.checkpoints.last
         self.load_state_dict(checkpoint.load(last, device=self.device))
         self.rollbacks = rollbacks
         self._base_lrs = [lr * 0.5 for lr in self._base_lrs]
-        warnings.warn(f"{message} Rolled back to {last} (epoch {self.epoch}, step {self.global_step}) with the "
+        warnings.warn(f"{diverged} Rolled back to {last} (epoch {self.epoch}, step {self.global_step}) with the "
                       f"learning rate halved to {self._base_lrs[0]:.3g} (rollback {rollbacks} of "
                       f"{self.max_rollbacks}).", RuntimeWarning, stacklevel=2)
 
