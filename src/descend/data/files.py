@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from descend import atomic
 from descend.errors import UserError
 
 # IDX type codes (LeCun's format): byte 3 of the magic number
@@ -217,16 +218,7 @@ def cache_dir() -> Path:
 
 
 def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` as ``.npz`` through a temp file in the same folder, fsync and rename,
-    so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` to ``path`` as ``.npz`` atomically (see :mod:`descend.atomic`)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic.write_bytes(path, buffer.getbuffer(), what="data cache")

@@ -24,11 +24,9 @@ must resolve, no tensor left unreferenced); any problem is a :class:`CheckpointE
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
-import secrets
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from descend import atomic
 from descend.errors import UserError
 
 FORMAT = "descend-checkpoint"
@@ -46,7 +45,6 @@ VERSION = "1"
 MAX_HEADER_BYTES = 100 * 2**20  # a checkpoint's JSON is kilobytes; a bigger claim is corruption or hostile
 MAX_DEPTH = 200  # nesting of the saved structure; deeper is hostile (and would exhaust Python's stack)
 MAX_DIMS = 64  # torch's own limit on tensor dimensions
-_CHUNK = 2**24  # bytes per os.write call
 
 _DTYPES = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "U16": torch.uint16,
@@ -208,90 +206,10 @@ def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: d
             cpu = tensors[name].to("cpu").contiguous()
             yield cpu.reshape(-1).view(torch.uint8).numpy()
 
-    _atomic_write(path, chunks())
-
-
-def _atomic_write(path: Path, chunks: Iterator[Any]) -> None:
-    """Temp file in the same directory, write + fsync, rename over ``path``, fsync the directory."""
-    directory = path.parent
-    tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = None
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        for chunk in chunks:
-            view = memoryview(chunk).cast("B")
-            while view:
-                written = os.write(fd, view[:_CHUNK])
-                if written <= 0:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                view = view[written:]
-        os.fsync(fd)
-        os.close(fd)
-        fd = None
-        os.replace(tmp, path)
-    except BaseException as e:
-        if fd is not None:
-            _quietly(os.close, fd)
-        _quietly(os.unlink, tmp)
-        if isinstance(e, OSError):
-            raise CheckpointError(_write_failure(path, e)) from e
-        raise
-    _fsync_directory(directory)
-    _remove_stale_temps(path)
-
-
-def _write_failure(path: Path, e: OSError) -> str:
-    reasons = {
-        errno.ENOSPC: "the disk is full (no space left on device); free space or write the run elsewhere",
-        errno.EDQUOT: "the disk quota is exceeded; free space or write the run elsewhere",
-        errno.EACCES: f"permission denied; check that {path.parent} is writable",
-        errno.EPERM: f"operation not permitted; check that {path.parent} is writable",
-        errno.EROFS: f"{path.parent} is on a read-only file system",
-    }
-    reason = reasons.get(e.errno, e.strerror or str(e))
-    return (
-        f"could not write checkpoint {path}: {reason}. The previous file at that path, if any, is unchanged"
-    )
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable. Best effort: the new file is already complete and in place."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Remove temporary files that killed writers left next to ``path`` (their process no longer exists)."""
-    if os.name != "posix":
-        return
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 :].split(".")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            _quietly(os.unlink, tmp)
-        except OSError:
-            pass
-
-
-def _quietly(fn, *args) -> None:
-    try:
-        fn(*args)
-    except OSError:
-        pass
+        atomic.write_bytes(path, chunks(), what="checkpoint")
+    except atomic.WriteError as e:
+        raise CheckpointError(str(e)) from e
 
 
 # ----------------------------------------------------------------------------------------------- reading

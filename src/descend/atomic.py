@@ -1,0 +1,118 @@
+"""One atomic writer for every file descend writes: checkpoints, weights, summaries, recipes, cached data.
+
+A file is written to a temporary name in its own directory, flushed and fsynced, renamed over the target with
+``os.replace`` and the directory fsynced, so a process killed at any moment leaves either the previous file or
+the complete new one, never a torn one. A failed write (disk full, permission denied) removes the temporary file,
+keeps the previous file and raises :class:`WriteError`, a :class:`~descend.errors.UserError` naming the file and
+the reason. Temporary files left by killed writers are removed by the next write to the same path.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from descend.errors import UserError
+
+_CHUNK = 2**24  # bytes per os.write call
+
+
+class WriteError(UserError):
+    """A file could not be written; the message names the file and the reason, and the previous file is kept."""
+
+
+def write_bytes(path: str | Path, chunks: bytes | Iterable[Any], *, what: str = "file") -> None:
+    """Write ``chunks`` (bytes, or an iterable of buffers written in order) atomically to ``path``."""
+    path = Path(path)
+    directory = path.parent
+    tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        for chunk in [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else chunks:
+            view = memoryview(chunk).cast("B")
+            while view:
+                written = os.write(fd, view[:_CHUNK])
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
+        os.fsync(fd)
+        os.close(fd)
+        fd = None
+        os.replace(tmp, path)
+    except BaseException as e:
+        if fd is not None:
+            _quietly(os.close, fd)
+        _quietly(os.unlink, tmp)
+        if isinstance(e, OSError):
+            raise WriteError(_failure(path, e, what)) from e
+        raise
+    _fsync_directory(directory)
+    _remove_stale_temps(path)
+
+
+def write_text(path: str | Path, text: str, *, what: str = "file") -> None:
+    """Write ``text`` (UTF-8) atomically to ``path``."""
+    write_bytes(path, text.encode("utf-8"), what=what)
+
+
+def write_json(path: str | Path, value: Any, *, what: str = "file") -> None:
+    """Write ``value`` as indented JSON (with a final newline) atomically to ``path``."""
+    write_text(path, json.dumps(value, indent=2) + "\n", what=what)
+
+
+def _failure(path: Path, e: OSError, what: str) -> str:
+    reasons = {
+        errno.ENOSPC: "the disk is full (no space left on device); free space or write the run elsewhere",
+        errno.EDQUOT: "the disk quota is exceeded; free space or write the run elsewhere",
+        errno.EACCES: f"permission denied; check that {path.parent} is writable",
+        errno.EPERM: f"operation not permitted; check that {path.parent} is writable",
+        errno.EROFS: f"{path.parent} is on a read-only file system",
+    }
+    reason = reasons.get(e.errno, e.strerror or str(e))
+    return f"could not write {what} {path}: {reason}. The previous file at that path, if any, is unchanged"
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable. Best effort: the new file is already complete and in place."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temporary files that killed writers left next to ``path`` (their process no longer exists)."""
+    if os.name != "posix":
+        return
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _quietly(os.unlink, tmp)
+        except OSError:
+            pass
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except OSError:
+        pass
