@@ -83,20 +83,23 @@ class Augment:
     def __repr__(self) -> str:
         return f"Augment({', '.join(f'{k}={getattr(self, k)!r}' for k in self.enabled())})"
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augment a training batch; same shape, dtype and device. Labels are never seen, so never changed."""
-        image = x.dim() == 4
-        if not image and x.dim() not in (2, 3):
+    def check(self, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype = torch.float32) -> None:
+        """Refuse a batch shape (N, ...) or dtype the enabled options cannot take (the trainer asks before training)."""
+        image = len(shape) == 4
+        if not image and len(shape) not in (2, 3):
             raise UserError(f"augmentation needs images (N, C, H, W) or signals (N, L) / (N, C, L), "
-                            f"got a batch of shape {tuple(x.shape)}")
+                            f"got a batch of shape {tuple(shape)}")
         misplaced = [k for k in (_SIGNAL_ONLY if image else _IMAGE_ONLY) if getattr(self, k)]
         if misplaced:
             kind = "1-D signals" if image else "images"
             raise UserError(f"augmentation option {misplaced[0]} applies to {kind} only, "
-                            f"got a batch of shape {tuple(x.shape)}")
-        if not x.is_floating_point() and (self.rotation or self.translate or self.scale or self.noise_std):
-            raise UserError("rotation, translate, scale and noise_std need a floating-point batch, "
-                            f"got {x.dtype}")
+                            f"got a batch of shape {tuple(shape)}")
+        if not dtype.is_floating_point and (self.rotation or self.translate or self.scale or self.noise_std):
+            raise UserError(f"rotation, translate, scale and noise_std need a floating-point batch, got {dtype}")
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment a training batch; same shape, dtype and device. Labels are never seen, so never changed."""
+        self.check(x.shape, x.dtype)
         if self.hflip:
             x = flip(x, -1, self.hflip, generator)
         if self.vflip:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from descend.errors import UserError
 from descend.schedules import check_number, improved, read_metric, resolve_mode
+from descend.train.checks import require_logged
 
 EVENTS = ("on_fit_start", "on_epoch_start", "on_after_backward", "on_batch_end", "on_validation_start",
           "on_validation_end", "on_epoch_end", "on_fit_end")
@@ -35,6 +36,11 @@ class Callback:
     """Base class: every event is a no-op, every callback is stateless unless it says otherwise."""
 
     order = 0  # callbacks run by ascending order: user callbacks 0, logs 90, checkpoints 100
+
+    def setup(self, trainer, logged: set[str]) -> None:
+        """Once per fit, before the first step and before anything is written: raise a UserError if this
+        callback cannot work with this run (e.g. it monitors a value that is never logged), and add to ``logged``
+        the names of the values it will add to the epoch logs."""
 
     def on_fit_start(self, trainer) -> None:
         pass
@@ -101,6 +107,9 @@ class EarlyStopping(Callback):
         self.wait = 0
         self.stopped_epoch: int | None = None
         self.best_weights: dict | None = None
+
+    def setup(self, trainer, logged: set[str]) -> None:
+        require_logged("EarlyStopping", self.monitor, logged)
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
         value = read_metric("EarlyStopping", logs, self.monitor)

@@ -19,8 +19,10 @@ import threading
 from pathlib import Path
 
 from ..errors import UserError
-from . import checkpoint, rng
+from . import checkpoint, divergence, rng
 from .callbacks import Callback
+from .checks import require_logged
+from .history import History
 
 UNITS = ("epoch", "step")
 
@@ -54,6 +56,9 @@ class Checkpoints(Callback):
     @property
     def best(self) -> Path:
         return self.directory / "best.safetensors"
+
+    def setup(self, trainer, logged: set[str]) -> None:
+        require_logged("checkpoint", self.monitor or ("val_loss" if "val_loss" in logged else "train_loss"), logged)
 
     def on_batch_end(self, trainer) -> None:
         if self.unit == "step" and trainer.global_step % self.every == 0:
@@ -97,13 +102,79 @@ def find(path: str | Path) -> Path:
                     f"checkpoints/last.safetensors (was checkpointing on?)")
 
 
-def capture_rng(trainer) -> dict:
-    return {"streams": rng.capture(), "augment": trainer._augment_rng.get_state()}
+def capture(trainer) -> dict:
+    """The trainer's whole state (see the module docstring), as tensors and JSON values."""
+    done = trainer._epoch_done  # at an epoch's end the run continues with the next epoch
+    sums = trainer._sums
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "schedule": trainer.schedule.state_dict() if trainer.schedule is not None else {},
+        "callbacks": {key: cb.state_dict() for key, cb in callback_keys(trainer.callbacks).items()},
+        "rng": {"streams": rng.capture(), "augment": trainer._augment_rng.get_state()},
+        "position": {"epoch": trainer.epoch + 1 if done else trainer.epoch,
+                     "batch_index": 0 if done else trainer.batch_index, "global_step": trainer.global_step,
+                     "steps_per_epoch": trainer.steps_per_epoch, "stopped": bool(trainer.stop_training)},
+        "base_lrs": list(trainer._base_lrs),
+        "rollbacks": trainer.rollbacks,
+        "history": list(trainer.history),
+        "epoch_sums": {"metrics": sums["metrics"].state_dict(), "penalty": sums["penalty"],
+                       "grad_norm": sums["grad_norm"]},
+    }
 
 
-def restore_rng(trainer, state: dict) -> None:
-    rng.restore(state["streams"])
-    trainer._augment_rng.set_state(state["augment"].cpu())
+def restore(trainer, saved: dict) -> None:
+    """Put ``saved`` (from :func:`capture`) back into ``trainer``; data and model must be those it was saved with."""
+    position = saved["position"]
+    if position["steps_per_epoch"] != trainer.steps_per_epoch:
+        raise UserError(f"the checkpoint was written with {position['steps_per_epoch']} batches per epoch, this "
+                        f"run has {trainer.steps_per_epoch}: the data, batch_size and drop_last must stay the same")
+    report = trainer.model.load_state_dict(saved["model"], strict=False)
+    if report.missing_keys or report.unexpected_keys:
+        raise UserError(f"the checkpoint's model does not match this model: missing {report.missing_keys}, "
+                        f"unexpected {report.unexpected_keys}")
+    trainer.optimizer.load_state_dict(saved["optimizer"])
+    if trainer.schedule is not None and saved["schedule"]:
+        trainer.schedule.load_state_dict(saved["schedule"])
+    for key, cb in callback_keys(trainer.callbacks).items():
+        if key in saved["callbacks"]:
+            cb.load_state_dict(saved["callbacks"][key])
+    rng.restore(saved["rng"]["streams"])
+    trainer._augment_rng.set_state(saved["rng"]["augment"].cpu())
+    trainer.epoch, trainer.batch_index = position["epoch"], position["batch_index"]
+    trainer.global_step, trainer.stop_training = position["global_step"], bool(position.get("stopped", False))
+    trainer._base_lrs, trainer.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
+    trainer.history = History(saved["history"])
+    sums = trainer._sums = trainer._fresh_sums()
+    sums["metrics"].load_state_dict(saved["epoch_sums"]["metrics"])
+    sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
+    sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
+    trainer._watch = divergence.Watch(trainer.device, trainer.global_step)
+    if trainer.checkpoints is not None:
+        trainer.checkpoints.restore(saved)
+
+
+def callback_keys(callbacks) -> dict[str, Callback]:
+    """Callbacks named by class (and position among callbacks of the same class), for their saved state.
+
+    The checkpoint callback is left out: its state travels in the checkpoint itself."""
+    keys, seen = {}, {}
+    for cb in callbacks:
+        if isinstance(cb, Checkpoints):
+            continue
+        name = type(cb).__name__
+        seen[name] = seen.get(name, -1) + 1
+        keys[f"{name}.{seen[name]}" if seen[name] else name] = cb
+    return keys
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    """Whether :func:`find` would find a checkpoint to resume from at ``path``."""
+    try:
+        find(path)
+    except UserError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
