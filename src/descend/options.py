@@ -1,0 +1,435 @@
+"""The option vocabulary every part of descend declares its options in: constraints as data, one message.
+
+A part (an optimizer, a schedule, a regularizer, the augmentation, a model builder, a dataset) lists its
+options as a table of :class:`Option` s, each with a constraint from the vocabulary below, a default and one
+line of documentation. :func:`validate` checks what the user gave against the table, fills in the defaults
+and refuses anything else with one message template::
+
+    <where>: option '<name>' must be <what is allowed>; got <value>.
+    <where>: unknown option '<name>'; valid options: <names>.
+
+The model is scikit-learn's ``utils/_param_validation.py`` (``Interval(Real, 0, 1, closed="left")``).
+Nothing is coerced: ``'0'`` is not a number, ``True`` is not a number, ``2.0`` is not an integer, NaN and
+infinity are in no interval. :func:`declare` attaches a table to a function whose signature holds the
+defaults, so a default is written once; :func:`describe` renders a table as text, :func:`markdown` as Markdown.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from numbers import Integral, Real
+from typing import Any
+
+from descend.errors import UserError
+
+__all__ = ["REQUIRED", "Boolean", "Constraint", "Either", "Interval", "ListOf", "OneOf", "Option", "Optional",
+           "Patterns", "Text", "declare", "describe", "integer", "markdown", "number", "validate"]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "required"
+
+
+#: The default of an option the user must give.
+REQUIRED: Any = _Required()
+
+
+class _Refused(Exception):
+    """Raised by a constraint's ``_convert`` for a value it does not allow."""
+
+
+# ---------------------------------------------------------------------------------------------- constraints
+
+
+class Constraint:
+    """What values an option allows. ``allowed()`` says it in words that complete "must be …"."""
+
+    def check(self, value: Any) -> tuple[bool, Any]:
+        """``(True, the value in canonical form)`` if allowed, else ``(False, None)``."""
+        try:
+            return True, self._convert(value)
+        except _Refused:
+            return False, None
+
+    def _convert(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def allowed(self) -> str:
+        raise NotImplementedError
+
+    def wrong_type(self) -> Any:
+        """A value of the wrong type (the contract test feeds it to every option)."""
+        return "text"
+
+    def out_of_range(self) -> Any | None:
+        """A value of the right type outside the allowed range, or None where there is no range."""
+        return None
+
+
+@dataclass(frozen=True)
+class Interval(Constraint):
+    """A finite number (``kind=float``) or an integer (``kind=int``) between ``low`` and ``high``.
+
+    ``closed`` says which ends belong to the interval: ``"both"``, ``"left"``, ``"right"`` or ``"neither"``;
+    an end given as None is unbounded.
+    """
+
+    kind: type = float
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"
+
+    def _convert(self, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, Integral if self.kind is int else Real):
+            raise _Refused
+        if not math.isfinite(value) or not self._inside(value):
+            raise _Refused
+        return self.kind(value)
+
+    def _inside(self, value: float) -> bool:
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.low is not None and (value < self.low or (value == self.low and not left)):
+            return False
+        return self.high is None or not (value > self.high or (value == self.high and not right))
+
+    def allowed(self) -> str:
+        what = "an integer" if self.kind is int else "a number"
+        return f"{what} {self.bounds()}".rstrip()
+
+    def bounds(self) -> str:
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.low is not None and self.high is not None:
+            return f"in {'[' if left else '('}{self.low:g}, {self.high:g}{']' if right else ')'}"
+        if self.low is not None:
+            return f"{'>=' if left else '>'} {self.low:g}"
+        if self.high is not None:
+            return f"{'<=' if right else '<'} {self.high:g}"
+        return ""
+
+    def wrong_type(self) -> Any:
+        return "1"
+
+    def out_of_range(self) -> Any | None:
+        if self.low is not None:
+            return self.kind(self.low - 1)
+        return None if self.high is None else self.kind(self.high + 1)
+
+
+def number(low: float | None = None, high: float | None = None, closed: str = "both") -> Interval:
+    """A finite real number in the interval (see :class:`Interval`)."""
+    return Interval(float, low, high, closed)
+
+
+def integer(low: int | None = None, high: int | None = None) -> Interval:
+    """An integer in ``[low, high]``."""
+    return Interval(int, low, high)
+
+
+@dataclass(frozen=True)
+class Boolean(Constraint):
+    def _convert(self, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise _Refused
+        return value
+
+    def allowed(self) -> str:
+        return "true or false"
+
+
+@dataclass(frozen=True)
+class OneOf(Constraint):
+    """One of a few strings."""
+
+    choices: tuple[str, ...]
+
+    def __init__(self, *choices: str) -> None:
+        object.__setattr__(self, "choices", tuple(choices))
+
+    def _convert(self, value: Any) -> Any:
+        if not isinstance(value, str) or value not in self.choices:
+            raise _Refused
+        return value
+
+    def allowed(self) -> str:
+        return "one of " + ", ".join(map(repr, self.choices))
+
+    def wrong_type(self) -> Any:
+        return 3
+
+    def out_of_range(self) -> Any | None:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Text(Constraint):
+    """A non-empty string (a metric name, a path), at most ``max_length`` characters."""
+
+    what: str = "a non-empty string"
+    max_length: int | None = None
+
+    def _convert(self, value: Any) -> Any:
+        if not isinstance(value, str) or not value or (self.max_length and len(value) > self.max_length):
+            raise _Refused
+        return value
+
+    def allowed(self) -> str:
+        return self.what
+
+    def wrong_type(self) -> Any:
+        return 3
+
+
+@dataclass(frozen=True)
+class Patterns(Constraint):
+    """Parameter-name patterns (fnmatch); one string is a list of one."""
+
+    def _convert(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise _Refused
+        return list(value)
+
+    def allowed(self) -> str:
+        return "a list of parameter-name patterns (fnmatch, '<normalization>' for norm layers)"
+
+    def wrong_type(self) -> Any:
+        return 3
+
+
+@dataclass(frozen=True)
+class ListOf(Constraint):
+    """A list whose every item meets ``item``; ``length`` fixes its length, ``increasing`` asks a < b < …"""
+
+    item: Constraint
+    min_length: int = 0
+    length: int | None = None
+    increasing: bool = False
+
+    def _convert(self, value: Any) -> Any:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise _Refused
+        if len(value) < self.min_length or (self.length is not None and len(value) != self.length):
+            raise _Refused
+        out = []
+        for v in value:
+            ok, converted = self.item.check(v)
+            if not ok:
+                raise _Refused
+            out.append(converted)
+        if self.increasing and any(b <= a for a, b in zip(out, out[1:], strict=False)):
+            raise _Refused
+        return out
+
+    def allowed(self) -> str:
+        size = f"{self.length} " if self.length else "non-empty " if self.min_length else ""
+        order = "strictly increasing " if self.increasing else ""
+        item = self.item.allowed()
+        for article in ("an ", "a "):
+            item = item.removeprefix(article)
+        plural = item.replace("integer", "integers", 1).replace("number", "numbers", 1)
+        return f"a {size}{order}list of {plural}"
+
+    def wrong_type(self) -> Any:
+        return "text"
+
+    def out_of_range(self) -> Any | None:
+        bad = self.item.out_of_range()
+        if bad is None:
+            return None
+        return [bad] * (self.length or max(1, self.min_length))
+
+
+@dataclass(frozen=True)
+class Either(Constraint):
+    """Any value one of ``members`` allows (the first that does converts it)."""
+
+    members: tuple[Constraint, ...]
+
+    def __init__(self, *members: Constraint) -> None:
+        object.__setattr__(self, "members", tuple(members))
+
+    def _convert(self, value: Any) -> Any:
+        for member in self.members:
+            ok, converted = member.check(value)
+            if ok:
+                return converted
+        raise _Refused
+
+    def allowed(self) -> str:
+        return " or ".join(m.allowed() for m in self.members)
+
+    def wrong_type(self) -> Any:
+        return {}
+
+    def out_of_range(self) -> Any | None:
+        for member in self.members:
+            bad = member.out_of_range()
+            if bad is not None and not self.check(bad)[0]:
+                return bad
+        return None
+
+
+@dataclass(frozen=True)
+class Optional(Constraint):
+    """None (TOML: leave it out) or a value ``inner`` allows; ``none`` says what None means."""
+
+    inner: Constraint
+    none: str = "none"
+
+    def _convert(self, value: Any) -> Any:
+        if value is None:
+            return None
+        ok, converted = self.inner.check(value)
+        if not ok:
+            raise _Refused
+        return converted
+
+    def allowed(self) -> str:
+        return f"{self.inner.allowed()} or {self.none}"
+
+    def wrong_type(self) -> Any:
+        return self.inner.wrong_type()
+
+    def out_of_range(self) -> Any | None:
+        return self.inner.out_of_range()
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a part: its name, what it allows, its default (or :data:`REQUIRED`), what it means."""
+
+    name: str
+    constraint: Constraint
+    default: Any = REQUIRED
+    doc: str = ""
+
+    def check(self, where: str, value: Any) -> Any:
+        """``value`` in canonical form, or the one :class:`UserError` naming where, option, allowed and value."""
+        ok, converted = self.constraint.check(value)
+        if not ok:
+            raise UserError(refusal(where, self.name, self.constraint.allowed(), value))
+        return converted
+
+    def allowed(self) -> str:
+        return self.constraint.allowed()
+
+
+def refusal(where: str, name: str, allowed: str, value: Any) -> str:
+    """The message template: "<where>: option '<name>' must be <allowed>; got <value!r>."."""
+    return f"{where}: option {name!r} must be {allowed}; got {value!r}."
+
+
+Table = Sequence[Option]
+
+
+def validate(where: str, table: Table, given: dict[str, Any]) -> dict[str, Any]:
+    """Every option of ``table``: the given value checked and in canonical form, else the default.
+
+    A name not in the table, a missing required option, or a value its constraint refuses is a
+    :class:`UserError` naming ``where``, the option, what is allowed and the value.
+    """
+    options = {o.name: o for o in table}
+    unknown = [name for name in given if name not in options]
+    if unknown:
+        valid = ", ".join(options) or "none"
+        raise UserError(f"{where}: unknown option {unknown[0]!r}; valid options: {valid}.")
+    out = {}
+    for name, option in options.items():
+        if name in given:
+            out[name] = option.check(where, given[name])
+        elif option.default is REQUIRED:
+            raise UserError(f"{where}: option {name!r} is required: give {option.allowed()}.")
+        else:  # defaults go through the constraint too: the same canonical form, and lists are fresh copies
+            out[name] = option.check(where, option.default)
+    return out
+
+
+def declare(where: str, *table: Option) -> Callable[[Callable], Callable]:
+    """Attach ``table`` to a function: every call is validated, and the defaults are the signature's.
+
+    Options without a default in the table take the function's; the decorated function gets ``.options``
+    (the completed table) and ``.where``. Arguments not in the table pass through unchecked.
+    """
+
+    def decorate(function: Callable) -> Callable:
+        signature = inspect.signature(function)
+        parameters = signature.parameters
+        missing = [o.name for o in table if o.name not in parameters]
+        if missing:
+            raise TypeError(f"{function.__qualname__} has no parameter {missing[0]!r}")
+        completed = tuple(
+            replace(o, default=_default(parameters[o.name].default)) if o.default is REQUIRED else o for o in table
+        )
+        names = {o.name for o in completed}
+        keywords = [p for p in parameters.values() if p.kind is not p.VAR_KEYWORD]
+
+        @functools.wraps(function)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            known = {p.name for p in keywords}
+            unknown = [k for k in kwargs if k not in known]
+            if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                valid = ", ".join(o.name for o in completed)
+                raise UserError(f"{where}: unknown option {unknown[0]!r}; valid options: {valid}.")
+            bound = signature.bind(*args, **kwargs)
+            given = {k: v for k, v in bound.arguments.items() if k in names}
+            bound.arguments.update(validate(where, completed, given))
+            return function(*bound.args, **bound.kwargs)
+
+        checked.options = completed  # type: ignore[attr-defined]
+        checked.where = where  # type: ignore[attr-defined]
+        return checked
+
+    return decorate
+
+
+def _default(value: Any) -> Any:
+    return REQUIRED if value is inspect.Parameter.empty else value
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def describe(table: Table, title: str = "") -> str:
+    """The table as text: one line per option with its default, what it allows and what it means."""
+    lines = [f"{title}:"] if title else []
+    indent = "  " if title else ""
+    for o in table:
+        lines.append(f"{indent}{o.name:<20} default {_show(o.default):<24} {o.allowed()}" + (f"  — {o.doc}"
+                                                                                             if o.doc else ""))
+    return "\n".join(lines)
+
+
+def markdown(tables: Iterable[tuple[str, Table]]) -> str:
+    """Markdown: one sub-table per ``(title, table)``, columns option | default | allowed | meaning."""
+    out = []
+    for title, table in tables:
+        out += [f"**{title}**", "", "| option | default | allowed | meaning |", "|---|---|---|---|"]
+        for o in table:
+            cells = (f"`{o.name}`", f"`{_show(o.default)}`", o.allowed(), o.doc)
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _show(default: Any) -> str:
+    if default is REQUIRED:
+        return "required"
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in default) + "]"
+    if isinstance(default, str):
+        return f'"{default}"'
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
