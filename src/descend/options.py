@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from numbers import Integral, Real
@@ -167,12 +168,16 @@ class OneOf(Constraint):
 
 @dataclass(frozen=True)
 class Text(Constraint):
-    """A non-empty string (a metric name, a path), at most ``max_length`` characters."""
+    """A non-empty string (a metric name, a path), at most ``max_length`` characters; with ``paths`` a
+    ``pathlib.Path`` is taken as its string."""
 
     what: str = "a non-empty string"
     max_length: int | None = None
+    paths: bool = False
 
     def _convert(self, value: Any) -> Any:
+        if self.paths and isinstance(value, os.PathLike):
+            value = os.fspath(value)
         if not isinstance(value, str) or not value or (self.max_length and len(value) > self.max_length):
             raise _Refused
         return value

@@ -21,18 +21,38 @@ from descend.data.files import (
     require_file,
 )
 from descend.data.scaling import SCALES, as_float_inputs, fit_scaler
-from descend.data.splits import check_fraction, held_count, split_indices
+from descend.data.splits import held_count, split_indices
 from descend.errors import UserError
+from descend.options import OneOf, Option, Optional, Text, declare, integer, number, validate
 
 DEFAULT_TEST_FRACTION = 0.2
 MAX_INFERRED_CLASSES = 100
-FILE_OPTIONS = {
-    "csv": {"delimiter": ",", "num_classes": None},
-    "npz": {"x_key": "x", "y_key": "y", "x_test_key": "x_test", "y_test_key": "y_test", "num_classes": None},
-    "idx": {"labels": None, "num_classes": None},
+_NUM_CLASSES = Option("num_classes", Optional(integer(2), "none (inferred from the labels)"), None,
+                      "number of classes, when the labels do not show them all")
+
+
+def _key(name: str, default: str) -> Option:
+    return Option(name, Text("an array name"), default, f"the array holding {default}")
+
+
+#: The options of the user's own files, by kind.
+FILE_OPTIONS: dict[str, tuple[Option, ...]] = {
+    "csv": (Option("delimiter", Text("a single character", max_length=1), ",", "the column separator"),
+            _NUM_CLASSES),
+    "npz": (_key("x_key", "x"), _key("y_key", "y"), _key("x_test_key", "x_test"), _key("y_test_key", "y_test"),
+            _NUM_CLASSES),
+    "idx": (Option("labels", Optional(Text("a file path", paths=True), "none (the images file's name with labels)"), None,
+                   "the IDX file of the labels"), _NUM_CLASSES),
 }
 
 
+@declare("data",
+         Option("val_fraction", number(0, 1, closed="left"), doc="fraction of the training part held out"),
+         Option("test_fraction", Optional(number(0, 1, closed="left"), "none (the dataset's own test split, else "
+                                          "0.2)"), doc="fraction of all data held out for testing"),
+         Option("scale", OneOf(*SCALES), doc="input scaling, fitted on the training split only"),
+         Option("seed", integer(0), doc="seed of the splits"),
+         Option("task", Optional(OneOf(*TASKS), "none (inferred)"), doc="the task of a user file"))
 def load(
     name_or_path: str | Path,
     *,
@@ -58,14 +78,6 @@ def load(
     :func:`datasets`; files: csv ``delimiter``, ``num_classes``; npz ``x_key``, ``y_key``, ``x_test_key``,
     ``y_test_key``, ``num_classes``; idx ``labels`` (path of the labels file), ``num_classes``).
     """
-    check_fraction("val_fraction", val_fraction)
-    check_fraction("test_fraction", test_fraction, allow_none=True)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserError(f"seed must be an integer >= 0, got {seed!r}")
-    if scale not in SCALES:
-        raise UserError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    if task is not None and task not in TASKS:
-        raise UserError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if not isinstance(name_or_path, (str, Path)):
         raise UserError(f"dataset must be a name or a file path, got {name_or_path!r}")
 
@@ -78,7 +90,7 @@ def load(
             )
         if task is not None and task != spec.task:
             raise UserError(f"task for dataset {key!r} must be {spec.task!r}, got {task!r}")
-        raw = spec.loader(registry.check_options(f"dataset {key!r}", options, spec.options))
+        raw = spec.loader(spec.check(options))
         name = key
     else:
         kind = file_kind(key)
@@ -108,13 +120,11 @@ def read_file(
     options: dict[str, Any],
 ) -> RawData:
     """A user's CSV, NPZ or IDX file as raw arrays, its task given or inferred."""
-    opts = registry.check_options(f"{kind} files", options, FILE_OPTIONS[kind])
+    opts = validate(f"{kind} file", FILE_OPTIONS[kind], options)
     if kind != "csv" and (target is not None or features is not None):
         raise UserError(f"target and features choose CSV columns; {str(path)!r} is a {kind} file")
     names = x_test = y_test = None
     if kind == "csv":
-        if not isinstance(opts["delimiter"], str) or len(opts["delimiter"]) != 1:
-            raise UserError(f"delimiter must be a single character, got {opts['delimiter']!r}")
         x, y, names = read_csv(path, target=target, features=features, delimiter=opts["delimiter"])
     elif kind == "npz":
         keys = [opts["x_key"], opts["y_key"]]
@@ -153,7 +163,6 @@ def read_file(
     task = task or infer_task(y, y_test)
     num_classes = opts["num_classes"]
     if num_classes is not None:
-        num_classes = registry.positive_int("num_classes", num_classes, 2)
         if task != "classification":
             raise UserError(f"num_classes applies to classification; the task of {str(path)!r} is {task}")
     return RawData(
@@ -288,7 +297,7 @@ def datasets() -> list[dict[str, Any]]:
     get them."""
     rows = []
     for spec in registry.REGISTRY.values():
-        pool, own_test = spec.sizes(spec.options)
+        pool, own_test = spec.sizes(spec.defaults)
         test = own_test if own_test is not None else held_count(pool, DEFAULT_TEST_FRACTION)
         rest = pool if own_test is not None else pool - test
         val = held_count(rest, 0.1)
@@ -301,11 +310,11 @@ def datasets() -> list[dict[str, Any]]:
             {
                 "name": spec.name,
                 "task": spec.task,
-                "input_shape": spec.shape(spec.options),
+                "input_shape": spec.shape(spec.defaults),
                 "num_classes": spec.num_classes,
                 "sizes": {"train": train, "val": val, "test": test},
                 "source": source,
-                "options": dict(spec.options),
+                "options": spec.defaults,
             }
         )
     return rows
