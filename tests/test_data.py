@@ -500,7 +500,8 @@ def test_unknown_and_invalid_options():
         dd.load("sine", noise_std=-1.0)
     with pytest.raises(UserError, match="data: option 'val_fraction' must be a number in \\[0, 1\\); got 1.0"):
         dd.load("iris", val_fraction=1.0)
-    with pytest.raises(UserError, match="data: option 'scale' must be one of 'standardize', 'minmax', 'none'; got 'zscore'"):
+    with pytest.raises(UserError, match="data: option 'scale' must be one of 'standardize', 'minmax', 'none'; "
+                       "got 'zscore'"):
         dd.load("iris", scale="zscore")
     with pytest.raises(UserError, match="task for dataset 'iris' must be 'classification'"):
         dd.load("iris", task="regression")

@@ -28,9 +28,11 @@ def small_model() -> nn.Module:
     ("adam", {"beta1": 1.5}, "option 'beta1' must be a number in [0, 1); got 1.5."),
     ("adam", {"beta2": 1.0}, "option 'beta2' must be a number in [0, 1); got 1.0."),
     ("momentum", {"momentum": -0.1}, "option 'momentum' must be a number in [0, 1); got -0.1."),
-    ("momentum", {"momentum_form": "nag"}, "option 'momentum_form' must be one of 'heavy_ball', 'velocity', 'ema'; got 'nag'."),
+    ("momentum", {"momentum_form": "nag"}, "option 'momentum_form' must be one of 'heavy_ball', 'velocity', 'ema'; "
+     "got 'nag'."),
     ("adam", {"bias_correction": "yes"}, "option 'bias_correction' must be true or false; got 'yes'."),
-    ("adam", {"weight_decay_mode": "both"}, "option 'weight_decay_mode' must be one of 'l2', 'decoupled'; got 'both'."),
+    ("adam", {"weight_decay_mode": "both"},
+     "option 'weight_decay_mode' must be one of 'l2', 'decoupled'; got 'both'."),
     ("adam", {"betas": (0.9, 0.99)}, "optimizer 'adam': unknown option 'betas'; valid options: lr, beta1,"),
     ("lbfgs", {}, "unknown optimizer 'lbfgs'; valid names:"),
     ("newton", {"damping": 0.0}, "option 'damping' must be a number > 0; got 0.0."),

@@ -39,8 +39,8 @@ def _key(name: str, default: str) -> Option:
 FILE_OPTIONS: dict[str, tuple[Option, ...]] = {
     "csv": (Option("delimiter", Text("a single character", max_length=1), ",", "the column separator"),
             _NUM_CLASSES),
-    "npz": (_key("x_key", "x"), _key("y_key", "y"), _key("x_test_key", "x_test"), _key("y_test_key", "y_test"),
-            _NUM_CLASSES),
+    "npz": (_key("x_key", "x"), _key("y_key", "y"), _key("x_test_key", "x_test"),
+            _key("y_test_key", "y_test"), _NUM_CLASSES),
     "idx": (Option("labels", Optional(Text("a file path", paths=True), "none (the images file's name with labels)"), None,
                    "the IDX file of the labels"), _NUM_CLASSES),
 }
