@@ -41,8 +41,8 @@ FILE_OPTIONS: dict[str, tuple[Option, ...]] = {
             _NUM_CLASSES),
     "npz": (_key("x_key", "x"), _key("y_key", "y"), _key("x_test_key", "x_test"),
             _key("y_test_key", "y_test"), _NUM_CLASSES),
-    "idx": (Option("labels", Optional(Text("a file path", paths=True), "none (the images file's name with labels)"), None,
-                   "the IDX file of the labels"), _NUM_CLASSES),
+    "idx": (Option("labels", Optional(Text("a file path", paths=True), "none (guessed from the images file's name)"),
+                   None, "the IDX file of the labels"), _NUM_CLASSES),
 }
 
 
