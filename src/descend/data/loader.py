@@ -24,6 +24,7 @@ from descend.data.scaling import SCALES, as_float_inputs, fit_scaler
 from descend.data.splits import held_count, split_indices
 from descend.errors import UserError
 from descend.options import OneOf, Option, Optional, Text, declare, integer, number, validate
+from descend.options import describe as describe_table
 
 DEFAULT_TEST_FRACTION = 0.2
 MAX_INFERRED_CLASSES = 100
@@ -78,9 +79,7 @@ def load(
     :func:`datasets`; files: csv ``delimiter``, ``num_classes``; npz ``x_key``, ``y_key``, ``x_test_key``,
     ``y_test_key``, ``num_classes``; idx ``labels`` (path of the labels file), ``num_classes``).
     """
-    if not isinstance(name_or_path, (str, Path)):
-        raise UserError(f"dataset must be a name or a file path, got {name_or_path!r}")
-
+    opts = check_options(name_or_path, **options)
     key = str(name_or_path)
     if key in registry.REGISTRY:
         spec = registry.REGISTRY[key]
@@ -90,24 +89,42 @@ def load(
             )
         if task is not None and task != spec.task:
             raise UserError(f"task for dataset {key!r} must be {spec.task!r}, got {task!r}")
-        raw = spec.loader(spec.check(options))
+        raw = spec.loader(opts)
         name = key
     else:
-        kind = file_kind(key)
-        if kind is None:
-            if Path(key).expanduser().is_file():
-                raise UserError(
-                    f"cannot read {key!r}: data files must be .csv, .npz or IDX (.idx, *-ubyte, .gz)"
-                )
-            registry.get(key)  # raises: unknown dataset, listing the valid names
-        raw = read_file(
-            kind, Path(key).expanduser(), target=target, features=features, task=task, options=options
-        )
+        path = Path(key).expanduser()
+        raw = read_file(file_kind(key), path, target=target, features=features, task=task, options=opts)
         name = Path(key).name
     check_targets(raw)
     return build(
         raw, name, val_fraction=val_fraction, test_fraction=test_fraction, scale=scale, seed=int(seed)
     )
+
+
+def check_options(name_or_path: str | Path, **options: Any) -> dict[str, Any]:
+    """The options of a built-in dataset or a user file, checked against its table, defaults filled in.
+
+    Nothing is read or generated, so a recipe's ``[data]`` section is checked when it loads. An unknown
+    dataset name, or a file that is not CSV, NPZ or IDX, is a :class:`UserError`.
+    """
+    if not isinstance(name_or_path, (str, Path)):
+        raise UserError(f"dataset must be a name or a file path, got {name_or_path!r}")
+    key = str(name_or_path)
+    if key in registry.REGISTRY:
+        return registry.REGISTRY[key].check(options)
+    kind = file_kind(key)
+    if kind is None:
+        if Path(key).expanduser().is_file():
+            raise UserError(f"cannot read {key!r}: data files must be .csv, .npz or IDX (.idx, *-ubyte, .gz)")
+        registry.get(key)  # raises: unknown dataset, listing the valid names
+    return validate(f"{kind} file", FILE_OPTIONS[kind], options)
+
+
+def describe() -> str:
+    """Every built-in dataset's options, and those of the user's own files, as text."""
+    tables = [(f"dataset {name!r}", spec.options) for name, spec in registry.REGISTRY.items()]
+    tables += [(f"{kind} file", table) for kind, table in FILE_OPTIONS.items()]
+    return "\n".join(describe_table(table, title) for title, table in tables)
 
 
 def read_file(
@@ -119,8 +136,9 @@ def read_file(
     task: str | None,
     options: dict[str, Any],
 ) -> RawData:
-    """A user's CSV, NPZ or IDX file as raw arrays, its task given or inferred."""
-    opts = validate(f"{kind} file", FILE_OPTIONS[kind], options)
+    """A user's CSV, NPZ or IDX file as raw arrays, its task given or inferred; ``options`` are checked
+    (:func:`check_options`)."""
+    opts = options
     if kind != "csv" and (target is not None or features is not None):
         raise UserError(f"target and features choose CSV columns; {str(path)!r} is a {kind} file")
     names = x_test = y_test = None
