@@ -232,13 +232,11 @@ class ListOf(Constraint):
         return out
 
     def allowed(self) -> str:
-        size = f"{self.length} " if self.length else "non-empty " if self.min_length else ""
-        order = "strictly increasing " if self.increasing else ""
-        item = self.item.allowed()
-        for article in ("an ", "a "):
-            item = item.removeprefix(article)
+        item = self.item.allowed().removeprefix("an ").removeprefix("a ")
         plural = item.replace("integer", "integers", 1).replace("number", "numbers", 1)
-        return f"a {size}{order}list of {plural}"
+        size = f"{self.length} " if self.length else ""
+        nonempty = "non-empty " if self.min_length and not self.length else ""
+        return f"a {nonempty}list of {size}{plural}" + (", strictly increasing" if self.increasing else "")
 
     def wrong_type(self) -> Any:
         return "text"
@@ -347,15 +345,12 @@ def validate(where: str, table: Table, given: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         valid = ", ".join(options) or "none"
         raise UserError(f"{where}: unknown option {unknown[0]!r}; valid options: {valid}.")
-    out = {}
-    for name, option in options.items():
-        if name in given:
-            out[name] = option.check(where, given[name])
-        elif option.default is REQUIRED:
-            raise UserError(f"{where}: option {name!r} is required: give {option.allowed()}.")
-        else:  # defaults go through the constraint too: the same canonical form, and lists are fresh copies
-            out[name] = option.check(where, option.default)
-    return out
+    checked = {name: options[name].check(where, value) for name, value in given.items()}
+    missing = [o for o in table if o.name not in given and o.default is REQUIRED]
+    if missing:
+        raise UserError(f"{where}: option {missing[0].name!r} is required: give {missing[0].allowed()}.")
+    # defaults go through the constraint too: the same canonical form, and lists are fresh copies
+    return {o.name: checked[o.name] if o.name in given else o.check(where, o.default) for o in table}
 
 
 def declare(where: str, *table: Option) -> Callable[[Callable], Callable]:

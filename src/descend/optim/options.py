@@ -43,38 +43,38 @@ IMPLEMENTATION = Option("implementation", OneOf("auto", "torch", "composed"), "a
 _FORM = Option("momentum_form", OneOf("heavy_ball", "velocity", "ema"), "heavy_ball",
                doc="v=ρv+g, w-=ηv | v=ρv-ηg, w+=v | v=βv+(1-β)g, w-=ηv")
 _PLACEMENT_OUT = Option("eps_placement", OneOf("outside", "inside"), "outside",
-                        doc="u/(√v+ε) (lectures 01, 04, 05; torch) or u/√(v+ε) (lecture 03)")
+                        doc="outside: u/(√v+ε) (Kingma & Ba 2015, torch); inside: u/√(v+ε)")
 _ADAM = [
-    _rate("beta1", 0.9, "first-moment decay β1 (lecture 03, 04: 0.9)"),
-    _rate("beta2", 0.999, "second-moment decay β2 (lecture 03, 04: 0.999)"),
-    _eps(1e-8, "lecture 04 Algorithm 1: 1e-8"),
-    Option("bias_correction", Boolean(), True, doc="false is lecture 01's 'Adam (almost)'"),
+    _rate("beta1", 0.9, "first-moment decay β1 (Kingma & Ba 2015: 0.9)"),
+    _rate("beta2", 0.999, "second-moment decay β2 (Kingma & Ba 2015: 0.999)"),
+    _eps(1e-8, "Kingma & Ba 2015: 1e-8"),
+    Option("bias_correction", Boolean(), True, doc="false leaves the moment estimates biased towards 0 ('Adam, almost')"),
     _PLACEMENT_OUT,
 ]
 
 OPTIONS: dict[str, list[Option]] = {
     "gd": [_lr(0.01, "descend default")] + _decay(),
     "momentum": [_lr(0.01, "descend default"),
-                 _rate("momentum", 0.9, "ρ, friction (lecture 01: 0.9 or 0.99)"),
+                 _rate("momentum", 0.9, "ρ, friction (0.9 or 0.99 are usual)"),
                  _FORM, Option("nesterov", Boolean(), False, doc="look-ahead variant")] + _decay(),
-    "nesterov": [_lr(0.01, "descend default"), _rate("momentum", 0.9, "ρ (lecture 01: 0.9 or 0.99)"),
+    "nesterov": [_lr(0.01, "descend default"), _rate("momentum", 0.9, "ρ, friction (0.9 or 0.99 are usual)"),
                  _FORM] + _decay(),
-    "adagrad": [_lr(0.01, "torch default"), _eps(1e-10, "torch default; lecture 01 code uses 1e-7"),
+    "adagrad": [_lr(0.01, "torch default"), _eps(1e-10, "torch default; 1e-7 is also common"),
                 _PLACEMENT_OUT] + _decay(),
     "rmsprop": [_lr(0.01, "torch default"), _rate("rho", 0.99, "decay_rate of the squared-gradient EMA"),
-                _eps(1e-8, "torch default; lecture 01 code uses 1e-7"), _PLACEMENT_OUT,
+                _eps(1e-8, "torch default; 1e-7 is also common"), _PLACEMENT_OUT,
                 _rate("momentum", 0.0, "heavy-ball momentum on the preconditioned gradient (torch)")]
     + _decay(),
     "adadelta": [_lr(1.0, "Zeiler 2012 / torch: 1.0"), _rate("rho", 0.9, "decay of both running averages"),
                  _eps(1e-6, "Zeiler 2012 / torch: 1e-6, inside the square roots")] + _decay(),
-    "adam": [_lr(1e-3, "lecture 03, 04: 0.001")] + _ADAM
+    "adam": [_lr(1e-3, "Kingma & Ba 2015: 0.001")] + _ADAM
     + [Option("nesterov", Boolean(), False, doc="look-ahead first moment (NAdam without momentum schedule)")]
     + _decay(),
-    "adamw": [_lr(1e-3, "lecture 03 Algorithm 2: 0.001")] + _ADAM + _decay(0.01, "decoupled"),
+    "adamw": [_lr(1e-3, "Loshchilov & Hutter 2019: 0.001")] + _ADAM + _decay(0.01, "decoupled"),
     "nadam": [_lr(2e-3, "Dozat 2016 / torch: 0.002")] + _ADAM
     + [Option("momentum_decay", number(0), 0.004, doc="ψ of the schedule μ_t = β1(1 − ½·0.96^(tψ))")]
     + _decay(),
-    "newton": [_lr(1.0, "lecture 03: α = 1 is the full Newton step"),
+    "newton": [_lr(1.0, "α = 1 is the full Newton step"),
                Option("damping", number(0, closed="right"), 1e-4,
                       doc="smallest curvature trusted: eigenvalues λ of ∇²f are used as max(|λ|, damping)"),
                Option("max_params", integer(1), 5000, doc="refuse models larger than this (n×n Hessian)")]
