@@ -48,7 +48,7 @@ _ADAM = [
     _rate("beta1", 0.9, "first-moment decay β1 (Kingma & Ba 2015: 0.9)"),
     _rate("beta2", 0.999, "second-moment decay β2 (Kingma & Ba 2015: 0.999)"),
     _eps(1e-8, "Kingma & Ba 2015: 1e-8"),
-    Option("bias_correction", Boolean(), True, doc="false leaves the moment estimates biased towards 0 ('Adam, almost')"),
+    Option("bias_correction", Boolean(), True, doc="false leaves the moments biased towards 0 ('Adam, almost')"),
     _PLACEMENT_OUT,
 ]
 
