@@ -3,8 +3,8 @@
 Early stopping, the plateau schedule, the best checkpoint and ``History.best`` all watch a metric; this is the
 one place that decides which way it should go, so ``val_f1`` is "max" for all of them (as Keras keeps mode and
 min_delta in one ``MonitorCallback``). ``mode="auto"`` reads the name: losses and errors (``loss``, ``error``,
-``mse``, ``rmse``, ``mae``, ``perplexity``) go down; accuracies and scores (``acc``, ``auc``, ``f1``,
-``precision``, ``recall``, ``r2``) go up; any other name needs ``mode="min"`` or ``mode="max"``.
+``mse``, ``rmse``, ``mae``, ``perplexity``) go down; accuracies and scores (``acc``, ``auc``, ``auroc``,
+``auprc``, ``f1``, ``precision``, ``recall``, ``r2``) go up; any other name needs ``mode="min"`` or ``mode="max"``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from descend.options import OneOf, Option, Text, number
 
 MODES = ("auto", "min", "max")
 DECREASING = ("loss", "error", "mse", "mae", "perplexity")  # rmse contains mse
-INCREASING = ("acc", "auc", "f1", "precision", "recall", "r2")
+INCREASING = ("acc", "auc", "auroc", "auprc", "f1", "precision", "recall", "r2")
 
 #: The options every watcher of a metric shares.
 MONITOR = Option("monitor", Text("the name of a logged metric"), "val_loss",
