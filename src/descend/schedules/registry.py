@@ -10,26 +10,16 @@ from typing import Any
 from descend.errors import UserError
 from descend.options import Option, validate
 from descend.options import describe as describe_table
+from descend.schedules import cycles, decays
 from descend.schedules.base import Schedule
-from descend.schedules.cycles import cosine_restarts, cyclic, one_cycle
-from descend.schedules.decays import (
-    constant,
-    cosine,
-    exponential,
-    inverse_sqrt,
-    inverse_time,
-    linear,
-    multistep,
-    polynomial,
-    step,
-)
 from descend.schedules.plateau import plateau
 from descend.schedules.warmup import warmup
 
 FACTORIES: dict[str, Callable[..., Schedule]] = {
     f.__name__: f
-    for f in (constant, step, multistep, exponential, cosine, linear, polynomial, inverse_time, inverse_sqrt,
-              cosine_restarts, cyclic, one_cycle, plateau)
+    for f in (decays.constant, decays.step, decays.multistep, decays.exponential, decays.cosine, decays.linear,
+              decays.polynomial, decays.inverse_time, decays.inverse_sqrt, cycles.cosine_restarts, cycles.cyclic,
+              cycles.one_cycle, plateau)
 }
 NAMES: tuple[str, ...] = tuple(FACTORIES)
 #: warmup's options as every named schedule accepts them: warmup_epochs, warmup_steps, warmup_start.
