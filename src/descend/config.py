@@ -62,9 +62,9 @@ def _default(function: Callable, name: str) -> Any:
 
 class DataConfig(_PartSection):
     name: str = Field(description="built-in dataset name, or a path to a .csv / .npz / .idx file")
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    test_fraction: float | None = Field(None, gt=0.0, lt=1.0)
-    scale: Literal["standardize", "minmax", "none"] = "standardize"
+    val_fraction: float = Field(_default(datasets.load, "val_fraction"), ge=0.0, lt=1.0)
+    test_fraction: float | None = Field(_default(datasets.load, "test_fraction"), gt=0.0, lt=1.0)
+    scale: Literal["standardize", "minmax", "none"] = _default(datasets.load, "scale")
     target: str | int | None = None
     features: list[str | int] | None = None
     task: Literal["classification", "regression"] | None = None
