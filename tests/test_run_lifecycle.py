@@ -122,7 +122,8 @@ def test_a_run_killed_before_its_first_checkpoint_can_resume_or_start_again(tmp_
 
 WRONG = {
     "early-stopping monitor misspelt": dict(extra="[early_stopping]\nmonitor = 'val_acc'", message="val_accuracy"),
-    "plateau monitor misspelt": dict(extra="[schedule]\nname = 'plateau'\nmonitor = 'val_los'\nmode = 'min'", message="val_loss"),
+    "plateau monitor misspelt": dict(extra="[schedule]\nname = 'plateau'\nmonitor = 'val_los'\nmode = 'min'",
+                                     message="val_loss"),
     "validation monitor without validation data": dict(data="val_fraction = 0.0", extra="[early_stopping]",
                                                        message="no validation data"),
     "warmup longer than training": dict(extra="[schedule]\nname = 'cosine'\nwarmup_steps = 1000",

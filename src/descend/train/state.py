@@ -19,20 +19,24 @@ import threading
 from pathlib import Path
 
 from ..errors import UserError
+from ..monitor import MODE, improved, read_metric, resolve_mode
+from ..options import OneOf, Option, integer
 from . import checkpoint, divergence, rng
 from .callbacks import Callback
 from .checks import require_logged
 from .history import History
 
 UNITS = ("epoch", "step")
+_EVERY = Option("every", integer(1))
+_UNIT = Option("unit", OneOf(*UNITS))
 
 
 class Checkpoints(Callback):
     """Write ``last`` every ``every`` steps or epochs (``unit``), and ``best`` when ``monitor`` improves.
 
     A callback that runs after every other one (``order = 100``), so a checkpoint holds what they did in the epoch.
-    ``monitor`` defaults to ``val_loss`` (``train_loss`` without validation data); ``mode`` is inferred like
-    early stopping's (losses and errors: min; accuracy, R²: max). Its own state (the best value) travels in the
+    ``monitor`` defaults to ``val_loss`` (``train_loss`` without validation data); ``mode`` is inferred as for
+    early stopping (:func:`descend.monitor.resolve_mode`). Its own state (the best value) travels in the
     checkpoint itself, not among the callbacks' states.
     """
 
@@ -40,12 +44,8 @@ class Checkpoints(Callback):
 
     def __init__(self, directory: str | Path, *, every: int = 1, unit: str = "epoch", monitor: str | None = None,
                  mode: str = "auto"):
-        if unit not in UNITS:
-            raise UserError(f"checkpoint unit must be one of {', '.join(UNITS)}, got {unit!r}")
-        if not isinstance(every, int) or every < 1:
-            raise UserError(f"checkpoint_every must be a positive integer, got {every!r}")
-        if mode not in ("auto", "min", "max"):
-            raise UserError(f"checkpoint mode must be auto, min or max, got {mode!r}")
+        unit, every = _UNIT.check("Checkpoints", unit), _EVERY.check("Checkpoints", every)
+        mode = MODE.check("Checkpoints", mode)
         self.directory, self.every, self.unit, self.monitor, self.mode = Path(directory), every, unit, monitor, mode
         self.best_value: float | None = None
 
@@ -66,13 +66,10 @@ class Checkpoints(Callback):
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
         monitor = self.monitor or ("val_loss" if "val_loss" in logs else "train_loss")
-        value = logs.get(monitor)
-        if value is None:
-            raise UserError(f"checkpoint monitor {monitor!r} is not logged; logged values: {', '.join(logs)}")
-        mode = self.mode if self.mode != "auto" else ("max" if monitor.endswith(("accuracy", "r2")) else "min")
-        better = self.best_value is None or (value > self.best_value if mode == "max" else value < self.best_value)
+        value = read_metric("Checkpoints", logs, monitor)
+        mode = resolve_mode("Checkpoints", monitor, self.mode)
         paths = []
-        if math.isfinite(value) and better:
+        if math.isfinite(value) and improved(value, self.best_value, mode):
             self.best_value = value
             paths.append(self.best)
         if self.unit == "epoch" and (trainer.epoch + 1) % self.every == 0:
