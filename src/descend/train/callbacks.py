@@ -15,7 +15,13 @@ from descend.schedules import check_number, improved, read_metric, resolve_mode
 
 
 class Callback:
-    """Base class: every event is a no-op, every callback is stateless unless it says otherwise."""
+    """Base class: every event is a no-op, every callback is stateless unless it says otherwise.
+
+    ``model_state_keys`` names the ``state_dict`` entries that hold a copy of the model's tensors (or ``{}``);
+    a resumed run checks them against the model (:mod:`descend.train.checkpoint.validate`).
+    """
+
+    model_state_keys: tuple[str, ...] = ()
 
     def on_fit_start(self, trainer) -> None:
         pass
@@ -54,6 +60,8 @@ class EarlyStopping(Callback):
     value, best epoch, wait counter and best weights are in ``state_dict``, so a resumed run keeps
     counting where it was. One instance serves one training run.
     """
+
+    model_state_keys = ("best_weights",)
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 10,
                  min_delta: float = 0.0, start_from_epoch: int = 0, restore_best: bool = True) -> None:

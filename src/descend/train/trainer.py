@@ -257,6 +257,7 @@ class Trainer:
 
     def load_state_dict(self, saved: dict) -> None:
         """Continue from ``saved`` (a :meth:`state_dict`); the data and model must be those it was saved with."""
+        checkpoint.check_state(saved, self)  # every field, before anything reaches torch
         position = saved["position"]
         if position["steps_per_epoch"] != self.steps_per_epoch:
             raise UserError(f"the checkpoint was written with {position['steps_per_epoch']} batches per epoch, this "
