@@ -11,7 +11,9 @@ Tensors are copied to the CPU first (a CUDA state is copied whole), and views th
 copies of their own.
 
 Reading never executes code (no pickle). The library validates the header (JSON, dtypes, shapes, offsets that
-tile the data section exactly, no trailing bytes, metadata of strings, header size) and reads the tensors. Around
+tile the data section exactly, no trailing bytes, metadata of strings, header size) and memory-maps the file;
+each tensor is copied out of the map at once, so no loaded tensor stays backed by the file (a file truncated in
+place later would otherwise fault the process with SIGBUS when the tensor is next touched). Around
 it, descend checks what the library does not, each a :class:`CheckpointError` naming the file:
 
 - before: a file shorter than 8 bytes, a header length over :data:`MAX_HEADER_BYTES` or past the end of the file,
@@ -146,7 +148,7 @@ def read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
             metadata = f.metadata() or {}
             header = parse_json(path, header_bytes, "the header")
             order = [name for name in header if name != "__metadata__"]
-            tensors = {name: f.get_tensor(name) for name in order}
+            tensors = {name: f.get_tensor(name).clone() for name in order}  # copied out of the memory map
     except CheckpointError:
         raise
     except (SafetensorError, ValueError, TypeError, RuntimeError, OverflowError) as e:

@@ -71,6 +71,16 @@ def check_state(saved: Any, trainer) -> None:
         raise _fail(names(bad), "hold non-finite values (NaN or infinity); a descend checkpoint never does")
 
 
+_ACCEPTS = {  # what a JSON leaf of the template's type accepts; None means "not known yet"
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: _number(v),
+    str: lambda v: isinstance(v, str),
+    type(None): lambda v: v is None or _number(v) or isinstance(v, bool),
+}
+_WANTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "a number or None"}
+
+
 def _fail(where: str, problem: str) -> CheckpointError:
     return CheckpointError(f"the checkpoint does not fit this run: {where} {problem}")
 
@@ -119,15 +129,9 @@ class _Checker:
             for i, (s, t) in enumerate(zip(saved, template, strict=True)):
                 self.like(s, t, f"{where}[{i}]")
         else:
-            ok = {
-                bool: lambda v: isinstance(v, bool),
-                int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-                float: _number,
-                str: lambda v: isinstance(v, str),
-                type(None): lambda v: v is None or _number(v) or isinstance(v, bool),
-            }[type(template)]
-            if not ok(saved):
-                wanted = "a number or None" if template is None else f"a {type(template).__name__}"
+            accepts = _ACCEPTS.get(type(template), lambda v: type(v) is type(template))
+            if not accepts(saved):
+                wanted = _WANTED.get(type(template), f"of type {type(template).__name__}")
                 raise _fail(where, f"must be {wanted}, got {_kind(saved)}")
 
     def tensor(self, saved: Any, where: str, shape: torch.Size | tuple, dtype: torch.dtype) -> None:
@@ -172,8 +176,15 @@ class _Checker:
             where = f"optimizer.state[{short(pid)}]"
             if pid not in owner:
                 raise _fail(where, "belongs to no parameter of optimizer.param_groups")
-            if state:
-                self.param_state(state, *owner[pid], where)
+            self.param_state(state, *owner[pid], where)
+        for i, group in enumerate(groups):  # torch's fused SGD steps a group as one: all restored or none
+            trainable = [pid for pid in group["params"] if owner[pid][0].requires_grad]
+            restored = [pid for pid in trainable if saved["state"].get(pid)]
+            if restored and len(restored) != len(trainable):
+                missing = [str(pid) for pid in trainable if pid not in restored]
+                raise _fail(
+                    f"optimizer.param_groups[{i}]", f"has state for some parameters but none for {names(missing)}"
+                )
 
     def param_state(self, state: Any, param: torch.Tensor, expected: dict | None, where: str) -> None:
         if expected is None:  # an optimizer the probe cannot step: the shape rule alone
