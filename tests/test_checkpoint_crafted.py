@@ -37,6 +37,7 @@ def data():
 
 
 def trainer(directory: Path, optimizer: str = "adam", hidden: int = 8) -> ds.Trainer:
+    """MLP + optimizer + reduce-on-plateau + early stopping, a checkpoint every step."""
     return ds.Trainer(
         ds.models.mlp([hidden]), optimizer=ds.optim.create(OPTIMIZERS[optimizer][0], **OPTIMIZERS[optimizer][1]),
         schedule=ds.schedules.plateau(patience=0), callbacks=[EarlyStopping(patience=5)],
@@ -54,9 +55,8 @@ def written(request, tmp_path_factory) -> tuple[str, dict]:
     """(optimizer, the state of a checkpoint written in the middle of the second epoch)."""
     directory = tmp_path_factory.mktemp(request.param)
     t = trainer(directory, request.param)
-    fit(t, 1)
     t.checkpoints = Checkpoints(directory, every=3, unit="step")
-    fit(t, 2)  # a fresh fit: step 3 is the first step of the second epoch
+    fit(t, 2)  # two steps per epoch: step 3 is the first of the second epoch, after early stopping kept weights
     return request.param, checkpoint.load(directory / "last.safetensors")
 
 
@@ -169,3 +169,140 @@ def test_the_checkpoint_of_a_different_model_is_refused(tmp_path):
         fit(trainer(tmp_path / "out"), 2, resume=tmp_path / "other" / "last.safetensors")
     with pytest.raises(CheckpointError, match="not for this model: none of its 4 tensors"):
         checkpoint.load_weights(torch.nn.Linear(7, 7), tmp_path / "other" / "last.safetensors")
+
+
+# ------------------------------------------------------------------------------------------ generated mutations
+
+
+def _paths(node, prefix=()):
+    """Every place in the state: (path, value); tensors and tuples are leaves."""
+    if prefix:
+        yield prefix, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _paths(value, (*prefix, i))
+
+
+def _wrong(value, choice: int):
+    """A value of another kind than ``value``: another shape or dtype for a tensor, another JSON type else."""
+    if isinstance(value, torch.Tensor):
+        other = torch.int64 if value.dtype.is_floating_point else torch.float32
+        return [value.reshape(-1)[1:] if value.numel() else torch.zeros(1), value.to(other), "text"][choice % 3]
+    return 3 if isinstance(value, str) else "text"
+
+
+def _free(path: tuple, how: str) -> bool:
+    """Changes the format allows: history rows are free-form, a callback may be added or removed on resume, and
+    the Checkpoints policy's entry is optional."""
+    if how == "retype":
+        return False
+    return (path[0], len(path)) in (("history", 3), ("callbacks", 2)) or (path == ("checkpoints",) and how == "delete")
+
+
+EXAMPLES = [pytest.param(60, id="fast"), pytest.param(2000, id="long", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_generated_mutations_are_refused_or_resume(tmp_path_factory, written, examples):
+    """Any retyped field, tensor of another shape or dtype, deleted or added entry: a CheckpointError naming its
+    section, or (where the format allows the change) a resumed run that trains to the end."""
+    optimizer, state = written
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.sampled_from(list(_paths(state))), st.sampled_from(["retype", "delete", "add"]), st.integers(0, 2))
+    def run(place, how, choice):
+        path, value = place
+        mutated = copy.deepcopy(state)
+        parent = mutated
+        for key in path[:-1]:
+            parent = parent[key]
+        how = how if isinstance(parent, dict) else "retype"
+        if how == "retype":
+            parent[path[-1]] = _wrong(value, choice)
+        elif how == "delete":
+            del parent[path[-1]]
+        else:
+            parent["zz_extra"] = 1
+        tmp = tmp_path_factory.mktemp("mutation")
+        if _free(path, how):
+            resume_from(tmp, optimizer, mutated)
+            return
+        with pytest.raises(CheckpointError) as info:
+            resume_from(tmp, optimizer, mutated)
+        named = "zz_extra" if how == "add" and len(path) == 1 else str(path[0])
+        assert named in str(info.value), (path, how, str(info.value))
+
+    run()
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+RECIPE = """
+name = "crafted"
+seed = 1
+[data]
+name = "iris"
+[model]
+name = "mlp"
+hidden = [8]
+[train]
+epochs = 2
+batch_size = 32
+device = "cpu"
+checkpoint_every = 3
+checkpoint_unit = "step"
+[optimizer]
+name = "adamw"
+lr = 0.01
+[early_stopping]
+patience = 5
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("model", "1.weight"), torch.zeros(2, 2), "model['1.weight'] has shape (2, 2)"),
+        (("optimizer", "state", 0, "exp_avg"), torch.zeros(3), "optimizer.state[0].exp_avg has shape (3,)"),
+        (("optimizer", "state", 1, "step"), "one", "optimizer.state[1].step must be a tensor"),
+        (("callbacks", "EarlyStopping", "wait"), [1], "callbacks.EarlyStopping.wait must be an integer"),
+        (("position", "batch_index"), None, "position.batch_index must be an integer"),
+        (("rng", "streams", "numpy", "pos"), 10**6, "rng.streams 'numpy' pos"),
+        (("history",), "none", "history must be a list"),
+    ],
+)
+def test_the_command_line_refuses_a_crafted_checkpoint_in_one_line(tmp_path, capsys, path, value, field):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(RECIPE)
+    run = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(run), "--quiet"]) == 0
+    last = run / "checkpoints" / "last.safetensors"
+    state = checkpoint.load(last)
+    parent = state
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    write_crafted(last, state)
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("descend: error: the checkpoint does not fit this run: ") and field in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------ divergence
+
+
+def test_a_step_that_makes_the_weights_infinite_writes_no_checkpoint(tmp_path):
+    """SGD at lr 1e38: the first loss is finite, the step makes the weights infinite; no checkpoint holds them."""
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+    t = ds.Trainer(ds.models.mlp([4]), loss="mse", optimizer=ds.optim.create("sgd", lr=1e38), device="cpu",
+                   checkpoints=Checkpoints(tmp_path, every=1, unit="step"))  # fmt: skip
+    with pytest.raises(DivergenceError, match=r"refusing to write checkpoint .*last.safetensors: model/") as info:
+        t.fit((x, x.sum(1, keepdim=True)), epochs=3, batch_size=16)  # full batch: one step per epoch
+    assert "non-finite" in str(info.value)
+    assert not (tmp_path / "last.safetensors").exists()
+    assert info.value.exit_code == 3
