@@ -148,7 +148,7 @@ def read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
             metadata = f.metadata() or {}
             header = parse_json(path, header_bytes, "the header")
             order = [name for name in header if name != "__metadata__"]
-            tensors = {name: f.get_tensor(name).clone() for name in order}  # copied out of the memory map
+            tensors = {name: _copied(path, name, f.get_tensor(name)) for name in order}
     except CheckpointError:
         raise
     except (SafetensorError, ValueError, TypeError, RuntimeError, OverflowError) as e:
@@ -161,10 +161,14 @@ def read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
                 f"{path} is corrupt: tensor {short(name)} must be described by exactly 'dtype', 'shape' and "
                 "'data_offsets'"
             )
-        t = tensors[name]
-        if t.dtype == torch.bool and t.numel() and t.view(torch.uint8).max() > 1:
-            raise CheckpointError(f"{path} is corrupt: bool tensor {short(name)} holds bytes other than 0 and 1")
     return metadata, tensors
+
+
+def _copied(path: Path, name: str, mapped: torch.Tensor) -> torch.Tensor:
+    """The tensor copied out of the memory map; a bool tensor's bytes are checked first (a copy normalizes them)."""
+    if mapped.dtype == torch.bool and mapped.numel() and mapped.view(torch.uint8).max() > 1:
+        raise CheckpointError(f"{path} is corrupt: bool tensor {short(name)} holds bytes other than 0 and 1")
+    return mapped.clone()
 
 
 def _library_message(e: Exception) -> str:
