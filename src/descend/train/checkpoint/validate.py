@@ -160,7 +160,7 @@ class _Checker:
             raise _fail(
                 "optimizer.param_groups", f"must be a list of {len(template_groups)} groups, got {_kind(groups)}"
             )
-        owner = {}  # saved parameter id -> (live parameter, expected state, where)
+        owner = {}  # saved parameter id -> (live parameter, the state one step creates for it, or None)
         probe = _probe(optimizer)
         for i, (group, expected) in enumerate(zip(groups, template_groups, strict=True)):
             where = f"optimizer.param_groups[{i}]"
@@ -187,6 +187,8 @@ class _Checker:
                 )
 
     def param_state(self, state: Any, param: torch.Tensor, expected: dict | None, where: str) -> None:
+        if not isinstance(state, dict):
+            raise _fail(where, f"must be a dict, got {_kind(state)}")
         if expected is None:  # an optimizer the probe cannot step: the shape rule alone
             expected = {k: (param if isinstance(v, torch.Tensor) and v.dim() else v) for k, v in state.items()}
         self.keys(state, expected, where)
@@ -234,10 +236,15 @@ def _probe(optimizer: torch.optim.Optimizer) -> list[list[dict]] | None:
     probe._optimizer_step_pre_hooks, probe._optimizer_step_post_hooks = {}, {}
     empties = []
     for group in optimizer.param_groups:
-        params = [torch.zeros(0, dtype=p.dtype, device=p.device, requires_grad=True) for p in group["params"]]
+        params = [
+            torch.zeros(0, dtype=p.dtype, device=p.device, requires_grad=p.is_floating_point()) for p in group["params"]
+        ]
         for p in params:
             p.grad = torch.zeros_like(p)
         empties.append(params)
     probe.param_groups = [{**g, "params": ps} for g, ps in zip(optimizer.param_groups, empties, strict=True)]
-    type(optimizer).step(probe)
+    try:
+        type(optimizer).step(probe)
+    except Exception:  # a user's optimizer that cannot step empty parameters: the shape rule alone applies
+        return None
     return [[dict(probe.state[p]) for p in params] for params in empties]
