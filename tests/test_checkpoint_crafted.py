@@ -6,6 +6,9 @@ fused kernel with a segmentation fault), and the command line must exit with cod
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -326,3 +329,33 @@ def test_an_optimizer_that_needs_a_closure_is_checked_by_shape(tmp_path):
     state["optimizer"]["state"] = {i: {"curvature": torch.zeros(1)} for i in range(4)}
     with pytest.raises(CheckpointError, match=r"optimizer.state\[0\].curvature has shape \(1,\), this run's has "):
         resume_from(tmp_path, "newton", state)
+
+
+# ------------------------------------------------------------------------------------------ crafted files
+
+
+def test_a_tensor_named_twice_in_the_header_is_refused(tmp_path):
+    """The library lets the last of two equal names win; descend refuses the ambiguity."""
+    entry = '{"dtype":"F32","shape":[1],"data_offsets":[0,4]}'
+    header = f'{{"w":{entry},"w":{entry}}}'.encode()
+    path = tmp_path / "twice.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    with pytest.raises(CheckpointError, match=r"twice.safetensors is corrupt: the header .*duplicate key 'w'"):
+        checkpoint.load_weights(torch.nn.Linear(1, 1), path)
+
+
+def test_loaded_tensors_do_not_keep_the_file_mapped(tmp_path):
+    """The library memory-maps the file; a tensor still backed by the map would crash the process (SIGBUS) once
+    the file is truncated in place. Run in a child process, so that a regression cannot kill the test runner."""
+    script = (
+        "import sys, torch\n"
+        "from descend.train.checkpoint import load, save\n"
+        "save(sys.argv[1], {'w': torch.ones(1 << 20)})\n"
+        "w = load(sys.argv[1])['w']\n"
+        "open(sys.argv[1], 'r+b').truncate(64)\n"
+        "print(float(w.sum()))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.safetensors")], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == str(float(1 << 20)), done.stderr
