@@ -25,7 +25,7 @@ from .options import Option
 from .options import validate as validate_options
 from .train import Trainer
 from .train.callbacks import EarlyStopping
-from .train.state import Checkpoints
+from .train.checkpoint.policy import Checkpoints
 
 
 class _Section(BaseModel):

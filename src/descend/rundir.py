@@ -18,8 +18,8 @@ from . import atomic, schedules
 from . import config as cfg
 from .errors import DivergenceError, UserError
 from .train.checkpoint import save_weights
+from .train.checkpoint.policy import Checkpoints, has_checkpoint
 from .train.logs import MetricsFile, TensorBoard
-from .train.state import Checkpoints, has_checkpoint
 
 # Fields a resumed run may change; every other field shapes the computation and must stay as recorded.
 RESUMABLE = ("name", "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_unit",
