@@ -87,7 +87,7 @@ def _doctor(args) -> int:
             path = fix.write(raw, fix.fixed_path(args.recipe, args.out if args.out != "." else None))
             print(f"fixed recipe: {path}\n  " + "\n  ".join(changed))
         else:
-            print("--fix: no finding has a recipe change to apply")
+            print("--fix: no error-level finding has a recipe change to apply")
     print(f"report: {args.out}/doctor.html, {args.out}/doctor.json")
     return 0
 

@@ -1,8 +1,9 @@
 """``--fix``: apply the findings' recipe changes to the raw recipe and check the result like any recipe.
 
 Changes are dotted paths (``optimizer.lr``, ``model.activation``) or whole sections (``early_stopping``); a value
-of None removes the field. Findings are applied in rank order and the first to set a path wins, so the most
-severe finding's remedy is the one kept. The new recipe is validated by :func:`descend.config.validate`, so
+of None removes the field. Only error-level findings are applied unless asked otherwise (Karpathy's recipe: change
+one thing at a time; warnings stay advice). Findings are applied in rank order and the first to set a path wins,
+so the most severe finding's remedy is the one kept. The new recipe is validated by :func:`descend.config.validate`, so
 every part re-checks its options.
 """
 
@@ -22,11 +23,12 @@ from .findings import Finding
 _MISSING = object()
 
 
-def apply(raw: dict, findings: list[Finding]) -> tuple[dict, list[str]]:
-    """The recipe with the fixes applied, and one line per change ("path: old -> new (finding)")."""
+def apply(raw: dict, findings: list[Finding], severities: tuple[str, ...] = ("error",)) -> tuple[dict, list[str]]:
+    """The recipe with the fixes of the ``severities`` findings applied, and one line per change
+    ("path: old -> new (finding)"). Warnings are left as advice by default: change few things at a time."""
     new, changed, taken = copy.deepcopy(raw), [], set()
     for finding in findings:
-        if finding.fix is None:
+        if finding.fix is None or finding.severity not in severities:
             continue
         for path, value in finding.fix.changes.items():
             if path in taken or any(path.startswith(t + ".") or t.startswith(path + ".") for t in taken):

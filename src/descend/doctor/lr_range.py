@@ -102,8 +102,8 @@ def combine(sweeps: list[Sweep]) -> dict:
 def judge(lr: float | None, summary: dict, plot: dict | None = None) -> list[Finding]:
     """Compare the configured (peak) learning rate with the range test's verdict.
 
-    Too high: above the rate where the loss was lowest (error when also above every seed's minimum by 3x, or at
-    or past the rate where it diverged). Too low: 100x below the lowest minimum (error at 1000x).
+    Too high: above the rate where the loss was lowest in every seed (an error when also within 4x of the rate
+    where the loss blew up, or 3x past the minimum). Too low: 100x below the lowest minimum (an error at 1000x).
     """
     if lr is None:
         return []
@@ -114,7 +114,7 @@ def judge(lr: float | None, summary: dict, plot: dict | None = None) -> list[Fin
               f"test, minimum/10 rule)", {"optimizer.lr": float(f"{summary['suggestion']:.2g}")})
     diverge = summary["lr_diverge_low"]
     if lr > summary["lr_min_high"] or (diverge is not None and lr >= diverge):
-        severe = lr > 3 * summary["lr_min_high"] or (diverge is not None and lr >= diverge)
+        severe = lr > 3 * summary["lr_min_high"] or (diverge is not None and lr >= diverge / DIVERGE_FACTOR)
         return [Finding("lr_too_high", "error" if severe else "warning",
                         f"learning rate {lr:.3g} is past the rate where the loss stops falling in the range test "
                         f"({summary['lr_min_low']:.2g}-{summary['lr_min_high']:.2g}); {hint}", evidence, fix, plot)]

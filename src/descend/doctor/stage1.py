@@ -50,9 +50,12 @@ def initial_loss(subject: Subject, unscaled: bool = False) -> tuple[list[Finding
             got = out.shape[1] if out.dim() == 2 else tuple(out.shape[1:])
             if out.dim() == 2 and out.shape[1] > int(y.max()):
                 evidence["initial_loss"] = float(LOSSES[loss_name](out, y))
+            why = (f"labels {got}..{classes - 1} can never be predicted" if isinstance(got, int) and got < classes
+                   else f"the loss at init is about ln {got}, not ln {classes}, and the extra outputs only learn to "
+                   "lose")
             return [Finding("initial_loss_off", "error", f"the model's head gives {got} outputs for {classes} "
-                            "classes: the loss at init is not ln C and the extra outputs are trained to never win",
-                            evidence, Fix(f"make the last layer's size the number of classes ({classes})"))], evidence
+                            f"classes: {why}", evidence,
+                            Fix(f"make the last layer's size the number of classes ({classes})"))], evidence
         value = float(LOSSES[loss_name](out, y))
         evidence["initial_loss"] = value
         if bool((out >= 0).all() and (out <= 1).all()) and float((out.sum(1) - 1).abs().max()) < 1e-3:
@@ -115,8 +118,8 @@ def overfit_subset(subject: Subject, deadline: float) -> tuple[list[Finding], di
              "ylog": True, "series": {"loss": (list(range(len(result.losses))), result.losses)}}
     if math.isfinite(ratio) and ratio < 0.1:
         return [], {**evidence, "curve": curve}, result.cut_short
-    if result.cut_short and math.isfinite(ratio) and ratio < 0.5:
-        return [], evidence, True  # still falling when time ran out: no verdict
+    if result.cut_short and (len(result.losses) < SUBSET_STEPS // 2 or ratio < 0.5):
+        return [], evidence, True  # too few steps, or still falling, when time ran out: no verdict
     return [Finding("cannot_overfit_small_subset", "error", f"on a fixed batch of {len(subset)} samples the loss "
                     f"only fell from {first:.3g} to {final:.3g} in {len(result.losses)} Adam steps: a model that "
                     "cannot memorise a handful of samples has a bug (loss/head, frozen or dead layers) or no "

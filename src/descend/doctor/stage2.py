@@ -98,7 +98,7 @@ def _overfitting(train: list[float], val: list[float], evidence: dict, subject: 
     evidence.update(train_val_gap=gap, val_rising=rising)
     if not rising and not (gap > GAP and val[-1] - train[-1] > 0.1):
         return []
-    changes, remedies = _remedies(subject.raw or {}, best)
+    changes, remedies = _remedies(subject.raw or {})
     why = (f"validation loss rose from {val[best]:.3g} (epoch {best}) to {val[-1]:.3g} while the training loss "
            f"fell to {train[-1]:.3g}") if rising else (
         f"validation loss {val[-1]:.3g} is {gap:.1f}x above the training loss {train[-1]:.3g}")
@@ -107,12 +107,12 @@ def _overfitting(train: list[float], val: list[float], evidence: dict, subject: 
                     "split", evidence, Fix("; then ".join(remedies), changes), plot)]
 
 
-def _remedies(raw: dict, best_epoch: int) -> tuple[dict, list[str]]:
+def _remedies(raw: dict) -> tuple[dict, list[str]]:
     """The lecture's remedies in order, skipping those the recipe already has; changes for the first two."""
     remedies: list[tuple[str, dict]] = []
     if not raw.get("early_stopping"):
         remedies.append(("early stopping on the validation loss, keeping the best weights",
-                         {"early_stopping": {"monitor": "val_loss", "patience": max(3, best_epoch // 2 + 2)}}))
+                         {"early_stopping": {"monitor": "val_loss", "patience": 5}}))
     optimizer = raw.get("optimizer", {})
     if not optimizer.get("weight_decay") and not raw.get("regularization"):
         if optimizer.get("name", "adam") in ("adam", "adamw"):
