@@ -107,6 +107,7 @@ class Diagnosis:
             lines.append(f"  {f.severity.upper():7} {f.id}: {f.message}")
             if f.fix is not None:
                 lines.append(f"          fix: {f.fix.text}")
+        lines += [f"  evidence: {line}" for line in evidence_lines(self.evidence)]
         cut = [c.id for c in self.checks if c.status in ("cut_short", "skipped", "failed")]
         timings = ", ".join(f"{c.id} {c.seconds:.1f}s" for c in self.checks)
         lines.append(f"  checks: {timings}")
@@ -114,6 +115,33 @@ class Diagnosis:
             lines.append("  not complete: " + ", ".join(
                 f"{c.id} ({c.status}{': ' + c.note if c.note else ''})" for c in self.checks if c.id in cut))
         return "\n".join(lines)
+
+
+def evidence_lines(e: dict) -> list[str]:
+    """What the checks measured, one short line each (shown whether or not they found anything)."""
+    lines = []
+    if "initial_loss" in e.get("initial_loss", {}):
+        init = e["initial_loss"]
+        lines.append(f"loss at init {init['initial_loss']:.3g} (expected about {init['expected']:.3g})")
+    if "final_loss" in e.get("small_subset", {}):
+        sub = e["small_subset"]
+        lines.append(f"tiny batch of {sub['samples']}: loss {sub['initial_loss']:.3g} -> {sub['final_loss']:.3g} in "
+                     f"{sub['steps']} steps")
+    if "verdict" in e.get("lr_range", {}):
+        lines.append(f"LR range test: {e['lr_range']['verdict']}")
+    if "suggestion" in e.get("lr_range", {}):
+        lr = e["lr_range"]
+        lines.append(f"LR range test suggests {lr['suggestion']:.2g} ({lr['suggestion_low']:.2g}-"
+                     f"{lr['suggestion_high']:.2g} over {lr['seeds']} seeds)")
+    if "final_train_loss" in e.get("short_run", {}):
+        run = e["short_run"]
+        val = f", val {run['final_val_loss']:.3g}" if "final_val_loss" in run else ""
+        lines.append(f"short run: train loss {run['final_train_loss']:.3g}{val} after {run['epochs_run']} epoch(s)")
+    if "zeroed_inputs" in e.get("zeroed_inputs", {}):
+        z = e["zeroed_inputs"]
+        lines.append(f"best {z['compared']} {z['with_inputs']:.3g} with the inputs, {z['zeroed_inputs']:.3g} "
+                     "with them zeroed")
+    return lines
 
 
 class Budget:
