@@ -64,7 +64,7 @@ def bundle(x, y, val=None, test=None, classes=3):
     task = "classification" if classes else "regression"
     split = lambda a, b: Split(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b), task, classes)  # noqa: E731
     return DataBundle(split(x, y), split(*val) if val else None, split(*test) if test else None,
-                      DatasetInfo("t", task, (x.shape[1],), classes, classes or 1, {}, "test"))
+                      DatasetInfo("t", task, tuple(x.shape[1:]), classes, classes or 1, {}, "test"))
 
 
 def healthy_data(n=300, seed=0):
@@ -94,6 +94,19 @@ def test_each_data_problem_is_found():
     assert [f.id for f in data_checks.check_data(bundle(x[:12], y[:12], val))] == ["too_few_samples"]
     skewed = np.where(np.arange(300) < 20, y, 0)
     assert "class_imbalance" in [f.id for f in data_checks.check_data(bundle(x, skewed, val))]
+
+
+def test_images_are_compared_per_channel_and_a_scaled_recipe_is_not_blamed():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(200, 2, 8, 8))
+    images[:, :, 0, :] = 0.0  # a constant border, as in digit images
+    assert data_checks.unscaled(bundle(images, rng.integers(0, 3, 200)).train, None) == []
+    images[:, 1] *= 1000
+    assert [f.id for f in data_checks.unscaled(bundle(images, rng.integers(0, 3, 200)).train, None)] == [
+        "unscaled_inputs"]
+    x, y, _ = healthy_data()
+    x[:, 0] *= 1000
+    assert data_checks.unscaled(bundle(x, y).train, "standardize") == []
 
 
 def test_scan_csv_counts_missing_and_non_finite_cells_but_not_the_header(tmp_path):

@@ -20,7 +20,7 @@ from .findings import Finding, Fix
 
 LEAKAGE_FRACTION = 0.05     # deepchecks' train-test samples mix: 5% of the test set by default
 IMBALANCE_RATIO = 10.0      # most / least frequent class
-SCALE_SPREAD = 100.0        # largest / smallest feature standard deviation
+SCALE_SPREAD = 100.0        # largest / median feature standard deviation
 UNIT_SCALE = (1e-2, 30.0)   # typical feature std expected near 1 when scale = "none"
 SAMPLES_PER_CLASS = 10
 
@@ -113,26 +113,34 @@ def labels(bundle: DataBundle) -> list[Finding]:
 
 
 def unscaled(train: Split, scale: str | None) -> list[Finding]:
-    """Feature scales orders of magnitude apart, or far from unit scale when the recipe scales nothing."""
-    x = train.x.reshape(len(train), -1).double()
-    std = x.std(dim=0) if len(train) > 1 else torch.zeros(x.shape[1], dtype=x.dtype)
+    """Feature scales orders of magnitude apart, or far from unit scale, when the recipe scales nothing.
+
+    A recipe that standardizes or min-max scales has done what can be done. Images and signals (inputs of rank 2
+    or more, channels first) are compared per channel: pixels near a border are nearly constant by nature. The
+    spread is the largest standard deviation over the median one, so a few constant features do not count.
+    """
+    if scale in ("standardize", "minmax"):
+        return []
+    x = train.x.double()
+    x = x.transpose(0, 1).reshape(x.shape[1], -1).T if x.dim() > 2 else x.reshape(len(train), -1)
+    std = x.std(dim=0) if len(x) > 1 else torch.zeros(x.shape[1], dtype=x.dtype)
     used = std[std > 0]
     if used.numel() == 0:
         return []
-    spread = float(used.max() / used.min())
-    typical = float(used.median())
+    typical, widest = float(used.median()), int(torch.argmax(std))
+    spread = float(used.max()) / typical
     evidence = {"feature_std_min": float(used.min()), "feature_std_median": typical,
-                "feature_std_max": float(used.max()), "std_ratio_max_min": spread, "scale": scale or "unknown"}
-    widest = int(torch.argmax(std))
-    evidence["widest_feature"] = widest
+                "feature_std_max": float(used.max()), "std_ratio_max_median": spread, "scale": scale or "unknown",
+                "widest_feature": widest}
     far = not UNIT_SCALE[0] <= float(used.max()) <= UNIT_SCALE[1]
-    if spread < SCALE_SPREAD and not (far and scale in ("none", None)):
+    if spread < SCALE_SPREAD and not far:
         return []
     fix = Fix('standardize the inputs (data.scale = "standardize"): each feature to mean 0 and std 1 on the '
               "training split (LeCun et al., \"Efficient BackProp\")", {"data.scale": "standardize"})
     severity = "error" if spread >= 1e3 or float(used.max()) >= 1e3 else "warning"
-    why = (f"feature standard deviations range over {spread:.3g}x (feature {widest}: {float(used.max()):.3g})"
-           if spread >= SCALE_SPREAD else f"features have standard deviations up to {float(used.max()):.3g}")
+    why = (f"feature standard deviations reach {spread:.3g}x the median one (feature {widest}: "
+           f"{float(used.max()):.3g})" if spread >= SCALE_SPREAD else
+           f"features have standard deviations up to {float(used.max()):.3g}")
     return [Finding("unscaled_inputs", severity, f"{why}: gradient descent then crawls along the small directions "
                     "and a learning rate that suits one feature is too large for another", evidence, fix,
                     _std_plot(std))]
@@ -146,7 +154,7 @@ def _std_plot(std: torch.Tensor) -> dict:
 
 def leakage(bundle: DataBundle) -> list[Finding]:
     """Samples whose inputs appear identically in the training split and in the validation or test split."""
-    seen = _row_keys(bundle.train)
+    seen = set(_row_keys(bundle.train))
     shared, sizes = {}, {}
     for name, split in _splits(bundle):
         if name == "train":

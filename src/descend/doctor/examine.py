@@ -206,7 +206,7 @@ class _Run:
         return found + grads + units + stage2.clipping(stats, s.clip_grad_norm, s.lr) + curves, result.cut_short
 
     def _zeroed(self, s, deadline) -> tuple[list[Finding], bool]:
-        zero = stage2.zeroed_run(s, len(self.short.history), deadline)
+        zero = stage2.zeroed_run(s, len(self.short.losses), deadline)
         found, evidence = stage2.input_independence(self.short, zero)
         self.evidence["zeroed_inputs"] = evidence
         return found, zero.cut_short

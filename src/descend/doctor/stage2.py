@@ -34,14 +34,15 @@ def short_run(subject: Subject, deadline: float) -> tuple[Probe, GradientStats]:
     return result, stats
 
 
-def zeroed_run(subject: Subject, epochs: int, deadline: float) -> Probe:
-    """The same recipe trained on inputs set to zero (train and validation) for ``epochs`` epochs."""
+def zeroed_run(subject: Subject, steps: int, deadline: float) -> Probe:
+    """The same recipe trained on inputs set to zero (train and validation) for as many ``steps`` as the short run
+    took (its epochs stay the recipe's, so a schedule keeps its shape)."""
     data = subject.data
     zero = DataBundle(replace(data.train, x=torch.zeros_like(data.train.x)),
                       replace(data.val, x=torch.zeros_like(data.val.x)) if data.val is not None else None,
                       None, data.info)
-    return probe(subject.make(None), zero.train, zero.val, deadline=deadline, epochs=max(1, epochs),
-                 batch_size=subject.batch_size)
+    return probe(subject.make(None), zero.train, zero.val, deadline=deadline, epochs=subject.epochs,
+                 steps=max(1, steps), batch_size=subject.batch_size)
 
 
 def curves(result: Probe) -> dict:
