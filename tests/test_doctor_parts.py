@@ -11,7 +11,7 @@ from torch import nn
 
 from descend import config
 from descend.data import DataBundle, DatasetInfo, Split
-from descend.doctor import data_checks, fix, lr_range, report, stage1
+from descend.doctor import data_checks, fix, lr_range, report, stage1, stage2
 from descend.doctor.findings import Budget, Check, Diagnosis, Finding, Fix, rank
 from descend.errors import UserError
 
@@ -198,3 +198,20 @@ def test_gradient_statistics_call_vanishing_and_exploding():
     assert stage1.gradient_findings(stats([0.5, 1.0, 2.0]))[0] == []
     assert [f.id for f in stage1.gradient_findings(stats([1e-9, 1e-5, 1.0]))[0]] == ["vanishing_gradients"]
     assert [f.id for f in stage1.gradient_findings(stats([1e4, 1.0, 1.0]))[0]] == ["exploding_gradients"]
+
+
+def test_noise_is_judged_against_the_fall_of_the_loss():
+    rng = np.random.default_rng(0)
+    trend = np.linspace(2.0, 0.5, 200)
+    assert stage2._noise(list(trend + rng.normal(0, 0.02, 200))) < 0.1
+    assert stage2._noise(list(trend + rng.normal(0, 1.0, 200))) > stage2.NOISE
+    assert stage2._noise(list(np.full(200, 2.0) + rng.normal(0, 0.2, 200))) is None  # flat: no verdict
+
+
+def test_clipping_most_steps_asks_for_a_lower_lr():
+    stats = stage1.GradientStats()
+    stats.total = [torch.tensor(v) for v in (5.0, 4.0, 6.0, 0.5)]
+    found = stage2.clipping(stats, 1.0, 0.1)
+    assert [f.id for f in found] == ["aggressive_clipping"]
+    assert found[0].evidence["clipped_fraction"] == 0.75 and found[0].fix.changes == {"optimizer.lr": 0.023}
+    assert stage2.clipping(stats, 10.0, 0.1) == [] and stage2.clipping(stats, None, 0.1) == []

@@ -137,7 +137,7 @@ def unscaled(train: Split, scale: str | None) -> list[Finding]:
         return []
     fix = Fix('standardize the inputs (data.scale = "standardize"): each feature to mean 0 and std 1 on the '
               "training split (LeCun et al., \"Efficient BackProp\")", {"data.scale": "standardize"})
-    severity = "error" if spread >= 1e3 or float(used.max()) >= 1e3 else "warning"
+    severity = "error" if spread >= 3 * SCALE_SPREAD or float(used.max()) >= 100 else "warning"
     why = (f"feature standard deviations reach {spread:.3g}x the median one (feature {widest}: "
            f"{float(used.max()):.3g})" if spread >= SCALE_SPREAD else
            f"features have standard deviations up to {float(used.max()):.3g}")

@@ -141,9 +141,9 @@ def _noise(losses: list[float]) -> float | None:
     window = max(5, n // 20)
     trend = np.convolve(a, np.ones(window) / window, mode="valid")
     residual = a[window // 2: window // 2 + len(trend)] - trend
-    half = len(trend) // 2
-    fall = trend[0] - trend[-1]
-    if fall < 0.05 * abs(trend[0]):
+    half, quarter = len(trend) // 2, max(1, len(trend) // 4)
+    fall = float(trend[:quarter].mean() - trend[-quarter:].mean())
+    if fall < 0.05 * abs(trend[:quarter].mean()):
         return None  # a flat or rising loss: its noise says nothing about the batch size
     return float(residual[half:].std()) / fall
 

@@ -50,9 +50,9 @@ def from_experiment_parts(config, data: DataBundle) -> Subject:
         c = config if seed is None else config.model_copy(update={"seed": int(seed)})
         return experiment.build(c, data=data).trainer
 
-    return Subject(config.name or "recipe", data, make, config.train.epochs, config.train.batch_size,
-                   config.optimizer.options.get("lr"), config.train.clip_grad_norm,
-                   config.model_dump(exclude_none=True), config.data.scale)
+    lr = config.optimizer.options.get("lr") or _spec_lr(config.optimizer.build())
+    return Subject(config.name or "recipe", data, make, config.train.epochs, config.train.batch_size, lr,
+                   config.train.clip_grad_norm, config.model_dump(exclude_none=True), config.data.scale)
 
 
 def from_model(model: torch.nn.Module, data, *, loss: str | None = None, optimizer=None, epochs: int = 10,
