@@ -201,8 +201,8 @@ class _Run:
             if result.diverged_at is None else ([], {})
         self.evidence.update(short_run=evidence, gradients=layers, units_after_run=unit_evidence)
         self.plots["learning_curves"] = stage2.curves(result)
-        if grads and grads[0].plot:
-            self.plots["gradients"] = grads[0].plot
+        if "plot" in layers:
+            self.plots["gradients"] = layers.pop("plot")
         return found + grads + units + stage2.clipping(stats, s.clip_grad_norm, s.lr) + curves, result.cut_short
 
     def _zeroed(self, s, deadline) -> tuple[list[Finding], bool]:

@@ -195,6 +195,7 @@ def gradient_findings(stats: GradientStats) -> tuple[list[Finding], dict]:
     plot = {"title": "gradient norm per layer (first steps)", "xlabel": "layer (input to output)",
             "ylabel": "mean ||grad W||", "ylog": True,
             "series": {"grad norm": (list(range(len(grad))), [max(g, 1e-30) for g in grad])}}
+    layers["plot"] = plot
     if not all(math.isfinite(g) for g in grad) or (last > 0 and first / last > 1e3) or (
             len(steps) > 5 and min(steps[:3]) > 0 and steps[-1] > 100 * min(steps[:3])):
         return [Finding("exploding_gradients", "error", f"gradient norms grow towards the input (first layer "
