@@ -92,3 +92,11 @@ def test_fixed_recipes_train_clearly_better(name, tmp_path):
     before, after = gain["before"], gain["after"]
     assert after["test_accuracy"] > before["test_accuracy"] + 0.03, gain
     assert after["test_loss"] < 0.7 * before["test_loss"], gain
+
+
+def test_examine_takes_a_built_experiment():
+    from descend import experiment
+
+    exp = experiment.build(config.load(EXAMPLES / "digits_mlp.toml", ["train.epochs=3"]))
+    d = doctor.examine(exp, budget=BUDGET)
+    assert d.name == "digits_mlp" and d.healthy and d.evidence["lr_range"]["seeds"] == 3

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import config as cfg
+from .. import experiment
 from ..errors import UserError
 from . import data_checks, lr_range, stage1, stage2
 from . import subject as subjects
@@ -67,7 +68,7 @@ def _subject(target, options: dict):
         return subjects.from_model(target, options.pop("data"), **options), []
     if options:
         raise UserError(f"options {sorted(options)} apply to examine(model, data=...) only")
-    if hasattr(target, "config") and hasattr(target, "data") and hasattr(target, "trainer"):
+    if isinstance(target, experiment.Experiment):
         return subjects.from_experiment_parts(target.config, target.data), []
     config = cfg.load(target) if isinstance(target, (str, Path)) else target
     if not isinstance(config, cfg.Config):
