@@ -147,8 +147,7 @@ class _Run:
         self.run("data", lambda deadline: (data_checks.check_data(s.data, s.scale), False))
         blocked = "the data must be fixed first" if any(f.id in BLOCKING for f in self.findings) else ""
         self.run("initial_loss", lambda deadline: self._initial_loss(s), blocked)
-        if any(f.id == "initial_loss_off" and "classes" in f.evidence and f.evidence["outputs_per_sample"] !=
-               [f.evidence["classes"]] for f in self.findings):
+        if any(f.evidence.get("head_mismatch") for f in self.findings):
             blocked = "the model's head must match the number of classes first"
         self.run("small_subset", lambda deadline: self._small_subset(s, deadline), blocked)
         self.run("lr_range", lambda deadline: self._lr_range(s, deadline), blocked)

@@ -48,6 +48,7 @@ def initial_loss(subject: Subject, unscaled: bool = False) -> tuple[list[Finding
         evidence.update(classes=classes, expected=expected)
         if out.dim() != 2 or out.shape[1] != classes:
             got = out.shape[1] if out.dim() == 2 else tuple(out.shape[1:])
+            evidence["head_mismatch"] = True  # the trainer refuses such a model: the training checks cannot run
             if out.dim() == 2 and out.shape[1] > int(y.max()):
                 evidence["initial_loss"] = float(LOSSES[loss_name](out, y))
             why = (f"labels {got}..{classes - 1} can never be predicted" if isinstance(got, int) and got < classes
