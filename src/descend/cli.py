@@ -23,6 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its last checkpoint (as if it had never stopped)")
     sub.add_parser("datasets", help="list the built-in datasets and where their data comes from")
+    doctor = sub.add_parser("doctor", help="run the debugging flowchart on a recipe: ranked findings with fixes")
+    doctor.add_argument("recipe", help="a TOML recipe")
+    doctor.add_argument("--budget", type=float, default=120.0, metavar="SECONDS", help="wall time (default 120)")
+    doctor.add_argument("--fix", action="store_true", help="write RECIPE.fixed.toml with the fixes applied")
+    doctor.add_argument("--out", default=".", help="folder for doctor.json and doctor.html (default: here)")
+    doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a recipe field (repeatable)")
     return parser
 
 
@@ -31,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "doctor":
+            return _doctor(args)
         return _datasets()
     except UserError as e:
         print(f"descend: error: {e}", file=sys.stderr)
@@ -65,6 +74,25 @@ def _run(args) -> int:
     final = summary["final"]
     shown = "  ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("test_"))
     print(f"done in {summary['train_seconds']:.1f}s: {shown or final}  ->  {summary['run_dir']}")
+    return 0
+
+
+def _doctor(args) -> int:
+    """Exit 0 whatever the findings; only a recipe or data that cannot be read is an error (2)."""
+    from . import config, doctor
+    from .doctor import fix
+
+    recipe = config.load(args.recipe, args.overrides)
+    diagnosis = doctor.examine(recipe, budget=args.budget, out=args.out)
+    print(diagnosis.summary())
+    if args.fix:
+        raw, changed = fix.apply(fix.read_raw(args.recipe, args.overrides), diagnosis.findings)
+        if changed:
+            path = fix.write(raw, fix.fixed_path(args.recipe, args.out if args.out != "." else None))
+            print(f"fixed recipe: {path}\n  " + "\n  ".join(changed))
+        else:
+            print("--fix: no error-level finding has a recipe change to apply")
+    print(f"report: {args.out}/doctor.html, {args.out}/doctor.json")
     return 0
 
 
