@@ -151,7 +151,7 @@ def search_lab(quick: bool = False) -> LabResult:
     for ax, (title, pts) in zip(axes, (("grid", grid_points[b]), ("random", random_points[b]))):
         ax.scatter(pts[:, 0], pts[:, 1], c="C3", zorder=3)
         top = ax.twinx()
-        top.semilogy(response, np.where(np.isfinite(curve), curve, np.nan), "k", lw=1)
+        top.semilogy(response, np.where(curve < 1e6, curve, np.nan), "k", lw=1)   # diverged rates left blank
         top.set_ylabel("loss (depends on lr only)", fontsize=7)
         ax.set(title=f"{title} search, {b} trials", xlabel="log10 learning rate (important)",
                ylabel="irrelevant parameter")

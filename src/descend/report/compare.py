@@ -30,7 +30,7 @@ def curves_figure(summary: dict):
     axes = np.atleast_1d(axes)
     for ax, key in zip(axes, keys):
         for i, row in enumerate(summary["variants"]):
-            runs = [r for r in summary["runs"] if r["variant"] == i and r["status"] != "crashed"]
+            runs = [r for r in summary["runs"] if r["variant"] == i and r["status"] in ("finished", "stopped_early")]
             epochs, mean, std = curve_bands(runs, key)
             if len(epochs):
                 ax.plot(epochs, mean, color=f"C{i % 10}", label=row["name"])
