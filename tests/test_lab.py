@@ -35,11 +35,13 @@ def test_polynomial_variance_grows_and_bias_falls_with_degree():
     assert terms[1].noise == pytest.approx(0.2, rel=0.15)   # σ² of N(0, 0.2)
 
 
-def test_network_initialisation_variance_falls_with_width():
-    terms = complexity.network_terms(6, 2, widths=(2, 64), epochs=150, decays=())
-    narrow, wide = terms[("width", 2)], terms[("width", 64)]
-    assert wide.variance_init < narrow.variance_init
-    assert wide.variance == pytest.approx(wide.variance_init + wide.variance_data)
+def test_network_variance_splits_into_initialisation_and_data_over_training():
+    """Untrained networks differ by their initialisation only; trained ones mostly by their data sample."""
+    terms = complexity.network_terms(6, 2, epochs=1000, snapshots=(1, 1000), decays=(), width=32)
+    start, end = terms[("epochs", 1)], terms[("epochs", 1000)]
+    assert start.variance_init > 5 * abs(start.variance_data)
+    assert end.variance_data > end.variance_init and end.bias < start.bias / 5
+    assert end.variance == pytest.approx(end.variance_init + end.variance_data)
 
 
 def test_l1_gives_exact_zeros_and_ridge_closed_form_equals_gradient_descent(quick):
