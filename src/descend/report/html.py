@@ -24,7 +24,7 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; max-width: 640px; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+th { background: #f4f4f4; } td.text, td:first-child, th:first-child { text-align: left; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 .note { color: #555; font-size: 0.9em; } .bad { color: #b00; }
 """
@@ -48,8 +48,9 @@ def png(fig, dpi: int = 100) -> bytes:
 
 
 def img(fig, caption: str = "") -> str:
-    """A figure block: the PNG inlined as a data URI, with its caption."""
-    data = base64.b64encode(png(fig)).decode("ascii")
+    """A figure block: the PNG inlined as a data URI, with its caption. ``fig`` is a matplotlib Figure or the
+    bytes of a PNG file."""
+    data = base64.b64encode(fig if isinstance(fig, bytes) else png(fig)).decode("ascii")
     alt = html.escape(caption or "figure", quote=True)
     cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
     return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">{cap}</figure>'
@@ -79,9 +80,15 @@ def fmt(value) -> str:
     return str(value)
 
 
+def _cell(value) -> str:
+    """Numbers right-aligned (the stylesheet's default), text left-aligned."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f"<td>{html.escape(fmt(value))}</td>" if number else f'<td class="text">{html.escape(fmt(value))}</td>'
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence], caption: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

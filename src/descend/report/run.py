@@ -79,6 +79,7 @@ def curves_figure(rows: list[dict]):
             if len(values):
                 ax.plot(epochs, values, style, ms=3, label=f"{split} {name}")
         ax.set(xlabel="epoch", ylabel=name)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         if name == "loss" and len(column(rows, "train_loss")[1]) and np.nanmin(column(rows, "train_loss")[1]) > 0:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
@@ -91,6 +92,7 @@ def series_figure(rows: list[dict], key: str, label: str):
     fig, ax = html.figure(5.2, 3.0)
     ax.plot(epochs, values, "o-", ms=3)
     ax.set(xlabel="epoch", ylabel=label)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     return fig
 
@@ -139,7 +141,9 @@ def write_run_report(run_dir: str | Path) -> Path:
                                      f"{best.get('best_epoch')}."))
     if rows:
         blocks += [html.heading("Learning curves"), html.img(curves_figure(rows), "train and validation per epoch")]
-        if len(column(rows, "lr")[1]):
+        if (run_dir / "schedule.png").is_file():
+            blocks.append(html.img((run_dir / "schedule.png").read_bytes(), "learning-rate schedule, every step"))
+        elif len(column(rows, "lr")[1]):
             blocks.append(html.img(series_figure(rows, "lr", "learning rate"), "learning rate at each epoch's end"))
         if len(column(rows, "grad_norm")[1]):
             blocks.append(html.img(series_figure(rows, "grad_norm", "gradient norm (before clipping)"),
