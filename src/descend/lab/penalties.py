@@ -27,22 +27,22 @@ def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     return np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ y)[:, 0]
 
 
-def gradient_descent(x: np.ndarray, y: np.ndarray, regularizer, *, lr: float, steps: int) -> tuple[np.ndarray, list]:
+def gradient_descent(x: np.ndarray, y: np.ndarray, regularizer, *, lr: float, steps: int) -> tuple[np.ndarray,
+                                                                                                   np.ndarray]:
     """A bias-free linear model trained by full-batch gradient descent (descend's ``gd``) on the mean squared
-    error plus ``regularizer``'s penalty (or its proximal step); returns the weights and ‖w_t − w_{t−1}‖."""
+    error plus ``regularizer``'s penalty (or its proximal step); returns the final weights and every step's."""
     xt, yt = torch.tensor(x), torch.tensor(y)
     model = torch.nn.Linear(x.shape[1], 1, bias=False).double()
     torch.nn.init.zeros_(model.weight)
     opt = optim.create("gd", model, lr=lr)
-    moves = []
+    path = []
     for _ in range(steps):
-        before = model.weight.detach().clone()
         opt.zero_grad(set_to_none=True)
         (((model(xt) - yt) ** 2).mean() + regularizer.penalty(model)).backward()
         opt.step()
         regularizer.after_step(model, lr)
-        moves.append((model.weight.detach() - before).norm())
-    return model.weight.detach().numpy()[0].copy(), torch.stack(moves).tolist()
+        path.append(model.weight.detach()[0].clone())
+    return model.weight.detach().numpy()[0].copy(), torch.stack(path).numpy()
 
 
 def regularization_lab(quick: bool = False) -> LabResult:
@@ -52,7 +52,7 @@ def regularization_lab(quick: bool = False) -> LabResult:
     n = len(x)
     steps, strength = (1000 if quick else 3000), 0.5
     # mean squared error + (s/2)‖w‖²  ⇔  ½‖y − Xw‖² + ½(n·s/2)‖w‖²: the closed form with λ = n·s/2
-    w_l2, moves = gradient_descent(x, y, regularization.create("l2", strength=strength), lr=0.2, steps=steps)
+    w_l2, path = gradient_descent(x, y, regularization.create("l2", strength=strength), lr=0.2, steps=steps)
     w_closed = ridge(x, y, n * strength / 2)
     w_l1, _ = gradient_descent(x, y, regularization.create("proximal_l1", strength=strength), lr=0.2, steps=steps)
     gap = float(np.abs(w_l2 - w_closed).max())
@@ -84,8 +84,9 @@ def regularization_lab(quick: bool = False) -> LabResult:
     a1.set(title="L2 (ridge, closed form)", xlabel="strength s", ylabel="weight")
     a2.set(title="L1 (lasso path)", xlabel="strength s")
     fig_c, ax = html.figure(5.5, 3.2)
-    ax.semilogy(np.maximum(moves, 1e-300))
-    ax.set(xlabel="gradient-descent step", ylabel="‖w_t − w_{t−1}‖", title="gradient descent on the L2 objective")
+    ax.semilogy(np.arange(1, steps + 1), np.maximum(np.linalg.norm(path - w_closed, axis=1), 1e-17))
+    ax.set(xlabel="gradient-descent step", ylabel="‖w_t − w_closed‖ (floor 1e-17)",
+           title="gradient descent on the L2 objective")
     return LabResult(
         "regularization", "L1 vs L2 regularization",
         "An L2 penalty (ridge regression, Hoerl & Kennard 1970; Tikhonov regularization) shrinks all weights and "

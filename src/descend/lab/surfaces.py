@@ -177,8 +177,8 @@ def _contour(surface: Surface, paths: dict) -> object:
 
 def _lengths_figure(lengths: dict) -> object:
     fig, ax = html.figure(5.5, 3.5)
-    for name, values in lengths.items():
-        ax.loglog(np.arange(1, len(values) + 1), values, label=name)
+    for name, values in lengths.items():   # the same colour per optimizer as in the contour plots
+        ax.loglog(np.arange(1, len(values) + 1), values, label=name, color=f"C{OPTIMIZERS.index(name)}")
     ax.set(xlabel="step t", ylabel="‖Δw‖")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
