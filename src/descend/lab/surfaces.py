@@ -111,8 +111,8 @@ def step_lengths(name: str, steps: int, lr: float = 0.1) -> np.ndarray:
 
 
 def run(quick: bool = False) -> LabResult:
-    steps = 1000 if quick else 3000
-    rates = np.logspace(-3, 0, 7 if quick else 13)
+    steps = 1000 if quick else 2000
+    rates = np.logspace(-3, 0, 7 if quick else 10)
     names = QUICK if quick else OPTIMIZERS
     table_rows, best_paths, measured = [], {}, {"steps": {}, "best_lr": {}, "max_steps": steps}
     for name in names:
