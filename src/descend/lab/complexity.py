@@ -85,14 +85,19 @@ def bias_variance_lab(quick: bool = False) -> LabResult:
     best = min(degrees, key=lambda d: poly[d].expected_loss)
     widths = axes["MLP width"]
     w_lo, w_hi = min(widths), max(widths)
+    w_peak = max(widths, key=lambda w: widths[w].variance_init)
+    data_parts = [t.variance_data for t in widths.values()]
     findings = [
         f"Polynomial degree 1 → 5 → 9 (test points in [1, 9]): bias² {max(poly[1].bias, 0):.3g} → "
         f"{max(poly[5].bias, 0):.3g} → {max(poly[9].bias, 0):.3g}, variance {poly[1].variance:.3g} → "
         f"{poly[5].variance:.3g} → {poly[9].variance:.3g}; the expected test loss is lowest at degree {best} "
         f"({poly[best].expected_loss:.3g}; noise σ² = {poly[best].noise:.3g}).",
-        f"MLP width {w_lo} → {w_hi} ({reps if not quick else 8} data sets × 2 initialisations): variance from "
-        f"initialisation {widths[w_lo].variance_init:.3g} → {widths[w_hi].variance_init:.3g}, variance from the "
-        f"data sample {widths[w_lo].variance_data:.3g} → {widths[w_hi].variance_data:.3g}.",
+        f"MLP width {w_lo} → {w_hi} ({reps if not quick else 8} data sets × 2 initialisations): the variance from "
+        f"initialisation goes {widths[w_lo].variance_init:.3g} → {widths[w_hi].variance_init:.3g}"
+        + (f" (peak {widths[w_peak].variance_init:.3g} at width {w_peak})" if w_peak not in (w_lo, w_hi) else "")
+        + f", while the variance from the data sample stays between "
+        f"{min(data_parts):.3g} and {max(data_parts):.3g}; the test loss goes {widths[w_lo].expected_loss:.3g} → "
+        f"{widths[w_hi].expected_loss:.3g}.",
         "Each term's 95% bootstrap interval over the training sets is in lab.json; bias² and the data variance "
         "are corrected for the finite number of repetitions, so their sum matches the measured loss in "
         "expectation (a small bias² can then come out slightly below zero; it is shown as 0 here).",
