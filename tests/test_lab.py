@@ -35,6 +35,7 @@ def test_polynomial_variance_grows_and_bias_falls_with_degree():
     assert terms[1].noise == pytest.approx(0.2, rel=0.15)   # σ² of N(0, 0.2)
 
 
+@pytest.mark.slow  # trains 12 networks for 1000 full-batch steps
 def test_network_variance_splits_into_initialisation_and_data_over_training():
     """Untrained networks differ by their initialisation only; trained ones mostly by their data sample."""
     terms = complexity.network_terms(6, 2, epochs=1000, snapshots=(1, 1000), decays=(), width=32)

@@ -19,7 +19,7 @@ RATES = {"too small": 1e-4, "good": 0.5, "too large": 2.5, "divergent": 10.0}
 
 def learning_rates_lab(quick: bool = False) -> LabResult:
     bundle = data.load("digits", val_fraction=0.2, seed=0)
-    epochs = 5 if quick else 20
+    epochs = 3 if quick else 20
     curves, rows = {}, []
     for label, lr in RATES.items():
         trainer = Trainer(models.mlp([64]), loss="cross_entropy", optimizer=optim.create("gd", lr=lr),
