@@ -30,7 +30,56 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--out", default=".", help="folder for doctor.json and doctor.html (default: here)")
     doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a recipe field (repeatable)")
+    _reports_parsers(sub)
     return parser
+
+
+# --- report, compare, lab (descend.report, descend.lab) -------------------------------------------------------
+def _reports_parsers(sub) -> None:
+    report = sub.add_parser("report", help="write report.html for a run directory")
+    report.add_argument("run_dir", help="a run directory written by `descend run`")
+    compare = sub.add_parser("compare", help="train recipe variants over several seeds and compare them fairly")
+    compare.add_argument("recipe", help="the baseline TOML recipe")
+    compare.add_argument("--vary", action="append", default=[], metavar="FIELD=V1,V2,...",
+                         help="a recipe field and the values to try, e.g. optimizer.name=sgd,adam (repeatable: "
+                              "the variants are all combinations)")
+    compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                         help="override a recipe field in every variant (repeatable)")
+    compare.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
+    compare.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    compare.add_argument("--out", help="output directory (default runs/compare-<name>-<timestamp>)")
+    lab = sub.add_parser("lab", help="reproduce a classic training experiment as a report (no name: list them)")
+    lab.add_argument("name", nargs="?", help="the lab to run")
+    lab.add_argument("--out", help="output directory (default runs/lab-<name>)")
+    lab.add_argument("--quick", action="store_true", help="fewer repetitions and steps (seconds, for tests)")
+
+
+def _reports(args) -> int:
+    if args.command == "report":
+        from .report.run import write_run_report
+
+        print(write_run_report(args.run_dir))
+        return 0
+    if args.command == "compare":
+        from .lab.compare import compare_recipe
+
+        outcome = compare_recipe(args.recipe, args.vary, args.overrides, seeds=args.seeds, jobs=args.jobs,
+                                 out=args.out)
+        for row in outcome["variants"]:
+            print(f"{row['rank']:>3}  {row['name']:<40} {row['summary']}")
+        print(f"-> {outcome['report']}")
+        return 0
+    from . import lab
+
+    if args.name is None:
+        for name, (_, _, about) in lab.LABS.items():
+            print(f"{name:<16} {about}")
+        return 0
+    result = lab.run(args.name, quick=args.quick, out=args.out or f"runs/lab-{args.name}")
+    for line in result.findings:
+        print(line)
+    print(f"done in {result.seconds:.1f}s -> {args.out or f'runs/lab-{args.name}'}/report.html")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "doctor":
             return _doctor(args)
+        if args.command in ("report", "compare", "lab"):
+            return _reports(args)
         return _datasets()
     except UserError as e:
         print(f"descend: error: {e}", file=sys.stderr)
