@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import DivergenceError, Interrupted, UserError
 
@@ -69,7 +70,6 @@ def _tune(args) -> int:
 
 def _cv(args) -> int:
     from datetime import datetime
-    from pathlib import Path
 
     from . import config
     from .tune import cross_validate
@@ -114,7 +114,11 @@ def _run(args) -> int:
     recipe = config.load(args.recipe, args.overrides)
     if args.resume and args.out and args.out != args.resume:
         raise UserError("--resume continues the run in its own directory; leave out --out")
-    summary = experiment.run(recipe, args.resume or args.out, resume=bool(args.resume), quiet=args.quiet)
+    from .train.control import Control
+
+    out = Path(args.resume or args.out or experiment.default_run_dir(recipe))
+    control = Control(out / "control.toml", keys=not args.quiet)  # babysitting: keys, or a control.toml in out
+    summary = experiment.run(recipe, out, resume=bool(args.resume), quiet=args.quiet, callbacks=[control])
     for key, (old, new) in summary["changed"].items():
         print(f"resumed with {key} = {new!r} (was {old!r})")
     final = summary["final"]
