@@ -111,24 +111,21 @@ def leaderboard(table: list[dict], plan: Plan, top: int = 10) -> str:
 
 # ---------------------------------------------------------------------------------------------- tune.html
 def page(study: optuna.Study, table: list[dict], best: dict | None, plan: Plan) -> str:
-    figures = [("Best value so far", _history(table, plan))]
-    figures += [(f"{path} against {plan.metric}", _scatter(table, path, plan)) for path in _paths(table)]
-    importances = _importances(study)
-    if importances:
-        figures.append(("Parameter importance (fANOVA)", _bars(importances)))
     head = (f"<h1>Search: {html.escape(study.study_name)}</h1><p>{plan.sampler} sampler, {plan.pruner} pruner, "
             f"seed {plan.seed}, metric {html.escape(plan.metric)} ({plan.direction})"
             f"{f', {plan.folds}-fold cross-validation' if plan.folds else ''}.</p>")
     if best is not None:
         head += f"<p>Best: trial {best['number']}, {best['value']:.6g}: <code>{html.escape(json.dumps(best['params']))}"
         head += "</code></p>"
-    body = "".join(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'>" for title, png in figures)
+    png = _figure(table, plan, _importances(study))
+    body = ("<p>The best value so far; each parameter against the metric; the parameters' importance.</p>"
+            f"<img src='data:image/png;base64,{png}'>")
     rows_html = "".join(f"<tr><td>{r['number']}</td><td>{r['state']}</td><td>{_cell(r['value'])}</td>"
                         f"<td>{r['epochs'] or ''}</td><td>{html.escape(json.dumps(r['params']))}</td></tr>"
                         for r in table)
     trials = "<h2>Trials</h2><table><tr><th>trial</th><th>state</th><th>value</th><th>epochs</th><th>params</th></tr>"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(study.study_name)}</title>"
-            f"<style>body{{font-family:sans-serif;max-width:1000px;margin:auto}}td,th{{padding:2px 8px;"
+            f"<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}td,th{{padding:2px 8px;"
             f"text-align:left}}</style></head><body>{head}{body}{trials}{rows_html}</table></body></html>")
 
 
@@ -147,59 +144,61 @@ def _importances(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
-def _figure(draw) -> str:
+def _figure(table: list[dict], plan: Plan, importances: dict[str, float]) -> str:
+    """All panels in one figure (one PNG to encode): history, one scatter per parameter, importances."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    draw(ax)
+    paths = _paths(table)
+    panels = 1 + len(paths) + bool(importances)
+    columns = min(panels, 3)
+    rows_ = -(-panels // columns)
+    fig, axes = plt.subplots(rows_, columns, figsize=(4.2 * columns, 3.2 * rows_), squeeze=False)
+    axes = list(axes.flat)
+    _history(axes[0], table, plan)
+    for ax, path in zip(axes[1:], paths):
+        _scatter(ax, table, path, plan)
+    if importances:
+        _bars(axes[len(paths) + 1], importances)
+    for ax in axes[panels:]:
+        ax.axis("off")
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
+    fig.savefig(buffer, format="png", dpi=72)
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _history(table: list[dict], plan: Plan) -> str:
-    done = sorted((r["number"], r["value"]) for r in table if r["state"] == "complete" and r["value"] is not None)
+def _complete(table: list[dict]) -> list[dict]:
+    return [r for r in table if r["state"] == "complete" and r["value"] is not None]
+
+
+def _history(ax, table: list[dict], plan: Plan) -> None:
+    done = sorted((r["number"], r["value"]) for r in _complete(table))
     pick = max if plan.direction == "maximize" else min
     best, curve = None, []
     for _, value in done:
         best = value if best is None else pick(best, value)
         curve.append(best)
-
-    def draw(ax):
-        ax.plot([n for n, _ in done], [v for _, v in done], "o", alpha=0.4, label="trial")
-        ax.step([n for n, _ in done], curve, where="post", label="best so far")
-        ax.set(xlabel="trial", ylabel=plan.metric)
-        ax.legend()
-
-    return _figure(draw)
+    ax.plot([n for n, _ in done], [v for _, v in done], "o", alpha=0.4, label="trial")
+    ax.step([n for n, _ in done], curve, where="post", label="best so far")
+    ax.set(xlabel="trial", ylabel=plan.metric, title="best value so far")
+    ax.legend(fontsize=8)
 
 
-def _scatter(table: list[dict], path: str, plan: Plan) -> str:
-    points = [(r["params"][path], r["value"]) for r in table
-              if r["state"] == "complete" and r["value"] is not None and path in r["params"]]
-
-    def draw(ax):
-        xs = [p for p, _ in points]
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
-        shown = xs if numeric else [json.dumps(x) for x in xs]
-        ax.plot(shown, [v for _, v in points], "o", alpha=0.6)
-        if numeric and xs and min(xs) > 0 and max(xs) / min(xs) > 50:
-            ax.set_xscale("log")
-        ax.set(xlabel=path, ylabel=plan.metric)
-
-    return _figure(draw)
+def _scatter(ax, table: list[dict], path: str, plan: Plan) -> None:
+    points = [(r["params"][path], r["value"]) for r in _complete(table) if path in r["params"]]
+    xs = [p for p, _ in points]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    ax.plot(xs if numeric else [json.dumps(x) for x in xs], [v for _, v in points], "o", alpha=0.6)
+    if numeric and xs and min(xs) > 0 and max(xs) / min(xs) > 50:
+        ax.set_xscale("log")
+    ax.set(xlabel=path, ylabel=plan.metric, title=path)
 
 
-def _bars(importances: dict[str, float]) -> str:
-    def draw(ax):
-        names = list(importances)[::-1]
-        ax.barh(names, [importances[n] for n in names])
-        ax.set(xlabel="importance")
-
-    return _figure(draw)
-
+def _bars(ax, importances: dict[str, float]) -> None:
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names])
+    ax.set(xlabel="importance", title="importance (fANOVA)")

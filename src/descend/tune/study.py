@@ -62,11 +62,29 @@ def storage(url: str, *, heartbeat: int = 10, retries: int = 2) -> optuna.storag
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                              grace_period=3 * heartbeat, heartbeat_stale_trial_callback=retry)
+            store = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                               grace_period=3 * heartbeat, heartbeat_stale_trial_callback=retry)
     except Exception as e:  # sqlalchemy: bad URL, missing driver, refused connection
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot open the study storage {_safe(url)}: {first}") from None
+    if url.startswith("sqlite"):
+        _write_ahead_log(store.engine)
+    return store
+
+
+def _write_ahead_log(engine) -> None:
+    """SQLite in write-ahead-log mode: readers never block the writer (local workers share the file), and a commit
+    is not an fsync (a power cut may lose the last trials, never corrupt the file)."""
+    import sqlalchemy
+
+    def pragmas(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened before the listener get the pragmas when they are made again
 
 
 def _safe(url: str) -> str:
