@@ -1,54 +1,60 @@
-"""One experiment from a recipe: build every part from the config, train, and write the run directory.
+"""One experiment from a recipe: load the data, build every part, train, and return a typed :class:`Result`.
 
-``runs/<name>-<timestamp>/`` (or ``--out``) holds ``config.toml`` (the resolved recipe), ``metrics.jsonl``,
-TensorBoard event files under ``tb/``, ``model.safetensors`` (final weights) and ``summary.json``. Everything is
-built before the directory is made, so a mistake in the recipe leaves nothing behind.
+Made to be called many times in one process (a search, cross-validation, a comparison over seeds, the doctor)::
+
+    data = experiment.load_data(config)                   # once
+    for trial in trials:
+        result = experiment.build(trial_config, data).fit()  # nothing touches the disk
+        result.final["val_accuracy"]
+
+``fit(out=...)`` writes a run directory through :class:`descend.rundir.RunDirectory` (config, metrics,
+TensorBoard, checkpoints, summary, weights); :func:`run` is what ``descend run`` calls. Everything is built
+before a run directory is made, so a mistake in the recipe leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import platform
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import __version__, models, schedules
+from . import __version__, models
 from . import config as cfg
 from . import data as datasets
-from .errors import DivergenceError, UserError
-from .train import Trainer
+from .errors import UserError
+from .train import History, Trainer
 from .train.callbacks import EarlyStopping
-from .train.checkpoint import save_weights
-from .train.logs import MetricsFile, ProgressBar, TensorBoard
 from .train.metrics import num_outputs, resolve_loss
-from .train.state import Checkpoints
 
 
-@dataclass
-class Experiment:
-    """Everything a recipe describes, built and ready to train."""
+@contextlib.contextmanager
+def _section(name: str):
+    """Name the recipe section in a part's error, as config errors do."""
+    try:
+        yield
+    except UserError as e:
+        raise UserError(f"[{name}] {e}") from None
 
-    config: cfg.Config
-    data: datasets.DataBundle
-    trainer: Trainer
-    early_stopping: EarlyStopping | None
+
+def load_data(config: cfg.Config) -> datasets.DataBundle:
+    """The data a recipe asks for, split and scaled: load it once and pass it to many :func:`build` calls."""
+    c = config.data
+    with _section("data"):
+        return datasets.load(c.name, val_fraction=c.val_fraction, test_fraction=c.test_fraction, scale=c.scale,
+                             seed=config.seed, target=c.target, features=c.features, task=c.task, **c.options)
 
 
-def build(config: cfg.Config, out: Path | None = None) -> Experiment:
-    """Load the data and build model, optimizer, schedule, regularizer, augmentation and callbacks.
+def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experiment:
+    """Build model, optimizer, schedule, regularizer, augmentation and callbacks from the recipe.
 
-    With ``out``, the trainer writes checkpoints to ``out/checkpoints``.
+    ``data`` (a bundle from :func:`load_data`, or a cross-validation fold) is used as it is; without it the data is
+    loaded. Nothing is written anywhere.
     """
     c = config
-    with _section("data"):
-        bundle = datasets.load(c.data.name, val_fraction=c.data.val_fraction, test_fraction=c.data.test_fraction,
-                               scale=c.data.scale, seed=c.seed, target=c.data.target, features=c.data.features,
-                               task=c.data.task, **c.data.options)
+    bundle = data if data is not None else load_data(config)
     info = bundle.info
     with _section("train"):
         loss = resolve_loss(c.train.loss, info.task)
@@ -65,128 +71,134 @@ def build(config: cfg.Config, out: Path | None = None) -> Experiment:
         callbacks=[stopper] if stopper else [],
         clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
         device=c.train.device, precision=c.train.precision, seed=c.seed,
-        deterministic=c.train.deterministic, log_every=c.train.log_every,
-        checkpoints=Checkpoints(out / "checkpoints", every=c.train.checkpoint_every, unit=c.train.checkpoint_unit,
-                                monitor=stopper.monitor if stopper else None,
-                                mode=stopper.mode if stopper else "auto") if out is not None else None,
-        on_divergence=c.train.on_divergence if out is not None else "stop", max_rollbacks=c.train.max_rollbacks)
+        deterministic=c.train.deterministic, log_every=c.train.log_every)
     return Experiment(config, bundle, trainer, stopper)
 
 
-@contextlib.contextmanager
-def _section(name: str):
-    """Name the recipe section in a part's error, as config errors do."""
-    try:
-        yield
-    except UserError as e:
-        raise UserError(f"[{name}] {e}") from None
+@dataclass
+class Result:
+    """What a fit gives back: the history, final metrics (``train_*``, ``val_*``; ``test_*`` for a run directory),
+    the best epoch of the monitored value, training seconds, the trainer (with its model), and where it was
+    written (``run_dir``, None when nothing was)."""
+
+    history: History
+    final: dict[str, float]
+    best: dict
+    seconds: float
+    trainer: Trainer
+    status: str = "finished"  # or "stopped_early"
+    run_dir: Path | None = None
+    about: dict = field(default_factory=dict)  # recipe name, dataset, task
+
+    def summary(self) -> dict:
+        """The JSON-able summary a run directory's ``summary.json`` holds."""
+        trainer = self.trainer
+        return {
+            **self.about,
+            "status": self.status,
+            "epochs_run": len(self.history),
+            "final": self.final,
+            "best": self.best,
+            "train_seconds": round(self.seconds, 3),
+            "parameters": models.count_parameters(trainer.model),
+            **({"sparsity": trainer.regularizer.sparsity(trainer.model)} if trainer.regularizer is not None else {}),
+            "device": str(trainer.device),
+            "versions": versions(),
+        }
 
 
-def default_run_dir(config: cfg.Config, root: str | Path = "runs") -> Path:
-    return Path(root) / f"{config.name or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
+@dataclass
+class Experiment:
+    """Everything a recipe describes, built and ready to train (:func:`build`)."""
+
+    config: cfg.Config
+    data: datasets.DataBundle
+    trainer: Trainer
+    early_stopping: EarlyStopping | None
+
+    def fit(self, callbacks=(), out: str | Path | None = None, *, resume: bool = False,
+            progress: bool = False, stream=None) -> Result:
+        """Train for ``train.epochs`` epochs with the extra ``callbacks``; returns the :class:`Result`.
+
+        Without ``out`` nothing touches the disk (``on_divergence = "rollback"`` then acts as ``"stop"``: it needs
+        the checkpoints of a run directory). With ``out`` the run directory is written (``resume=True`` continues
+        the run there). ``progress`` shows a progress bar (a terminal) or one line per epoch. Raises
+        :class:`~descend.errors.DivergenceError` when the loss becomes non-finite.
+        """
+        from .rundir import RunDirectory  # the writer sits above the experiment; imported when a run is written
+
+        c, trainer = self.config, self.trainer
+        writer = RunDirectory(Path(out), c, resume=resume) if out is not None else None
+        extra = list(callbacks)
+        if writer is not None:
+            extra += writer.prepare(self)
+        if progress:
+            from .train.logs import ProgressBar
+
+            extra.append(ProgressBar(c.train.epochs, stream=stream))
+        trainer.callbacks += extra
+        trainer.on_divergence = c.train.on_divergence if trainer.checkpoints is not None else "stop"
+        trainer.max_rollbacks = c.train.max_rollbacks
+        started = time.perf_counter()
+        try:
+            trainer.fit(self.data.train, self.data.val, epochs=c.train.epochs, batch_size=c.train.batch_size,
+                        shuffle=c.train.shuffle, drop_last=c.train.drop_last,
+                        resume=writer.path if writer is not None and resume else None)
+        except Exception as e:
+            if writer is not None:
+                writer.failed(self, e)
+            raise
+        finally:
+            trainer.callbacks = [cb for cb in trainer.callbacks if cb not in extra]
+        result = self._result(time.perf_counter() - started)
+        if writer is not None:
+            writer.finish(self, result)  # adds test_* to result.final and sets result.run_dir
+        return result
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Loss and metrics of the trained model on ``split`` ("train", "val" or "test"), keys prefixed by it."""
+        data = getattr(self.data, split, None) if split in ("train", "val", "test") else None
+        if data is None or not len(data):
+            raise UserError(f"this experiment has no {split!r} split to evaluate")
+        return self.trainer.evaluate(data, prefix=f"{split}_")
+
+    def _result(self, seconds: float) -> Result:
+        trainer, bundle, stopper = self.trainer, self.data, self.early_stopping
+        final = {}
+        for name in ("train", "val"):
+            split = getattr(bundle, name)
+            if split is not None and len(split):
+                final.update(trainer.evaluate(split, prefix=f"{name}_"))
+        if stopper is not None and stopper.best_epoch is not None:
+            best = stopper.summary()
+        else:
+            monitor = "val_loss" if bundle.val is not None and len(bundle.val) else "train_loss"
+            row = trainer.history.best(monitor)
+            best = {"monitor": monitor, "best_value": row[monitor], "best_epoch": row["epoch"]}
+        status = "stopped_early" if stopper is not None and stopper.stopped_epoch is not None else "finished"
+        about = {"name": self.config.name, "dataset": bundle.info.name, "task": bundle.info.task}
+        return Result(trainer.history, final, best, seconds, trainer, status, about=about)
 
 
 def run(config: cfg.Config, out: str | Path | None = None, *, resume: bool = False, quiet: bool = False,
         stream=None, callbacks=()) -> dict:
-    """Train the recipe and write its run directory; returns the summary.
+    """Train the recipe and write its run directory (what ``descend run`` does); returns the summary.
 
-    ``resume=True`` continues the run in ``out`` from its last checkpoint; fields that shape the computation
-    (data, model, optimizer, …) must equal the run's recorded recipe, others (epochs, patience, …) may change and
-    are reported under ``"changed"``.
+    ``out`` defaults to ``runs/<name>-<timestamp>``. ``resume=True`` continues the run in ``out`` from its last
+    checkpoint; fields that shape the computation (data, model, optimizer, …) must equal the run's recorded recipe,
+    others (epochs, patience, …) may change and are reported under ``"changed"``.
     """
+    from .rundir import check_resume, default_run_dir
+
     out = Path(out) if out is not None else default_run_dir(config)
     changed = check_resume(config, out) if resume else {}
     if not resume and (out / "metrics.jsonl").exists():
         raise UserError(f"{out} already holds a run; choose another --out directory, or continue it with --resume")
-    exp = build(config, out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the run directory {out}: {e.strerror}") from None
-    (out / "config.toml").write_text(cfg.dump(config))
-    trainer = exp.trainer
-    if trainer.schedule is not None:
-        steps = len(datasets.Batches(exp.data.train, config.train.batch_size, drop_last=config.train.drop_last))
-        schedules.plot(trainer.schedule, steps_per_epoch=steps, total_steps=steps * config.train.epochs,
-                       base_lr=config.optimizer.options.get("lr", 1.0), path=out / "schedule.png")
-    trainer.callbacks += [MetricsFile(out / "metrics.jsonl"), TensorBoard(out / "tb"), *callbacks]
-    if not quiet:
-        trainer.callbacks.append(ProgressBar(config.train.epochs, stream=stream))
-    started = time.perf_counter()
-    try:
-        trainer.fit(exp.data.train, exp.data.val, epochs=config.train.epochs, batch_size=config.train.batch_size,
-                    shuffle=config.train.shuffle, drop_last=config.train.drop_last,
-                    resume=out if resume else None)
-    except DivergenceError as e:
-        failed = {"name": config.name, "status": "diverged", "error": str(e), "epochs_run": len(trainer.history),
-                  "step": trainer.global_step, "checkpoints": _listing(out / "checkpoints")}
-        (out / "summary.json").write_text(json.dumps(failed, indent=2) + "\n")
-        raise
-    seconds = time.perf_counter() - started
-    save_weights(trainer.model, out / "model.safetensors")
-    summary = summarize(exp, seconds)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return {**summary, "run_dir": str(out), "changed": changed}
+    result = build(config).fit(callbacks, out, resume=resume, progress=not quiet, stream=stream)
+    return {**result.summary(), "run_dir": str(out), "changed": changed}
 
 
-# Fields a resumed run may change; every other field shapes the computation and must stay as recorded.
-RESUMABLE = ("name", "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_unit",
-             "train.on_divergence", "train.max_rollbacks", "train.device", "early_stopping.patience",
-             "early_stopping.min_delta", "early_stopping.restore_best")
+def versions() -> dict[str, str]:
+    import platform
 
-
-def check_resume(config: cfg.Config, out: Path) -> dict[str, tuple]:
-    """The recorded recipe of the run in ``out`` against ``config``: fixed fields must match; returns the changes."""
-    recorded = out / "config.toml"
-    if not recorded.is_file():
-        raise UserError(f"cannot resume: {out} holds no run (no config.toml); give the run directory to --resume")
-    before, now = _flat(cfg.load(recorded).model_dump()), _flat(config.model_dump())
-    changed = {key: (before.get(key), now.get(key)) for key in sorted(set(before) | set(now))
-               if before.get(key) != now.get(key)}
-    fixed = [f"{key} ({old!r} -> {new!r})" for key, (old, new) in changed.items() if key not in RESUMABLE]
-    if fixed:
-        raise UserError(f"cannot resume {out} with a different {', '.join(fixed)}: these fields shape the training "
-                        f"and must stay as recorded; only {', '.join(RESUMABLE)} may change")
-    return changed
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _listing(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.glob("*.safetensors")) if directory.is_dir() else []
-
-
-def summarize(exp: Experiment, seconds: float) -> dict:
-    """Final train/val/test metrics, best epoch, training time, size and versions."""
-    trainer, bundle = exp.trainer, exp.data
-    final = {}
-    for prefix, split in (("train_", bundle.train), ("val_", bundle.val), ("test_", bundle.test)):
-        if split is not None and len(split):
-            final.update(trainer.evaluate(split, prefix=prefix))
-    if exp.early_stopping is not None and exp.early_stopping.best_epoch is not None:
-        best = exp.early_stopping.summary()
-    else:
-        monitor = "val_loss" if bundle.val is not None and len(bundle.val) else "train_loss"
-        row = trainer.history.best(monitor)
-        best = {"monitor": monitor, "best_value": row[monitor], "best_epoch": row["epoch"]}
-    return {
-        "name": exp.config.name,
-        "dataset": bundle.info.name,
-        "task": bundle.info.task,
-        "epochs_run": len(trainer.history),
-        "final": final,
-        "best": best,
-        "train_seconds": round(seconds, 3),
-        "parameters": models.count_parameters(trainer.model),
-        **({"sparsity": trainer.regularizer.sparsity(trainer.model)} if trainer.regularizer is not None else {}),
-        "device": str(trainer.device),
-        "versions": {"descend": __version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
+    return {"descend": __version__, "torch": torch.__version__, "python": platform.python_version()}

@@ -1,11 +1,25 @@
 """Callbacks: small objects that hang off the trainer's named events.
 
-The trainer calls, in order: ``on_fit_start`` once, then per epoch ``on_epoch_start``, ``on_batch_end`` after
-every optimizer step, ``on_epoch_end`` with the epoch's logged values, and ``on_fit_end`` once (also when a
-callback stopped training early). A callback reads the trainer's public attributes (``model``, ``optimizer``,
-``epoch``, ``global_step``, ``history``) and may set ``trainer.stop_training = True``; it never reaches into
-the loop's locals. ``state_dict``/``load_state_dict`` hold everything a resumed run needs (tensors and JSON
-values only).
+The trainer calls, in order::
+
+    on_fit_start
+    per epoch:   on_epoch_start
+                 per step:  forward, loss, backward -> on_after_backward -> clip, optimizer step -> on_batch_end
+                 on_validation_start -> validation pass -> on_validation_end(logs)   (when there is validation data)
+                 on_epoch_end(logs)
+    on_fit_end   (also when a callback stopped training early)
+
+``on_after_backward`` sees the gradients (``p.grad``) before clipping and the step. ``on_validation_end`` gets that
+pass's ``val_*`` values; a callback may add its own (``logs["val_avg_loss"] = ...``), and they join the epoch's
+logs. ``on_epoch_end`` gets the epoch's values; a callback may add values there too, and they are logged to
+``metrics.jsonl``, TensorBoard and the history like any other, because the logging callbacks run after the others.
+
+Callbacks run by ascending ``order`` (ties keep list order): user callbacks 0, logs 90, checkpoints 100, so a
+checkpoint holds what every other callback did in that epoch. A callback reads the trainer's public attributes
+(``model``, ``optimizer``, ``epoch``, ``global_step``, ``history``, ``step_loss``, ``train_batches()``) and may
+set ``trainer.stop_training = True``; it never reaches into the loop's locals. ``state_dict``/``load_state_dict``
+hold everything a resumed run needs (tensors and JSON values only). Events a callback does not override cost
+nothing per step.
 """
 
 from __future__ import annotations
@@ -13,9 +27,14 @@ from __future__ import annotations
 from descend.errors import UserError
 from descend.schedules import check_number, improved, read_metric, resolve_mode
 
+EVENTS = ("on_fit_start", "on_epoch_start", "on_after_backward", "on_batch_end", "on_validation_start",
+          "on_validation_end", "on_epoch_end", "on_fit_end")
+
 
 class Callback:
     """Base class: every event is a no-op, every callback is stateless unless it says otherwise."""
+
+    order = 0  # callbacks run by ascending order: user callbacks 0, logs 90, checkpoints 100
 
     def on_fit_start(self, trainer) -> None:
         pass
@@ -23,7 +42,16 @@ class Callback:
     def on_epoch_start(self, trainer) -> None:
         pass
 
+    def on_after_backward(self, trainer) -> None:
+        pass
+
     def on_batch_end(self, trainer) -> None:
+        pass
+
+    def on_validation_start(self, trainer) -> None:
+        pass
+
+    def on_validation_end(self, trainer, logs: dict[str, float]) -> None:
         pass
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:

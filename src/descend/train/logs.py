@@ -29,6 +29,8 @@ class MetricsFile(Callback):
     comes from its checkpoint) continues the file with no duplicate and no missing epoch.
     """
 
+    order = 90  # after every callback that adds values to the logs
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
@@ -47,6 +49,8 @@ def _row(logs: dict) -> str:
 
 class TensorBoard(Callback):
     """Scalars per epoch under ``log_dir`` (``tensorboard --logdir runs/``): ``loss/train``, ``accuracy/val``, …"""
+
+    order = 90
 
     def __init__(self, log_dir: str | Path):
         self.log_dir = Path(log_dir)
@@ -74,6 +78,8 @@ class TensorBoard(Callback):
 
 class ProgressBar(Callback):
     """A rich progress bar (epoch, step, loss, metrics, ETA) on a terminal; one plain line per epoch otherwise."""
+
+    order = 90
 
     def __init__(self, total_epochs: int, *, stream=None, force_plain: bool = False):
         self.total_epochs = total_epochs

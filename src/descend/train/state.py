@@ -20,16 +20,21 @@ from pathlib import Path
 
 from ..errors import UserError
 from . import checkpoint, rng
+from .callbacks import Callback
 
 UNITS = ("epoch", "step")
 
 
-class Checkpoints:
+class Checkpoints(Callback):
     """Write ``last`` every ``every`` steps or epochs (``unit``), and ``best`` when ``monitor`` improves.
 
+    A callback that runs after every other one (``order = 100``), so a checkpoint holds what they did in the epoch.
     ``monitor`` defaults to ``val_loss`` (``train_loss`` without validation data); ``mode`` is inferred like
-    early stopping's (losses and errors: min; accuracy, R²: max).
+    early stopping's (losses and errors: min; accuracy, R²: max). Its own state (the best value) travels in the
+    checkpoint itself, not among the callbacks' states.
     """
+
+    order = 100
 
     def __init__(self, directory: str | Path, *, every: int = 1, unit: str = "epoch", monitor: str | None = None,
                  mode: str = "auto"):
@@ -50,12 +55,11 @@ class Checkpoints:
     def best(self) -> Path:
         return self.directory / "best.safetensors"
 
-    def after_step(self, trainer) -> None:
+    def on_batch_end(self, trainer) -> None:
         if self.unit == "step" and trainer.global_step % self.every == 0:
             self.write(trainer, self.last)
 
-    def after_epoch(self, trainer, logs: dict[str, float]) -> None:
-        """Called once the epoch is complete (``trainer.epoch`` already counts it)."""
+    def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
         monitor = self.monitor or ("val_loss" if "val_loss" in logs else "train_loss")
         value = logs.get(monitor)
         if value is None:
@@ -66,7 +70,7 @@ class Checkpoints:
         if math.isfinite(value) and better:
             self.best_value = value
             paths.append(self.best)
-        if self.unit == "epoch" and trainer.epoch % self.every == 0:
+        if self.unit == "epoch" and (trainer.epoch + 1) % self.every == 0:
             paths.append(self.last)
         self.write(trainer, *paths)
 

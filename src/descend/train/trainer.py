@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -21,46 +20,14 @@ from torch import nn
 from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
-from . import checkpoint, state
-from .callbacks import Callback
+from . import checkpoint, divergence, state
+from .callbacks import EVENTS, Callback
+from .checks import as_split, check_data, check_shapes, resolve_device
 from .history import History
 from .metrics import LOSSES, MetricSums, num_outputs, resolve_loss
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU; a named device must exist."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    kind = str(device).split(":")[0]
-    if kind not in DEVICES:
-        raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' was asked for but no CUDA GPU is available; use device = \"auto\" or \"cpu\"")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("device 'mps' was asked for but MPS is not available; use device = \"auto\" or \"cpu\"")
-    return torch.device(device)
-
-
-def as_split(data, what: str) -> Split:
-    """A :class:`~descend.data.Split` from a Split or an ``(x, y)`` pair (integer y: classification)."""
-    if isinstance(data, Split):
-        return data
-    if isinstance(data, Sequence) and len(data) == 2:
-        x, y = (torch.as_tensor(v) for v in data)
-        if y.dtype.is_floating_point:
-            return Split(x.float(), y.float(), "regression", None)
-        classes = int(y.max()) + 1 if y.numel() else 0
-        return Split(x.float(), y.long(), "classification", classes)
-    raise UserError(f"{what} must be a descend.data.Split or an (x, y) pair of tensors, got {type(data).__name__}")
+PER_STEP = ("on_after_backward", "on_batch_end")
 
 
 class Trainer:
@@ -71,7 +38,9 @@ class Trainer:
     parameters, a spec from :func:`descend.optim.create` (bound to the model here), or None for Adam(lr=1e-3).
     ``loss`` is one of ``cross_entropy``, ``binary_cross_entropy``, ``mse``, ``mae`` (default from the task).
     ``seed`` fixes initialisation of spec models, data order, dropout and augmentation; ``deterministic=True``
-    also asks torch for deterministic kernels, so two runs on the CPU are bit-identical.
+    also asks torch for deterministic kernels, so two runs on the CPU are bit-identical. ``checkpoints`` (a
+    :class:`~descend.train.state.Checkpoints`) is a callback like any other, given here for convenience;
+    ``on_divergence="rollback"`` needs one, to reload from.
     """
 
     def __init__(self, model, *, loss: str | None = None, optimizer=None, schedule=None,
@@ -89,7 +58,7 @@ class Trainer:
                 raise UserError(f"{name} must be > 0, got {value}")
         if log_every < 1:
             raise UserError(f"log_every must be >= 1, got {log_every}")
-        if on_divergence not in ("stop", "rollback"):
+        if on_divergence not in divergence.ACTIONS:
             raise UserError(f"on_divergence must be 'stop' or 'rollback', got {on_divergence!r}")
         if on_divergence == "rollback" and checkpoints is None:
             raise UserError("on_divergence='rollback' reloads the last checkpoint: pass checkpoints=Checkpoints(...)")
@@ -103,11 +72,11 @@ class Trainer:
         self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
         self._optimizer_spec = None if self.optimizer else (optimizer or optim.create("adam", lr=1e-3))
         self.loss, self.schedule, self.regularizer, self.augment = loss, schedule, regularizer, augment
-        self.callbacks = list(callbacks)
+        self.callbacks = list(callbacks) + ([checkpoints] if checkpoints is not None else [])
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
         self.device = resolve_device(device)
         self.precision, self.seed, self.deterministic, self.log_every = precision, seed, deterministic, log_every
-        self.checkpoints, self.on_divergence, self.max_rollbacks = checkpoints, on_divergence, max_rollbacks
+        self.on_divergence, self.max_rollbacks = on_divergence, max_rollbacks
         self.rollbacks = 0         # divergence rollbacks so far
         self.stop_signal = None    # set by SIGINT/SIGTERM during fit; the loop stops at the next step boundary
         self.history = History()
@@ -115,10 +84,19 @@ class Trainer:
         self.global_step = 0       # optimizer steps taken
         self.batch_index = 0       # batches done in the running epoch
         self.last_loss = math.nan  # training loss, refreshed every log_every steps and at epoch ends
+        self.step_loss = None      # the current step's loss (detached, on the device) while per-step events run
         self.stop_training = False
         self.task: str | None = None
         self.steps_per_epoch = 0
         self.total_steps = 0
+        self._epoch_done = False   # the running epoch is complete (its on_epoch_end events are under way)
+        self._train: Split | None = None
+        self._batch_size: int | str = 128
+
+    @property
+    def checkpoints(self) -> state.Checkpoints | None:
+        """The checkpoint callback, if any (the trainer writes ``last`` to it on a stop signal)."""
+        return next((cb for cb in self.callbacks if isinstance(cb, state.Checkpoints)), None)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
@@ -132,6 +110,7 @@ class Trainer:
         train = self._prepare(as_split(train, "train"))
         val = self._prepare(as_split(val, "val")) if val is not None else None
         batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
+        self._train, self._batch_size = train, batch_size
         with self._determinism(), state.stop_on_signals(self):
             self._start(batches, epochs)
             if resume is not None:
@@ -142,9 +121,9 @@ class Trainer:
                 try:
                     self._run_epoch(batches, val)
                 except DivergenceError as diverged:
-                    if not self._can_roll_back():
+                    if not divergence.can_roll_back(self):
                         raise
-                    self._roll_back(diverged)
+                    divergence.roll_back(self, diverged)
             self._event("on_fit_end")
         return self.history
 
@@ -155,19 +134,22 @@ class Trainer:
             self._sums = self._fresh_sums()
         logs = {"epoch": self.epoch, **self._train_epoch(batches)}
         if val is not None:
-            logs.update(self._evaluate(val, prefix="val_"))
+            self._event("on_validation_start")
+            val_logs = self._evaluate(val, prefix="val_")
+            self._event("on_validation_end", val_logs)
+            logs.update(val_logs)
         logs.update(step=self.global_step, lr=self.optimizer.param_groups[0]["lr"],
                     seconds=time.perf_counter() - started)
-        self.history.append(logs)
+        self.history.append(logs)   # the same dict: values callbacks add below show in the history too
         if self.schedule is not None:
             self.schedule.observe(logs)
+        self._epoch_done = True     # a checkpoint written from here on resumes at the next epoch
         self._event("on_epoch_end", logs)
-        self.epoch, self.batch_index = self.epoch + 1, 0
-        if self.checkpoints is not None:
-            self.checkpoints.after_epoch(self, logs)
+        self.epoch, self.batch_index, self._epoch_done = self.epoch + 1, 0, False
 
     def _train_epoch(self, batches: Batches) -> dict[str, float]:
         model, opt, sums = self.model, self.optimizer, self._sums
+        after_backward, batch_end = self._handlers["on_after_backward"], self._handlers["on_batch_end"]
         model.train()
         for x, y in batches.epoch(self.epoch, start=self.batch_index):
             lr = self._set_lr()
@@ -180,6 +162,10 @@ class Trainer:
             loss = data_loss if penalty is None else data_loss + penalty
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if after_backward or batch_end:
+                self.step_loss = loss.detach()
+                for handler in after_backward:
+                    handler(self)
             norm = self._clip()
             if getattr(opt, "needs_closure", False):
                 opt.step(lambda x=x, y=y: self._closure_loss(x, y))
@@ -192,17 +178,16 @@ class Trainer:
             if norm is not None:
                 sums["grad_norm"] += torch.stack([norm.detach().float(), torch.ones((), device=norm.device)])
             sums["metrics"].update(out, y, data_loss)
-            self._watch(loss)
+            self._watch.update(loss)
             self.global_step, self.batch_index = self.global_step + 1, self.batch_index + 1
             if self.global_step % self.log_every == 0:
-                self.check_finite()
-            self._event("on_batch_end")
-            if self.checkpoints is not None:
-                self.checkpoints.after_step(self)
+                self.check_finite()  # note: a host sync, every log_every steps only
+            for handler in batch_end:
+                handler(self)
             if self.stop_signal is not None:
                 self._stop_for_signal()
         self.check_finite()
-        logs = sums["metrics"].compute("train_")
+        logs = sums["metrics"].compute("train_")  # note: the epoch's one host sync for the training sums
         if self.regularizer is not None:
             total, samples = sums["penalty"].tolist()
             logs["train_penalty"] = total / max(samples, 1.0)
@@ -231,36 +216,33 @@ class Trainer:
         self.epochs += n
 
     def _stop_for_signal(self) -> None:
-        path = None
-        if self.checkpoints is not None:
-            self.checkpoints.write(self, self.checkpoints.last)
-            path = self.checkpoints.last
-        raise Interrupted(self.stop_signal, path)
+        keeper = self.checkpoints
+        if keeper is not None:
+            keeper.write(self, keeper.last)
+        raise Interrupted(self.stop_signal, keeper.last if keeper is not None else None)
 
-    def _can_roll_back(self) -> bool:
-        last = self.checkpoints.last if self.checkpoints is not None else None
-        return self.on_divergence == "rollback" and self.rollbacks < self.max_rollbacks and last.is_file()
+    def train_batches(self, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The training split as ``(x, y)`` batches on the device, in a fixed order, without augmentation.
 
-    def _roll_back(self, diverged: DivergenceError) -> None:
-        """Reload ``last`` and halve the learning rate (``on_divergence="rollback"``)."""
-        rollbacks, last = self.rollbacks + 1, self.checkpoints.last
-        self.load_state_dict(checkpoint.load(last, device=self.device))
-        self.rollbacks = rollbacks
-        self._base_lrs = [lr * 0.5 for lr in self._base_lrs]
-        warnings.warn(f"{diverged} Rolled back to {last} (epoch {self.epoch}, step {self.global_step}) with the "
-                      f"learning rate halved to {self._base_lrs[0]:.3g} (rollback {rollbacks} of "
-                      f"{self.max_rollbacks}).", RuntimeWarning, stacklevel=2)
+        For callbacks that need a pass over the training data (batch-norm statistics after weight averaging);
+        available from ``on_fit_start`` on. Read-only: the tensors are the trainer's own.
+        """
+        if self._train is None:
+            raise UserError("train_batches() is available once fit() has started")
+        size = batch_size or (self._batch_size if self._batch_size != "full" else len(self._train))
+        return Batches(self._train, size, shuffle=False).epoch(0)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """Everything a resumed run needs (tensors and JSON values only; see :mod:`descend.train.state`)."""
+        epoch, batch_index = (self.epoch + 1, 0) if self._epoch_done else (self.epoch, self.batch_index)
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict() if self.schedule is not None else {},
             "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys().items()},
             "rng": state.capture_rng(self),
-            "position": {"epoch": self.epoch, "batch_index": self.batch_index, "global_step": self.global_step,
+            "position": {"epoch": epoch, "batch_index": batch_index, "global_step": self.global_step,
                          "steps_per_epoch": self.steps_per_epoch},
             "base_lrs": list(self._base_lrs),
             "rollbacks": self.rollbacks,
@@ -294,15 +276,18 @@ class Trainer:
         self._sums["metrics"].load_state_dict(saved["epoch_sums"]["metrics"])
         self._sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
         self._sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
-        self._step_t.fill_(self.global_step)
-        self._bad_step.fill_(-1)
+        self._watch = divergence.Watch(self.device, self.global_step)
         if self.checkpoints is not None:
             self.checkpoints.restore(saved)
 
     def _callback_keys(self) -> dict[str, Callback]:
-        """Callbacks named by class (and position among callbacks of the same class), for their saved state."""
+        """Callbacks named by class (and position among callbacks of the same class), for their saved state.
+
+        The checkpoint callback is left out: its state travels in the checkpoint itself."""
         keys, seen = {}, {}
         for cb in self.callbacks:
+            if isinstance(cb, state.Checkpoints):
+                continue
             name = type(cb).__name__
             seen[name] = seen.get(name, -1) + 1
             keys[f"{name}.{seen[name]}" if seen[name] else name] = cb
@@ -342,51 +327,27 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _prepare(self, split: Split) -> Split:
         """Check the data against the model (building spec models and optimizers on first sight)."""
-        if len(split) == 0:
-            raise UserError("the data is empty: no samples to train or evaluate on")
         if self.task is None:
             self.task = split.task
             self.loss = resolve_loss(self.loss, split.task)
         elif split.task != self.task:
             raise UserError(f"this trainer learns a {self.task} task but was given {split.task} data")
-        if not bool(torch.isfinite(split.x).all()):
-            raise UserError("the inputs contain NaN or infinite values; clean or impute them before training")
         outputs = num_outputs(self.loss, split.task, split.num_classes, split.y)
-        if split.task == "classification":
-            lo, hi = int(split.y.min()), int(split.y.max())
-            limit = 2 if self.loss == "binary_cross_entropy" else outputs
-            if lo < 0 or hi >= limit:
-                raise UserError(f"class labels must be integers in [0, {limit - 1}], found labels from {lo} to {hi}")
+        check_data(split, self.loss, outputs)
         if self.model is None:
             torch.manual_seed(self.seed)
             self.model = self._model_spec.build(tuple(split.x.shape[1:]), outputs)
         self.model.to(self.device)
         if self.optimizer is None:
             self.optimizer = self._optimizer_spec.build(self.model)
-        self._check_shapes(split, outputs)
+        check_shapes(self.model, split, self.loss, outputs, self.device)
         return split.to(self.device)
-
-    @torch.no_grad()
-    def _check_shapes(self, split: Split, outputs: int) -> None:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            out = self.model(split.x[:2].to(self.device))
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise UserError(f"the model cannot take inputs of per-sample shape {tuple(split.x.shape[1:])} "
-                            f"(torch says: {first}); make the model's input size match the data") from None
-        finally:
-            self.model.train(was_training)
-        if out.dim() != 2 or out.shape[1] != outputs:
-            raise UserError(f"the model gives outputs of shape {tuple(out.shape[1:])} per sample, but the loss "
-                            f"{self.loss!r} on this data needs {outputs}; set the last layer's size to {outputs}")
 
     def _start(self, batches: Batches, epochs: int) -> None:
         self.steps_per_epoch = len(batches)
         self.total_steps = self.steps_per_epoch * epochs
         self.epoch, self.batch_index, self.global_step, self.stop_training = 0, 0, 0, False
-        self.stop_signal, self.rollbacks = None, 0
+        self.stop_signal, self.rollbacks, self._epoch_done = None, 0, False
         self.history = History()
         self._sums = self._fresh_sums()
         torch.manual_seed(self.seed)
@@ -394,9 +355,11 @@ class Trainer:
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         if self.schedule is not None:
             self.schedule.bind(self.steps_per_epoch, self.total_steps)
-        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        self._last_finite = torch.full((), math.nan, device=self.device)
-        self._step_t = torch.zeros((), dtype=torch.long, device=self.device)
+        self._watch = divergence.Watch(self.device)
+        # callbacks in order; each event's handlers listed once, so events nobody overrides cost nothing per step
+        self.callbacks.sort(key=lambda cb: cb.order)
+        self._handlers = {event: [getattr(cb, event) for cb in self.callbacks
+                                  if getattr(type(cb), event) is not getattr(Callback, event)] for event in EVENTS}
 
     @contextlib.contextmanager
     def _determinism(self):
@@ -439,27 +402,13 @@ class Trainer:
             nn.utils.clip_grad_value_(params, self.clip_grad_value, foreach=True)
         return norm
 
-    def _watch(self, loss: torch.Tensor) -> None:
-        """Remember, on the device, the first step whose loss is not finite and the last finite loss."""
-        loss = loss.detach().float()
-        finite = torch.isfinite(loss)
-        self._bad_step = torch.where((self._bad_step < 0) & ~finite, self._step_t, self._bad_step)
-        self._last_finite = torch.where(finite & (self._bad_step < 0), loss, self._last_finite)
-        self._step_t += 1
-
     def check_finite(self) -> None:
         """Raise :class:`DivergenceError` if a loss since the start was not finite (one host sync).
 
         Also refreshes ``last_loss`` (the latest finite step loss) for progress displays.
         """
-        bad_step, last = torch.stack([self._bad_step.double(), self._last_finite.double()]).tolist()
-        self.last_loss = last
-        if bad_step >= 0:
-            raise DivergenceError(
-                f"training diverged: the loss became non-finite at step {int(bad_step)} (epoch {self.epoch}); the "
-                f"last finite loss was {last:.6g}. Try a lower learning rate, gradient clipping (clip_grad_norm), "
-                f"or check the data for extreme values.")
+        self.last_loss = self._watch.check(self.epoch)
 
     def _event(self, name: str, *args) -> None:
-        for callback in self.callbacks:
-            getattr(callback, name)(self, *args)
+        for handler in self._handlers[name]:
+            handler(self, *args)

@@ -1,0 +1,101 @@
+"""The run directory: what ``descend run`` writes, and how a run continues from it.
+
+``runs/<name>-<timestamp>/`` (or ``--out``) holds ``config.toml`` (the resolved recipe), ``metrics.jsonl`` (one
+line per epoch), TensorBoard event files under ``tb/``, ``checkpoints/`` (``last`` and ``best``), ``schedule.png``
+when the recipe has a schedule, and at the end ``model.safetensors`` (final weights) and ``summary.json`` (final
+train/val/test metrics, best epoch, seconds, size, versions). Every file is written atomically
+(:mod:`descend.atomic`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from . import atomic, schedules
+from . import config as cfg
+from . import data as datasets
+from .errors import DivergenceError, UserError
+from .train.checkpoint import save_weights
+from .train.logs import MetricsFile, TensorBoard
+from .train.state import Checkpoints
+
+# Fields a resumed run may change; every other field shapes the computation and must stay as recorded.
+RESUMABLE = ("name", "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_unit",
+             "train.on_divergence", "train.max_rollbacks", "train.device", "early_stopping.patience",
+             "early_stopping.min_delta", "early_stopping.restore_best")
+
+
+def default_run_dir(config: cfg.Config, root: str | Path = "runs") -> Path:
+    return Path(root) / f"{config.name or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+class RunDirectory:
+    """Writes one run directory around :meth:`Experiment.fit <descend.experiment.Experiment.fit>`."""
+
+    def __init__(self, path: Path, config: cfg.Config, *, resume: bool = False):
+        self.path, self.config, self.resume = Path(path), config, resume
+
+    def prepare(self, experiment) -> list:
+        """Make the directory, write the recipe and the schedule's figure; the callbacks that log and checkpoint."""
+        c, trainer = self.config, experiment.trainer
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the run directory {self.path}: {e.strerror}") from None
+        atomic.write_text(self.path / "config.toml", cfg.dump(c), what="recipe")
+        if trainer.schedule is not None:
+            steps = len(datasets.Batches(experiment.data.train, c.train.batch_size, drop_last=c.train.drop_last))
+            schedules.plot(trainer.schedule, steps_per_epoch=steps, total_steps=steps * c.train.epochs,
+                           base_lr=c.optimizer.options.get("lr", 1.0), path=self.path / "schedule.png")
+        stopper = experiment.early_stopping
+        keeper = Checkpoints(self.path / "checkpoints", every=c.train.checkpoint_every, unit=c.train.checkpoint_unit,
+                             monitor=stopper.monitor if stopper else None, mode=stopper.mode if stopper else "auto")
+        return [MetricsFile(self.path / "metrics.jsonl"), TensorBoard(self.path / "tb"), keeper]
+
+    def finish(self, experiment, result) -> None:
+        """Test metrics into the result, then the final weights and ``summary.json``."""
+        test = experiment.data.test
+        if test is not None and len(test):
+            result.final.update(experiment.trainer.evaluate(test, prefix="test_"))
+        result.run_dir = self.path
+        save_weights(experiment.trainer.model, self.path / "model.safetensors")
+        atomic.write_json(self.path / "summary.json", result.summary(), what="summary")
+
+    def failed(self, experiment, error: BaseException) -> None:
+        """A diverged run records how it ended in ``summary.json``; its checkpoints stay as they were."""
+        if not isinstance(error, DivergenceError):
+            return
+        trainer = experiment.trainer
+        atomic.write_json(self.path / "summary.json", {
+            "name": self.config.name, "status": "diverged", "error": str(error), "epochs_run": len(trainer.history),
+            "step": trainer.global_step, "checkpoints": _listing(self.path / "checkpoints")}, what="summary")
+
+
+def check_resume(config: cfg.Config, out: Path) -> dict[str, tuple]:
+    """The recorded recipe of the run in ``out`` against ``config``: fixed fields must match; returns the changes."""
+    recorded = out / "config.toml"
+    if not recorded.is_file():
+        raise UserError(f"cannot resume: {out} holds no run (no config.toml); give the run directory to --resume")
+    before, now = _flat(cfg.load(recorded).model_dump()), _flat(config.model_dump())
+    changed = {key: (before.get(key), now.get(key)) for key in sorted(set(before) | set(now))
+               if before.get(key) != now.get(key)}
+    fixed = [f"{key} ({old!r} -> {new!r})" for key, (old, new) in changed.items() if key not in RESUMABLE]
+    if fixed:
+        raise UserError(f"cannot resume {out} with a different {', '.join(fixed)}: these fields shape the training "
+                        f"and must stay as recorded; only {', '.join(RESUMABLE)} may change")
+    return changed
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("*.safetensors")) if directory.is_dir() else []

@@ -1,0 +1,82 @@
+"""Checks on what the user hands the trainer, done once per fit, before the first step.
+
+Each failure is one :class:`~descend.errors.UserError` naming the problem and the fix: an unknown device, data that
+is not a split, NaN or infinite inputs, labels outside the classes the loss can take, and a model whose input or
+output size does not fit the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..data import Split
+from ..errors import UserError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; a named device must exist."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = str(device).split(":")[0]
+    if kind not in DEVICES:
+        raise UserError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' was asked for but no CUDA GPU is available; use device = \"auto\" or \"cpu\"")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("device 'mps' was asked for but MPS is not available; use device = \"auto\" or \"cpu\"")
+    return torch.device(device)
+
+
+def as_split(data, what: str) -> Split:
+    """A :class:`~descend.data.Split` from a Split or an ``(x, y)`` pair (integer y: classification)."""
+    if isinstance(data, Split):
+        return data
+    if isinstance(data, Sequence) and len(data) == 2:
+        x, y = (torch.as_tensor(v) for v in data)
+        if y.dtype.is_floating_point:
+            return Split(x.float(), y.float(), "regression", None)
+        classes = int(y.max()) + 1 if y.numel() else 0
+        return Split(x.float(), y.long(), "classification", classes)
+    raise UserError(f"{what} must be a descend.data.Split or an (x, y) pair of tensors, got {type(data).__name__}")
+
+
+def check_data(split: Split, loss: str, outputs: int) -> None:
+    """Non-empty, finite inputs, and class labels the loss can take."""
+    if len(split) == 0:
+        raise UserError("the data is empty: no samples to train or evaluate on")
+    if not bool(torch.isfinite(split.x).all()):
+        raise UserError("the inputs contain NaN or infinite values; clean or impute them before training")
+    if split.task == "classification":
+        lo, hi = int(split.y.min()), int(split.y.max())
+        limit = 2 if loss == "binary_cross_entropy" else outputs
+        if lo < 0 or hi >= limit:
+            raise UserError(f"class labels must be integers in [0, {limit - 1}], found labels from {lo} to {hi}")
+
+
+@torch.no_grad()
+def check_shapes(model: nn.Module, split: Split, loss: str, outputs: int, device: torch.device) -> None:
+    """Run two samples through the model: it must take the data's input shape and give ``outputs`` values."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(split.x[:2].to(device))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"the model cannot take inputs of per-sample shape {tuple(split.x.shape[1:])} "
+                        f"(torch says: {first}); make the model's input size match the data") from None
+    finally:
+        model.train(was_training)
+    if out.dim() != 2 or out.shape[1] != outputs:
+        raise UserError(f"the model gives outputs of shape {tuple(out.shape[1:])} per sample, but the loss "
+                        f"{loss!r} on this data needs {outputs}; set the last layer's size to {outputs}")

@@ -1,0 +1,63 @@
+"""The divergence watch: notice a non-finite loss without a host sync per step, and what to do about it.
+
+:class:`Watch` keeps, on the device, the first step whose loss was not finite and the last finite loss; the trainer
+reads them (one host sync) every ``log_every`` steps, at every epoch end and before every checkpoint. A non-finite
+loss raises :class:`~descend.errors.DivergenceError`; with ``on_divergence="rollback"`` the trainer reloads its last
+checkpoint and halves the learning rate instead (:func:`roll_back`), up to ``max_rollbacks`` times.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from ..errors import DivergenceError
+from . import checkpoint
+
+ACTIONS = ("stop", "rollback")
+
+
+class Watch:
+    """On-device record of the first non-finite step loss and the last finite one."""
+
+    def __init__(self, device: torch.device, step: int = 0):
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.last_finite = torch.full((), math.nan, device=device)
+        self.step = torch.full((), step, dtype=torch.long, device=device)
+
+    def update(self, loss: torch.Tensor) -> None:
+        """Device work only: remember this step if its loss is the first non-finite one."""
+        loss = loss.detach().float()
+        finite = torch.isfinite(loss)
+        self.bad_step = torch.where((self.bad_step < 0) & ~finite, self.step, self.bad_step)
+        self.last_finite = torch.where(finite & (self.bad_step < 0), loss, self.last_finite)
+        self.step += 1
+
+    def check(self, epoch: int) -> float:
+        """The last finite loss; raises :class:`DivergenceError` if a loss was not finite (one host sync)."""
+        bad_step, last = torch.stack([self.bad_step.double(), self.last_finite.double()]).tolist()
+        if bad_step >= 0:
+            raise DivergenceError(
+                f"training diverged: the loss became non-finite at step {int(bad_step)} (epoch {epoch}); the "
+                f"last finite loss was {last:.6g}. Try a lower learning rate, gradient clipping (clip_grad_norm), "
+                f"or check the data for extreme values.")
+        return last
+
+
+def can_roll_back(trainer) -> bool:
+    keeper = trainer.checkpoints
+    return (trainer.on_divergence == "rollback" and trainer.rollbacks < trainer.max_rollbacks
+            and keeper is not None and keeper.last.is_file())
+
+
+def roll_back(trainer, diverged: DivergenceError) -> None:
+    """Reload the last checkpoint into ``trainer`` and halve its learning rate (``on_divergence="rollback"``)."""
+    rollbacks, last = trainer.rollbacks + 1, trainer.checkpoints.last
+    trainer.load_state_dict(checkpoint.load(last, device=trainer.device))
+    trainer.rollbacks = rollbacks
+    trainer._base_lrs = [lr * 0.5 for lr in trainer._base_lrs]
+    warnings.warn(f"{diverged} Rolled back to {last} (epoch {trainer.epoch}, step {trainer.global_step}) with the "
+                  f"learning rate halved to {trainer._base_lrs[0]:.3g} (rollback {rollbacks} of "
+                  f"{trainer.max_rollbacks}).", RuntimeWarning, stacklevel=3)
