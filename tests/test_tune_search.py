@@ -57,7 +57,11 @@ def by_number(result):
     return {t["number"]: t["params"] for t in result["trials"]}
 
 
-@pytest.mark.parametrize("sampler, trials", [("grid", None), ("random", 3), ("qmc", 3), ("tpe", 3), ("gp", 3)])
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("sampler, trials", [("grid", None), ("random", 3), pytest.param("qmc", 3, marks=SLOW),
+                                             pytest.param("tpe", 3, marks=SLOW), pytest.param("gp", 3, marks=SLOW)])
 def test_each_sampler_runs_a_study(files, sampler, trials):
     result = run(files, sampler=sampler, trials=trials)
     expected = 4 if sampler == "grid" else 3
@@ -87,15 +91,18 @@ def test_same_command_continues_the_study_and_more_trials_extend_it(files):
     again = run(files, sampler="random", trials=3)
     assert by_number(again) == by_number(first)  # nothing new to do
     more = run(files, sampler="random", trials=5)
-    assert len(more["trials"]) == 5 and {n: more_p for n, more_p in by_number(more).items() if n < 3} == by_number(first)
+    assert len(more["trials"]) == 5
+    assert {n: params for n, params in by_number(more).items() if n < 3} == by_number(first)
     with pytest.raises(UserError, match="different sampler"):
         run(files, sampler="qmc", trials=5)
 
 
+@pytest.mark.slow
 def test_seeded_queue_does_not_depend_on_the_output_directory(files):
     assert by_number(run(files, "a", sampler="qmc", trials=4)) == by_number(run(files, "b", sampler="qmc", trials=4))
 
 
+@pytest.mark.slow
 def test_tpe_with_one_worker_is_reproducible(files):
     one = run(files, "a", sampler="tpe", trials=4, seed=3)
     two = run(files, "b", sampler="tpe", trials=4, seed=3)
@@ -103,17 +110,19 @@ def test_tpe_with_one_worker_is_reproducible(files):
     assert [t["value"] for t in one["trials"]] == [t["value"] for t in two["trials"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
 def test_pruners_see_every_epoch(files, pruner):
     result = run(files, sampler="random", trials=6, pruner=pruner)
     study = optuna.load_study(study_name="iris", storage=f"sqlite:///{files / 'out' / 'tune.db'}")
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    finished = [t for t in study.trials if t.state.is_finished()]
     assert len(finished) == 6
     for t in finished:
         assert sorted(t.intermediate_values) == list(range(t.user_attrs["epochs"]))
     assert {t["state"] for t in result["trials"]} <= {"complete", "pruned"}
 
 
+@pytest.mark.slow
 def test_wilcoxon_prunes_on_per_fold_scores(files):
     result = run(files, sampler="random", trials=3, pruner="wilcoxon", folds=3)
     for t in result["trials"]:
@@ -144,12 +153,14 @@ def test_pruning_callback_stops_training_when_told():
     assert len(history) == 2 and trainer.callbacks[0].pruned
 
 
+@pytest.mark.slow
 def test_patience_stops_the_study(files):
     result = run(files, sampler="random", trials=12, patience=2)
     assert result["stopped"] and "2 finished trials" in result["stopped"]
     trials = result["trials"]
     best = result["best"]["number"]
     assert len(trials) < 12 and sum(t["number"] > best for t in trials) == 2
+    assert result["queued"] == 12 - len(trials)
 
 
 def test_a_diverging_trial_fails_alone(files):
@@ -188,6 +199,7 @@ def test_cli_errors_exit_2_before_any_trial(files, capsys):
     assert code == 2 and "unknown sampler 'bayes'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_runs_a_search(files, capsys):
     code = main(["tune", str(files / "r.toml"), "--space", str(files / "s.toml"), "--sampler", "grid", "--seed", "1",
                  "--out", str(files / "o"), "--no-runs"])

@@ -110,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from . import config, experiment
+    from .rundir import default_run_dir
+    from .train.control import Control
 
     recipe = config.load(args.recipe, args.overrides)
     if args.resume and args.out and args.out != args.resume:
         raise UserError("--resume continues the run in its own directory; leave out --out")
-    from .train.control import Control
-
-    out = Path(args.resume or args.out or experiment.default_run_dir(recipe))
+    out = Path(args.resume or args.out or default_run_dir(recipe))
     control = Control(out / "control.toml", keys=not args.quiet)  # babysitting: keys, or a control.toml in out
     summary = experiment.run(recipe, out, resume=bool(args.resume), quiet=args.quiet, callbacks=[control])
     for key, (old, new) in summary["changed"].items():

@@ -136,8 +136,8 @@ class Control(Callback):
 class _KeyReader:
     """Single keys from a terminal in cbreak mode, read by a daemon thread; the terminal is restored at the end."""
 
-    def __init__(self, commands: queue.Queue) -> None:
-        self.commands, self._stop = commands, threading.Event()
+    def __init__(self, commands: queue.Queue, fd: int | None = None) -> None:
+        self.commands, self._stop, self._fd = commands, threading.Event(), fd
         self._thread = threading.Thread(target=self._run, daemon=True, name="descend-keys")
 
     @staticmethod
@@ -152,7 +152,7 @@ class _KeyReader:
         import termios
         import tty
 
-        self._fd = sys.stdin.fileno()
+        self._fd = sys.stdin.fileno() if self._fd is None else self._fd
         self._saved = termios.tcgetattr(self._fd)
         tty.setcbreak(self._fd)
         atexit.register(self.stop)  # the terminal comes back even when the run dies

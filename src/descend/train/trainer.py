@@ -111,12 +111,12 @@ class Trainer:
         val = self._prepare(as_split(val, "val")) if val is not None else None
         batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
         self._train, self._batch_size = train, batch_size
+        self.epochs = epochs  # callbacks may add epochs (add_epochs)
         with self._determinism(), state.stop_on_signals(self):
             self._start(batches, epochs)
             if resume is not None:
                 self.load_state_dict(checkpoint.load(state.find(resume), device=self.device))
             self._event("on_fit_start")
-            self.epochs = epochs
             while self.epoch < self.epochs and not self.stop_training:
                 try:
                     self._run_epoch(batches, val)

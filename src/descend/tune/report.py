@@ -35,10 +35,10 @@ def _short(value) -> str:
 
 
 def rows(study: optuna.Study, space: Space) -> list[dict]:
-    """Every trial the plan made (surplus ones, made by a race between workers and never trained, left out)."""
+    """Every trial run or running (queued ones, and surplus ones made by a race between workers, left out)."""
     out = []
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("surplus"):
+        if t.user_attrs.get("surplus") or t.state == optuna.trial.TrialState.WAITING:
             continue
         row = {"number": t.number, "state": t.state.name.lower(), "params": space.values(t.params),
                "value": t.value, "epochs": t.user_attrs.get("epochs"), "seconds": t.user_attrs.get("seconds")}
@@ -65,9 +65,10 @@ def write(study: optuna.Study, space: Space, raw: dict, plan: Plan, out: Path, *
     """Write ``tune.json``, ``best.toml`` and ``tune.html`` into ``out``; print the leaderboard; refit if asked."""
     table = rows(study, space)
     best = best_row(table, plan)
+    queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     result = {"study": study.study_name, "storage": _safe(storage), "plan": {k: v for k, v in plan.__dict__.items()
                                                                             if k != "space"},
-              "stopped": study.user_attrs.get("stopped") or None, "trials": table, "best": best}
+              "stopped": study.user_attrs.get("stopped") or None, "queued": queued, "trials": table, "best": best}
     if best is not None:
         best_raw = space.apply(raw, {p: v for p, v in _params(study, best["number"]).items()})
         best_raw["name"] = f"{raw.get('name') or 'recipe'}-best"
@@ -79,7 +80,7 @@ def write(study: optuna.Study, space: Space, raw: dict, plan: Plan, out: Path, *
             result["refit"] = refit(best_raw, best["epochs"] or plan.epochs, out / "refit")
     write_json(out / "tune.json", result, what="search results")
     write_text(out / "tune.html", page(study, table, best, plan), what="search report")
-    echo(leaderboard(table, plan))
+    echo(leaderboard(table, plan) + (f"\n{queued} queued trials not run yet" if queued else ""))
     if result["stopped"]:
         echo(f"stopped: {result['stopped']}")
     if best is not None:
