@@ -211,3 +211,24 @@ def test_grid_warns_above_four_dimensions(files):
     (files / "s.toml").write_text("".join(f"[model.x{i}]\ncategorical = [1]\n" for i in range(5)))
     with pytest.warns(UserWarning, match="grid over 5 dimensions"), pytest.raises(UserError):
         run(files, sampler="grid")
+
+
+def test_interrupted_trials_are_queued_again_when_the_study_continues(tmp_path):
+    from descend.tune.space import parse
+    from descend.tune.study import Plan, canonical, open_study, storage
+
+    space = parse({"optimizer": {"lr": {"float": [1e-3, 1e-1]}}})
+    plan = Plan("random", seed=0, trials=2, space=canonical(space))
+    store = storage(f"sqlite:///{tmp_path / 'tune.db'}")
+    study, created = open_study("s", store, plan, space)
+    trial = study.ask()
+    space.suggest(trial)
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    again, created_again = open_study("s", store, plan, space)
+    waiting = again.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert created and not created_again and len(waiting) == 2
+    assert waiting[-1].user_attrs["retry_of"] == trial.number
+    assert waiting[-1].system_attrs["fixed_params"] == {"optimizer.lr": trial.params["optimizer.lr"]}
+    open_study("s", store, plan, space)  # queued once, not at every continuation
+    assert len(again.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 2

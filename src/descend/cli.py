@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except Interrupted as e:
         print(f"descend: {e}", file=sys.stderr)
-        if e.checkpoint_path is not None:
+        if args.command in ("tune", "cv"):
+            print("the same command continues: a tune study re-runs its interrupted trials", file=sys.stderr)
+        elif e.checkpoint_path is not None:
             run_dir = e.checkpoint_path.parent.parent
             print(f"resume with: descend run {args.recipe} --resume {run_dir}", file=sys.stderr)
         return e.exit_code
