@@ -48,6 +48,7 @@ def files(tmp_path: Path, epochs: int) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("sampler", ["random", "qmc", "grid"])
 def test_same_trials_whatever_the_number_of_workers(tmp_path, sampler):
     recipe, space = files(tmp_path, epochs=2)
@@ -85,11 +86,13 @@ def _running_pid(url: str, deadline: float) -> tuple[int, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_three_workers_one_killed_mid_trial(tmp_path, server):
     recipe, space = files(tmp_path, epochs=60)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    plain = server.replace("+psycopg", "")  # a plain postgresql:// URL works too
     command = [sys.executable, "-m", "descend.cli", "tune", str(recipe), "--space", str(space), "--sampler", "grid",
-               "--seed", "0", "--storage", server, "--study", "killed", "--workers", "3", "--heartbeat", "1",
+               "--seed", "0", "--storage", plain, "--study", "killed", "--workers", "3", "--heartbeat", "1",
                "--out", str(tmp_path / "out"), "--no-runs"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -146,7 +146,9 @@ class _KeyReader:
             import termios  # noqa: F401  (POSIX terminals only)
         except ImportError:
             return False
-        return sys.stdin.isatty() and sys.stdout.isatty()
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            return False
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()  # a background job must not touch the terminal
 
     def start(self) -> None:
         import termios

@@ -57,6 +57,8 @@ class Plan:
 
 def storage(url: str, *, heartbeat: int = 10, retries: int = 2) -> optuna.storages.RDBStorage:
     """An RDB storage (SQLite or PostgreSQL) with heartbeats; a trial whose worker died is retried ``retries`` times."""
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, the driver descend installs
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         with warnings.catch_warnings():
