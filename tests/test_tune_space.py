@@ -168,3 +168,11 @@ def test_qmc_covers_the_unit_interval_more_evenly_than_random():
         xs = np.sort([p["a.x"] for p in points(s, Plan(sampler, seed=0, trials=64), 0, 64)])
         gaps[sampler] = np.diff(np.concatenate([[0.0], xs, [1.0]])).max()
     assert gaps["qmc"] < gaps["random"]
+
+
+def test_the_top_of_a_stepped_axis_is_on_the_step():
+    s = parse("[a.b]\nint = [16, 100]\nstep = 16\ngrid = 2\n[a.c]\nfloat = [0.0, 1.0]\nstep = 0.3\ngrid = 2")
+    assert s["a.b"].grid_values() == [16, 96] and s["a.b"].probes() == [16, 96]
+    assert s["a.c"].grid_values() == [0.0, pytest.approx(0.9)]
+    with pytest.raises(KeyError):
+        s["a.d"]

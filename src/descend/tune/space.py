@@ -101,9 +101,11 @@ class Dim:
         return list(dict.fromkeys(values))
 
     def _top(self):
-        if self.kind == "float" and self.step:
-            return float(self.low + ((self.high - self.low) // self.step) * self.step)
-        return self.high if self.kind == "int" or not self.step else float(self.high)
+        """The largest value on the axis: ``high``, or the last step at or below it."""
+        if self.step:
+            top = self.low + ((self.high - self.low) // self.step) * self.step
+            return float(top) if self.kind == "float" else int(top)
+        return self.high
 
     def value(self, param: Any) -> Any:
         """The recipe value for a parameter as Optuna holds it."""
@@ -136,7 +138,10 @@ class Space:
         return len(self.dims)
 
     def __getitem__(self, path: str) -> Dim:
-        return next(d for d in self.dims if d.path == path)
+        for d in self.dims:
+            if d.path == path:
+                return d
+        raise KeyError(path)
 
     @property
     def paths(self) -> tuple[str, ...]:
