@@ -74,7 +74,8 @@ def main() -> None:
     target = max(t["value"] for t in full if t["value"] is not None) - 0.01
     print(f"full grid: {grid_size} trials × {epochs} epochs, best val accuracy {target + 0.01:.4f} "
           f"({time.perf_counter() - started:.0f}s); target {target:.4f}\n")
-    rows = []
+    print(f"| strategy | mean epochs to within 1 point | per seed ({', '.join(map(str, args.seeds))}) | reached |")
+    print("|---|---|---|---|", flush=True)
     for name, (sampler, pruner) in STRATEGIES.items():
         counts = []
         for seed in args.seeds:
@@ -83,12 +84,8 @@ def main() -> None:
             counts.append(reached)
         found = [c for c in counts if c is not None]
         mean = f"{statistics.fmean(found):.0f}" if found else "-"
-        rows.append((name, mean, ", ".join("-" if c is None else str(c) for c in counts),
-                     f"{len(found)}/{len(counts)}"))
-    print(f"| strategy | mean epochs to within 1 point | per seed ({', '.join(map(str, args.seeds))}) | reached |")
-    print("|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+        per_seed = ", ".join("-" if c is None else str(c) for c in counts)
+        print(f"| {name} | {mean} | {per_seed} | {len(found)}/{len(counts)} |", flush=True)
     print(f"\ngrid budget: {grid_size * epochs} epochs; {time.perf_counter() - started:.0f}s in all; grid axes:")
     for d in sp.dims:
         print(f"  {d.path}: {', '.join(f'{v:.3g}' if isinstance(v, float) else str(v) for v in d.grid_values())}")
