@@ -95,6 +95,8 @@ def test_same_command_continues_the_study_and_more_trials_extend_it(files):
     assert {n: params for n, params in by_number(more).items() if n < 3} == by_number(first)
     with pytest.raises(UserError, match="different sampler"):
         run(files, sampler="qmc", trials=5)
+    with pytest.raises(UserError, match="different recipe"):
+        run(files, sampler="random", trials=5, overrides=["train.batch_size=16"])
 
 
 @pytest.mark.slow
@@ -213,6 +215,7 @@ def test_grid_warns_above_four_dimensions(files):
         run(files, sampler="grid")
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_interrupted_trials_are_queued_again_when_the_study_continues(tmp_path):
     from descend.tune.space import parse
     from descend.tune.study import Plan, canonical, open_study, storage

@@ -11,6 +11,7 @@ import html
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 
 import optuna
@@ -140,8 +141,10 @@ def _paths(table: list[dict]) -> list[str]:
 
 def _importances(study: optuna.Study) -> dict[str, float]:
     try:
-        return optuna.importance.get_param_importances(study)
-    except (ValueError, RuntimeError):  # too few complete trials, or no parameter shared by all of them
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "too few trials": the importances are then equal, and shown so
+            return optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError):  # no complete trial, or no parameter shared by all of them
         return {}
 
 

@@ -27,7 +27,7 @@ from . import report
 from . import space as spaces
 from . import study as studies
 from .objective import Objective
-from .study import PRUNERS, SAMPLERS, Plan, canonical, open_study, storage, work
+from .study import PRUNERS, SAMPLERS, Plan, canonical, digest, open_study, storage, work
 
 DEFAULT_TRIALS = 20
 
@@ -59,7 +59,7 @@ def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, ti
     out.mkdir(parents=True, exist_ok=True)
     url = storage_url or f"sqlite:///{(out / 'tune.db').resolve()}"
     plan = Plan(sampler, seed if seed is not None else random.randrange(2**31), _trials(sampler, trials, space),
-                pruner, patience, metric, direction, folds, config.train.epochs, canonical(space))
+                pruner, patience, metric, direction, folds, config.train.epochs, canonical(space), digest(raw))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     opened, created = open_study(name, storage(url, heartbeat=heartbeat, retries=retries), plan, space)
     done = len(opened.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))

@@ -49,6 +49,7 @@ class Plan:
     folds: int | None = None
     epochs: int = 1
     space: str = ""           # the space's canonical JSON, to refuse continuing with a different one
+    recipe: str = ""          # a digest of the recipe (its name aside), for the same reason
 
     def fixed(self) -> dict:
         """The fields a continued study must keep (trials and patience may change)."""
@@ -166,7 +167,8 @@ def open_study(name: str, store: optuna.storages.BaseStorage, plan: Plan, space:
     recorded = _recorded(study, wait)
     before = {k: recorded.get(k) for k in plan.fixed()}
     if before != plan.fixed():
-        changed = [f"{k} ({before[k]!r} -> {v!r})" for k, v in plan.fixed().items() if before[k] != v]
+        changed = [k if k in ("space", "recipe") else f"{k} ({before[k]!r} -> {v!r})"
+                   for k, v in plan.fixed().items() if before[k] != v]
         raise UserError(f"study {name!r} was created with a different {'; '.join(changed)[:300]}; continue it with "
                         f"the same options, or start another with --study NEW_NAME")
     if plan.sampler in QUEUED:
@@ -252,6 +254,14 @@ def work(study: optuna.Study, objective, plan: Plan, *, timeout: float | None = 
             time.sleep(poll)
             continue
         study.optimize(objective, n_trials=1, catch=(DivergenceError,), callbacks=[finished])
+
+
+def digest(raw: dict) -> str:
+    """A short digest of the recipe's fields, its name aside."""
+    import hashlib
+
+    fields = {k: v for k, v in raw.items() if k != "name"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def canonical(space: Space) -> str:
