@@ -121,6 +121,10 @@ def _run(args) -> int:
     out = Path(args.resume or args.out or default_run_dir(recipe))
     control = Control(out / "control.toml", keys=not args.quiet)  # babysitting: keys, or a control.toml in out
     summary = experiment.run(recipe, out, resume=bool(args.resume), quiet=args.quiet, callbacks=[control])
+    if summary.get("already"):
+        state = "stopped early" if summary["already"] == "stopped_early" else "finished"
+        print(f"the run in {summary['run_dir']} had already {state}: nothing to resume, nothing changed")
+        return 0
     for key, (old, new) in summary["changed"].items():
         print(f"resumed with {key} = {new!r} (was {old!r})")
     final = summary["final"]

@@ -15,14 +15,16 @@ import torch
 from torch import nn
 
 from descend.errors import UserError
+from descend.options import OneOf, Option, declare, integer
 
 __all__ = ["mc_dropout", "DROPOUT_LAYERS"]
 
 #: torch's dropout layers: Dropout, Dropout1d/2d/3d, AlphaDropout, FeatureAlphaDropout.
 DROPOUT_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
-_OUTPUTS = ("probabilities", "raw")
 
 
+@declare("mc_dropout", Option("samples", integer(1), doc="stochastic forward passes averaged"),
+         Option("output", OneOf("probabilities", "raw"), doc="average softmax(logits), or the raw outputs"))
 def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20,
                output: str = "probabilities") -> torch.Tensor:
     """Mean of ``samples`` stochastic forward passes of ``model`` on ``x``.
@@ -34,10 +36,6 @@ def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20,
     ``output="probabilities"`` (default, for classifiers) averages softmax(logits) over dim 1, the class axis;
     ``output="raw"`` averages the model's outputs as they are (regression, or models that end in a softmax).
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise UserError(f"samples must be an integer >= 1, got {samples!r}")
-    if output not in _OUTPUTS:
-        raise UserError(f"output must be one of {', '.join(_OUTPUTS)}, got {output!r}")
     modes = {module: module.training for module in model.modules()}
     dropouts = [module for module in modes if isinstance(module, DROPOUT_LAYERS)]
     if not dropouts:
