@@ -132,7 +132,7 @@ def _build(raw: dict) -> None:
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[model.dropuot]\nfloat = [0.0, 0.5]", "unknown option(s) dropuot"),
+    ("[model.dropuot]\nfloat = [0.0, 0.5]", "unknown option 'dropuot'"),
     ("[optimizer.lr]\nfloat = [-1.0, 0.1]", "[optimizer.lr] = -1.0 is refused"),
     ("[optimizer.name]\ncategorical = [\"adam\", \"adamm\"]", "'adamm'"),
     ("[train.epoch]\nint = [1, 5]", "unknown field 'train.epoch'"),

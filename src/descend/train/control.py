@@ -75,6 +75,7 @@ class Control(Callback):
         self.keys = keys
         self.stream = stream if stream is not None else sys.stderr
         self.added = 0
+        self.stopped = False
         self._seen: float | None = None
         self._pending: queue.Queue = queue.Queue()
         self._reader: _KeyReader | None = None
@@ -82,6 +83,8 @@ class Control(Callback):
     def on_fit_start(self, trainer) -> None:
         if self.added:
             trainer.add_epochs(self.added)  # a resumed run keeps the epochs added before it stopped
+        if self.stopped:  # stopped here to be resumed: the resumed run trains on
+            trainer.stop_training, self.stopped = False, False
         if self.keys and _KeyReader.possible():
             self._reader = _KeyReader(self._pending)
             self._reader.start()
@@ -100,7 +103,7 @@ class Control(Callback):
                 self.added += value
                 logs["control_add_epochs"] = logs.get("control_add_epochs", 0) + value
             else:
-                trainer.stop_training = True
+                trainer.stop_training, self.stopped = True, True
                 logs["control_stop"] = 1
             print(f"control: {name} {value} after epoch {trainer.epoch + 1}", file=self.stream)
 
@@ -127,10 +130,10 @@ class Control(Callback):
         return commands
 
     def state_dict(self) -> dict:
-        return {"added": self.added}
+        return {"added": self.added, "stopped": self.stopped}
 
     def load_state_dict(self, state: dict) -> None:
-        self.added = int(state.get("added", 0))
+        self.added, self.stopped = int(state.get("added", 0)), bool(state.get("stopped", False))
 
 
 class _KeyReader:

@@ -22,7 +22,7 @@ import optuna
 from .. import config as cfg
 from .. import experiment
 from ..errors import UserError
-from ..schedules import resolve_mode
+from ..monitor import resolve_mode
 from . import report
 from . import space as spaces
 from . import study as studies
