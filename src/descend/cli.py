@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import DivergenceError, Interrupted, UserError
 
@@ -31,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a recipe field (repeatable)")
     _reports_parsers(sub)
+    _search_commands(sub)
     return parser
 
 
@@ -82,6 +84,61 @@ def _reports(args) -> int:
     return 0
 
 
+def _search_commands(sub) -> None:
+    """``descend tune`` (hyper-parameter search) and ``descend cv`` (k-fold cross-validation)."""
+    tune = sub.add_parser("tune", help="search hyper-parameters of a recipe (Optuna: grid, random, qmc, tpe, gp)")
+    tune.add_argument("recipe")
+    tune.add_argument("--space", required=True, help="TOML search space keyed by recipe path (optimizer.lr, ...)")
+    tune.add_argument("--sampler", default="tpe", help="grid | random | qmc | tpe | gp (default tpe)")
+    tune.add_argument("--trials", type=int, help="trials in the study (default: the whole grid, else 20)")
+    tune.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tune.add_argument("--seed", type=int, help="seed of the sampler: the same trials whatever the worker count")
+    tune.add_argument("--pruner", default="none", help="none | median | hyperband | wilcoxon (with --cv)")
+    tune.add_argument("--patience", type=int, help="stop after this many finished trials without improvement")
+    tune.add_argument("--cv", type=int, metavar="K", help="score each trial by the mean over K folds of train+val")
+    tune.add_argument("--metric", help="validation metric (default val_accuracy, or val_loss for regression)")
+    tune.add_argument("--storage", help="database URL (postgresql://...) shared by workers; default SQLite in --out")
+    tune.add_argument("--study", help="study name (default: the recipe name); the same name continues it")
+    tune.add_argument("--workers", type=int, default=1, help="local worker processes on the study")
+    tune.add_argument("--out", help="output directory (default runs/tune-<study>-<timestamp>)")
+    tune.add_argument("--refit", action="store_true", help="train the best recipe on train+val, evaluate test once")
+    tune.add_argument("--no-runs", action="store_true", help="do not write each trial's run directory")
+    tune.add_argument("--heartbeat", type=int, default=10, help="seconds between a trial's heartbeats")
+    tune.add_argument("--retries", type=int, default=2, help="times a trial whose worker died is run again")
+    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+    cv = sub.add_parser("cv", help="stratified k-fold cross-validation of a recipe on train+val")
+    cv.add_argument("recipe")
+    cv.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
+    cv.add_argument("--out", help="output directory (default runs/cv-<name>-<timestamp>)")
+    cv.add_argument("--ensemble", action="store_true", help="keep the fold models as an ensemble in <out>/ensemble")
+    cv.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+
+
+def _tune(args) -> int:
+    from .tune import search
+
+    search(args.recipe, args.space, sampler=args.sampler, trials=args.trials, timeout=args.timeout, seed=args.seed,
+           pruner=args.pruner, patience=args.patience, folds=args.cv, metric=args.metric, storage_url=args.storage,
+           study=args.study, workers=args.workers, out=args.out, refit=args.refit, keep_runs=not args.no_runs,
+           heartbeat=args.heartbeat, retries=args.retries, overrides=args.overrides)
+    return 0
+
+
+def _cv(args) -> int:
+    from datetime import datetime
+
+    from . import config
+    from .tune import cross_validate
+    from .tune.cv import describe
+
+    recipe = config.load(args.recipe, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / f"cv-{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    print(describe(cross_validate(recipe, args.folds, out, ensemble=args.ensemble)))
+    print(f"per-fold curves: {out / 'cv.png'}; results: {out / 'cv.json'}"
+          + (f"; fold models: {out / 'ensemble'}" if args.ensemble else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # argparse itself exits with code 2 on bad arguments
     try:
@@ -91,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             return _doctor(args)
         if args.command in ("report", "compare", "lab"):
             return _reports(args)
+        if args.command in ("tune", "cv"):
+            return _tune(args) if args.command == "tune" else _cv(args)
         return _datasets()
     except UserError as e:
         print(f"descend: error: {e}", file=sys.stderr)
@@ -100,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except Interrupted as e:
         print(f"descend: {e}", file=sys.stderr)
-        if e.checkpoint_path is not None:
+        if args.command in ("tune", "cv"):
+            print("the same command continues: a tune study re-runs its interrupted trials", file=sys.stderr)
+        elif e.checkpoint_path is not None:
             run_dir = e.checkpoint_path.parent.parent
             print(f"resume with: descend run {args.recipe} --resume {run_dir}", file=sys.stderr)
         return e.exit_code
@@ -111,11 +172,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from . import config, experiment
+    from .rundir import default_run_dir
+    from .train.control import Control
 
     recipe = config.load(args.recipe, args.overrides)
     if args.resume and args.out and args.out != args.resume:
         raise UserError("--resume continues the run in its own directory; leave out --out")
-    summary = experiment.run(recipe, args.resume or args.out, resume=bool(args.resume), quiet=args.quiet)
+    out = Path(args.resume or args.out or default_run_dir(recipe))
+    control = Control(out / "control.toml", keys=not args.quiet)  # babysitting: keys, or a control.toml in out
+    summary = experiment.run(recipe, out, resume=bool(args.resume), quiet=args.quiet, callbacks=[control])
     if summary.get("already"):
         state = "stopped early" if summary["already"] == "stopped_early" else "finished"
         print(f"the run in {summary['run_dir']} had already {state}: nothing to resume, nothing changed")

@@ -137,12 +137,13 @@ class Trainer:
         """
         self.prepare(train, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
         _, _, val, batches = self._plan
+        self.epochs = epochs  # callbacks may add epochs (add_epochs)
         with self._determinism(), state.stop_on_signals(self):
             self._start(batches, epochs)
             if resume is not None:
                 self.load_state_dict(checkpoint.load(state.find(resume), device=self.device))
             self._event("on_fit_start")
-            while self.epoch < epochs and not self.stop_training:
+            while self.epoch < self.epochs and not self.stop_training:
                 try:
                     self._run_epoch(batches, val)
                 except DivergenceError as diverged:
@@ -226,6 +227,19 @@ class Trainer:
         """The epoch's running sums, on the device: metrics, (Σ penalty·n, n), (Σ pre-clip grad norm, steps)."""
         return {"metrics": MetricSums(self.loss, self.device), "penalty": torch.zeros(2, device=self.device),
                 "grad_norm": torch.zeros(2, device=self.device)}
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply every group's learning rate by ``factor`` from the next step on (a schedule keeps shaping it).
+
+        The scaled base rates are part of the trainer state, so a resumed run keeps the change.
+        """
+        if not factor > 0:
+            raise UserError(f"the learning-rate factor must be > 0, got {factor!r}")
+        self._base_lrs = [lr * factor for lr in self._base_lrs]
+
+    def add_epochs(self, n: int) -> None:
+        """Train ``n`` epochs more than fit() was asked for (a schedule keeps its length and stays at its end)."""
+        self.epochs += n
 
     def _stop_for_signal(self) -> None:
         keeper = self.checkpoints
