@@ -15,7 +15,7 @@ import tomli_w
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import optim, regularization, schedules
+from . import averaging, optim, regularization, schedules
 from .data import augment
 from .errors import UserError
 
@@ -114,6 +114,14 @@ class AugmentConfig(_PartSection):
         return augment.create(dataset=dataset, **self.options)
 
 
+class AveragingConfig(_PartSection):
+    method: str = "ema"
+
+    def build(self):
+        """The weight-averaging callback (:func:`descend.averaging.create`)."""
+        return averaging.create(self.method, **self.options)
+
+
 class EarlyStoppingConfig(_Section):
     monitor: str = "val_loss"
     mode: Literal["auto", "min", "max"] = "auto"
@@ -134,6 +142,7 @@ class Config(_Section):
     regularization: RegularizationConfig | None = None
     augment: AugmentConfig | None = None
     early_stopping: EarlyStoppingConfig | None = None
+    averaging: AveragingConfig | None = None
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -63,12 +63,13 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         model = models.build(c.model.name, info.input_shape,
                              num_outputs(loss, info.task, info.num_classes, bundle.train.y), **c.model.options)
     stopper = EarlyStopping(**c.early_stopping.model_dump()) if c.early_stopping else None
+    averager = c.averaging.build() if c.averaging else None
     trainer = Trainer(
         model, loss=loss, optimizer=c.optimizer.build(),
         schedule=c.schedule.build() if c.schedule else None,
         regularizer=c.regularization.build() if c.regularization else None,
         augment=c.augment.build(dataset=info.name) if c.augment else None,
-        callbacks=[stopper] if stopper else [],
+        callbacks=[cb for cb in (stopper, averager) if cb is not None],
         clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
         device=c.train.device, precision=c.train.precision, seed=c.seed,
         deterministic=c.train.deterministic, log_every=c.train.log_every)

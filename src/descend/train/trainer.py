@@ -87,10 +87,10 @@ class Trainer:
         self.step_loss = None      # the current step's loss (detached, on the device) while per-step events run
         self.stop_training = False
         self.task: str | None = None
-        self.steps_per_epoch = 0
-        self.total_steps = 0
+        self.steps_per_epoch = self.total_steps = 0
         self._epoch_done = False   # the running epoch is complete (its on_epoch_end events are under way)
         self._train: Split | None = None
+        self.val_data: Split | None = None  # the running fit's validation split (for callbacks)
         self._batch_size: int | str = 128
 
     @property
@@ -110,7 +110,7 @@ class Trainer:
         train = self._prepare(as_split(train, "train"))
         val = self._prepare(as_split(val, "val")) if val is not None else None
         batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
-        self._train, self._batch_size = train, batch_size
+        self._train, self.val_data, self._batch_size = train, val, batch_size
         with self._determinism(), state.stop_on_signals(self):
             self._start(batches, epochs)
             if resume is not None:
