@@ -22,6 +22,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its last checkpoint (as if it had never stopped)")
+    ens = sub.add_parser("ensemble", help="train an ensemble of a recipe's model and write its directory")
+    ens.add_argument("recipe", help="a TOML recipe (its [ensemble] section, or one of the options below)")
+    kind = ens.add_mutually_exclusive_group()
+    kind.add_argument("--members", type=int, metavar="K", help="K networks from different seeds")
+    kind.add_argument("--snapshots", type=int, metavar="K", help="K snapshots of one run with cosine restarts")
+    kind.add_argument("--mc-dropout", type=int, metavar="N", help="N dropout passes of one network")
+    ens.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+    ens.add_argument("--out", help="the ensemble directory (default runs/<name>-<timestamp>)")
+    ens.add_argument("--quiet", action="store_true", help="print only the final summary")
     sub.add_parser("datasets", help="list the built-in datasets and where their data comes from")
     return parser
 
@@ -29,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # argparse itself exits with code 2 on bad arguments
     try:
-        if args.command == "run":
+        if args.command in ("run", "ensemble"):
             return _run(args)
         return _datasets()
     except UserError as e:
@@ -50,12 +59,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from . import config, experiment
+    from . import config, ensemble_fit, experiment
 
-    recipe = config.load(args.recipe, args.overrides)
-    if args.resume and args.out and args.out != args.resume:
-        raise UserError("--resume continues the run in its own directory; leave out --out")
-    summary = experiment.run(recipe, args.resume or args.out, resume=bool(args.resume), quiet=args.quiet)
+    kinds = {k: getattr(args, k, None) for k in ("members", "snapshots", "mc_dropout")}
+    overrides = [f"ensemble.{k}={v}" for k, v in kinds.items() if v is not None]
+    recipe = config.load(args.recipe, args.overrides + overrides)
+    if args.command == "ensemble" or recipe.ensemble is not None:
+        if getattr(args, "resume", None):
+            raise UserError("an ensemble run cannot be resumed; train it again (each member takes one run)")
+        if recipe.ensemble is None:
+            raise UserError("descend ensemble needs --members K, --snapshots K, --mc-dropout N or an [ensemble] "
+                            "section in the recipe")
+        summary = ensemble_fit.run(recipe, args.out, quiet=args.quiet)
+    else:
+        if args.resume and args.out and args.out != args.resume:
+            raise UserError("--resume continues the run in its own directory; leave out --out")
+        summary = experiment.run(recipe, args.resume or args.out, resume=bool(args.resume), quiet=args.quiet)
     for key, (old, new) in summary["changed"].items():
         print(f"resumed with {key} = {new!r} (was {old!r})")
     final = summary["final"]

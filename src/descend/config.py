@@ -15,7 +15,7 @@ import tomli_w
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import averaging, optim, regularization, schedules
+from . import averaging, ensemble, optim, regularization, schedules
 from .data import augment
 from .errors import UserError
 
@@ -122,6 +122,12 @@ class AveragingConfig(_PartSection):
         return averaging.create(self.method, **self.options)
 
 
+class EnsembleConfig(_PartSection):
+    def build(self):
+        """What kind of ensemble, of what size (:func:`descend.ensemble.create`)."""
+        return ensemble.create(**self.options)
+
+
 class EarlyStoppingConfig(_Section):
     monitor: str = "val_loss"
     mode: Literal["auto", "min", "max"] = "auto"
@@ -143,6 +149,7 @@ class Config(_Section):
     augment: AugmentConfig | None = None
     early_stopping: EarlyStoppingConfig | None = None
     averaging: AveragingConfig | None = None
+    ensemble: EnsembleConfig | None = None
 
 
 # ---------------------------------------------------------------------------------------------- loading
