@@ -15,7 +15,7 @@ import tomli_w
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import averaging, ensemble, optim, regularization, schedules
+from . import averaging, ensemble, optim, regularization, schedules, transfer
 from .data import augment
 from .errors import UserError
 
@@ -128,6 +128,12 @@ class EnsembleConfig(_PartSection):
         return ensemble.create(**self.options)
 
 
+class TransferConfig(_PartSection):
+    def build(self):
+        """The transfer: pretrained weights, mode, learning-rate scale (:func:`descend.transfer.create`)."""
+        return transfer.create(**self.options)
+
+
 class EarlyStoppingConfig(_Section):
     monitor: str = "val_loss"
     mode: Literal["auto", "min", "max"] = "auto"
@@ -150,6 +156,7 @@ class Config(_Section):
     early_stopping: EarlyStoppingConfig | None = None
     averaging: AveragingConfig | None = None
     ensemble: EnsembleConfig | None = None
+    transfer: TransferConfig | None = None
 
 
 # ---------------------------------------------------------------------------------------------- loading
