@@ -140,6 +140,7 @@ class WeightAveraging(Callback):
         self._weight = 1.0        # the weight of the current model in the update being made
         self._raw: dict | None = None
         self._swapped = False
+        self._judged = False      # validation has judged averaged weights in this fit
         self._pending: dict | None = None
         self._start = 0           # SWA's first averaged epoch (resolved at fit start)
 
@@ -182,7 +183,7 @@ class WeightAveraging(Callback):
     # ------------------------------------------------------------------ events
     def on_fit_start(self, trainer) -> None:
         self.averaged = AveragedModel(trainer.model, multi_avg_fn=self._average, use_buffers=True)
-        self.updates, self._raw, self._swapped = 0, None, False
+        self.updates, self._raw, self._swapped, self._judged = 0, None, False, False
         if self._pending is not None:
             self._apply(self._pending)
         epochs = trainer.total_steps // trainer.steps_per_epoch
@@ -202,6 +203,7 @@ class WeightAveraging(Callback):
     def on_validation_start(self, trainer) -> None:
         if self.evaluate_with == "average" and self.updates:
             self._swap_in(trainer)
+            self._judged = True  # early stopping now sees (and keeps) averaged weights
 
     def on_validation_end(self, trainer, logs: dict[str, float]) -> None:
         if self.evaluate_with == "raw":
@@ -226,7 +228,7 @@ class WeightAveraging(Callback):
             return
         restored = any(isinstance(cb, EarlyStopping) and cb.restore_best and cb.best_weights is not None
                        for cb in trainer.callbacks)
-        if self.evaluate_with == "average" and restored:
+        if self.evaluate_with == "average" and restored and self._judged:
             return  # early stopping put back the best averaged weights (it kept them with our statistics)
         self.install(trainer)
 
