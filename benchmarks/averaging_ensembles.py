@@ -70,7 +70,8 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, default=0.99)
     parser.add_argument("--swa-lr", type=float, default=0.25, help="SWA's constant rate, × the recipe's lr")
     parser.add_argument("--train-subset", type=int, default=0, help="train on the first N (shuffled) samples")
-    parser.add_argument("--test-subset", type=int, default=0, help="test on the first N (shuffled) test samples")
+    parser.add_argument("--val-subset", type=int, default=0, help="validate on N (shuffled) validation samples")
+    parser.add_argument("--test-subset", type=int, default=0, help="test on N (shuffled) test samples")
     parser.add_argument("--json", help="write the raw numbers here")
     args = parser.parse_args()
 
@@ -78,12 +79,12 @@ def main() -> None:
     base["train"]["epochs"] = args.epochs
     base.pop("early_stopping", None)
     data = experiment.load_data(config.validate(base))
-    if args.train_subset or args.test_subset:
+    if args.train_subset or args.val_subset or args.test_subset:
         def first(split, n):
             return split.subset(torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:n]) if n \
                 else split
-        data = DataBundle(first(data.train, args.train_subset), data.val, first(data.test, args.test_subset),
-                          data.info)
+        data = DataBundle(first(data.train, args.train_subset), first(data.val, args.val_subset),
+                          first(data.test, args.test_subset), data.info)
     rows: dict[str, list[dict]] = {}
 
     def add(name, metrics, seconds):
@@ -123,7 +124,8 @@ def main() -> None:
                                     "loss": snap.members[-1]["test_loss"]}, snap.seconds)
         print(f"rep {r} done at {time.strftime('%H:%M:%S')}", flush=True)
 
-    print(f"\n{args.recipe}: {args.epochs} epochs, train {len(data.train)}, test {len(data.test)}, "
+    print(f"\n{args.recipe}: {args.epochs} epochs, train {len(data.train)}, val {len(data.val)}, "
+          f"test {len(data.test)}, "
           f"{args.seeds} repetitions, torch threads {torch.get_num_threads()}\n")
     print("| method | test accuracy | test loss | disagreement | seconds |\n|---|---|---|---|---|")
     for name, values in rows.items():

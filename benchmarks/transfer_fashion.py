@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--pretrain-subset", type=int, default=15000)
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--test-per-class", type=int, default=0, help="test images per class (0: all 1000)")
+    parser.add_argument("--all-methods", action="store_true", help="also lr_scale 1 and gradual with trainable BN")
     parser.add_argument("--json")
     args = parser.parse_args()
 
@@ -68,7 +70,7 @@ def main() -> None:
     save_weights(pretrained.trainer.model, weights)
 
     target = bundle(full, classes(full.train, range(5, 10), 100), classes(full.train, range(5, 10), 100, skip=100),
-                    classes(full.test, range(5, 10)))
+                    classes(full.test, range(5, 10), args.test_per_class or None))
     target_raw = {k: v for k, v in base.items() if k != "augment"}
     target_raw["train"] = {**base["train"], "epochs": args.epochs, "batch_size": 32}
     fe = {"from": str(weights), "mode": "feature_extraction"}
@@ -79,11 +81,13 @@ def main() -> None:
         "feature extraction, backbone every step (frozen BN trainable, fastai)": {
             **fe, "cache_features": False, "train_batch_norm": True},
         "fine-tune, discriminative lr (lr_scale 0.01)": {"from": str(weights), "mode": "fine_tune"},
-        "fine-tune, one lr for all (lr_scale 1)": {"from": str(weights), "mode": "fine_tune", "lr_scale": 1.0},
+        **({"fine-tune, one lr for all (lr_scale 1)": {"from": str(weights), "mode": "fine_tune", "lr_scale": 1.0}}
+           if args.all_methods else {}),
         "gradual unfreezing, frozen BN in eval mode": {"from": str(weights), "mode": "gradual",
                                                        "unfreeze_every": args.epochs // 4},
-        "gradual unfreezing, frozen BN trainable": {"from": str(weights), "mode": "gradual",
-                                                    "unfreeze_every": args.epochs // 4, "train_batch_norm": True},
+        **({"gradual unfreezing, frozen BN trainable": {"from": str(weights), "mode": "gradual",
+                                                        "unfreeze_every": args.epochs // 4, "train_batch_norm": True}}
+           if args.all_methods else {}),
     }
     rows: dict[str, list[dict]] = {}
     for seed in range(args.seeds):
