@@ -59,22 +59,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from . import config, ensemble_fit, experiment
+    from . import config, experiment
 
     kinds = {k: getattr(args, k, None) for k in ("members", "snapshots", "mc_dropout")}
-    overrides = [f"ensemble.{k}={v}" for k, v in kinds.items() if v is not None]
-    recipe = config.load(args.recipe, args.overrides + overrides)
-    if args.command == "ensemble" or recipe.ensemble is not None:
-        if getattr(args, "resume", None):
-            raise UserError("an ensemble run cannot be resumed; train it again (each member takes one run)")
-        if recipe.ensemble is None:
-            raise UserError("descend ensemble needs --members K, --snapshots K, --mc-dropout N or an [ensemble] "
-                            "section in the recipe")
-        summary = ensemble_fit.run(recipe, args.out, quiet=args.quiet)
-    else:
-        if args.resume and args.out and args.out != args.resume:
-            raise UserError("--resume continues the run in its own directory; leave out --out")
-        summary = experiment.run(recipe, args.resume or args.out, resume=bool(args.resume), quiet=args.quiet)
+    kinds = [f"ensemble.{k}={v}" for k, v in kinds.items() if v is not None]
+    recipe = config.load(args.recipe, args.overrides + kinds)
+    if args.command == "ensemble" and recipe.ensemble is None:
+        raise UserError("descend ensemble needs --members K, --snapshots K, --mc-dropout N or an [ensemble] section")
+    resume = getattr(args, "resume", None)
+    if resume and args.out and args.out != resume:
+        raise UserError("--resume continues the run in its own directory; leave out --out")
+    summary = experiment.run(recipe, resume or args.out, resume=bool(resume), quiet=args.quiet)
     for key, (old, new) in summary["changed"].items():
         print(f"resumed with {key} = {new!r} (was {old!r})")
     final = summary["final"]

@@ -197,6 +197,12 @@ def run(config: cfg.Config, out: str | Path | None = None, *, resume: bool = Fal
     """
     from .rundir import check_resume, default_run_dir
 
+    if config.ensemble is not None:  # several networks: descend.ensemble_fit trains and writes them
+        from .ensemble_fit import run as run_ensemble
+
+        if resume:
+            raise UserError("an ensemble run cannot be resumed; train it again (each member takes one run)")
+        return run_ensemble(config, out, quiet=quiet, stream=stream)
     out = Path(out) if out is not None else default_run_dir(config)
     changed = check_resume(config, out) if resume else {}
     if not resume and (out / "metrics.jsonl").exists():
