@@ -73,19 +73,21 @@ def main() -> None:
                     classes(full.test, range(5, 10), args.test_per_class or None))
     target_raw = {k: v for k, v in base.items() if k != "augment"}
     target_raw["train"] = {**base["train"], "epochs": args.epochs, "batch_size": 32}
-    fe = {"from": str(weights), "mode": "feature_extraction"}
+    new_head = {"from": str(weights), "replace_head": True}   # classes 5-9 get a newly initialised head
+    fe = {**new_head, "mode": "feature_extraction"}
     methods = {
         "from scratch": None,
         "feature extraction, cached features": fe,
+        "feature extraction, cached features, new head = top 2 layers": {**fe, "head_groups": 2},
         "feature extraction, backbone every step (frozen BN in eval mode)": {**fe, "cache_features": False},
         "feature extraction, backbone every step (frozen BN trainable, fastai)": {
             **fe, "cache_features": False, "train_batch_norm": True},
-        "fine-tune, discriminative lr (lr_scale 0.01)": {"from": str(weights), "mode": "fine_tune"},
-        **({"fine-tune, one lr for all (lr_scale 1)": {"from": str(weights), "mode": "fine_tune", "lr_scale": 1.0}}
+        "fine-tune, discriminative lr (lr_scale 0.01)": {**new_head, "mode": "fine_tune"},
+        **({"fine-tune, one lr for all (lr_scale 1)": {**new_head, "mode": "fine_tune", "lr_scale": 1.0}}
            if args.all_methods else {}),
-        "gradual unfreezing, frozen BN in eval mode": {"from": str(weights), "mode": "gradual",
+        "gradual unfreezing, frozen BN in eval mode": {**new_head, "mode": "gradual",
                                                        "unfreeze_every": args.epochs // 4},
-        **({"gradual unfreezing, frozen BN trainable": {"from": str(weights), "mode": "gradual",
+        **({"gradual unfreezing, frozen BN trainable": {**new_head, "mode": "gradual",
                                                         "unfreeze_every": args.epochs // 4, "train_batch_norm": True}}
            if args.all_methods else {}),
     }

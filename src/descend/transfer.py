@@ -20,7 +20,8 @@ in train mode with trainable scale and shift, as fastai v1 did (``train_bn``). `
 ``model.safetensors``), a weights file or a descend checkpoint; tensors match by name (``prefix`` strips a prefix
 from the file's names), and every missing, unexpected or mis-shaped tensor is named in the error, except the
 head's when the number of outputs differs (the head is then the new task's, freshly initialised;
-``replace_head = true`` replaces it always).
+``replace_head = true`` replaces it always). ``head_groups = n`` makes the top n groups the head (what feature
+extraction trains; Yosinski et al. transfer the first layers and retrain the rest).
 """
 
 from __future__ import annotations
@@ -60,13 +61,14 @@ class TransferSpec:
     cache_features: bool = True
     replace_head: bool | str = "auto"
     prefix: str = ""
+    head_groups: int = 1
 
 
 def create(**options) -> TransferSpec:
     """The transfer a recipe describes: ``from`` (required), ``mode``, ``lr_scale``, ``unfreeze_every``,
     ``train_batch_norm``, ``cache_features``, ``replace_head`` (auto, true, false), ``prefix``."""
     allowed = ("from", "mode", "lr_scale", "unfreeze_every", "train_batch_norm", "cache_features", "replace_head",
-               "prefix")
+               "prefix", "head_groups")
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise UserError(f"transfer: unknown option {unknown[0]!r}; allowed: {', '.join(allowed)}")
@@ -80,6 +82,7 @@ def create(**options) -> TransferSpec:
         raise UserError(f"transfer: mode must be one of {', '.join(MODES)}, got {mode!r}")
     check_number("transfer", "lr_scale", options.get("lr_scale", 0.01), low=0, high=1, low_open=True)
     check_number("transfer", "unfreeze_every", options.get("unfreeze_every", 1), low=1, integer=True)
+    check_number("transfer", "head_groups", options.get("head_groups", 1), low=1, integer=True)
     for flag in ("train_batch_norm", "cache_features"):
         if not isinstance(options.get(flag, False), bool):
             raise UserError(f"transfer: {flag} must be true or false, got {options[flag]!r}")
@@ -89,9 +92,10 @@ def create(**options) -> TransferSpec:
 
 
 # ------------------------------------------------------------------------------------------------ the network
-def layer_groups(model: nn.Module) -> list[list[nn.Module]]:
+def layer_groups(model: nn.Module, head_groups: int = 1) -> list[list[nn.Module]]:
     """The model's layer groups, bottom to top: a new group starts at each weighted layer (Linear, Conv) of a
-    ``torch.nn.Sequential``; layers before the first (reshaping) join it. The last group is the head."""
+    ``torch.nn.Sequential``; layers before the first (reshaping) join it. The last group is the head: the top
+    ``head_groups`` groups together (1: the output layer alone)."""
     if not isinstance(model, nn.Sequential):
         raise UserError("transfer learning splits a torch.nn.Sequential into layer groups (descend's models are "
                         f"one); got {type(model).__name__}")
@@ -100,9 +104,11 @@ def layer_groups(model: nn.Module) -> list[list[nn.Module]]:
         if isinstance(layer, _WEIGHTED) and any(isinstance(m, _WEIGHTED) for m in groups[-1]):
             groups.append([])
         groups[-1].append(layer)
-    if len(groups) < 2:
-        raise UserError("transfer learning needs a backbone and a head: this model has a single weighted layer")
-    return groups
+    if len(groups) <= head_groups:
+        raise UserError(f"transfer learning needs a backbone below the head: this model has {len(groups)} layer "
+                        f"group(s) and head_groups = {head_groups}")
+    cut = len(groups) - head_groups
+    return [*groups[:cut], [m for g in groups[cut:] for m in g]]
 
 
 def _names(model: nn.Module, modules: list[nn.Module]) -> set[str]:
@@ -118,7 +124,7 @@ def load_pretrained(model: nn.Module, spec: TransferSpec) -> list[str]:
     if not spec.source.is_file():
         raise UserError(f"transfer: no pretrained weights at {spec.source} (give a run directory with "
                         "model.safetensors, or a .safetensors file)")
-    head = _names(model, layer_groups(model)[-1])
+    head = _names(model, layer_groups(model, spec.head_groups)[-1])
     fresh = {name: t.detach().clone() for name, t in model.state_dict().items() if name in head}
     report = load_weights(model, spec.source, prefix=spec.prefix)
     head_mismatch = [name for name, _, _ in report.mismatched if name in head]
@@ -136,10 +142,10 @@ def load_pretrained(model: nn.Module, spec: TransferSpec) -> list[str]:
     if problems:
         raise UserError(f"transfer: the weights in {spec.source} do not fit this model: {'; '.join(problems)} "
                         "(the recipe's [model] must be the pretrained architecture; prefix= strips a name prefix)")
-    if spec.replace_head is True or head_mismatch:
+    if spec.replace_head is True:
         model.load_state_dict(fresh, strict=False)  # the new task's head, as initialised
         return sorted(fresh)
-    return []
+    return sorted(head_mismatch)  # left as initialised: their shapes are the new task's
 
 
 def freeze(modules: list[nn.Module], *, train_batch_norm: bool = False) -> list:
@@ -258,7 +264,7 @@ def prepare(spec: TransferSpec, model: nn.Module, data: DataBundle, optimizer_sp
             augment=None) -> Prepared:
     """Load, freeze and (feature extraction) cache, as ``spec`` says; used by :func:`descend.experiment.build`."""
     load_pretrained(model, spec)
-    groups = layer_groups(model)
+    groups = layer_groups(model, spec.head_groups)
     backbone = [m for g in groups[:-1] for m in g]
     if spec.mode == "fine_tune":
         return Prepared(model, data, discriminative_optimizer(optimizer_spec, model, groups, spec.lr_scale))
