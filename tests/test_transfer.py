@@ -121,3 +121,15 @@ def test_gradual_unfreezing_from_the_top(pretrained):
 
     built.fit([Watch()])
     assert seen == [[False, False, True], [False, True, True], [True, True, True]]
+
+
+def test_layer_groups_and_a_wider_head():
+    model = ds.models.build("mlp", (4,), 3, hidden=[16, 16], batch_norm=True, dropout=0.1)
+    groups = transfer.layer_groups(model)
+    assert [[type(m).__name__ for m in g] for g in groups] == [
+        ["Flatten", "Linear", "BatchNorm1d", "ReLU", "Dropout"], ["Linear", "BatchNorm1d", "ReLU", "Dropout"],
+        ["Linear"]]
+    wide = transfer.layer_groups(model, head_groups=2)
+    assert len(wide) == 2 and wide[1] == [*groups[1], *groups[2]]
+    with pytest.raises(ds.UserError, match="3 layer group\\(s\\) and head_groups = 3"):
+        transfer.layer_groups(model, head_groups=3)
