@@ -31,17 +31,19 @@ def test_create_with_everything_off_returns_none():
 
 
 def test_create_validates_options():
-    with pytest.raises(UserError, match="unknown augment option 'flip'; allowed: hflip, vflip"):
+    with pytest.raises(UserError, match="augment: unknown option 'flip'; valid options: hflip, vflip"):
         augment.create(flip=True)
-    with pytest.raises(UserError, match=r"hflip must be a number in \[0, 1\], got 1.5"):
+    with pytest.raises(UserError, match=r"augment: option 'hflip' must be a number in \[0, 1\] or true or false; "
+                       "got 1.5"):
         augment.create(hflip=1.5)
-    with pytest.raises(UserError, match="crop_padding must be an integer >= 0, got 2.5"):
+    with pytest.raises(UserError, match="augment: option 'crop_padding' must be an integer >= 0; got 2.5"):
         augment.create(crop_padding=2.5)
-    with pytest.raises(UserError, match=r"rotation must be a number in \[0, 180\], got -5"):
+    with pytest.raises(UserError, match=r"augment: option 'rotation' must be a number in \[0, 180\]; got -5"):
         augment.create(rotation=-5)
-    with pytest.raises(UserError, match=r"scale must be a number in \[0, 1\), got 1"):
+    with pytest.raises(UserError, match=r"augment: option 'scale' must be a number in \[0, 1\); got 1"):
         augment.create(scale=1)
-    with pytest.raises(UserError, match="shift_mode must be one of circular, zeros, got 'reflect'"):
+    with pytest.raises(UserError, match="augment: option 'shift_mode' must be one of 'circular', 'zeros'; "
+                       "got 'reflect'"):
         augment.create(shift=2, shift_mode="reflect")
     assert augment.create(hflip=True).hflip == 0.5
 

@@ -185,8 +185,8 @@ def test_recipe_section_and_its_errors():
     raw = {"data": {"name": "iris"}, "averaging": {"method": "swa", "start_epoch": 3, "batch_norm": "keep"}}
     callback = config.validate(raw).averaging.build()
     assert isinstance(callback, averaging.WeightAveraging) and callback.batch_norm == "keep"
-    for bad, words in [({"method": "polyak"}, "method must be one of ema, swa"),
-                       ({"decay": 1.0}, "decay"), ({"batch_norm": "freeze"}, "recompute, average, keep"),
+    for bad, words in [({"method": "polyak"}, "option 'method' must be one of 'ema', 'swa'; got 'polyak'"),
+                       ({"decay": 1.0}, "option 'decay'"), ({"batch_norm": "freeze"}, "'recompute', 'average', 'keep'"),
                        ({"method": "ema", "swa_lr": 0.1}, "belong to method = 'swa'"),
                        ({"decay_rate": 0.9}, "unknown option 'decay_rate'")]:
         with pytest.raises(ds.UserError, match=words):

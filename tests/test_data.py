@@ -489,24 +489,25 @@ def test_truncated_and_foreign_idx_files(tmp_path):
 
 def test_unknown_and_invalid_options():
     with pytest.raises(
-        UserError, match="unknown option 'n_trian' for dataset 'sine'; valid options: .*n_train"
+        UserError, match="dataset 'sine': unknown option 'n_trian'; valid options: .*n_train"
     ):
         dd.load("sine", n_trian=5)
     with pytest.raises(UserError, match="valid options: none"):
         dd.load("iris", foo=1)
-    with pytest.raises(UserError, match="n_train must be an integer >= 1, got 0"):
+    with pytest.raises(UserError, match="dataset 'sine': option 'n_train' must be an integer >= 1; got 0"):
         dd.load("sine", n_train=0)
-    with pytest.raises(UserError, match="noise_std must be a finite number >= 0"):
+    with pytest.raises(UserError, match="dataset 'sine': option 'noise_std' must be a number >= 0; got -1.0"):
         dd.load("sine", noise_std=-1.0)
-    with pytest.raises(UserError, match="val_fraction must be a number in \\[0, 1\\), got 1.0"):
+    with pytest.raises(UserError, match="data: option 'val_fraction' must be a number in \\[0, 1\\); got 1.0"):
         dd.load("iris", val_fraction=1.0)
-    with pytest.raises(UserError, match="scale must be one of standardize, minmax, none, got 'zscore'"):
+    with pytest.raises(UserError, match="data: option 'scale' must be one of 'standardize', 'minmax', 'none'; "
+                       "got 'zscore'"):
         dd.load("iris", scale="zscore")
     with pytest.raises(UserError, match="task for dataset 'iris' must be 'classification'"):
         dd.load("iris", task="regression")
     with pytest.raises(UserError, match="target and features choose CSV columns"):
         dd.load("iris", target=0)
-    with pytest.raises(UserError, match="seed must be an integer >= 0"):
+    with pytest.raises(UserError, match="data: option 'seed' must be an integer >= 0; got -3"):
         dd.load("iris", seed=-3)
 
 

@@ -24,17 +24,19 @@ def small_model() -> nn.Module:
 # ---- options and validation ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "hyper", "message"), [
-    ("adam", {"lr": -1.0}, "lr must be >= 0, got -1.0"),
-    ("adam", {"beta1": 1.5}, "beta1 must be in [0, 1), got 1.5"),
-    ("adam", {"beta2": 1.0}, "beta2 must be in [0, 1), got 1.0"),
-    ("momentum", {"momentum": -0.1}, "momentum must be in [0, 1)"),
-    ("momentum", {"momentum_form": "nag"}, "momentum_form must be one of ['heavy_ball', 'velocity', 'ema']"),
-    ("adam", {"bias_correction": "yes"}, "bias_correction must be true or false"),
-    ("adam", {"weight_decay_mode": "both"}, "weight_decay_mode must be one of ['l2', 'decoupled']"),
-    ("adam", {"betas": (0.9, 0.99)}, "unknown option(s) ['betas'] for optimizer 'adam'; valid options:"),
+    ("adam", {"lr": -1.0}, "optimizer 'adam': option 'lr' must be a number >= 0; got -1.0."),
+    ("adam", {"beta1": 1.5}, "option 'beta1' must be a number in [0, 1); got 1.5."),
+    ("adam", {"beta2": 1.0}, "option 'beta2' must be a number in [0, 1); got 1.0."),
+    ("momentum", {"momentum": -0.1}, "option 'momentum' must be a number in [0, 1); got -0.1."),
+    ("momentum", {"momentum_form": "nag"}, "option 'momentum_form' must be one of 'heavy_ball', 'velocity', 'ema'; "
+     "got 'nag'."),
+    ("adam", {"bias_correction": "yes"}, "option 'bias_correction' must be true or false; got 'yes'."),
+    ("adam", {"weight_decay_mode": "both"},
+     "option 'weight_decay_mode' must be one of 'l2', 'decoupled'; got 'both'."),
+    ("adam", {"betas": (0.9, 0.99)}, "optimizer 'adam': unknown option 'betas'; valid options: lr, beta1,"),
     ("lbfgs", {}, "unknown optimizer 'lbfgs'; valid names:"),
-    ("newton", {"damping": 0.0}, "damping must be > 0"),
-    ("rmsprop", {"eps": float("nan")}, "eps must be >= 0"),
+    ("newton", {"damping": 0.0}, "option 'damping' must be a number > 0; got 0.0."),
+    ("rmsprop", {"eps": float("nan")}, "option 'eps' must be a number >= 0; got nan."),
 ])
 def test_bad_options_name_the_option_value_and_range(name, hyper, message):
     with pytest.raises(UserError) as info:
@@ -60,7 +62,7 @@ def test_spec_validates_eagerly_and_builds_later():
 def test_every_option_default_passes_its_own_check():
     for name, opts in O.OPTIONS.items():
         for o in opts:
-            assert o.check(o.default, name) == o.default
+            assert o.check(name, o.default) == o.default
 
 
 # ---- parameter groups for weight decay -----------------------------------------------------------------

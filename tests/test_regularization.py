@@ -231,19 +231,20 @@ def test_correlated_noisy_features_lasso_selects_ridge_groups():
 
 
 def test_create_errors():
-    with pytest.raises(UserError, match="kind must be one of l1, l2, elastic_net, lp, proximal_l1, got 'l3'"):
+    with pytest.raises(UserError, match="regularization: option 'kind' must be one of "
+                       "'l1', 'l2', 'elastic_net', 'lp', 'proximal_l1'; got 'l3'"):
         regularization.create("l3")
-    with pytest.raises(UserError, match="unknown regularization option 'p' for kind 'l2'; allowed: strength"):
+    with pytest.raises(UserError, match="regularization 'l2': unknown option 'p'; valid options: strength"):
         regularization.create("l2", p=2)
-    with pytest.raises(UserError, match=r"strength must be a finite number >= 0, got -1"):
+    with pytest.raises(UserError, match=r"regularization 'l1': option 'strength' must be a number >= 0; got -1"):
         regularization.create("l1", strength=-1)
-    with pytest.raises(UserError, match=r"p must be a finite number > 0, got 0"):
+    with pytest.raises(UserError, match=r"regularization 'lp': option 'p' must be a number > 0; got 0"):
         regularization.create("lp", p=0)
-    with pytest.raises(UserError, match="needs the option 'p'"):
+    with pytest.raises(UserError, match="regularization 'lp': option 'p' is required"):
         regularization.create("lp")
-    with pytest.raises(UserError, match="convention must be one of half, full, got 'third'"):
+    with pytest.raises(UserError, match="option 'convention' must be one of 'half', 'full'; got 'third'"):
         regularization.create("l2", convention="third")
-    with pytest.raises(UserError, match="include must be a list"):
+    with pytest.raises(UserError, match=r"option 'include' must be a list of parameter-name patterns .*; got \[1\]"):
         regularization.create("l2", include=[1])
     # None means "not set" so a config section can pass every field
     assert regularization.create("l2", strength=None, convention=None).l2 == pytest.approx(1e-4 / 2)

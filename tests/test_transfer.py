@@ -71,7 +71,7 @@ def test_key_mapping_errors_name_every_tensor(pretrained, tmp_path):
     built = experiment.build(recipe(**{"from": str(prefixed), "prefix": "encoder."}))   # the prefix maps the keys
     assert torch.equal(built.trainer.model[1].weight, weights(pretrained)["1.weight"])
     for bad, words in [({"mode": "fine_tune"}, "'from' is required"), ({"from": "x", "mode": "linear_probe"},
-                       "mode must be one of"), ({"from": str(tmp_path / "none")}, "no pretrained weights")]:
+                       "option 'mode' must be one of"), ({"from": str(tmp_path / "none")}, "no pretrained weights")]:
         with pytest.raises(ds.UserError, match=words):
             experiment.build(recipe(**bad))
 

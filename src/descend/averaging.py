@@ -35,7 +35,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from .errors import UserError
-from .schedules import check_number
+from .options import Boolean, OneOf, Option, Optional, declare, integer, number
 from .train.callbacks import Callback, EarlyStopping
 
 __all__ = ["METHODS", "BATCH_NORM", "EVALUATE_WITH", "WeightAveraging", "EMA", "SWA", "SWALearningRate", "create",
@@ -45,12 +45,6 @@ METHODS = ("ema", "swa")
 BATCH_NORM = ("recompute", "average", "keep")
 EVALUATE_WITH = ("average", "raw", "both")
 SWA_START_FRACTION = 0.75  # Izmailov et al. 2018 start averaging after 75% of the training budget
-
-
-def _choice(option: str, value, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise UserError(f"averaging: {option} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
 
 
 def recompute_batch_norm(trainer, model: torch.nn.Module | None = None) -> None:
@@ -113,28 +107,33 @@ class WeightAveraging(Callback):
 
     order = 50  # after early stopping (0), which then keeps the weights validation judged; before logs and checkpoints
 
+    @declare("averaging",
+             Option("method", OneOf(*METHODS), doc="ema (Polyak averaging) or swa (stochastic weight averaging)"),
+             Option("decay", number(0, 1, closed="left"), doc="EMA: d in w̄ ← d·w̄ + (1 − d)·w"),
+             Option("every", integer(1), doc="EMA: update the average every this many optimizer steps"),
+             Option("warmup", Boolean(), doc="EMA: d_t = min(d, 1 − (1 + t/γ)^−p) (timm's ModelEmaV3)"),
+             Option("warmup_gamma", number(0, closed="right"), doc="EMA warmup: γ"),
+             Option("warmup_power", number(0, closed="right"), doc="EMA warmup: p"),
+             Option("start_epoch", Optional(integer(0), "75% of the epochs"), doc="SWA: first averaged epoch"),
+             Option("swa_lr", Optional(number(0, closed="right"), "the recipe's schedule"),
+                    doc="SWA: the learning rate from start_epoch on (cosine anneal, as torch's SWALR)"),
+             Option("anneal_epochs", number(0), doc="SWA: epochs of the anneal to swa_lr"),
+             Option("batch_norm", Optional(OneOf(*BATCH_NORM), "recompute for swa, average for ema"),
+                    doc="statistics of the averaged weights"),
+             Option("evaluate_with", OneOf(*EVALUATE_WITH), doc="the weights validation judges and the run keeps"))
     def __init__(self, method: str = "ema", *, decay: float = 0.999, every: int = 1, warmup: bool = False,
                  warmup_gamma: float = 1.0, warmup_power: float = 2 / 3, start_epoch: int | None = None,
                  swa_lr: float | None = None, anneal_epochs: float = 1.0, batch_norm: str | None = None,
                  evaluate_with: str = "average"):
-        self.method = _choice("method", method, METHODS)
-        self.decay = check_number("averaging", "decay", decay, low=0, high=1, high_open=True)
-        self.every = check_number("averaging", "every", every, low=1, integer=True)
-        if not isinstance(warmup, bool):
-            raise UserError(f"averaging: warmup must be true or false, got {warmup!r}")
-        self.warmup = warmup
-        self.warmup_gamma = check_number("averaging", "warmup_gamma", warmup_gamma, low=0, low_open=True)
-        self.warmup_power = check_number("averaging", "warmup_power", warmup_power, low=0, low_open=True)
-        self.start_epoch = None if start_epoch is None else check_number("averaging", "start_epoch", start_epoch,
-                                                                         low=0, integer=True)
-        self.swa_lr = None if swa_lr is None else check_number("averaging", "swa_lr", swa_lr, low=0, low_open=True)
-        self.anneal_epochs = check_number("averaging", "anneal_epochs", anneal_epochs, low=0)
+        self.method, self.decay, self.every, self.warmup = method, decay, every, warmup
+        self.warmup_gamma, self.warmup_power = warmup_gamma, warmup_power
+        self.start_epoch, self.swa_lr, self.anneal_epochs = start_epoch, swa_lr, anneal_epochs
         if method == "ema" and (start_epoch is not None or swa_lr is not None):
             raise UserError("averaging: start_epoch and swa_lr belong to method = 'swa'; EMA averages from the "
                             "first step (use warmup for a slow start)")
         default_bn = "recompute" if method == "swa" else "average"
-        self.batch_norm = _choice("batch_norm", batch_norm if batch_norm is not None else default_bn, BATCH_NORM)
-        self.evaluate_with = _choice("evaluate_with", evaluate_with, EVALUATE_WITH)
+        self.batch_norm = batch_norm if batch_norm is not None else default_bn
+        self.evaluate_with = evaluate_with
         self.averaged: AveragedModel | None = None
         self.updates = 0          # updates of the average so far (t in the warmup formula)
         self._weight = 1.0        # the weight of the current model in the update being made
@@ -181,6 +180,10 @@ class WeightAveraging(Callback):
             recompute_batch_norm(trainer)
 
     # ------------------------------------------------------------------ events
+    def setup(self, trainer, logged: set[str]) -> None:
+        if self.evaluate_with != "raw":  # the averaged weights' validation values join the logs
+            logged.update({f"val_avg_{name.removeprefix('val_')}" for name in logged if name.startswith("val_")})
+
     def on_fit_start(self, trainer) -> None:
         self.averaged = AveragedModel(trainer.model, multi_avg_fn=self._average, use_buffers=True)
         self.updates, self._raw, self._swapped, self._judged = 0, None, False, False
@@ -284,10 +287,4 @@ class SWA(WeightAveraging):
 
 def create(method: str = "ema", **options) -> WeightAveraging:
     """The averaging callback a recipe's ``[averaging]`` section describes (options of :class:`WeightAveraging`)."""
-    import inspect
-
-    allowed = [name for name in inspect.signature(WeightAveraging).parameters if name != "method"]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise UserError(f"averaging: unknown option {unknown[0]!r}; allowed: method, {', '.join(allowed)}")
     return WeightAveraging(method, **options)

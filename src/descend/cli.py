@@ -70,6 +70,10 @@ def _run(args) -> int:
     if resume and args.out and args.out != resume:
         raise UserError("--resume continues the run in its own directory; leave out --out")
     summary = experiment.run(recipe, resume or args.out, resume=bool(resume), quiet=args.quiet)
+    if summary.get("already"):
+        state = "stopped early" if summary["already"] == "stopped_early" else "finished"
+        print(f"the run in {summary['run_dir']} had already {state}: nothing to resume, nothing changed")
+        return 0
     for key, (old, new) in summary["changed"].items():
         print(f"resumed with {key} = {new!r} (was {old!r})")
     final = summary["final"]

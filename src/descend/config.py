@@ -8,16 +8,24 @@ itself, so each option is described in exactly one place. Configs are data: no e
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import tomli_w
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from . import averaging, ensemble, optim, regularization, schedules, transfer
+from . import averaging, ensemble, models, optim, regularization, schedules, transfer
+from . import data as datasets
 from .data import augment
 from .errors import UserError
+from .options import Option
+from .options import validate as validate_options
+from .train import Trainer
+from .train.callbacks import EarlyStopping
+from .train.state import Checkpoints
 
 
 class _Section(BaseModel):
@@ -35,45 +43,6 @@ class _OpenSection(_Section):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
 
-class DataConfig(_OpenSection):
-    name: str = Field(description="built-in dataset name, or a path to a .csv / .npz / .idx file")
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    test_fraction: float | None = Field(None, gt=0.0, lt=1.0)
-    scale: Literal["standardize", "minmax", "none"] = "standardize"
-    target: str | int | None = None
-    features: list[str | int] | None = None
-    task: Literal["classification", "regression"] | None = None
-
-
-class ModelConfig(_OpenSection):
-    name: Literal["mlp", "cnn1d", "cnn2d"] = "mlp"
-
-
-class TrainConfig(_Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int | Literal["full"] = 128
-    shuffle: bool = True
-    drop_last: bool = False
-    loss: Literal["cross_entropy", "binary_cross_entropy", "mse", "mae"] | None = None
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
-    deterministic: bool = False
-    clip_grad_norm: float | None = Field(None, gt=0.0)
-    clip_grad_value: float | None = Field(None, gt=0.0)
-    log_every: int = Field(50, ge=1)
-    checkpoint_every: int = Field(1, ge=1)
-    checkpoint_unit: Literal["epoch", "step"] = "epoch"
-    on_divergence: Literal["stop", "rollback"] = "stop"
-    max_rollbacks: int = Field(3, ge=0)
-
-    @field_validator("batch_size")
-    @classmethod
-    def _positive_batch(cls, v):
-        if isinstance(v, int) and v < 1:
-            raise ValueError('must be a positive integer or "full"')
-        return v
-
-
 class _PartSection(_OpenSection):
     """A section that builds one part of descend (its ``build()``); it is valid when the part accepts it."""
 
@@ -84,6 +53,60 @@ class _PartSection(_OpenSection):
         except UserError as e:
             raise ValueError(str(e)) from None
         return self
+
+
+def _default(function: Callable, name: str) -> Any:
+    """The default of parameter ``name`` of ``function``: the part's signature is the one source."""
+    return inspect.signature(function).parameters[name].default
+
+
+class DataConfig(_PartSection):
+    name: str = Field(description="built-in dataset name, or a path to a .csv / .npz / .idx file")
+    val_fraction: float = Field(_default(datasets.load, "val_fraction"), ge=0.0, lt=1.0)
+    test_fraction: float | None = Field(_default(datasets.load, "test_fraction"), gt=0.0, lt=1.0)
+    scale: Literal["standardize", "minmax", "none"] = _default(datasets.load, "scale")
+    target: str | int | None = None
+    features: list[str | int] | None = None
+    task: Literal["classification", "regression"] | None = None
+
+    def build(self):
+        """The dataset's own options, checked against its table (nothing is read or generated)."""
+        return datasets.check_options(self.name, **self.options)
+
+
+class ModelConfig(_PartSection):
+    name: Literal["mlp", "cnn1d", "cnn2d"] = "mlp"
+
+    def build(self):
+        """A model spec (:func:`descend.models.spec`): every option checked, nothing built."""
+        return models.spec(self.name, **self.options)
+
+
+class TrainConfig(_Section):
+    """``Trainer.fit``'s, ``Trainer``'s and ``Checkpoints``' arguments; their defaults are theirs."""
+
+    epochs: int = Field(_default(Trainer.fit, "epochs"), ge=1)
+    batch_size: int | Literal["full"] = _default(Trainer.fit, "batch_size")
+    shuffle: bool = _default(Trainer.fit, "shuffle")
+    drop_last: bool = _default(Trainer.fit, "drop_last")
+    loss: Literal["cross_entropy", "binary_cross_entropy", "mse", "mae"] | None = _default(Trainer, "loss")
+    device: Literal["auto", "cpu", "cuda", "mps"] = _default(Trainer, "device")
+    precision: Literal["fp32", "bf16"] = _default(Trainer, "precision")
+    deterministic: bool = _default(Trainer, "deterministic")
+    clip_grad_norm: float | None = Field(_default(Trainer, "clip_grad_norm"), gt=0.0)
+    clip_grad_value: float | None = Field(_default(Trainer, "clip_grad_value"), gt=0.0)
+    log_every: int = Field(_default(Trainer, "log_every"), ge=1)
+    checkpoint_every: int = Field(_default(Checkpoints, "every"), ge=1)
+    checkpoint_unit: Literal["epoch", "step"] = _default(Checkpoints, "unit")
+    on_divergence: Literal["stop", "rollback"] = _default(Trainer, "on_divergence")
+    max_rollbacks: int = Field(_default(Trainer, "max_rollbacks"), ge=0)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError('must be a positive integer or "full"')
+        return v
 
 
 class OptimizerConfig(_PartSection):
@@ -134,13 +157,33 @@ class TransferConfig(_PartSection):
         return transfer.create(**self.options)
 
 
-class EarlyStoppingConfig(_Section):
-    monitor: str = "val_loss"
-    mode: Literal["auto", "min", "max"] = "auto"
-    patience: int = Field(10, ge=0)
-    min_delta: float = Field(0.0, ge=0.0)
-    start_from_epoch: int = Field(0, ge=0)
-    restore_best: bool = True
+class _TableSection(_Section):
+    """A section whose fields are one part's option table: the table's defaults, checked by the table."""
+
+    where: ClassVar[str]
+    table: ClassVar[tuple[Option, ...]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        known = {k: v for k, v in raw.items() if k in cls.model_fields}  # unknown names: pydantic's message
+        try:
+            return {**raw, **validate_options(cls.where, cls.table, known)}
+        except UserError as e:
+            raise ValueError(str(e)) from None
+
+
+def _table_section(name: str, where: str, table: tuple[Option, ...]) -> type[_TableSection]:
+    fields: dict[str, Any] = {o.name: (Any, o.default) for o in table}
+    section = create_model(name, __base__=_TableSection, **fields)
+    section.where, section.table = where, table
+    return section
+
+
+#: ``[early_stopping]``: :class:`~descend.train.callbacks.EarlyStopping`'s options, defaults and checks.
+EarlyStoppingConfig = _table_section("EarlyStoppingConfig", "EarlyStopping", EarlyStopping.__init__.options)
 
 
 class Config(_Section):
@@ -205,9 +248,7 @@ def apply_override(raw: dict, item: str) -> None:
 
 def describe(error: dict) -> str:
     """One line for one pydantic error: field path, bad value, what is allowed."""
-    loc = [str(part) for part in error["loc"] if not str(part).startswith(("function-after", "literal"))]
-    # unions report each member's path (int / literal["full"]); keep the field path only
-    loc = [part for part in loc if part not in ("int", "float", "str", "bool", "list[union[str,int]]")]
+    loc = _path(error["loc"])
     field = ".".join(loc) or "config"
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(_fields(loc[:-1]))
@@ -220,12 +261,33 @@ def describe(error: dict) -> str:
     return f"{field} = {error.get('input')!r}: {message}"
 
 
+def _path(loc: tuple) -> list[str]:
+    """The field path of a pydantic error location, walking the schema: inside a section every part is a
+    field name; inside a value only list positions count (the rest name union members or validators)."""
+    model: type[BaseModel] | None = Config
+    path = []
+    for part in loc:
+        if model is not None:
+            path.append(str(part))
+            field = model.model_fields.get(str(part))
+            model = _section(field.annotation) if field else None
+        elif isinstance(part, int):
+            path.append(str(part))
+    return path
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The section model an annotation holds (``X`` or ``X | None``), or None for a plain value."""
+    for a in getattr(annotation, "__args__", None) or (annotation,):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None
+
+
 def _fields(loc: list[str]) -> list[str]:
     model: type[BaseModel] = Config
     for part in loc:
-        annotation = model.model_fields[part].annotation
-        model = next(a for a in (getattr(annotation, "__args__", None) or (annotation,))
-                     if isinstance(a, type) and issubclass(a, BaseModel))
+        model = _section(model.model_fields[part].annotation)
     return list(model.model_fields)
 
 

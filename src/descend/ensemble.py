@@ -34,6 +34,7 @@ from torch import nn
 
 from descend import atomic, models
 from descend.errors import UserError
+from descend.options import OneOf, Option, Optional, declare, integer
 from descend.train.checkpoint import CheckpointError, load_weights, save_weights
 
 __all__ = ["mc_dropout", "DROPOUT_LAYERS", "KINDS", "EnsembleSpec", "create", "Ensemble", "load", "MANIFEST"]
@@ -44,9 +45,10 @@ FORMAT = "descend-ensemble"
 
 #: torch's dropout layers: Dropout, Dropout1d/2d/3d, AlphaDropout, FeatureAlphaDropout.
 DROPOUT_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
-_OUTPUTS = ("probabilities", "raw")
 
 
+@declare("mc_dropout", Option("samples", integer(1), doc="stochastic forward passes averaged"),
+         Option("output", OneOf("probabilities", "raw"), doc="average softmax(logits), or the raw outputs"))
 def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20,
                output: str = "probabilities") -> torch.Tensor:
     """Mean of ``samples`` stochastic forward passes of ``model`` on ``x``.
@@ -58,10 +60,6 @@ def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20,
     ``output="probabilities"`` (default, for classifiers) averages softmax(logits) over dim 1, the class axis;
     ``output="raw"`` averages the model's outputs as they are (regression, or models that end in a softmax).
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise UserError(f"samples must be an integer >= 1, got {samples!r}")
-    if output not in _OUTPUTS:
-        raise UserError(f"output must be one of {', '.join(_OUTPUTS)}, got {output!r}")
     modes = {module: module.training for module in model.modules()}
     dropouts = [module for module in modes if isinstance(module, DROPOUT_LAYERS)]
     if not dropouts:
@@ -92,20 +90,17 @@ class EnsembleSpec:
     size: int
 
 
-def create(members: int | None = None, snapshots: int | None = None, mc_dropout: int | None = None,
-           **unknown) -> EnsembleSpec:
+@declare("ensemble", Option("members", Optional(integer(2), "not this kind"), doc="K networks from K seeds"),
+         Option("snapshots", Optional(integer(2), "not this kind"), doc="K snapshots at cosine-cycle ends"),
+         Option("mc_dropout", Optional(integer(1), "not this kind"), doc="N stochastic dropout passes"))
+def create(members: int | None = None, snapshots: int | None = None, mc_dropout: int | None = None) -> EnsembleSpec:
     """Exactly one of ``members = K`` (independent seeds), ``snapshots = K`` (cosine cycles in one run) or
-    ``mc_dropout = N`` (stochastic passes of one network), each at least 2 (MC-dropout: 1)."""
-    if unknown:
-        raise UserError(f"ensemble: unknown option {sorted(unknown)[0]!r}; allowed: {', '.join(KINDS)}")
+    ``mc_dropout = N`` (stochastic passes of one network)."""
     given = {kind: value for kind, value in zip(KINDS, (members, snapshots, mc_dropout)) if value is not None}
     if len(given) != 1:
         raise UserError(f"ensemble: give exactly one of members = K, snapshots = K or mc_dropout = N; got "
                         f"{', '.join(given) or 'none'}")
     (kind, size), = given.items()
-    low = 1 if kind == "mc_dropout" else 2
-    if isinstance(size, bool) or not isinstance(size, int) or size < low:
-        raise UserError(f"ensemble: {kind} must be an integer >= {low}, got {size!r}")
     return EnsembleSpec(kind, size)
 
 

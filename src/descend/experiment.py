@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,25 +137,29 @@ class Experiment:
 
         c, trainer = self.config, self.trainer
         writer = RunDirectory(Path(out), c, resume=resume) if out is not None else None
-        extra = list(callbacks)
-        if writer is not None:
-            extra += writer.prepare(self)
+        extra = list(callbacks) + (writer.callbacks(self) if writer is not None else [])
         if progress:
             from .train.logs import ProgressBar
 
             extra.append(ProgressBar(c.train.epochs, stream=stream))
         trainer.callbacks += extra
-        trainer.on_divergence = c.train.on_divergence if trainer.checkpoints is not None else "stop"
-        trainer.max_rollbacks = c.train.max_rollbacks
-        started = time.perf_counter()
+        fit_args = {"epochs": c.train.epochs, "batch_size": c.train.batch_size, "shuffle": c.train.shuffle,
+                    "drop_last": c.train.drop_last}
         try:
-            trainer.fit(self.data.train, self.data.val, epochs=c.train.epochs, batch_size=c.train.batch_size,
-                        shuffle=c.train.shuffle, drop_last=c.train.drop_last,
-                        resume=writer.path if writer is not None and resume else None)
-        except Exception as e:
+            trainer.prepare(self.data.train, self.data.val, **fit_args)  # every check before anything is written
+            trainer.on_divergence = c.train.on_divergence if trainer.checkpoints is not None else "stop"
+            trainer.max_rollbacks = c.train.max_rollbacks
+            resume_from = None
             if writer is not None:
-                writer.failed(self, e)
-            raise
+                resume_from = writer.resume_from() if resume else None
+                writer.start(self)
+            started = time.perf_counter()
+            try:
+                trainer.fit(self.data.train, self.data.val, resume=resume_from, **fit_args)
+            except Exception as e:
+                if writer is not None:
+                    writer.failed(self, e)
+                raise
         finally:
             trainer.callbacks = [cb for cb in trainer.callbacks if cb not in extra]
         result = self._result(time.perf_counter() - started)
@@ -195,7 +200,7 @@ def run(config: cfg.Config, out: str | Path | None = None, *, resume: bool = Fal
     checkpoint; fields that shape the computation (data, model, optimizer, …) must equal the run's recorded recipe,
     others (epochs, patience, …) may change and are reported under ``"changed"``.
     """
-    from .rundir import check_resume, default_run_dir
+    from . import rundir
 
     if config.ensemble is not None:  # several networks: descend.ensemble_fit trains and writes them
         from .ensemble_fit import run as run_ensemble
@@ -203,9 +208,17 @@ def run(config: cfg.Config, out: str | Path | None = None, *, resume: bool = Fal
         if resume:
             raise UserError("an ensemble run cannot be resumed; train it again (each member takes one run)")
         return run_ensemble(config, out, quiet=quiet, stream=stream)
-    out = Path(out) if out is not None else default_run_dir(config)
-    changed = check_resume(config, out) if resume else {}
-    if not resume and (out / "metrics.jsonl").exists():
+    out = Path(out) if out is not None else rundir.default_run_dir(config)
+    held = rundir.status(out)
+    changed = rundir.check_resume(config, out) if resume else {}
+    if resume:
+        summary = rundir.read_summary(out) or {}
+        if held == "stopped_early" or (held == "finished" and summary.get("epochs_run", 0) >= config.train.epochs):
+            return {**summary, "run_dir": str(out), "changed": changed, "already": held}
+    elif held == "unstarted":
+        warnings.warn(f"{out} holds a run that stopped before its first checkpoint: starting it afresh",
+                      UserWarning, stacklevel=2)
+    elif held != "empty":
         raise UserError(f"{out} already holds a run; choose another --out directory, or continue it with --resume")
     result = build(config).fit(callbacks, out, resume=resume, progress=not quiet, stream=stream)
     return {**result.summary(), "run_dir": str(out), "changed": changed}

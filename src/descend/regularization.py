@@ -28,7 +28,6 @@ scheduled learning rate as the step size.
 from __future__ import annotations
 
 import fnmatch
-import math
 import warnings
 import weakref
 from collections.abc import Iterable
@@ -36,9 +35,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from descend.errors import UserError
+from descend.options import OneOf, Option, Optional, Patterns, number, validate
+from descend.options import describe as describe_table
 
-__all__ = ["KINDS", "Regularizer", "Penalty", "ProximalL1", "NORM_LAYERS", "create"]
+__all__ = ["KINDS", "Regularizer", "Penalty", "ProximalL1", "NORM_LAYERS", "create", "describe"]
 
 #: Module types whose parameters (γ, β) are never penalised by default (lecture 04: "usually not consider
 #: biases"; normalisation scales and shifts are not weights of a connection either).
@@ -205,59 +205,46 @@ def _device_of(model: nn.Module) -> torch.device:
 
 # -- construction from the [regularization] config section ---------------------------------------------------
 
-_COMMON = {"include": None, "exclude": ()}
-#: Options of each kind and their defaults (``...`` = required).
-KINDS: dict[str, dict] = {
-    "l1": {"strength": 1e-4, **_COMMON},
-    "l2": {"strength": 1e-4, "convention": "half", **_COMMON},
-    "elastic_net": {"l1_strength": 1e-4, "l2_strength": 1e-4, **_COMMON},
-    "lp": {"strength": 1e-4, "p": ..., **_COMMON},
-    "proximal_l1": {"strength": 1e-4, **_COMMON},
+_SELECTION = (
+    Option("include", Optional(Patterns(), "none (every weight: biases and normalisation layers left out)"), None,
+           "only the parameters whose names match are regularised"),
+    Option("exclude", Patterns(), [], "parameters whose names match are never regularised"),
+)
+_STRENGTH = Option("strength", number(0), 1e-4, "λ, the coefficient of the penalty")
+#: The options of each kind, with their defaults.
+KINDS: dict[str, tuple[Option, ...]] = {
+    "l1": (_STRENGTH, *_SELECTION),
+    "l2": (_STRENGTH, Option("convention", OneOf("half", "full"), "half", "half: λ/2·Σw² (gradient λw); "
+                             "full: λ·Σw² (gradient 2λw)"), *_SELECTION),
+    "elastic_net": (Option("l1_strength", number(0), 1e-4, "λ₁ of λ₁Σ|w|"),
+                    Option("l2_strength", number(0), 1e-4, "λ₂ of λ₂Σw²"), *_SELECTION),
+    "lp": (_STRENGTH, Option("p", number(0, closed="right"), doc="the exponent p of λΣ|w|ᵖ"), *_SELECTION),
+    "proximal_l1": (_STRENGTH, *_SELECTION),
 }
-_CONVENTIONS = ("half", "full")
+_KIND = Option("kind", OneOf(*KINDS))
 
 
 def create(kind: str, **options) -> Regularizer:
     """Build a regularizer from the ``[regularization]`` config section.
 
-    ``kind``: ``l1`` | ``l2`` | ``elastic_net`` | ``lp`` | ``proximal_l1``. Options (``None``: not set):
-
-    - ``strength`` (λ ≥ 0, default 1e-4) for ``l1``, ``l2``, ``lp``, ``proximal_l1``;
-    - ``convention`` for ``l2``: ``"half"`` (default) for λ/2·Σw², whose gradient λw makes L2 + SGD the weight
-      decay w ← (1 − ηλ)w − η∇J (lectures 01, 03, 04), or ``"full"`` for λ·Σw² with gradient 2λw (lecture 02
-      and lecture 01's "L2 regularization vs weight decay");
-    - ``l1_strength``, ``l2_strength`` (λ₁, λ₂ ≥ 0, default 1e-4) for ``elastic_net``: λ₁Σ|w| + λ₂Σw²;
-    - ``p`` (> 0, required) for ``lp``: λΣ|w|ᵖ; p < 1 warns that the penalty is non-convex;
-    - ``include`` (list of fnmatch patterns, default: the built-in rule) and ``exclude`` (list, default
-      empty): see :meth:`Regularizer.selects`.
+    ``kind``: ``l1`` | ``l2`` | ``elastic_net`` | ``lp`` | ``proximal_l1``; its options are in :data:`KINDS`
+    (:func:`describe` lists them; an option given as ``None`` means its default). ``convention`` for ``l2``:
+    ``"half"`` for λ/2·Σw², whose gradient λw makes L2 + SGD the weight decay w ← (1 − ηλ)w − η∇J, or ``"full"``
+    for λ·Σw² with gradient 2λw. ``p`` < 1 for ``lp`` warns that the penalty is non-convex. ``include`` and
+    ``exclude``: see :meth:`Regularizer.selects`.
     """
-    if kind not in KINDS:
-        raise UserError(f"regularization kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    allowed = KINDS[kind]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise UserError(f"unknown regularization option {unknown[0]!r} for kind {kind!r}; "
-                        f"allowed: {', '.join(allowed)}")
-    values = {**allowed, **{k: v for k, v in options.items() if v is not None}}
-    for name, value in values.items():
-        if value is ...:
-            raise UserError(f"regularization kind {kind!r} needs the option {name!r}")
-    selection = {"include": _patterns("include", values["include"], allow_none=True),
-                 "exclude": _patterns("exclude", values["exclude"])}
+    where = f"regularization {_KIND.check('regularization', kind)!r}"
+    values = validate(where, KINDS[kind], {k: v for k, v in options.items() if v is not None})
+    selection = {"include": values["include"], "exclude": values["exclude"]}
     if kind == "elastic_net":
-        l1 = _number("l1_strength", values["l1_strength"])
-        l2 = _number("l2_strength", values["l2_strength"])
-        return Penalty(kind, l1=l1, l2=l2, **selection)
-    strength = _number("strength", values["strength"])
+        return Penalty(kind, l1=values["l1_strength"], l2=values["l2_strength"], **selection)
+    strength = values["strength"]
     if kind == "l1":
         return Penalty(kind, l1=strength, **selection)
     if kind == "l2":
-        convention = values["convention"]
-        if convention not in _CONVENTIONS:
-            raise UserError(f"convention must be one of {', '.join(_CONVENTIONS)}, got {convention!r}")
-        return Penalty(kind, l2=strength / 2 if convention == "half" else strength, **selection)
+        return Penalty(kind, l2=strength / 2 if values["convention"] == "half" else strength, **selection)
     if kind == "lp":
-        p = _number("p", values["p"], positive=True)
+        p = values["p"]
         if p < 1:
             warnings.warn(f"lp regularization with p = {p} < 1 is non-convex: the optimum depends on the "
                           "initialisation and the gradient is unbounded near w = 0",
@@ -266,19 +253,6 @@ def create(kind: str, **options) -> Regularizer:
     return ProximalL1(strength, **selection)
 
 
-def _number(name: str, value, positive: bool = False) -> float:
-    bound = "> 0" if positive else ">= 0"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise UserError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def _patterns(name: str, value, allow_none: bool = False) -> tuple[str, ...] | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise UserError(f"{name} must be a list of parameter-name patterns (fnmatch), got {value!r}")
-    return tuple(value)
+def describe() -> str:
+    """Every regularization kind's options as text."""
+    return "\n".join(describe_table(table, f"regularization {kind!r}") for kind, table in KINDS.items())

@@ -9,16 +9,17 @@ train/val/test metrics, best epoch, seconds, size, versions). Every file is writ
 
 from __future__ import annotations
 
+import json
+import warnings
 from datetime import datetime
 from pathlib import Path
 
 from . import atomic, schedules
 from . import config as cfg
-from . import data as datasets
 from .errors import DivergenceError, UserError
 from .train.checkpoint import save_weights
 from .train.logs import MetricsFile, TensorBoard
-from .train.state import Checkpoints
+from .train.state import Checkpoints, has_checkpoint
 
 # Fields a resumed run may change; every other field shapes the computation and must stay as recorded.
 RESUMABLE = ("name", "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_unit",
@@ -36,22 +37,33 @@ class RunDirectory:
     def __init__(self, path: Path, config: cfg.Config, *, resume: bool = False):
         self.path, self.config, self.resume = Path(path), config, resume
 
-    def prepare(self, experiment) -> list:
-        """Make the directory, write the recipe and the schedule's figure; the callbacks that log and checkpoint."""
+    def callbacks(self, experiment) -> list:
+        """The callbacks that log and checkpoint into the directory (made later, by :meth:`start`)."""
+        c, stopper = self.config, experiment.early_stopping
+        keeper = Checkpoints(self.path / "checkpoints", every=c.train.checkpoint_every, unit=c.train.checkpoint_unit,
+                             monitor=stopper.monitor if stopper else None, mode=stopper.mode if stopper else "auto")
+        return [MetricsFile(self.path / "metrics.jsonl"), TensorBoard(self.path / "tb"), keeper]
+
+    def resume_from(self) -> Path | None:
+        """The checkpoint to continue from; a run killed before its first checkpoint starts again, with a note."""
+        if has_checkpoint(self.path):
+            return self.path
+        warnings.warn(f"{self.path} holds no checkpoint yet (the run stopped before writing one): training starts "
+                      "from the beginning", UserWarning, stacklevel=3)
+        return None
+
+    def start(self, experiment) -> None:
+        """Make the directory, write the recipe and the schedule's figure (once every part has been checked)."""
         c, trainer = self.config, experiment.trainer
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create the run directory {self.path}: {e.strerror}") from None
         atomic.write_text(self.path / "config.toml", cfg.dump(c), what="recipe")
-        if trainer.schedule is not None:
-            steps = len(datasets.Batches(experiment.data.train, c.train.batch_size, drop_last=c.train.drop_last))
-            schedules.plot(trainer.schedule, steps_per_epoch=steps, total_steps=steps * c.train.epochs,
-                           base_lr=c.optimizer.options.get("lr", 1.0), path=self.path / "schedule.png")
-        stopper = experiment.early_stopping
-        keeper = Checkpoints(self.path / "checkpoints", every=c.train.checkpoint_every, unit=c.train.checkpoint_unit,
-                             monitor=stopper.monitor if stopper else None, mode=stopper.mode if stopper else "auto")
-        return [MetricsFile(self.path / "metrics.jsonl"), TensorBoard(self.path / "tb"), keeper]
+        if trainer.schedule is not None:  # trainer.prepare() has counted the steps
+            schedules.plot(trainer.schedule, steps_per_epoch=trainer.steps_per_epoch,
+                           total_steps=trainer.total_steps, base_lr=c.optimizer.options.get("lr", 1.0),
+                           path=self.path / "schedule.png")
 
     def finish(self, experiment, result) -> None:
         """Test metrics into the result, then the final weights and ``summary.json``."""
@@ -70,6 +82,25 @@ class RunDirectory:
         atomic.write_json(self.path / "summary.json", {
             "name": self.config.name, "status": "diverged", "error": str(error), "epochs_run": len(trainer.history),
             "step": trainer.global_step, "checkpoints": _listing(self.path / "checkpoints")}, what="summary")
+
+
+def status(path: Path) -> str:
+    """What a directory holds: "empty", "unstarted" (a recipe but no checkpoint), "in_progress" (a checkpoint, no
+    summary), or the status its ``summary.json`` records ("finished", "stopped_early", "diverged")."""
+    summary = read_summary(path)
+    if summary is not None and summary.get("status") in ("finished", "stopped_early", "diverged"):
+        return summary["status"]
+    if has_checkpoint(path):
+        return "in_progress"
+    return "unstarted" if (path / "config.toml").is_file() or (path / "metrics.jsonl").is_file() else "empty"
+
+
+def read_summary(path: Path) -> dict | None:
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def check_resume(config: cfg.Config, out: Path) -> dict[str, tuple]:

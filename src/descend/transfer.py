@@ -37,7 +37,7 @@ from .data import Batches, DataBundle, Split
 from .ensemble import DROPOUT_LAYERS
 from .errors import UserError
 from .optim.groups import param_groups
-from .schedules import check_number
+from .options import Boolean, Either, OneOf, Option, Optional, Text, declare, integer, number
 from .train.callbacks import Callback
 from .train.checkpoint import load_weights
 
@@ -64,31 +64,31 @@ class TransferSpec:
     head_groups: int = 1
 
 
+@declare("transfer",
+         Option("source", Text(paths=True), doc="'from': a run directory (its model.safetensors) or a weights file"),
+         Option("mode", OneOf(*MODES), doc="what trains: the head, everything, or more and more from the top"),
+         Option("lr_scale", number(0, 1, closed="right"), doc="the first group's rate, × the head's"),
+         Option("unfreeze_every", integer(1), doc="gradual: epochs between unfreezing groups"),
+         Option("train_batch_norm", Boolean(), doc="frozen batch norm keeps training (fastai) instead of eval mode"),
+         Option("cache_features", Boolean(), doc="feature extraction: run the frozen backbone once"),
+         Option("replace_head", Either(OneOf("auto"), Boolean()), doc="auto: when the outputs differ"),
+         Option("prefix", Optional(Text(), "no prefix"), doc="stripped from the file's tensor names"),
+         Option("head_groups", integer(1), doc="layer groups from the top that form the head"))
+def _spec(source: str, mode: str = "fine_tune", lr_scale: float = 0.01, unfreeze_every: int = 1,
+          train_batch_norm: bool = False, cache_features: bool = True, replace_head: bool | str = "auto",
+          prefix: str | None = None, head_groups: int = 1) -> TransferSpec:
+    path = Path(source)
+    return TransferSpec(path / "model.safetensors" if path.is_dir() else path, mode, lr_scale, unfreeze_every,
+                        train_batch_norm, cache_features, replace_head, prefix or "", head_groups)
+
+
 def create(**options) -> TransferSpec:
     """The transfer a recipe describes: ``from`` (required), ``mode``, ``lr_scale``, ``unfreeze_every``,
-    ``train_batch_norm``, ``cache_features``, ``replace_head`` (auto, true, false), ``prefix``."""
-    allowed = ("from", "mode", "lr_scale", "unfreeze_every", "train_batch_norm", "cache_features", "replace_head",
-               "prefix", "head_groups")
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise UserError(f"transfer: unknown option {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    ``train_batch_norm``, ``cache_features``, ``replace_head`` (auto, true, false), ``prefix``, ``head_groups``."""
     if "from" not in options:
         raise UserError("transfer: 'from' is required: a run directory or a .safetensors weights file")
-    source = Path(options.pop("from"))
-    if source.is_dir():
-        source = source / "model.safetensors"
-    mode = options.get("mode", "fine_tune")
-    if mode not in MODES:
-        raise UserError(f"transfer: mode must be one of {', '.join(MODES)}, got {mode!r}")
-    check_number("transfer", "lr_scale", options.get("lr_scale", 0.01), low=0, high=1, low_open=True)
-    check_number("transfer", "unfreeze_every", options.get("unfreeze_every", 1), low=1, integer=True)
-    check_number("transfer", "head_groups", options.get("head_groups", 1), low=1, integer=True)
-    for flag in ("train_batch_norm", "cache_features"):
-        if not isinstance(options.get(flag, False), bool):
-            raise UserError(f"transfer: {flag} must be true or false, got {options[flag]!r}")
-    if options.get("replace_head", "auto") not in ("auto", True, False):
-        raise UserError(f"transfer: replace_head must be 'auto', true or false, got {options['replace_head']!r}")
-    return TransferSpec(source, **options)
+    options["source"] = options.pop("from")
+    return _spec(**options)
 
 
 # ------------------------------------------------------------------------------------------------ the network

@@ -3,8 +3,9 @@ split, and in-memory batches sliced on the device."""
 
 from descend.data.batches import Batches
 from descend.data.core import DataBundle, DatasetInfo, Split
-from descend.data.loader import datasets, load
+from descend.data.loader import check_options, datasets, describe, load
 from descend.data.scaling import Scaler
 from descend.data.splits import kfold_indices
 
-__all__ = ["Batches", "DataBundle", "DatasetInfo", "Scaler", "Split", "datasets", "kfold_indices", "load"]
+__all__ = ["Batches", "DataBundle", "DatasetInfo", "Scaler", "Split", "check_options", "datasets", "describe",
+           "kfold_indices", "load"]

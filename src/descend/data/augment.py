@@ -38,24 +38,14 @@ import torch
 import torch.nn.functional as F
 
 from descend.errors import UserError
+from descend.options import Boolean, Either, OneOf, Option, declare, integer, number
+from descend.options import describe as describe_table
 
-__all__ = ["Augment", "DEFAULTS", "create", "is_digit_dataset"]
+__all__ = ["Augment", "DEFAULTS", "OPTIONS", "create", "describe", "is_digit_dataset"]
 
-#: Every option with its default; all defaults mean "off".
-DEFAULTS: dict[str, object] = {
-    "hflip": 0.0,
-    "vflip": 0.0,
-    "crop_padding": 0,
-    "rotation": 0.0,
-    "translate": 0.0,
-    "shift": 0,
-    "shift_mode": "circular",
-    "scale": 0.0,
-    "noise_std": 0.0,
-}
 _IMAGE_ONLY = ("vflip", "crop_padding", "rotation", "translate")
 _SIGNAL_ONLY = ("shift", "scale")
-_SHIFT_MODES = ("circular", "zeros")
+_FLIP = Either(number(0, 1), Boolean())
 
 
 def is_digit_dataset(name: str | None) -> bool:
@@ -69,11 +59,21 @@ def is_digit_dataset(name: str | None) -> bool:
 class Augment:
     """The enabled transformations, applied in the order of the table above. See :func:`create`."""
 
-    def __init__(self, hflip: float = 0.0, vflip: float = 0.0, crop_padding: int = 0, rotation: float = 0.0,
-                 translate: float = 0.0, shift: int = 0, shift_mode: str = "circular", scale: float = 0.0,
-                 noise_std: float = 0.0) -> None:
-        self.hflip, self.vflip, self.crop_padding = hflip, vflip, crop_padding
-        self.rotation, self.translate = rotation, translate
+    @declare("augment",
+             Option("hflip", _FLIP, doc="probability of reversing the last axis; true means 0.5"),
+             Option("vflip", _FLIP, doc="probability of reversing the height axis (images); true means 0.5"),
+             Option("crop_padding", integer(0), doc="pixels of zero padding before a random crop (images)"),
+             Option("rotation", number(0, 180), doc="largest rotation in degrees (images)"),
+             Option("translate", number(0, 1), doc="largest shift as a fraction of the size (images)"),
+             Option("shift", integer(0), doc="largest shift in samples (1-D signals)"),
+             Option("shift_mode", OneOf("circular", "zeros"), doc="what fills a shifted signal"),
+             Option("scale", number(0, 1, closed="left"), doc="largest relative change of amplitude (signals)"),
+             Option("noise_std", number(0), doc="σ of additive Gaussian noise"))
+    def __init__(self, hflip: float | bool = 0.0, vflip: float | bool = 0.0, crop_padding: int = 0,
+                 rotation: float = 0.0, translate: float = 0.0, shift: int = 0, shift_mode: str = "circular",
+                 scale: float = 0.0, noise_std: float = 0.0) -> None:
+        self.hflip, self.vflip = (0.5 if p is True else float(p) for p in (hflip, vflip))
+        self.crop_padding, self.rotation, self.translate = crop_padding, rotation, translate
         self.shift, self.shift_mode, self.scale, self.noise_std = shift, shift_mode, scale, noise_std
 
     def enabled(self) -> list[str]:
@@ -83,20 +83,23 @@ class Augment:
     def __repr__(self) -> str:
         return f"Augment({', '.join(f'{k}={getattr(self, k)!r}' for k in self.enabled())})"
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augment a training batch; same shape, dtype and device. Labels are never seen, so never changed."""
-        image = x.dim() == 4
-        if not image and x.dim() not in (2, 3):
+    def check(self, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype = torch.float32) -> None:
+        """Refuse a batch shape (N, ...) or dtype the enabled options cannot take (the trainer asks before training)."""
+        image = len(shape) == 4
+        if not image and len(shape) not in (2, 3):
             raise UserError(f"augmentation needs images (N, C, H, W) or signals (N, L) / (N, C, L), "
-                            f"got a batch of shape {tuple(x.shape)}")
+                            f"got a batch of shape {tuple(shape)}")
         misplaced = [k for k in (_SIGNAL_ONLY if image else _IMAGE_ONLY) if getattr(self, k)]
         if misplaced:
             kind = "1-D signals" if image else "images"
             raise UserError(f"augmentation option {misplaced[0]} applies to {kind} only, "
-                            f"got a batch of shape {tuple(x.shape)}")
-        if not x.is_floating_point() and (self.rotation or self.translate or self.scale or self.noise_std):
-            raise UserError("rotation, translate, scale and noise_std need a floating-point batch, "
-                            f"got {x.dtype}")
+                            f"got a batch of shape {tuple(shape)}")
+        if not dtype.is_floating_point and (self.rotation or self.translate or self.scale or self.noise_std):
+            raise UserError(f"rotation, translate, scale and noise_std need a floating-point batch, got {dtype}")
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment a training batch; same shape, dtype and device. Labels are never seen, so never changed."""
+        self.check(x.shape, x.dtype)
         if self.hflip:
             x = flip(x, -1, self.hflip, generator)
         if self.vflip:
@@ -212,37 +215,12 @@ def gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> t
 def create(*, dataset: str | None = None, **options) -> Augment | None:
     """Build the augmentation of the ``[augment]`` config section; ``None`` when every option is off.
 
-    Options (``None`` means "not set"; all off by default):
-
-    - ``hflip``, ``vflip``: probability in [0, 1] of flipping a sample; ``true`` means 0.5, ``false`` 0;
-    - ``crop_padding``: int ≥ 0, pixels of zero padding before a random crop of the original size;
-    - ``rotation``: degrees in [0, 180], the largest rotation;
-    - ``translate``: fraction in [0, 1] of the width / height, the largest translation;
-    - ``shift``: int ≥ 0, the largest shift of a 1-D signal in samples; ``shift_mode``: ``"circular"``
-      (default) or ``"zeros"``;
-    - ``scale``: fraction in [0, 1), the largest relative change of a signal's amplitude;
-    - ``noise_std``: σ ≥ 0 of additive Gaussian noise.
+    The options are :class:`Augment`'s (:data:`OPTIONS`, :func:`describe`; ``None`` means "not set"; all off
+    by default).
 
     ``dataset`` (the data set's name) only serves the warning that flips change the class of digits.
     """
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"unknown augment option {unknown[0]!r}; allowed: {', '.join(DEFAULTS)}")
-    values = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-    for name in ("hflip", "vflip"):
-        value = values[name]
-        values[name] = 0.5 if value is True else 0.0 if value is False else _number(name, value, 0, 1)
-    for name in ("crop_padding", "shift"):
-        value = values[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UserError(f"{name} must be an integer >= 0, got {value!r}")
-    values["rotation"] = _number("rotation", values["rotation"], 0, 180)
-    values["translate"] = _number("translate", values["translate"], 0, 1)
-    values["scale"] = _number("scale", values["scale"], 0, 1, open_high=True)
-    values["noise_std"] = _number("noise_std", values["noise_std"], 0, math.inf)
-    if values["shift_mode"] not in _SHIFT_MODES:
-        raise UserError(f"shift_mode must be one of {', '.join(_SHIFT_MODES)}, got {values['shift_mode']!r}")
-    augment = Augment(**values)
+    augment = Augment(**{k: v for k, v in options.items() if v is not None})
     if not augment.enabled():
         return None
     if (augment.hflip or augment.vflip) and is_digit_dataset(dataset):
@@ -252,9 +230,12 @@ def create(*, dataset: str | None = None, **options) -> Augment | None:
     return augment
 
 
-def _number(name: str, value, low: float, high: float, open_high: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    if not ok or value < low or value > high or (open_high and value == high):
-        interval = f"[{low}, {high})" if open_high else f"[{low}, {high}]"
-        raise UserError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
+
+#: Every option with its default; all defaults mean "off".
+OPTIONS = Augment.__init__.options
+DEFAULTS: dict[str, object] = {o.name: o.default for o in OPTIONS}
+
+
+def describe() -> str:
+    """The augmentation options as text."""
+    return describe_table(OPTIONS, "augment")

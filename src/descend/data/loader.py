@@ -21,18 +21,39 @@ from descend.data.files import (
     require_file,
 )
 from descend.data.scaling import SCALES, as_float_inputs, fit_scaler
-from descend.data.splits import check_fraction, held_count, split_indices
+from descend.data.splits import held_count, split_indices
 from descend.errors import UserError
+from descend.options import OneOf, Option, Optional, Text, declare, integer, number, validate
+from descend.options import describe as describe_table
 
 DEFAULT_TEST_FRACTION = 0.2
 MAX_INFERRED_CLASSES = 100
-FILE_OPTIONS = {
-    "csv": {"delimiter": ",", "num_classes": None},
-    "npz": {"x_key": "x", "y_key": "y", "x_test_key": "x_test", "y_test_key": "y_test", "num_classes": None},
-    "idx": {"labels": None, "num_classes": None},
+_NUM_CLASSES = Option("num_classes", Optional(integer(2), "none (inferred from the labels)"), None,
+                      "number of classes, when the labels do not show them all")
+
+
+def _key(name: str, default: str) -> Option:
+    return Option(name, Text("an array name"), default, f"the array holding {default}")
+
+
+#: The options of the user's own files, by kind.
+FILE_OPTIONS: dict[str, tuple[Option, ...]] = {
+    "csv": (Option("delimiter", Text("a single character", max_length=1), ",", "the column separator"),
+            _NUM_CLASSES),
+    "npz": (_key("x_key", "x"), _key("y_key", "y"), _key("x_test_key", "x_test"),
+            _key("y_test_key", "y_test"), _NUM_CLASSES),
+    "idx": (Option("labels", Optional(Text("a file path", paths=True), "none (guessed from the images file's name)"),
+                   None, "the IDX file of the labels"), _NUM_CLASSES),
 }
 
 
+@declare("data",
+         Option("val_fraction", number(0, 1, closed="left"), doc="fraction of the training part held out"),
+         Option("test_fraction", Optional(number(0, 1, closed="left"), "none (the dataset's own test split, else "
+                                          "0.2)"), doc="fraction of all data held out for testing"),
+         Option("scale", OneOf(*SCALES), doc="input scaling, fitted on the training split only"),
+         Option("seed", integer(0), doc="seed of the splits"),
+         Option("task", Optional(OneOf(*TASKS), "none (inferred)"), doc="the task of a user file"))
 def load(
     name_or_path: str | Path,
     *,
@@ -58,17 +79,7 @@ def load(
     :func:`datasets`; files: csv ``delimiter``, ``num_classes``; npz ``x_key``, ``y_key``, ``x_test_key``,
     ``y_test_key``, ``num_classes``; idx ``labels`` (path of the labels file), ``num_classes``).
     """
-    check_fraction("val_fraction", val_fraction)
-    check_fraction("test_fraction", test_fraction, allow_none=True)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserError(f"seed must be an integer >= 0, got {seed!r}")
-    if scale not in SCALES:
-        raise UserError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    if task is not None and task not in TASKS:
-        raise UserError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    if not isinstance(name_or_path, (str, Path)):
-        raise UserError(f"dataset must be a name or a file path, got {name_or_path!r}")
-
+    opts = check_options(name_or_path, **options)
     key = str(name_or_path)
     if key in registry.REGISTRY:
         spec = registry.REGISTRY[key]
@@ -78,24 +89,42 @@ def load(
             )
         if task is not None and task != spec.task:
             raise UserError(f"task for dataset {key!r} must be {spec.task!r}, got {task!r}")
-        raw = spec.loader(registry.check_options(f"dataset {key!r}", options, spec.options))
+        raw = spec.loader(opts)
         name = key
     else:
-        kind = file_kind(key)
-        if kind is None:
-            if Path(key).expanduser().is_file():
-                raise UserError(
-                    f"cannot read {key!r}: data files must be .csv, .npz or IDX (.idx, *-ubyte, .gz)"
-                )
-            registry.get(key)  # raises: unknown dataset, listing the valid names
-        raw = read_file(
-            kind, Path(key).expanduser(), target=target, features=features, task=task, options=options
-        )
+        path = Path(key).expanduser()
+        raw = read_file(file_kind(key), path, target=target, features=features, task=task, options=opts)
         name = Path(key).name
     check_targets(raw)
     return build(
         raw, name, val_fraction=val_fraction, test_fraction=test_fraction, scale=scale, seed=int(seed)
     )
+
+
+def check_options(name_or_path: str | Path, **options: Any) -> dict[str, Any]:
+    """The options of a built-in dataset or a user file, checked against its table, defaults filled in.
+
+    Nothing is read or generated, so a recipe's ``[data]`` section is checked when it loads. An unknown
+    dataset name, or a file that is not CSV, NPZ or IDX, is a :class:`UserError`.
+    """
+    if not isinstance(name_or_path, (str, Path)):
+        raise UserError(f"dataset must be a name or a file path, got {name_or_path!r}")
+    key = str(name_or_path)
+    if key in registry.REGISTRY:
+        return registry.REGISTRY[key].check(options)
+    kind = file_kind(key)
+    if kind is None:
+        if Path(key).expanduser().is_file():
+            raise UserError(f"cannot read {key!r}: data files must be .csv, .npz or IDX (.idx, *-ubyte, .gz)")
+        registry.get(key)  # raises: unknown dataset, listing the valid names
+    return validate(f"{kind} file", FILE_OPTIONS[kind], options)
+
+
+def describe() -> str:
+    """Every built-in dataset's options, and those of the user's own files, as text."""
+    tables = [(f"dataset {name!r}", spec.options) for name, spec in registry.REGISTRY.items()]
+    tables += [(f"{kind} file", table) for kind, table in FILE_OPTIONS.items()]
+    return "\n".join(describe_table(table, title) for title, table in tables)
 
 
 def read_file(
@@ -107,14 +136,13 @@ def read_file(
     task: str | None,
     options: dict[str, Any],
 ) -> RawData:
-    """A user's CSV, NPZ or IDX file as raw arrays, its task given or inferred."""
-    opts = registry.check_options(f"{kind} files", options, FILE_OPTIONS[kind])
+    """A user's CSV, NPZ or IDX file as raw arrays, its task given or inferred; ``options`` are checked
+    (:func:`check_options`)."""
+    opts = options
     if kind != "csv" and (target is not None or features is not None):
         raise UserError(f"target and features choose CSV columns; {str(path)!r} is a {kind} file")
     names = x_test = y_test = None
     if kind == "csv":
-        if not isinstance(opts["delimiter"], str) or len(opts["delimiter"]) != 1:
-            raise UserError(f"delimiter must be a single character, got {opts['delimiter']!r}")
         x, y, names = read_csv(path, target=target, features=features, delimiter=opts["delimiter"])
     elif kind == "npz":
         keys = [opts["x_key"], opts["y_key"]]
@@ -153,7 +181,6 @@ def read_file(
     task = task or infer_task(y, y_test)
     num_classes = opts["num_classes"]
     if num_classes is not None:
-        num_classes = registry.positive_int("num_classes", num_classes, 2)
         if task != "classification":
             raise UserError(f"num_classes applies to classification; the task of {str(path)!r} is {task}")
     return RawData(
@@ -288,7 +315,7 @@ def datasets() -> list[dict[str, Any]]:
     get them."""
     rows = []
     for spec in registry.REGISTRY.values():
-        pool, own_test = spec.sizes(spec.options)
+        pool, own_test = spec.sizes(spec.defaults)
         test = own_test if own_test is not None else held_count(pool, DEFAULT_TEST_FRACTION)
         rest = pool if own_test is not None else pool - test
         val = held_count(rest, 0.1)
@@ -301,11 +328,11 @@ def datasets() -> list[dict[str, Any]]:
             {
                 "name": spec.name,
                 "task": spec.task,
-                "input_shape": spec.shape(spec.options),
+                "input_shape": spec.shape(spec.defaults),
                 "num_classes": spec.num_classes,
                 "sizes": {"train": train, "val": val, "test": test},
                 "source": source,
-                "options": dict(spec.options),
+                "options": spec.defaults,
             }
         )
     return rows

@@ -30,6 +30,7 @@ from descend.data import fashion, synthetic
 from descend.data.core import RawData
 from descend.data.files import cache_dir, write_npz_atomic
 from descend.errors import UserError
+from descend.options import Boolean, ListOf, Option, Optional, Text, integer, number, validate
 
 
 @dataclass(frozen=True)
@@ -42,54 +43,42 @@ class Spec:
     num_classes: int | None
     sizes: Callable[[dict], tuple[int, int | None]]  # options -> (pool or train size, own test size or None)
     source: str
-    options: dict[str, Any]  # name -> default
+    options: tuple[Option, ...]  # what each option allows, its default and meaning
     loader: Callable[[dict], RawData]
     generated: bool = False  # draws a fresh validation split: the training split keeps all n_train samples
 
     def shape(self, opts: dict) -> tuple[int, ...]:
         return self.input_shape(opts) if callable(self.input_shape) else self.input_shape
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Every option's default."""
+        return {o.name: o.default for o in self.options}
 
-# --- option checks
-
-
-def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def nonneg_float(name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0.0 <= float(value) < float("inf")
-    ):
-        raise UserError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    def check(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The dataset's options: ``given`` checked against its table, defaults filled in (nothing loaded)."""
+        return validate(f"dataset {self.name!r}", self.options, given)
 
 
-def flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"{name} must be true or false, got {value!r}")
-    return value
+# --- option tables
+
+_N_TRAIN = Option("n_train", integer(1), 20, "training samples drawn (a fresh validation split is drawn too)")
+_DATA_SEED = Option("data_seed", integer(0), 0, "seed of the generated data (not of the training run)")
 
 
-def check_options(what: str, given: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
-    """``allowed`` defaults overridden by ``given``; an unknown name is a UserError listing the valid ones."""
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        valid = ", ".join(sorted(allowed)) or "none"
-        raise UserError(f"unknown option {unknown[0]!r} for {what}; valid options: {valid}")
-    return {**allowed, **given}
+def _n_test(default: int) -> Option:
+    return Option("n_test", integer(0), default, "test samples drawn")
+
+
+def _noise(default: float) -> Option:
+    return Option("noise_std", number(0), default, "σ of the Gaussian noise on the targets")
 
 
 # --- mnist1d
 
 
 def _mnist1d(opts: dict) -> RawData:
-    num_samples = positive_int("num_samples", opts["num_samples"], 10)
-    data_seed = positive_int("data_seed", opts["data_seed"], 0)
+    num_samples, data_seed = opts["num_samples"], opts["data_seed"]
     overrides = {"num_samples": num_samples, "seed": data_seed}
     version = importlib.metadata.version("mnist1d")
     key = hashlib.sha256(json.dumps({"mnist1d": version, **overrides}, sort_keys=True).encode()).hexdigest()
@@ -159,7 +148,7 @@ def _mnist1d_sizes(opts: dict) -> tuple[int, int]:
 
 
 def _fashion(opts: dict) -> RawData:
-    arrays, source = fashion.load_arrays(opts["path"], flag("download", opts["download"]))
+    arrays, source = fashion.load_arrays(opts["path"], opts["download"])
     return RawData(
         x=arrays["x"][:, None],
         y=arrays["y"].astype(np.int64),
@@ -203,9 +192,7 @@ def _generated(
     describe: Callable[[dict], str],
 ) -> Callable[[dict], RawData]:
     def load(opts: dict) -> RawData:
-        n_train = positive_int("n_train", opts["n_train"])
-        n_test = positive_int("n_test", opts["n_test"], 0)
-        seed = positive_int("data_seed", opts["data_seed"], 0)
+        n_train, n_test, seed = opts["n_train"], opts["n_test"], opts["data_seed"]
         # train, val and test from independent streams: test points do not move when n_train changes
         x, y = make(n_train, np.random.default_rng([seed, 0]), opts)
         x_test, y_test = make(n_test, np.random.default_rng([seed, 1]), opts)
@@ -223,22 +210,12 @@ def _generated(
 
 
 def _sine_make(n: int, rng: np.random.Generator, opts: dict) -> tuple[np.ndarray, np.ndarray]:
-    lo, hi = (
-        opts["x_range"]
-        if isinstance(opts["x_range"], (list, tuple)) and len(opts["x_range"]) == 2
-        else (None, None)
-    )
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)) or not lo < hi:
-        raise UserError(f"x_range must be two numbers [low, high] with low < high, got {opts['x_range']!r}")
-    return synthetic.sine(
-        n, rng, noise_std=nonneg_float("noise_std", opts["noise_std"]), x_range=(float(lo), float(hi))
-    )
+    lo, hi = opts["x_range"]
+    return synthetic.sine(n, rng, noise_std=opts["noise_std"], x_range=(lo, hi))
 
 
 def _linear_make(n: int, rng: np.random.Generator, opts: dict) -> tuple[np.ndarray, np.ndarray]:
-    return synthetic.linear_highdim(
-        n, rng, d=positive_int("d", opts["d"]), noise_std=nonneg_float("noise_std", opts["noise_std"])
-    )
+    return synthetic.linear_highdim(n, rng, d=opts["d"], noise_std=opts["noise_std"])
 
 
 def _own(opts: dict) -> tuple[int, int]:
@@ -249,7 +226,6 @@ def _fixed(total: int) -> Callable[[dict], tuple[int, None]]:
     return lambda opts: (total, None)
 
 
-GENERATED = {"n_train": 20, "data_seed": 0}
 REGISTRY: dict[str, Spec] = {
     s.name: s
     for s in [
@@ -260,7 +236,11 @@ REGISTRY: dict[str, Spec] = {
             10,
             _mnist1d_sizes,
             "generated offline by the mnist1d package (make_dataset), cached as .npz",
-            {"num_samples": 5000, "data_seed": 42, "cache": True},
+            (
+                Option("num_samples", integer(10), 5000, "samples generated (80% train, 20% test)"),
+                Option("data_seed", integer(0), 42, "seed of make_dataset (42: the package's own set)"),
+                Option("cache", Boolean(), True, "keep the generated arrays as .npz in the cache folder"),
+            ),
             _mnist1d,
         ),
         Spec(
@@ -271,7 +251,11 @@ REGISTRY: dict[str, Spec] = {
             lambda opts: (60000, 10000),
             "IDX files: path option, $DESCEND_DATA, /usr/share/datasets/fashion-mnist (Debian package "
             "dataset-fashion-mnist), or the official download when allowed",
-            {"path": None, "download": False},
+            (
+                Option("path", Optional(Text("a folder path", paths=True), "none (search the usual places)"), None,
+                       "folder holding the four IDX files"),
+                Option("download", Boolean(), False, "fetch the official files when none are found"),
+            ),
             _fashion,
         ),
         Spec(
@@ -281,7 +265,7 @@ REGISTRY: dict[str, Spec] = {
             10,
             _fixed(1797),
             "scikit-learn load_digits (bundled)",
-            {},
+            (),
             _sklearn("load_digits", "classification"),
         ),
         Spec(
@@ -291,7 +275,7 @@ REGISTRY: dict[str, Spec] = {
             2,
             _fixed(569),
             "scikit-learn load_breast_cancer (bundled)",
-            {},
+            (),
             _sklearn("load_breast_cancer", "classification"),
         ),
         Spec(
@@ -301,7 +285,7 @@ REGISTRY: dict[str, Spec] = {
             3,
             _fixed(178),
             "scikit-learn load_wine (bundled)",
-            {},
+            (),
             _sklearn("load_wine", "classification"),
         ),
         Spec(
@@ -311,7 +295,7 @@ REGISTRY: dict[str, Spec] = {
             3,
             _fixed(150),
             "scikit-learn load_iris (bundled)",
-            {},
+            (),
             _sklearn("load_iris", "classification"),
         ),
         Spec(
@@ -321,7 +305,7 @@ REGISTRY: dict[str, Spec] = {
             None,
             _fixed(442),
             "scikit-learn load_diabetes (bundled)",
-            {},
+            (),
             _sklearn("load_diabetes", "regression"),
         ),
         Spec(
@@ -331,7 +315,14 @@ REGISTRY: dict[str, Spec] = {
             None,
             _own,
             "generated: y = x + 2 sin(1.5x) + N(0, 0.2), x ~ U(0, 10) (lecture 1)",
-            {**GENERATED, "n_test": 200, "noise_std": synthetic.SINE_NOISE_STD, "x_range": (0.0, 10.0)},
+            (
+                _N_TRAIN,
+                _DATA_SEED,
+                _n_test(200),
+                _noise(synthetic.SINE_NOISE_STD),
+                Option("x_range", ListOf(number(), length=2, increasing=True), [0.0, 10.0],
+                       "x is drawn uniformly from [low, high]"),
+            ),
             _generated(
                 _sine_make,
                 lambda o: (
@@ -347,7 +338,7 @@ REGISTRY: dict[str, Spec] = {
             None,
             _own,
             "generated: y = 0.05 + Σ 0.01·x_i + ε, ε ~ N(0, 0.01²), x ~ N(0, I), d = 200 (lecture 3)",
-            {**GENERATED, "n_test": 100, "d": 200, "noise_std": 0.01},
+            (_N_TRAIN, _DATA_SEED, _n_test(100), Option("d", integer(1), 200, "input dimension"), _noise(0.01)),
             _generated(
                 _linear_make,
                 lambda o: f"y = 0.05 + Σ_(i=1..{o['d']}) 0.01·x_i + N(0, σ²), σ={o['noise_std']:.4g}",

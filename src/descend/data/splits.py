@@ -16,13 +16,6 @@ import numpy as np
 from descend.errors import UserError
 
 
-def check_fraction(name: str, value: object, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
-        raise UserError(f"{name} must be a number in [0, 1), got {value!r}")
-
-
 def held_count(n: int, fraction: float) -> int:
     """Rows held out of ``n`` for ``fraction``: round(fraction · n)."""
     return int(round(fraction * n))

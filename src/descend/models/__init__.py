@@ -16,8 +16,11 @@ from descend.models.networks import (
     cnn1d,
     cnn2d,
     count_parameters,
+    describe,
     mlp,
     options,
+    spec,
+    table,
 )
 
 __all__ = [
@@ -31,9 +34,12 @@ __all__ = [
     "cnn1d",
     "cnn2d",
     "count_parameters",
+    "describe",
     "he_gain",
     "initialize",
     "make_activation",
     "mlp",
     "options",
+    "spec",
+    "table",
 ]

@@ -18,14 +18,14 @@ affine pieces: the layer before it produces k outputs per unit and :class:`Maxou
 
 from __future__ import annotations
 
-from numbers import Integral
-
 import torch
 from torch import nn
 
-from descend.errors import UserError
+from descend.options import OneOf, Option, integer
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "maxout")
+ACTIVATION = Option("activation", OneOf(*ACTIVATIONS), "relu", "the non-linearity after each Linear/Conv")
+MAXOUT_K = Option("maxout_k", integer(2), 2, "pieces per maxout unit")
 
 
 class Maxout(nn.Module):
@@ -39,9 +39,7 @@ class Maxout(nn.Module):
 
     def __init__(self, k: int = 2) -> None:
         super().__init__()
-        if isinstance(k, bool) or not isinstance(k, Integral) or k < 2:
-            raise UserError(f"maxout_k must be an integer >= 2, got {k!r}")
-        self.k = int(k)
+        self.k = MAXOUT_K.check("Maxout", k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
@@ -53,16 +51,9 @@ class Maxout(nn.Module):
         return f"k={self.k}"
 
 
-def check_activation(name: str) -> str:
-    """Return ``name`` if it is a known activation, else raise :class:`UserError` listing the choices."""
-    if name not in ACTIVATIONS:
-        raise UserError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {name!r}")
-    return name
-
-
 def make_activation(name: str, *, negative_slope: float = 0.01, maxout_k: int = 2) -> nn.Module:
     """The activation layer called ``name``; torch's own module wherever torch has one."""
-    check_activation(name)
+    ACTIVATION.check("make_activation", name)
     if name == "leaky_relu":
         return nn.LeakyReLU(negative_slope)
     if name == "maxout":

@@ -1,4 +1,4 @@
-"""The one block every builder repeats, and the checks on the options that shape it.
+"""The one block every builder repeats, and the options that shape it.
 
 A block is, in this order (each part only when switched on)::
 
@@ -17,79 +17,46 @@ A block is, in this order (each part only when switched on)::
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 from torch import nn
 
 from descend.errors import UserError
-from descend.models.activations import check_activation, make_activation, pieces
-from descend.models.init import check_init
+from descend.models.activations import ACTIVATION, MAXOUT_K, make_activation, pieces
+from descend.models.init import INIT, INIT_STD
+from descend.options import Boolean, Either, ListOf, Option, Optional, number
 
-POOLS = ("none", "max", "avg")
-
-
-def positive_int(name: str, value: object) -> int:
-    """``value`` as an ``int`` if it is an integer >= 1 (NumPy integers too), else :class:`UserError`."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise UserError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def positive_ints(name: str, values: object, *, allow_empty: bool = True) -> list[int]:
-    """A list of integers >= 1 (e.g. layer widths), else :class:`UserError`."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise UserError(f"{name} must be a list of integers >= 1, got {values!r}")
-    if not values and not allow_empty:
-        raise UserError(f"{name} must name at least one layer, got {list(values)!r}")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise UserError(f"{name} must be a list of integers >= 1, got {list(values)!r}")
-    return [int(value) for value in values]
-
-
-def choice(name: str, value: object, allowed: Sequence[str]) -> str:
-    """``value`` if it is one of ``allowed``, else :class:`UserError` listing them."""
-    if value not in allowed:
-        raise UserError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value  # type: ignore[return-value]
+_P = number(0, 1, closed="left")
+#: The options every builder shares; the defaults are the builders' (their signatures).
+BLOCK_OPTIONS: tuple[Option, ...] = (
+    ACTIVATION,
+    Option("batch_norm", Boolean(), doc="batch norm after each Linear/Conv (which then has no bias)"),
+    Option("dropout", Either(_P, ListOf(_P)), doc="dropout p of every block, or a list with one p per block"),
+    INIT,
+    INIT_STD,
+    MAXOUT_K,
+    Option("negative_slope", number(0, 1, closed="left"), doc="slope a of leaky_relu for x < 0"),
+    Option("batch_norm_momentum", Optional(number(0, 1, closed="right"), "none (a cumulative average)"),
+           doc="update rate m of batch norm's running averages"),
+)
 
 
 @dataclass(frozen=True)
 class BlockOptions:
-    """The options every builder shares, checked once. See the module docstring for the block they shape."""
+    """The options every builder shares, checked by the builder. See the module docstring for the block."""
 
-    activation: str = "relu"
-    batch_norm: bool = False
-    dropout: float | tuple[float, ...] = 0.0
-    init: str = "he_uniform"
-    init_std: float = 0.01
-    maxout_k: int = 2
-    negative_slope: float = 0.01
-    batch_norm_momentum: float | None = 0.1
+    activation: str
+    batch_norm: bool
+    dropout: float | tuple[float, ...]
+    init: str
+    init_std: float
+    maxout_k: int
+    negative_slope: float
+    batch_norm_momentum: float | None
 
     def __post_init__(self) -> None:
-        check_activation(self.activation)
-        if not isinstance(self.batch_norm, bool):
-            raise UserError(f"batch_norm must be true or false, got {self.batch_norm!r}")
-        if isinstance(self.dropout, Sequence) and not isinstance(self.dropout, str):
+        if isinstance(self.dropout, list):
             object.__setattr__(self, "dropout", tuple(self.dropout))
-        for p in self.dropout if isinstance(self.dropout, tuple) else (self.dropout,):
-            if isinstance(p, bool) or not isinstance(p, Real) or not 0.0 <= p < 1.0:
-                raise UserError(f"dropout must be a probability in [0, 1), got {p!r} (a list gives one per block)")
-        m = self.batch_norm_momentum
-        if m is not None and (isinstance(m, bool) or not isinstance(m, Real) or not 0.0 < m <= 1.0):
-            raise UserError(f"batch_norm_momentum must be in (0, 1] (or none for a cumulative average), got {m!r}")
-        check_init(self.init, self.init_std)
-        if isinstance(self.maxout_k, bool) or not isinstance(self.maxout_k, Integral) or self.maxout_k < 2:
-            raise UserError(f"maxout_k must be an integer >= 2, got {self.maxout_k!r}")
-        slope = self.negative_slope
-        if isinstance(slope, bool) or not isinstance(slope, Real) or not math.isfinite(slope):
-            raise UserError(f"negative_slope must be a finite number, got {slope!r}")
-        if not 0.0 <= slope < 1.0:
-            raise UserError(f"negative_slope must be in [0, 1), got {slope!r}")
 
     def dropouts(self, blocks: int) -> list[float]:
         """One dropout probability per block: the single value repeated, or the list (which must fit)."""

@@ -27,23 +27,22 @@ The output layer gets the same scheme and gain as the hidden layers. Batch-norm 
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
 from torch import nn
 
 from descend.errors import UserError
+from descend.options import OneOf, Option, number
 
 INITS = ("xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "normal")
+INIT = Option("init", OneOf(*INITS), "he_uniform", "the scheme of every Linear/Conv weight; biases start at 0")
+INIT_STD = Option("init_std", number(0, closed="right"), 0.01, "σ of init='normal'")
 
 
 def check_init(name: str, std: float) -> str:
     """Return ``name`` if it is a known scheme (and ``std`` > 0), else raise :class:`UserError`."""
-    if name not in INITS:
-        raise UserError(f"init must be one of {', '.join(INITS)}; got {name!r}")
-    if isinstance(std, bool) or not isinstance(std, Real) or not std > 0 or not math.isfinite(std):
-        raise UserError(f"init_std must be a finite number > 0, got {std!r}")
-    return name
+    INIT_STD.check("initialize", std)
+    return INIT.check("initialize", name)
 
 
 def he_gain(activation: str, negative_slope: float = 0.01) -> float:

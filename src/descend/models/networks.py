@@ -9,20 +9,39 @@ trainer builds once it knows the data.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 from typing import Any
 
 from torch import nn
 
 from descend.errors import UserError
-from descend.models.blocks import POOLS, BlockOptions, block, choice, positive_int, positive_ints
+from descend.models.blocks import BLOCK_OPTIONS, BlockOptions, block
 from descend.models.init import initialize
+from descend.options import ListOf, OneOf, Option, Optional, declare, integer, validate
+from descend.options import describe as describe_table
 
+POOLS = ("none", "max", "avg")
 HEADS = ("flatten", "avg", "max")
+_WIDTHS = ListOf(integer(1))
+#: The sizes the data gives; a builder called without them returns a :class:`ModelSpec`.
+SIZES = (
+    Option("input_shape", Optional(ListOf(integer(1), min_length=1), "none (from the data)"),
+           doc="the shape of one sample, no batch dimension"),
+    Option("num_outputs", Optional(integer(1), "none (from the data)"), doc="outputs of the last Linear"),
+)
+_CNN = (
+    Option("channels", ListOf(integer(1), min_length=1), doc="output channels of each conv block"),
+    *SIZES,
+    Option("kernel_size", integer(1), doc="kernel size of every conv (padding 'same')"),
+    Option("pool", OneOf(*POOLS), doc="pooling after each conv block"),
+    Option("pool_size", integer(1), doc="pooling window and stride"),
+    Option("head", OneOf(*HEADS), doc="flatten keeps positions; avg / max pool globally"),
+    Option("head_hidden", _WIDTHS, doc="widths of Linear blocks between the conv blocks and the output"),
+    *BLOCK_OPTIONS,
+)
+_NAME = Option("name", OneOf("mlp", "cnn1d", "cnn2d"))
 
 
 @dataclass
@@ -57,9 +76,6 @@ def _fixed(name: str, kept: Any, given: Any) -> Any:
 
 
 def _shape(name: str, shape: Sequence[int], ranks: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape:
-        raise UserError(f"input_shape for {name} must be a list of sizes >= 1, got {shape!r}")
-    positive_ints("input_shape", shape, allow_empty=False)
     if ranks is not None and len(shape) not in ranks:
         allowed = " or ".join(f"{r} sizes" for r in ranks)
         raise UserError(f"input_shape for {name} must have {allowed} (one sample, no batch), "
@@ -67,36 +83,21 @@ def _shape(name: str, shape: Sequence[int], ranks: tuple[int, ...] | None = None
     return tuple(shape)
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-able copy of an option value (NumPy numbers become Python ones, tuples lists)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Integral):
-        return int(value)
-    if isinstance(value, Real):
-        return float(value)
-    return value
-
-
 def _finish(name: str, local: dict[str, Any], make: Callable[[tuple[int, ...], int], list[nn.Module]],
             opts: BlockOptions) -> nn.Module | ModelSpec:
     """Return the initialized module when both sizes are known, else the :class:`ModelSpec`."""
     input_shape, num_outputs = local.pop("input_shape"), local.pop("num_outputs")
-    if num_outputs is not None:
-        num_outputs = positive_int("num_outputs", num_outputs)
     if input_shape is not None:
-        input_shape = tuple(positive_ints("input_shape", input_shape))
+        input_shape = tuple(input_shape)
     if input_shape is None or num_outputs is None:
-        shape = input_shape
-        options = {k: _plain(v) for k, v in local.items()}
-        return ModelSpec(name, options, shape, num_outputs)
+        return ModelSpec(name, local, input_shape, num_outputs)
     model = nn.Sequential(*make(tuple(input_shape), num_outputs))
     return initialize(model, opts.init, activation=opts.activation, std=opts.init_std,
                       negative_slope=opts.negative_slope)
 
 
+@declare("model 'mlp'", Option("hidden", _WIDTHS, doc="width of each hidden block; [] is a linear model"),
+         *SIZES, *BLOCK_OPTIONS)
 def mlp(hidden: Sequence[int] = (128,), *, input_shape: Sequence[int] | None = None,
         num_outputs: int | None = None, activation: str = "relu", batch_norm: bool = False,
         dropout: float | Sequence[float] = 0.0, init: str = "he_uniform", init_std: float = 0.01,
@@ -111,7 +112,6 @@ def mlp(hidden: Sequence[int] = (128,), *, input_shape: Sequence[int] | None = N
     (σ = ``init_std``; see :mod:`descend.models.init` for the formulas and He's fan_in mode and gains).
     """
     local = dict(locals())
-    hidden = local["hidden"] = positive_ints("hidden", hidden)
     opts = BlockOptions(activation, batch_norm, dropout, init, init_std, maxout_k, negative_slope,
                         batch_norm_momentum)
     dropouts = opts.dropouts(len(hidden))
@@ -131,12 +131,8 @@ def mlp(hidden: Sequence[int] = (128,), *, input_shape: Sequence[int] | None = N
 
 def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
     """The shared body of :func:`cnn1d` and :func:`cnn2d` (``dims`` spatial dimensions)."""
-    channels = local["channels"] = positive_ints("channels", local["channels"], allow_empty=False)
-    kernel_size = local["kernel_size"] = positive_int("kernel_size", local["kernel_size"])
-    pool = choice("pool", local["pool"], POOLS)
-    pool_size = local["pool_size"] = positive_int("pool_size", local["pool_size"])
-    head = choice("head", local["head"], HEADS)
-    head_hidden = local["head_hidden"] = positive_ints("head_hidden", local["head_hidden"])
+    channels, kernel_size, pool, pool_size, head, head_hidden = (
+        local[k] for k in ("channels", "kernel_size", "pool", "pool_size", "head", "head_hidden"))
     opts = BlockOptions(*(local[k] for k in ("activation", "batch_norm", "dropout", "init", "init_std",
                                               "maxout_k", "negative_slope", "batch_norm_momentum")))
     dropouts = opts.dropouts(len(channels) + len(head_hidden))
@@ -178,6 +174,7 @@ def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
     return _finish(name, local, make, opts)
 
 
+@declare("model 'cnn1d'", *_CNN)
 def cnn1d(channels: Sequence[int] = (32, 32, 32, 32, 32), *, input_shape: Sequence[int] | None = None,
           num_outputs: int | None = None, kernel_size: int = 5, pool: str = "none", pool_size: int = 2,
           head: str = "flatten", head_hidden: Sequence[int] = (), activation: str = "relu",
@@ -202,6 +199,7 @@ def cnn1d(channels: Sequence[int] = (32, 32, 32, 32, 32), *, input_shape: Sequen
     return _cnn("cnn1d", 1, dict(locals()))
 
 
+@declare("model 'cnn2d'", *_CNN)
 def cnn2d(channels: Sequence[int] = (32, 64), *, input_shape: Sequence[int] | None = None,
           num_outputs: int | None = None, kernel_size: int = 3, pool: str = "max", pool_size: int = 2,
           head: str = "flatten", head_hidden: Sequence[int] = (), activation: str = "relu",
@@ -220,22 +218,33 @@ def cnn2d(channels: Sequence[int] = (32, 64), *, input_shape: Sequence[int] | No
 BUILDERS: dict[str, Callable[..., nn.Module | ModelSpec]] = {"mlp": mlp, "cnn1d": cnn1d, "cnn2d": cnn2d}
 
 
+def table(name: str) -> tuple[Option, ...]:
+    """The options builder ``name`` takes from a recipe (all but the sizes, which the data gives)."""
+    sizes = {o.name for o in SIZES}
+    return tuple(o for o in BUILDERS[_NAME.check("model", name)].options if o.name not in sizes)
+
+
 def options(name: str) -> tuple[str, ...]:
     """The option names builder ``name`` accepts (besides ``input_shape`` and ``num_outputs``)."""
-    builder = BUILDERS[choice("model name", name, tuple(BUILDERS))]
-    return tuple(p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_outputs"))
+    return tuple(o.name for o in table(name))
+
+
+def spec(name: str, **opts: Any) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name`` with ``opts``, every option checked, nothing built (the recipe path)."""
+    options = validate(f"model {name!r}", table(name), opts)
+    return BUILDERS[name](**options)
 
 
 def build(name: str, input_shape: Sequence[int], num_outputs: int, **opts: Any) -> nn.Module:
     """Build model ``name`` ∈ mlp, cnn1d, cnn2d with ``opts`` (the config path); unknown names are errors."""
-    allowed = options(name)
-    unknown = sorted(set(opts) - set(allowed))
-    if unknown:
-        raise UserError(f"unknown option(s) {', '.join(unknown)} for model {name!r}; "
-                        f"allowed: {', '.join(allowed)}")
     if input_shape is None or num_outputs is None:
         raise UserError("build needs both input_shape and num_outputs")
-    return BUILDERS[name](input_shape=input_shape, num_outputs=num_outputs, **opts)
+    return spec(name, **opts).build(input_shape, num_outputs)
+
+
+def describe() -> str:
+    """Every model builder's options as text."""
+    return "\n".join(describe_table(table(name), f"model {name!r}") for name in BUILDERS)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

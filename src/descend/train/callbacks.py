@@ -25,7 +25,9 @@ nothing per step.
 from __future__ import annotations
 
 from descend.errors import UserError
-from descend.schedules import check_number, improved, read_metric, resolve_mode
+from descend.monitor import MIN_DELTA, MODE, MONITOR, improved, read_metric, resolve_mode
+from descend.options import Boolean, Option, declare, integer
+from descend.train.checks import require_logged
 
 EVENTS = ("on_fit_start", "on_epoch_start", "on_after_backward", "on_batch_end", "on_validation_start",
           "on_validation_end", "on_epoch_end", "on_fit_end")
@@ -35,6 +37,11 @@ class Callback:
     """Base class: every event is a no-op, every callback is stateless unless it says otherwise."""
 
     order = 0  # callbacks run by ascending order: user callbacks 0, logs 90, checkpoints 100
+
+    def setup(self, trainer, logged: set[str]) -> None:
+        """Once per fit, before the first step and before anything is written: raise a UserError if this
+        callback cannot work with this run (e.g. it monitors a value that is never logged), and add to ``logged``
+        the names of the values it will add to the epoch logs."""
 
     def on_fit_start(self, trainer) -> None:
         pass
@@ -83,24 +90,24 @@ class EarlyStopping(Callback):
     counting where it was. One instance serves one training run.
     """
 
+    @declare("EarlyStopping", MONITOR, MODE,
+             Option("patience", integer(0), doc="epochs in a row without improvement before stopping"),
+             MIN_DELTA,
+             Option("start_from_epoch", integer(0), doc="epochs before this one are ignored (a warmup)"),
+             Option("restore_best", Boolean(), doc="load the best weights back at the end of training"))
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 10,
                  min_delta: float = 0.0, start_from_epoch: int = 0, restore_best: bool = True) -> None:
-        where = "EarlyStopping"
-        if not isinstance(monitor, str) or not monitor:
-            raise UserError(f"{where}: monitor must be the name of a logged metric, got {monitor!r}")
-        if not isinstance(restore_best, bool):
-            raise UserError(f"{where}: restore_best must be true or false, got {restore_best!r}")
-        self.monitor = monitor
-        self.mode = resolve_mode(where, monitor, mode)
-        self.patience = check_number(where, "patience", patience, low=0, integer=True)
-        self.min_delta = check_number(where, "min_delta", min_delta, low=0)
-        self.start_from_epoch = check_number(where, "start_from_epoch", start_from_epoch, low=0, integer=True)
-        self.restore_best = restore_best
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.mode = resolve_mode("EarlyStopping", monitor, mode)
+        self.start_from_epoch, self.restore_best = start_from_epoch, restore_best
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0
         self.stopped_epoch: int | None = None
         self.best_weights: dict | None = None
+
+    def setup(self, trainer, logged: set[str]) -> None:
+        require_logged("EarlyStopping", self.monitor, logged)
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
         value = read_metric("EarlyStopping", logs, self.monitor)

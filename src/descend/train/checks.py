@@ -7,6 +7,7 @@ output size does not fit the data.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 import torch
@@ -80,3 +81,40 @@ def check_shapes(model: nn.Module, split: Split, loss: str, outputs: int, device
     if out.dim() != 2 or out.shape[1] != outputs:
         raise UserError(f"the model gives outputs of shape {tuple(out.shape[1:])} per sample, but the loss "
                         f"{loss!r} on this data needs {outputs}; set the last layer's size to {outputs}")
+
+
+def logged_names(trainer, validation: bool) -> set[str]:
+    """The values the trainer itself logs every epoch (callbacks may add theirs in ``Callback.setup``)."""
+    from .metrics import MetricSums
+
+    metrics = MetricSums.names(trainer.loss)
+    names = {"epoch", "step", "lr", "seconds", *(f"train_{m}" for m in metrics)}
+    if validation:
+        names.update(f"val_{m}" for m in metrics)
+    if trainer.regularizer is not None:
+        names.add("train_penalty")
+    if trainer.clip_grad_norm is not None or trainer.clip_grad_value is not None:
+        names.add("grad_norm")
+    return names
+
+
+def require_logged(where: str, monitor: str, logged: set[str]) -> None:
+    """Refuse, before training, a monitor this run will never log (a misspelling, or val_* without val data)."""
+    if monitor in logged:
+        return
+    hint = difflib.get_close_matches(monitor, sorted(logged), n=1)
+    if monitor.startswith("val_") and not any(name.startswith("val_") for name in logged):
+        why = "this run has no validation data (set data.val_fraction > 0, or monitor a train_* value)"
+    else:
+        why = f"did you mean {hint[0]!r}?" if hint else "choose one of the logged values"
+    shown = ", ".join(sorted(n for n in logged if n not in ("epoch", "step", "seconds")))
+    raise UserError(f"{where}: monitor {monitor!r} is never logged by this run; {why} Logged: {shown}")
+
+
+def schedule_monitor(schedule) -> str | None:
+    """The metric a schedule reacts to (reduce-on-plateau, possibly behind warmup), or None."""
+    while schedule is not None:
+        if getattr(schedule, "monitor", None):
+            return schedule.monitor
+        schedule = getattr(schedule, "inner", None)
+    return None

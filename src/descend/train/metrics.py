@@ -81,6 +81,11 @@ class MetricSums:
         n = float(y.shape[0])
         self._sums += torch.stack([zero + n, loss.detach().double() * n, a, b, sy, syy, zero + y.numel()])
 
+    @staticmethod
+    def names(loss: str) -> list[str]:
+        """The metric names :meth:`compute` gives for ``loss`` (without prefix)."""
+        return ["loss", "accuracy"] if loss in CLASSIFICATION_LOSSES else ["loss", "mse", "mae", "r2"]
+
     def state_dict(self) -> dict:
         return {"sums": self._sums}
 

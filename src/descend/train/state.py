@@ -19,18 +19,24 @@ import threading
 from pathlib import Path
 
 from ..errors import UserError
-from . import checkpoint, rng
+from ..monitor import MODE, improved, read_metric, resolve_mode
+from ..options import OneOf, Option, integer
+from . import checkpoint, divergence, rng
 from .callbacks import Callback
+from .checks import require_logged
+from .history import History
 
 UNITS = ("epoch", "step")
+_EVERY = Option("every", integer(1))
+_UNIT = Option("unit", OneOf(*UNITS))
 
 
 class Checkpoints(Callback):
     """Write ``last`` every ``every`` steps or epochs (``unit``), and ``best`` when ``monitor`` improves.
 
     A callback that runs after every other one (``order = 100``), so a checkpoint holds what they did in the epoch.
-    ``monitor`` defaults to ``val_loss`` (``train_loss`` without validation data); ``mode`` is inferred like
-    early stopping's (losses and errors: min; accuracy, R²: max). Its own state (the best value) travels in the
+    ``monitor`` defaults to ``val_loss`` (``train_loss`` without validation data); ``mode`` is inferred as for
+    early stopping (:func:`descend.monitor.resolve_mode`). Its own state (the best value) travels in the
     checkpoint itself, not among the callbacks' states.
     """
 
@@ -38,12 +44,8 @@ class Checkpoints(Callback):
 
     def __init__(self, directory: str | Path, *, every: int = 1, unit: str = "epoch", monitor: str | None = None,
                  mode: str = "auto"):
-        if unit not in UNITS:
-            raise UserError(f"checkpoint unit must be one of {', '.join(UNITS)}, got {unit!r}")
-        if not isinstance(every, int) or every < 1:
-            raise UserError(f"checkpoint_every must be a positive integer, got {every!r}")
-        if mode not in ("auto", "min", "max"):
-            raise UserError(f"checkpoint mode must be auto, min or max, got {mode!r}")
+        unit, every = _UNIT.check("Checkpoints", unit), _EVERY.check("Checkpoints", every)
+        mode = MODE.check("Checkpoints", mode)
         self.directory, self.every, self.unit, self.monitor, self.mode = Path(directory), every, unit, monitor, mode
         self.best_value: float | None = None
 
@@ -55,19 +57,19 @@ class Checkpoints(Callback):
     def best(self) -> Path:
         return self.directory / "best.safetensors"
 
+    def setup(self, trainer, logged: set[str]) -> None:
+        require_logged("checkpoint", self.monitor or ("val_loss" if "val_loss" in logged else "train_loss"), logged)
+
     def on_batch_end(self, trainer) -> None:
         if self.unit == "step" and trainer.global_step % self.every == 0:
             self.write(trainer, self.last)
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
         monitor = self.monitor or ("val_loss" if "val_loss" in logs else "train_loss")
-        value = logs.get(monitor)
-        if value is None:
-            raise UserError(f"checkpoint monitor {monitor!r} is not logged; logged values: {', '.join(logs)}")
-        mode = self.mode if self.mode != "auto" else ("max" if monitor.endswith(("accuracy", "r2")) else "min")
-        better = self.best_value is None or (value > self.best_value if mode == "max" else value < self.best_value)
+        value = read_metric("Checkpoints", logs, monitor)
+        mode = resolve_mode("Checkpoints", monitor, self.mode)
         paths = []
-        if math.isfinite(value) and better:
+        if math.isfinite(value) and improved(value, self.best_value, mode):
             self.best_value = value
             paths.append(self.best)
         if self.unit == "epoch" and (trainer.epoch + 1) % self.every == 0:
@@ -97,13 +99,79 @@ def find(path: str | Path) -> Path:
                     f"checkpoints/last.safetensors (was checkpointing on?)")
 
 
-def capture_rng(trainer) -> dict:
-    return {"streams": rng.capture(), "augment": trainer._augment_rng.get_state()}
+def capture(trainer) -> dict:
+    """The trainer's whole state (see the module docstring), as tensors and JSON values."""
+    done = trainer._epoch_done  # at an epoch's end the run continues with the next epoch
+    sums = trainer._sums
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "schedule": trainer.schedule.state_dict() if trainer.schedule is not None else {},
+        "callbacks": {key: cb.state_dict() for key, cb in callback_keys(trainer.callbacks).items()},
+        "rng": {"streams": rng.capture(), "augment": trainer._augment_rng.get_state()},
+        "position": {"epoch": trainer.epoch + 1 if done else trainer.epoch,
+                     "batch_index": 0 if done else trainer.batch_index, "global_step": trainer.global_step,
+                     "steps_per_epoch": trainer.steps_per_epoch, "stopped": bool(trainer.stop_training)},
+        "base_lrs": list(trainer._base_lrs),
+        "rollbacks": trainer.rollbacks,
+        "history": list(trainer.history),
+        "epoch_sums": {"metrics": sums["metrics"].state_dict(), "penalty": sums["penalty"],
+                       "grad_norm": sums["grad_norm"]},
+    }
 
 
-def restore_rng(trainer, state: dict) -> None:
-    rng.restore(state["streams"])
-    trainer._augment_rng.set_state(state["augment"].cpu())
+def restore(trainer, saved: dict) -> None:
+    """Put ``saved`` (from :func:`capture`) back into ``trainer``; data and model must be those it was saved with."""
+    position = saved["position"]
+    if position["steps_per_epoch"] != trainer.steps_per_epoch:
+        raise UserError(f"the checkpoint was written with {position['steps_per_epoch']} batches per epoch, this "
+                        f"run has {trainer.steps_per_epoch}: the data, batch_size and drop_last must stay the same")
+    report = trainer.model.load_state_dict(saved["model"], strict=False)
+    if report.missing_keys or report.unexpected_keys:
+        raise UserError(f"the checkpoint's model does not match this model: missing {report.missing_keys}, "
+                        f"unexpected {report.unexpected_keys}")
+    trainer.optimizer.load_state_dict(saved["optimizer"])
+    if trainer.schedule is not None and saved["schedule"]:
+        trainer.schedule.load_state_dict(saved["schedule"])
+    for key, cb in callback_keys(trainer.callbacks).items():
+        if key in saved["callbacks"]:
+            cb.load_state_dict(saved["callbacks"][key])
+    rng.restore(saved["rng"]["streams"])
+    trainer._augment_rng.set_state(saved["rng"]["augment"].cpu())
+    trainer.epoch, trainer.batch_index = position["epoch"], position["batch_index"]
+    trainer.global_step, trainer.stop_training = position["global_step"], bool(position.get("stopped", False))
+    trainer._base_lrs, trainer.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
+    trainer.history = History(saved["history"])
+    sums = trainer._sums = trainer._fresh_sums()
+    sums["metrics"].load_state_dict(saved["epoch_sums"]["metrics"])
+    sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
+    sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
+    trainer._watch = divergence.Watch(trainer.device, trainer.global_step)
+    if trainer.checkpoints is not None:
+        trainer.checkpoints.restore(saved)
+
+
+def callback_keys(callbacks) -> dict[str, Callback]:
+    """Callbacks named by class (and position among callbacks of the same class), for their saved state.
+
+    The checkpoint callback is left out: its state travels in the checkpoint itself."""
+    keys, seen = {}, {}
+    for cb in callbacks:
+        if isinstance(cb, Checkpoints):
+            continue
+        name = type(cb).__name__
+        seen[name] = seen.get(name, -1) + 1
+        keys[f"{name}.{seen[name]}" if seen[name] else name] = cb
+    return keys
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    """Whether :func:`find` would find a checkpoint to resume from at ``path``."""
+    try:
+        find(path)
+    except UserError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

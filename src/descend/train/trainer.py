@@ -22,7 +22,7 @@ from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
 from . import checkpoint, divergence, state
 from .callbacks import EVENTS, Callback
-from .checks import as_split, check_data, check_shapes, resolve_device
+from .checks import as_split, check_data, check_shapes, logged_names, require_logged, resolve_device, schedule_monitor
 from .history import History
 from .metrics import LOSSES, MetricSums, num_outputs, resolve_loss
 
@@ -87,11 +87,13 @@ class Trainer:
         self.step_loss = None      # the current step's loss (detached, on the device) while per-step events run
         self.stop_training = False
         self.task: str | None = None
-        self.steps_per_epoch = self.total_steps = 0
+        self.steps_per_epoch = 0
+        self.total_steps = 0
         self._epoch_done = False   # the running epoch is complete (its on_epoch_end events are under way)
         self._train: Split | None = None
         self.val_data: Split | None = None  # the running fit's validation split (for callbacks)
         self._batch_size: int | str = 128
+        self._plan = None          # (arguments, train split, val split, batches) of the last prepare()
 
     @property
     def checkpoints(self) -> state.Checkpoints | None:
@@ -99,18 +101,43 @@ class Trainer:
         return next((cb for cb in self.callbacks if isinstance(cb, state.Checkpoints)), None)
 
     # ------------------------------------------------------------------ the loop
+    def prepare(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
+                drop_last: bool = False) -> None:
+        """Check everything a :meth:`fit` with these arguments needs, before a step runs or a file is written.
+
+        Data against the model and loss, the model and optimizer (built here for specs), the batches, the schedule
+        over the length of training, and every callback's :meth:`~descend.train.callbacks.Callback.setup` (e.g. a
+        monitor that will never be logged). ``fit`` calls it; call it first to find mistakes before writing.
+        """
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise UserError(f"epochs must be a positive integer, got {epochs!r}")
+        key = (id(train), id(val), epochs, batch_size, shuffle, drop_last)
+        if self._plan is None or self._plan[0] != key:
+            split = self._prepare(as_split(train, "train"))
+            held = self._prepare(as_split(val, "val")) if val is not None else None
+            batches = Batches(split, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
+            if hasattr(self.augment, "check"):  # descend's Augment; any callable (x, generator) -> x is welcome
+                self.augment.check((1, *split.x.shape[1:]), split.x.dtype)
+            self._plan = (key, split, held, batches)
+        _, split, held, batches = self._plan
+        self.steps_per_epoch, self.total_steps = len(batches), len(batches) * epochs
+        if self.schedule is not None:
+            self.schedule.bind(self.steps_per_epoch, self.total_steps)
+        logged = logged_names(self, held is not None)
+        for callback in sorted(self.callbacks, key=lambda cb: cb.order):
+            callback.setup(self, logged)
+        if (monitor := schedule_monitor(self.schedule)) is not None:
+            require_logged("plateau schedule", monitor, logged)
+        self._train, self.val_data, self._batch_size = split, held, batch_size
+
     def fit(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
             drop_last: bool = False, resume: str | Path | None = None) -> History:
         """Train for ``epochs`` epochs; returns the history (one dict of logged values per epoch).
 
         ``resume``: a checkpoint file or a run/checkpoints directory; training continues exactly where it stopped.
         """
-        if not isinstance(epochs, int) or epochs < 1:
-            raise UserError(f"epochs must be a positive integer, got {epochs!r}")
-        train = self._prepare(as_split(train, "train"))
-        val = self._prepare(as_split(val, "val")) if val is not None else None
-        batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
-        self._train, self.val_data, self._batch_size = train, val, batch_size
+        self.prepare(train, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
+        _, _, val, batches = self._plan
         with self._determinism(), state.stop_on_signals(self):
             self._start(batches, epochs)
             if resume is not None:
@@ -221,63 +248,11 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """Everything a resumed run needs (tensors and JSON values only; see :mod:`descend.train.state`)."""
-        epoch, batch_index = (self.epoch + 1, 0) if self._epoch_done else (self.epoch, self.batch_index)
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict() if self.schedule is not None else {},
-            "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys().items()},
-            "rng": state.capture_rng(self),
-            "position": {"epoch": epoch, "batch_index": batch_index, "global_step": self.global_step,
-                         "steps_per_epoch": self.steps_per_epoch},
-            "base_lrs": list(self._base_lrs),
-            "rollbacks": self.rollbacks,
-            "history": list(self.history),
-            "epoch_sums": {"metrics": self._sums["metrics"].state_dict(), "penalty": self._sums["penalty"],
-                           "grad_norm": self._sums["grad_norm"]},
-        }
+        return state.capture(self)
 
     def load_state_dict(self, saved: dict) -> None:
         """Continue from ``saved`` (a :meth:`state_dict`); the data and model must be those it was saved with."""
-        position = saved["position"]
-        if position["steps_per_epoch"] != self.steps_per_epoch:
-            raise UserError(f"the checkpoint was written with {position['steps_per_epoch']} batches per epoch, this "
-                            f"run has {self.steps_per_epoch}: the data, batch_size and drop_last must stay the same")
-        report = self.model.load_state_dict(saved["model"], strict=False)
-        if report.missing_keys or report.unexpected_keys:
-            raise UserError(f"the checkpoint's model does not match this model: missing {report.missing_keys}, "
-                            f"unexpected {report.unexpected_keys}")
-        self.optimizer.load_state_dict(saved["optimizer"])
-        if self.schedule is not None and saved["schedule"]:
-            self.schedule.load_state_dict(saved["schedule"])
-        for key, cb in self._callback_keys().items():
-            if key in saved["callbacks"]:
-                cb.load_state_dict(saved["callbacks"][key])
-        state.restore_rng(self, saved["rng"])
-        self.epoch, self.batch_index = position["epoch"], position["batch_index"]
-        self.global_step = position["global_step"]
-        self._base_lrs, self.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
-        self.history = History(saved["history"])
-        self._sums = self._fresh_sums()
-        self._sums["metrics"].load_state_dict(saved["epoch_sums"]["metrics"])
-        self._sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
-        self._sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
-        self._watch = divergence.Watch(self.device, self.global_step)
-        if self.checkpoints is not None:
-            self.checkpoints.restore(saved)
-
-    def _callback_keys(self) -> dict[str, Callback]:
-        """Callbacks named by class (and position among callbacks of the same class), for their saved state.
-
-        The checkpoint callback is left out: its state travels in the checkpoint itself."""
-        keys, seen = {}, {}
-        for cb in self.callbacks:
-            if isinstance(cb, state.Checkpoints):
-                continue
-            name = type(cb).__name__
-            seen[name] = seen.get(name, -1) + 1
-            keys[f"{name}.{seen[name]}" if seen[name] else name] = cb
-        return keys
+        state.restore(self, saved)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
@@ -330,8 +305,6 @@ class Trainer:
         return split.to(self.device)
 
     def _start(self, batches: Batches, epochs: int) -> None:
-        self.steps_per_epoch = len(batches)
-        self.total_steps = self.steps_per_epoch * epochs
         self.epoch, self.batch_index, self.global_step, self.stop_training = 0, 0, 0, False
         self.stop_signal, self.rollbacks, self._epoch_done = None, 0, False
         self.history = History()
@@ -339,8 +312,6 @@ class Trainer:
         torch.manual_seed(self.seed)
         self._augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        if self.schedule is not None:
-            self.schedule.bind(self.steps_per_epoch, self.total_steps)
         self._watch = divergence.Watch(self.device)
         # callbacks in order; each event's handlers listed once, so events nobody overrides cost nothing per step
         self.callbacks.sort(key=lambda cb: cb.order)
