@@ -106,6 +106,7 @@ class WeightAveraging(Callback):
     """
 
     order = 50  # after early stopping (0), which then keeps the weights validation judged; before logs and checkpoints
+    model_state_keys = ("averaged",)  # a copy of the model's tensors, checked against the model on resume
 
     @declare("averaging",
              Option("method", OneOf(*METHODS), doc="ema (Polyak averaging) or swa (stochastic weight averaging)"),
@@ -252,13 +253,11 @@ class WeightAveraging(Callback):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        if self.averaged is None:
-            return {}
-        return {"method": self.method, "updates": self.updates, "averaged": self.averaged.state_dict()}
+        """The method, the update count and the averaged weights and buffers (keyed as the model's)."""
+        averaged = self.averaged.module.state_dict() if self.averaged is not None else {}
+        return {"method": self.method, "updates": self.updates, "averaged": averaged}
 
     def load_state_dict(self, state: dict) -> None:
-        if not state:
-            return
         if state["method"] != self.method:
             raise UserError(f"averaging: the saved state is {state['method']!r} averaging, this run asks for "
                             f"{self.method!r}; resume with the same method")
@@ -267,8 +266,10 @@ class WeightAveraging(Callback):
             self._apply(state)
 
     def _apply(self, state: dict) -> None:
-        self.averaged.load_state_dict(state["averaged"])
         self.updates = int(state["updates"])
+        if state["averaged"]:
+            self.averaged.module.load_state_dict(state["averaged"])
+        self.averaged.n_averaged.fill_(self.updates)
 
 
 class EMA(WeightAveraging):
