@@ -23,6 +23,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its last checkpoint (as if it had never stopped)")
+    ens = sub.add_parser("ensemble", help="train an ensemble of a recipe's model and write its directory")
+    ens.add_argument("recipe", help="a TOML recipe (its [ensemble] section, or one of the options below)")
+    kind = ens.add_mutually_exclusive_group()
+    kind.add_argument("--members", type=int, metavar="K", help="K networks from different seeds")
+    kind.add_argument("--snapshots", type=int, metavar="K", help="K snapshots of one run with cosine restarts")
+    kind.add_argument("--mc-dropout", type=int, metavar="N", help="N dropout passes of one network")
+    ens.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+    ens.add_argument("--out", help="the ensemble directory (default runs/<name>-<timestamp>)")
+    ens.add_argument("--quiet", action="store_true", help="print only the final summary")
     sub.add_parser("datasets", help="list the built-in datasets and where their data comes from")
     doctor = sub.add_parser("doctor", help="run the debugging flowchart on a recipe: ranked findings with fixes")
     doctor.add_argument("recipe", help="a TOML recipe")
@@ -142,7 +151,7 @@ def _cv(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # argparse itself exits with code 2 on bad arguments
     try:
-        if args.command == "run":
+        if args.command in ("run", "ensemble"):
             return _run(args)
         if args.command == "doctor":
             return _doctor(args)
@@ -175,12 +184,17 @@ def _run(args) -> int:
     from .rundir import default_run_dir
     from .train.control import Control
 
-    recipe = config.load(args.recipe, args.overrides)
-    if args.resume and args.out and args.out != args.resume:
+    kinds = {k: getattr(args, k, None) for k in ("members", "snapshots", "mc_dropout")}
+    kinds = [f"ensemble.{k}={v}" for k, v in kinds.items() if v is not None]
+    recipe = config.load(args.recipe, args.overrides + kinds)
+    if args.command == "ensemble" and recipe.ensemble is None:
+        raise UserError("descend ensemble needs --members K, --snapshots K, --mc-dropout N or an [ensemble] section")
+    resume = getattr(args, "resume", None)
+    if resume and args.out and args.out != resume:
         raise UserError("--resume continues the run in its own directory; leave out --out")
-    out = Path(args.resume or args.out or default_run_dir(recipe))
+    out = Path(resume or args.out or default_run_dir(recipe))
     control = Control(out / "control.toml", keys=not args.quiet)  # babysitting: keys, or a control.toml in out
-    summary = experiment.run(recipe, out, resume=bool(args.resume), quiet=args.quiet, callbacks=[control])
+    summary = experiment.run(recipe, out, resume=bool(resume), quiet=args.quiet, callbacks=[control])
     if summary.get("already"):
         state = "stopped early" if summary["already"] == "stopped_early" else "finished"
         print(f"the run in {summary['run_dir']} had already {state}: nothing to resume, nothing changed")

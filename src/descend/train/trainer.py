@@ -91,6 +91,7 @@ class Trainer:
         self.total_steps = 0
         self._epoch_done = False   # the running epoch is complete (its on_epoch_end events are under way)
         self._train: Split | None = None
+        self.val_data: Split | None = None  # the running fit's validation split (for callbacks)
         self._batch_size: int | str = 128
         self._plan = None          # (arguments, train split, val split, batches) of the last prepare()
 
@@ -127,7 +128,7 @@ class Trainer:
             callback.setup(self, logged)
         if (monitor := schedule_monitor(self.schedule)) is not None:
             require_logged("plateau schedule", monitor, logged)
-        self._train, self._batch_size = split, batch_size
+        self._train, self.val_data, self._batch_size = split, held, batch_size
 
     def fit(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
             drop_last: bool = False, resume: str | Path | None = None) -> History:
