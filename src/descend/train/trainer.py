@@ -23,6 +23,7 @@ from ..errors import DivergenceError, Interrupted, UserError
 from . import checkpoint, divergence, state
 from .callbacks import EVENTS, Callback
 from .checks import as_split, check_data, check_shapes, resolve_device
+from .clipping import clip_gradients
 from .history import History
 from .metrics import LOSSES, MetricSums, num_outputs, resolve_loss
 
@@ -149,12 +150,15 @@ class Trainer:
     def _train_epoch(self, batches: Batches) -> dict[str, float]:
         model, opt, sums = self.model, self.optimizer, self._sums
         after_backward, batch_end = self._handlers["on_after_backward"], self._handlers["on_batch_end"]
+        scheduled, closure, autocast = self.schedule is not None, getattr(opt, "needs_closure", False), self._autocast()
+        lr = self._set_lr()  # note: without a schedule the rate is constant; written once here, not every step
         model.train()
         for x, y in batches.epoch(self.epoch, start=self.batch_index):
-            lr = self._set_lr()
+            if scheduled:
+                lr = self._set_lr()
             if self.augment is not None:
                 x = self.augment(x, self._augment_rng)
-            with self._autocast():
+            with autocast:
                 out = model(x)
                 data_loss = self._loss_fn(out, y)
             penalty = self.regularizer.penalty(model) if self.regularizer is not None else None
@@ -165,8 +169,8 @@ class Trainer:
                 self.step_loss = loss.detach()
                 for handler in after_backward:
                     handler(self)
-            norm = self._clip()
-            if getattr(opt, "needs_closure", False):
+            norm = clip_gradients(model, self.clip_grad_norm, self.clip_grad_value)
+            if closure:
                 opt.step(lambda x=x, y=y: self._closure_loss(x, y))
             else:
                 opt.step()
@@ -262,7 +266,7 @@ class Trainer:
         self._sums["metrics"].load_state_dict(saved["epoch_sums"]["metrics"])
         self._sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
         self._sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
-        self._watch = divergence.Watch(self.device, self.global_step)
+        self._watch = divergence.Watch(self.global_step)
         if self.checkpoints is not None:
             self.checkpoints.restore(saved)
 
@@ -341,7 +345,7 @@ class Trainer:
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         if self.schedule is not None:
             self.schedule.bind(self.steps_per_epoch, self.total_steps)
-        self._watch = divergence.Watch(self.device)
+        self._watch = divergence.Watch()
         # callbacks in order; each event's handlers listed once, so events nobody overrides cost nothing per step
         self.callbacks.sort(key=lambda cb: cb.order)
         self._handlers = {event: [getattr(cb, event) for cb in self.callbacks
@@ -357,7 +361,10 @@ class Trainer:
             torch.use_deterministic_algorithms(before)
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        """bf16 autocast, or a no-op context (entering a disabled torch.autocast still costs microseconds)."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     # ------------------------------------------------------------------ step parts
     def _loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -374,19 +381,6 @@ class Trainer:
         for group, base in zip(groups, self._base_lrs):
             group["lr"] = base if self.schedule is None else self.schedule.lr(base, self.global_step)
         return groups[0]["lr"]
-
-    def _clip(self) -> torch.Tensor | None:
-        """Clip the gradients as asked; returns their norm before clipping (None when clipping is off)."""
-        if self.clip_grad_norm is None and self.clip_grad_value is None:
-            return None
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if self.clip_grad_norm is not None:
-            norm = nn.utils.clip_grad_norm_(params, self.clip_grad_norm, foreach=True)
-        else:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
-        if self.clip_grad_value is not None:
-            nn.utils.clip_grad_value_(params, self.clip_grad_value, foreach=True)
-        return norm
 
     def check_finite(self) -> None:
         """Raise :class:`DivergenceError` if a loss since the start was not finite (one host sync).
