@@ -100,7 +100,7 @@ def raw(case: Case, train, val, epochs: int, seed: int, loader: bool = False) ->
 
 def trainer(case: Case, train, val, epochs: int, seed: int) -> float:
     model, opt = build(case.model, seed)
-    fit = ds.Trainer(model, optimizer=opt, device="cpu", seed=seed)
+    fit = ds.Trainer(model, optimizer=opt, device="cpu", seed=seed, threads=case.threads)  # the loops' threads
     history = fit.fit(train, val if case.validate else None, epochs=epochs, batch_size=case.batch)
     return history[-1]["train_loss"]
 

@@ -57,6 +57,7 @@ class TrainConfig(_Section):
     loss: Literal["cross_entropy", "binary_cross_entropy", "mse", "mae"] | None = None
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+    threads: int | Literal["auto"] = "auto"
     deterministic: bool = False
     clip_grad_norm: float | None = Field(None, gt=0.0)
     clip_grad_value: float | None = Field(None, gt=0.0)
@@ -71,6 +72,13 @@ class TrainConfig(_Section):
     def _positive_batch(cls, v):
         if isinstance(v, int) and v < 1:
             raise ValueError('must be a positive integer or "full"')
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError('must be a positive integer or "auto"')
         return v
 
 

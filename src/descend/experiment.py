@@ -71,7 +71,7 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         callbacks=[stopper] if stopper else [],
         clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
         device=c.train.device, precision=c.train.precision, seed=c.seed,
-        deterministic=c.train.deterministic, log_every=c.train.log_every)
+        deterministic=c.train.deterministic, log_every=c.train.log_every, threads=c.train.threads)
     return Experiment(config, bundle, trainer, stopper)
 
 

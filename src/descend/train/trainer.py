@@ -20,7 +20,7 @@ from torch import nn
 from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
-from . import checkpoint, divergence, state
+from . import checkpoint, divergence, state, threads
 from .callbacks import EVENTS, Callback
 from .checks import as_split, check_data, check_shapes, resolve_device
 from .clipping import clip_gradients
@@ -41,7 +41,8 @@ class Trainer:
     ``seed`` fixes initialisation of spec models, data order, dropout and augmentation; ``deterministic=True``
     also asks torch for deterministic kernels, so two runs on the CPU are bit-identical. ``checkpoints`` (a
     :class:`~descend.train.state.Checkpoints`) is a callback like any other, given here for convenience;
-    ``on_divergence="rollback"`` needs one, to reload from.
+    ``on_divergence="rollback"`` needs one, to reload from. ``threads``: CPU threads, or "auto" (one thread for
+    small steps or a busy machine; see :mod:`descend.train.threads`).
     """
 
     def __init__(self, model, *, loss: str | None = None, optimizer=None, schedule=None,
@@ -49,7 +50,7 @@ class Trainer:
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
                  device: str | torch.device = "auto", precision: str = "fp32", seed: int = 0,
                  deterministic: bool = False, log_every: int = 50, checkpoints: state.Checkpoints | None = None,
-                 on_divergence: str = "stop", max_rollbacks: int = 3):
+                 on_divergence: str = "stop", max_rollbacks: int = 3, threads: int | str = "auto"):
         if loss is not None and loss not in LOSSES:
             raise UserError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
         if precision not in PRECISIONS:
@@ -77,7 +78,7 @@ class Trainer:
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
         self.device = resolve_device(device)
         self.precision, self.seed, self.deterministic, self.log_every = precision, seed, deterministic, log_every
-        self.on_divergence, self.max_rollbacks = on_divergence, max_rollbacks
+        self.on_divergence, self.max_rollbacks, self.threads = on_divergence, max_rollbacks, threads
         self.rollbacks = 0         # divergence rollbacks so far
         self.stop_signal = None    # set by SIGINT/SIGTERM during fit; the loop stops at the next step boundary
         self.history = History()
@@ -112,7 +113,8 @@ class Trainer:
         val = self._prepare(as_split(val, "val")) if val is not None else None
         batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
         self._train, self._batch_size = train, batch_size
-        with self._determinism(), state.stop_on_signals(self):
+        sample = next(batches.epoch(0))[0]
+        with self._determinism(), state.stop_on_signals(self), threads.use(self.threads, self.model, sample):
             self._start(batches, epochs)
             if resume is not None:
                 self.load_state_dict(checkpoint.load(state.find(resume), device=self.device))
