@@ -22,6 +22,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its last checkpoint (as if it had never stopped)")
+    run.add_argument("--nproc", type=int, metavar="N",
+                     help="data-parallel: train in N processes per machine through torchrun (DDP; batch_size is "
+                          "the global batch)")
+    run.add_argument("--nnodes", type=int, default=1, metavar="M", help="with --nproc: the number of machines")
+    run.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                     help="with --nproc on several machines: where they meet (the same on every machine)")
+    run.add_argument("--max-restarts", type=int, default=0, metavar="R",
+                     help="with --nproc: restart all processes up to R times after a failure; they resume from "
+                          "the last checkpoint")
     sub.add_parser("datasets", help="list the built-in datasets and where their data comes from")
     return parser
 
@@ -50,12 +59,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from . import config, experiment
+    from . import config, dist, experiment
 
-    recipe = config.load(args.recipe, args.overrides)
     if args.resume and args.out and args.out != args.resume:
         raise UserError("--resume continues the run in its own directory; leave out --out")
-    summary = experiment.run(recipe, args.resume or args.out, resume=bool(args.resume), quiet=args.quiet)
+    if args.nproc and not dist.is_worker():
+        return dist.launch(args)
+    recipe = config.load(args.recipe, args.overrides)
+    if dist.is_worker():
+        summary = dist.run_worker(recipe, args.out, resume=bool(args.resume), quiet=args.quiet)
+        if summary is None:  # ranks other than 0 print nothing
+            return 0
+    else:
+        summary = experiment.run(recipe, args.resume or args.out, resume=bool(args.resume), quiet=args.quiet)
     for key, (old, new) in summary["changed"].items():
         print(f"resumed with {key} = {new!r} (was {old!r})")
     final = summary["final"]

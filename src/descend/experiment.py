@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, models
+from . import __version__, dist, models
 from . import config as cfg
 from . import data as datasets
 from .errors import UserError
@@ -63,7 +63,7 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         model = models.build(c.model.name, info.input_shape,
                              num_outputs(loss, info.task, info.num_classes, bundle.train.y), **c.model.options)
     stopper = EarlyStopping(**c.early_stopping.model_dump()) if c.early_stopping else None
-    trainer = Trainer(
+    trainer = (dist.DistributedTrainer if dist.is_worker() else Trainer)(
         model, loss=loss, optimizer=c.optimizer.build(),
         schedule=c.schedule.build() if c.schedule else None,
         regularizer=c.regularization.build() if c.regularization else None,
@@ -117,13 +117,14 @@ class Experiment:
     early_stopping: EarlyStopping | None
 
     def fit(self, callbacks=(), out: str | Path | None = None, *, resume: bool = False,
-            progress: bool = False, stream=None) -> Result:
+            progress: bool = False, stream=None, resume_from: str | Path | None = None) -> Result:
         """Train for ``train.epochs`` epochs with the extra ``callbacks``; returns the :class:`Result`.
 
         Without ``out`` nothing touches the disk (``on_divergence = "rollback"`` then acts as ``"stop"``: it needs
         the checkpoints of a run directory). With ``out`` the run directory is written (``resume=True`` continues
         the run there). ``progress`` shows a progress bar (a terminal) or one line per epoch. Raises
-        :class:`~descend.errors.DivergenceError` when the loss becomes non-finite.
+        :class:`~descend.errors.DivergenceError` when the loss becomes non-finite. ``resume_from`` (a checkpoint or
+        run directory) continues from there without writing anything (the other ranks of a data-parallel run).
         """
         from .rundir import RunDirectory  # the writer sits above the experiment; imported when a run is written
 
@@ -143,7 +144,7 @@ class Experiment:
         try:
             trainer.fit(self.data.train, self.data.val, epochs=c.train.epochs, batch_size=c.train.batch_size,
                         shuffle=c.train.shuffle, drop_last=c.train.drop_last,
-                        resume=writer.path if writer is not None and resume else None)
+                        resume=writer.path if writer is not None and resume else resume_from)
         except Exception as e:
             if writer is not None:
                 writer.failed(self, e)

@@ -67,8 +67,8 @@ class MetricSums:
     kernels a per-step update would launch (argmax, compare, sum, casts, stack, add) cost a tenth of it.
     """
 
-    def __init__(self, loss: str, device: torch.device, budget: int = 1 << 22):
-        self.loss = loss
+    def __init__(self, loss: str, device: torch.device, budget: int = 1 << 22, reduce=None):
+        self.loss, self.reduce = loss, reduce  # reduce: sums -> sums over all processes (data parallelism)
         self.classification = loss in CLASSIFICATION_LOSSES
         self.budget = budget
         # samples, Σ batch-loss·batch-size, correct | Σ(ŷ−y)², Σ|ŷ−y|, Σy, Σy², target values
@@ -114,7 +114,8 @@ class MetricSums:
     def compute(self, prefix: str = "") -> dict[str, float]:
         """The pass's mean loss and metrics, as Python floats (one host sync)."""
         self._reduce()
-        n, loss, a, b, sy, syy, values = self._sums.tolist()
+        sums = self._sums if self.reduce is None else self.reduce(self._sums.clone())
+        n, loss, a, b, sy, syy, values = sums.tolist()
         if n == 0:
             return {}
         logs = {f"{prefix}loss": loss / n}

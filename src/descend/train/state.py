@@ -87,6 +87,20 @@ class Checkpoints(Callback):
         self.best_value = state.get("checkpoints", {}).get("best_value")
 
 
+def callback_keys(callbacks) -> dict:
+    """Callbacks named by class (and position among callbacks of the same class), for their saved state.
+
+    The checkpoint callback is left out: its state travels in the checkpoint itself."""
+    keys, seen = {}, {}
+    for cb in callbacks:
+        if isinstance(cb, Checkpoints):
+            continue
+        name = type(cb).__name__
+        seen[name] = seen.get(name, -1) + 1
+        keys[f"{name}.{seen[name]}" if seen[name] else name] = cb
+    return keys
+
+
 def find(path: str | Path) -> Path:
     """The checkpoint to resume from: a file, a checkpoints directory, or a run directory holding one."""
     path = Path(path)

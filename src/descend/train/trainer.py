@@ -111,7 +111,7 @@ class Trainer:
             raise UserError(f"epochs must be a positive integer, got {epochs!r}")
         train = self._prepare(as_split(train, "train"))
         val = self._prepare(as_split(val, "val")) if val is not None else None
-        batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
+        batches = self._batches(train, batch_size, shuffle=shuffle, drop_last=drop_last)
         self._train, self._batch_size = train, batch_size
         sample = next(batches.epoch(0))[0]
         with self._determinism(), state.stop_on_signals(self), threads.use(self.threads, self.model, sample):
@@ -150,7 +150,7 @@ class Trainer:
         self.epoch, self.batch_index, self._epoch_done = self.epoch + 1, 0, False
 
     def _train_epoch(self, batches: Batches) -> dict[str, float]:
-        model, opt, sums = self.model, self.optimizer, self._sums
+        model, opt, sums, forward = self.model, self.optimizer, self._sums, self._training_forward()
         after_backward, batch_end = self._handlers["on_after_backward"], self._handlers["on_batch_end"]
         scheduled, closure, autocast = self.schedule is not None, getattr(opt, "needs_closure", False), self._autocast()
         lr = self._set_lr()  # note: without a schedule the rate is constant; written once here, not every step
@@ -161,7 +161,7 @@ class Trainer:
             if self.augment is not None:
                 x = self.augment(x, self._augment_rng)
             with autocast:
-                out = model(x)
+                out = forward(x)
                 data_loss = self._loss_fn(out, y)
             penalty = self.regularizer.penalty(model) if self.regularizer is not None else None
             loss = data_loss if penalty is None else data_loss + penalty
@@ -207,6 +207,14 @@ class Trainer:
         return {"metrics": MetricSums(self.loss, self.device), "penalty": torch.zeros(2, device=self.device),
                 "grad_norm": torch.zeros(2, device=self.device)}
 
+    def _batches(self, train: Split, batch_size: int | str, **options) -> Batches:
+        """The training batches (:class:`descend.dist.DistributedTrainer` shards them across processes)."""
+        return Batches(train, batch_size, seed=self.seed, **options)
+
+    def _training_forward(self) -> nn.Module:
+        """What the training step calls: the model (or, under data parallelism, its DDP wrapper)."""
+        return self.model
+
     def _stop_for_signal(self) -> None:
         keeper = self.checkpoints
         if keeper is not None:
@@ -232,7 +240,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict() if self.schedule is not None else {},
-            "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys().items()},
+            "callbacks": {key: cb.state_dict() for key, cb in state.callback_keys(self.callbacks).items()},
             "rng": state.capture_rng(self),
             "position": {"epoch": epoch, "batch_index": batch_index, "global_step": self.global_step,
                          "steps_per_epoch": self.steps_per_epoch},
@@ -256,7 +264,7 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.schedule is not None and saved["schedule"]:
             self.schedule.load_state_dict(saved["schedule"])
-        for key, cb in self._callback_keys().items():
+        for key, cb in state.callback_keys(self.callbacks).items():
             if key in saved["callbacks"]:
                 cb.load_state_dict(saved["callbacks"][key])
         state.restore_rng(self, saved["rng"])
@@ -271,19 +279,6 @@ class Trainer:
         self._watch = divergence.Watch(self.global_step)
         if self.checkpoints is not None:
             self.checkpoints.restore(saved)
-
-    def _callback_keys(self) -> dict[str, Callback]:
-        """Callbacks named by class (and position among callbacks of the same class), for their saved state.
-
-        The checkpoint callback is left out: its state travels in the checkpoint itself."""
-        keys, seen = {}, {}
-        for cb in self.callbacks:
-            if isinstance(cb, state.Checkpoints):
-                continue
-            name = type(cb).__name__
-            seen[name] = seen.get(name, -1) + 1
-            keys[f"{name}.{seen[name]}" if seen[name] else name] = cb
-        return keys
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
