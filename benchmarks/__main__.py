@@ -16,9 +16,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short pass of each")
     quick = ["--quick"] if parser.parse_args().quick else []
-    print("== overhead"), (rows := overhead.main(quick))
-    print("\n== data"), (batching := data.main(quick))
-    print("\n== roofline"), (roof := roofline.main(quick))
+    print("== overhead")
+    rows = overhead.main(quick)
+    print("\n== data")
+    batching = data.main(quick)
+    print("\n== roofline")
+    roof = roofline.main(quick)
     worst = max(rows, key=lambda row: row["descend"])
     print(f"\n== summary (load average {os.getloadavg()[0]:.1f})")
     print(f"overhead: descend / hand-written loop ≤ {worst['descend']:.2f}x (worst: {worst['case']}; target 1.03x); "
