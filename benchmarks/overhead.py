@@ -20,7 +20,7 @@ import os
 import statistics
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -153,8 +153,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="four rows, 2 epochs, 3 repeats")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="run every row with this many threads (e.g. 1 on a busy machine)")
     args = parser.parse_args(argv)
     cases, epochs, repeats = (QUICK, 2, 3) if args.quick else (CASES, args.epochs, args.repeats)
+    if args.threads:
+        cases = list({(c.model, c.batch, c.validate): replace(c, threads=args.threads) for c in cases}.values())
     warnings.filterwarnings("ignore")
     for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
