@@ -59,5 +59,8 @@ test-slow: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
+bench: setup
+	$(BIN)/python -m benchmarks
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

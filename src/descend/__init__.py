@@ -1,10 +1,30 @@
-"""descend: train deep neural networks the way the lectures teach it — every technique built in and verified."""
+"""descend: train deep neural networks with every classic technique built in, verified and fast.
+
+The parts are imported when first used (PEP 562), so ``descend --help`` and ``import descend.errors`` do not
+pay for importing torch.
+"""
+
+import importlib
+
+from .errors import DivergenceError, UserError
 
 __version__ = "0.1.0"
 
-from . import averaging, callbacks, data, models, optim, regularization, schedules  # noqa: E402
-from .errors import DivergenceError, UserError  # noqa: E402
-from .train import Trainer  # noqa: E402
+_LAZY = {"averaging", "callbacks", "data", "models", "optim", "regularization", "schedules"}
 
 __all__ = ["Trainer", "UserError", "DivergenceError", "averaging", "callbacks", "data", "models", "optim",
            "regularization", "schedules", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    if name == "Trainer":
+        from .train import Trainer
+
+        return Trainer
+    raise AttributeError(f"module 'descend' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

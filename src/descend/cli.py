@@ -23,6 +23,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its last checkpoint (as if it had never stopped)")
+    run.add_argument("--nproc", type=int, metavar="N",
+                     help="data-parallel: train in N processes per machine through torchrun (DDP; batch_size is "
+                          "the global batch)")
+    run.add_argument("--nnodes", type=int, default=1, metavar="M", help="with --nproc: the number of machines")
+    run.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                     help="with --nproc on several machines: where they meet (the same on every machine)")
+    run.add_argument("--max-restarts", type=int, default=0, metavar="R",
+                     help="with --nproc: restart all processes up to R times after a failure; they resume from "
+                          "the last checkpoint")
     ens = sub.add_parser("ensemble", help="train an ensemble of a recipe's model and write its directory")
     ens.add_argument("recipe", help="a TOML recipe (its [ensemble] section, or one of the options below)")
     kind = ens.add_mutually_exclusive_group()
@@ -180,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from . import config, experiment
+    from . import config, dist, experiment
     from .rundir import default_run_dir
     from .train.control import Control
 
+    if getattr(args, "nproc", None) and not dist.is_worker():
+        return dist.launch(args)  # data-parallel: the same command in N processes through torchrun
     kinds = {k: getattr(args, k, None) for k in ("members", "snapshots", "mc_dropout")}
     kinds = [f"ensemble.{k}={v}" for k, v in kinds.items() if v is not None]
     recipe = config.load(args.recipe, args.overrides + kinds)
@@ -193,8 +204,13 @@ def _run(args) -> int:
     if resume and args.out and args.out != resume:
         raise UserError("--resume continues the run in its own directory; leave out --out")
     out = Path(resume or args.out or default_run_dir(recipe))
-    control = Control(out / "control.toml", keys=not args.quiet)  # babysitting: keys, or a control.toml in out
-    summary = experiment.run(recipe, out, resume=bool(resume), quiet=args.quiet, callbacks=[control])
+    if dist.is_worker():
+        summary = dist.run_worker(recipe, out, resume=bool(resume), quiet=args.quiet)
+        if summary is None:  # ranks other than 0 print nothing
+            return 0
+    else:
+        control = Control(out / "control.toml", keys=not args.quiet)  # babysitting: keys, or control.toml in out
+        summary = experiment.run(recipe, out, resume=bool(resume), quiet=args.quiet, callbacks=[control])
     if summary.get("already"):
         state = "stopped early" if summary["already"] == "stopped_early" else "finished"
         print(f"the run in {summary['run_dir']} had already {state}: nothing to resume, nothing changed")

@@ -92,6 +92,7 @@ class TrainConfig(_Section):
     loss: Literal["cross_entropy", "binary_cross_entropy", "mse", "mae"] | None = _default(Trainer, "loss")
     device: Literal["auto", "cpu", "cuda", "mps"] = _default(Trainer, "device")
     precision: Literal["fp32", "bf16"] = _default(Trainer, "precision")
+    threads: int | Literal["auto"] = _default(Trainer, "threads")
     deterministic: bool = _default(Trainer, "deterministic")
     clip_grad_norm: float | None = Field(_default(Trainer, "clip_grad_norm"), gt=0.0)
     clip_grad_value: float | None = Field(_default(Trainer, "clip_grad_value"), gt=0.0)
@@ -106,6 +107,13 @@ class TrainConfig(_Section):
     def _positive_batch(cls, v):
         if isinstance(v, int) and v < 1:
             raise ValueError('must be a positive integer or "full"')
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError('must be a positive integer or "auto"')
         return v
 
 

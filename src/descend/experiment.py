@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, models, transfer
+from . import __version__, dist, models, transfer
 from . import config as cfg
 from . import data as datasets
 from .errors import UserError
@@ -72,14 +72,14 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
             ready = transfer.prepare(c.transfer.build(), model, bundle, optimizer,
                                      device=resolve_device(c.train.device), augment=augment)
         model, bundle, optimizer, callbacks = ready.model, ready.data, ready.optimizer, callbacks + ready.callbacks
-    trainer = Trainer(
+    trainer = (dist.DistributedTrainer if dist.is_worker() else Trainer)(
         model, loss=loss, optimizer=optimizer,
         schedule=c.schedule.build() if c.schedule else None,
         regularizer=c.regularization.build() if c.regularization else None,
         augment=augment, callbacks=callbacks,
         clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
         device=c.train.device, precision=c.train.precision, seed=c.seed,
-        deterministic=c.train.deterministic, log_every=c.train.log_every)
+        deterministic=c.train.deterministic, log_every=c.train.log_every, threads=c.train.threads)
     return Experiment(config, bundle, trainer, stopper)
 
 
@@ -125,13 +125,14 @@ class Experiment:
     early_stopping: EarlyStopping | None
 
     def fit(self, callbacks=(), out: str | Path | None = None, *, resume: bool = False,
-            progress: bool = False, stream=None) -> Result:
+            progress: bool = False, stream=None, resume_from: str | Path | None = None) -> Result:
         """Train for ``train.epochs`` epochs with the extra ``callbacks``; returns the :class:`Result`.
 
         Without ``out`` nothing touches the disk (``on_divergence = "rollback"`` then acts as ``"stop"``: it needs
         the checkpoints of a run directory). With ``out`` the run directory is written (``resume=True`` continues
         the run there). ``progress`` shows a progress bar (a terminal) or one line per epoch. Raises
-        :class:`~descend.errors.DivergenceError` when the loss becomes non-finite.
+        :class:`~descend.errors.DivergenceError` when the loss becomes non-finite. ``resume_from`` (a checkpoint or
+        run directory) continues from there without writing anything (the other ranks of a data-parallel run).
         """
         from .rundir import RunDirectory  # the writer sits above the experiment; imported when a run is written
 
@@ -149,7 +150,6 @@ class Experiment:
             trainer.prepare(self.data.train, self.data.val, **fit_args)  # every check before anything is written
             trainer.on_divergence = c.train.on_divergence if trainer.checkpoints is not None else "stop"
             trainer.max_rollbacks = c.train.max_rollbacks
-            resume_from = None
             if writer is not None:
                 resume_from = writer.resume_from() if resume else None
                 writer.start(self)

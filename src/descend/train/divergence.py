@@ -1,9 +1,10 @@
 """The divergence watch: notice a non-finite loss without a host sync per step, and what to do about it.
 
-:class:`Watch` keeps, on the device, the first step whose loss was not finite and the last finite loss; the trainer
-reads them (one host sync) every ``log_every`` steps, at every epoch end and before every checkpoint. A non-finite
-loss raises :class:`~descend.errors.DivergenceError`; with ``on_divergence="rollback"`` the trainer reloads its last
-checkpoint and halves the learning rate instead (:func:`roll_back`), up to ``max_rollbacks`` times.
+:class:`Watch` holds the step losses (device tensors, no kernel per step) and reads them in one host sync every
+``log_every`` steps, at every epoch end and before every checkpoint, to find the first step whose loss was not
+finite. A non-finite loss raises :class:`~descend.errors.DivergenceError` naming what became non-finite
+(:func:`culprit`); with ``on_divergence="rollback"`` the trainer reloads its last checkpoint and halves the
+learning rate instead (:func:`roll_back`), up to ``max_rollbacks`` times.
 """
 
 from __future__ import annotations
@@ -20,30 +21,37 @@ ACTIONS = ("stop", "rollback")
 
 
 class Watch:
-    """On-device record of the first non-finite step loss and the last finite one."""
+    """The step losses since the last check (held on the device), the last finite loss and the step count."""
 
-    def __init__(self, device: torch.device, step: int = 0):
-        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
-        self.last_finite = torch.full((), math.nan, device=device)
-        self.step = torch.full((), step, dtype=torch.long, device=device)
+    def __init__(self, step: int = 0):
+        self.step = step          # steps checked so far
+        self.last_finite = math.nan
+        self._pending: list[torch.Tensor] = []
+        self._diverged: DivergenceError | None = None   # raised again by every later check
 
     def update(self, loss: torch.Tensor) -> None:
-        """Device work only: remember this step if its loss is the first non-finite one."""
-        loss = loss.detach().float()
-        finite = torch.isfinite(loss)
-        self.bad_step = torch.where((self.bad_step < 0) & ~finite, self.step, self.bad_step)
-        self.last_finite = torch.where(finite & (self.bad_step < 0), loss, self.last_finite)
-        self.step += 1
+        """Hold this step's loss (no device work; it is read at the next :meth:`check`)."""
+        self._pending.append(loss.detach())
 
     def check(self, trainer) -> float:
         """The last finite loss; raises :class:`DivergenceError` if a loss was not finite (one host sync)."""
-        bad_step, last = torch.stack([self.bad_step.double(), self.last_finite.double()]).tolist()
-        if bad_step >= 0:
-            before = f"the last finite loss was {last:.6g}" if math.isfinite(last) else "no step had a finite loss"
-            raise DivergenceError(
-                f"training diverged: the loss became non-finite at step {int(bad_step)} (epoch {trainer.epoch}); "
-                f"{before}. {culprit(trainer)}")
-        return last
+        if self._diverged is not None:
+            raise self._diverged
+        if self._pending:
+            losses = torch.stack(self._pending).double().tolist()
+            self._pending = []
+            for index, value in enumerate(losses):
+                if not math.isfinite(value):
+                    last = self.last_finite
+                    before = f"the last finite loss was {last:.6g}" if math.isfinite(last) else \
+                        "no step had a finite loss"
+                    self._diverged = DivergenceError(
+                        f"training diverged: the loss became non-finite at step {self.step + index} (epoch "
+                        f"{trainer.epoch}); {before}. {culprit(trainer)}")
+                    raise self._diverged
+                self.last_finite = value
+            self.step += len(losses)
+        return self.last_finite
 
 
 def culprit(trainer) -> str:

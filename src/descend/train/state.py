@@ -72,7 +72,7 @@ def restore(trainer, saved: dict) -> None:
     sums["metrics"].load_state_dict(saved["epoch_sums"]["metrics"])
     sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
     sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
-    trainer._watch = divergence.Watch(trainer.device, trainer.global_step)
+    trainer._watch = divergence.Watch(trainer.global_step)
     if trainer.checkpoints is not None:
         trainer.checkpoints.restore(saved)
 

@@ -20,9 +20,10 @@ from torch import nn
 from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
-from . import checkpoint, divergence, state
+from . import checkpoint, divergence, state, threads
 from .callbacks import EVENTS, Callback
 from .checks import as_split, check_data, check_shapes, logged_names, require_logged, resolve_device, schedule_monitor
+from .clipping import clip_gradients
 from .history import History
 from .metrics import LOSSES, MetricSums, num_outputs, resolve_loss
 
@@ -40,7 +41,8 @@ class Trainer:
     ``seed`` fixes initialisation of spec models, data order, dropout and augmentation; ``deterministic=True``
     also asks torch for deterministic kernels, so two runs on the CPU are bit-identical. ``checkpoints`` (a
     :class:`~descend.train.state.Checkpoints`) is a callback like any other, given here for convenience;
-    ``on_divergence="rollback"`` needs one, to reload from.
+    ``on_divergence="rollback"`` needs one, to reload from. ``threads``: CPU threads, or "auto" (one thread for
+    small steps or a busy machine; see :mod:`descend.train.threads`).
     """
 
     def __init__(self, model, *, loss: str | None = None, optimizer=None, schedule=None,
@@ -48,7 +50,7 @@ class Trainer:
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
                  device: str | torch.device = "auto", precision: str = "fp32", seed: int = 0,
                  deterministic: bool = False, log_every: int = 50, checkpoints: state.Checkpoints | None = None,
-                 on_divergence: str = "stop", max_rollbacks: int = 3):
+                 on_divergence: str = "stop", max_rollbacks: int = 3, threads: int | str = "auto"):
         if loss is not None and loss not in LOSSES:
             raise UserError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
         if precision not in PRECISIONS:
@@ -76,7 +78,7 @@ class Trainer:
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
         self.device = resolve_device(device)
         self.precision, self.seed, self.deterministic, self.log_every = precision, seed, deterministic, log_every
-        self.on_divergence, self.max_rollbacks = on_divergence, max_rollbacks
+        self.on_divergence, self.max_rollbacks, self.threads = on_divergence, max_rollbacks, threads
         self.rollbacks = 0         # divergence rollbacks so far
         self.stop_signal = None    # set by SIGINT/SIGTERM during fit; the loop stops at the next step boundary
         self.history = History()
@@ -115,7 +117,7 @@ class Trainer:
         if self._plan is None or self._plan[0] != key:
             split = self._prepare(as_split(train, "train"))
             held = self._prepare(as_split(val, "val")) if val is not None else None
-            batches = Batches(split, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
+            batches = self._batches(split, batch_size, shuffle=shuffle, drop_last=drop_last)
             if hasattr(self.augment, "check"):  # descend's Augment; any callable (x, generator) -> x is welcome
                 self.augment.check((1, *split.x.shape[1:]), split.x.dtype)
             self._plan = (key, split, held, batches)
@@ -139,7 +141,8 @@ class Trainer:
         self.prepare(train, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
         _, _, val, batches = self._plan
         self.epochs = epochs  # callbacks may add epochs (add_epochs)
-        with self._determinism(), state.stop_on_signals(self):
+        sample = next(batches.epoch(0))[0]  # a batch, for the thread policy's estimate of a step's work
+        with self._determinism(), state.stop_on_signals(self), threads.use(self.threads, self.model, sample):
             self._start(batches, epochs)
             if resume is not None:
                 self.load_state_dict(checkpoint.load(state.find(resume), device=self.device))
@@ -175,15 +178,18 @@ class Trainer:
         self.epoch, self.batch_index, self._epoch_done = self.epoch + 1, 0, False
 
     def _train_epoch(self, batches: Batches) -> dict[str, float]:
-        model, opt, sums = self.model, self.optimizer, self._sums
+        model, opt, sums, forward = self.model, self.optimizer, self._sums, self._training_forward()
         after_backward, batch_end = self._handlers["on_after_backward"], self._handlers["on_batch_end"]
+        scheduled, closure, autocast = self.schedule is not None, getattr(opt, "needs_closure", False), self._autocast()
+        lr = self._set_lr()  # note: without a schedule the rate is constant; written once here, not every step
         model.train()
         for x, y in batches.epoch(self.epoch, start=self.batch_index):
-            lr = self._set_lr()
+            if scheduled:
+                lr = self._set_lr()
             if self.augment is not None:
                 x = self.augment(x, self._augment_rng)
-            with self._autocast():
-                out = model(x)
+            with autocast:
+                out = forward(x)
                 data_loss = self._loss_fn(out, y)
             penalty = self.regularizer.penalty(model) if self.regularizer is not None else None
             loss = data_loss if penalty is None else data_loss + penalty
@@ -193,8 +199,8 @@ class Trainer:
                 self.step_loss = loss.detach()
                 for handler in after_backward:
                     handler(self)
-            norm = self._clip()
-            if getattr(opt, "needs_closure", False):
+            norm = clip_gradients(model, self.clip_grad_norm, self.clip_grad_value)
+            if closure:
                 opt.step(lambda x=x, y=y: self._closure_loss(x, y))
             else:
                 opt.step()
@@ -241,6 +247,14 @@ class Trainer:
     def add_epochs(self, n: int) -> None:
         """Train ``n`` epochs more than fit() was asked for (a schedule keeps its length and stays at its end)."""
         self.epochs += n
+
+    def _batches(self, train: Split, batch_size: int | str, **options) -> Batches:
+        """The training batches (:class:`descend.dist.DistributedTrainer` shards them across processes)."""
+        return Batches(train, batch_size, seed=self.seed, **options)
+
+    def _training_forward(self) -> nn.Module:
+        """What the training step calls: the model (or, under data parallelism, its DDP wrapper)."""
+        return self.model
 
     def _stop_for_signal(self) -> None:
         keeper = self.checkpoints
@@ -326,7 +340,7 @@ class Trainer:
         torch.manual_seed(self.seed)
         self._augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self._watch = divergence.Watch(self.device)
+        self._watch = divergence.Watch()
         # callbacks in order; each event's handlers listed once, so events nobody overrides cost nothing per step
         self.callbacks.sort(key=lambda cb: cb.order)
         self._handlers = {event: [getattr(cb, event) for cb in self.callbacks
@@ -342,7 +356,10 @@ class Trainer:
             torch.use_deterministic_algorithms(before)
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        """bf16 autocast, or a no-op context (entering a disabled torch.autocast still costs microseconds)."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     # ------------------------------------------------------------------ step parts
     def _loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -359,19 +376,6 @@ class Trainer:
         for group, base in zip(groups, self._base_lrs):
             group["lr"] = base if self.schedule is None else self.schedule.lr(base, self.global_step)
         return groups[0]["lr"]
-
-    def _clip(self) -> torch.Tensor | None:
-        """Clip the gradients as asked; returns their norm before clipping (None when clipping is off)."""
-        if self.clip_grad_norm is None and self.clip_grad_value is None:
-            return None
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if self.clip_grad_norm is not None:
-            norm = nn.utils.clip_grad_norm_(params, self.clip_grad_norm, foreach=True)
-        else:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
-        if self.clip_grad_value is not None:
-            nn.utils.clip_grad_value_(params, self.clip_grad_value, foreach=True)
-        return norm
 
     def check_finite(self) -> None:
         """Raise :class:`DivergenceError` if a loss since the start was not finite (one host sync).

@@ -1,0 +1,186 @@
+"""The trainer's overhead: descend's Trainer against a hand-written PyTorch loop, Lightning, and a DataLoader loop.
+
+    PYTHONPATH=src python -m benchmarks.overhead [--quick] [--epochs 3] [--repeats 5]
+
+Every side trains the same model from the same initialisation with the same fused AdamW on the MNIST-1D training
+split. The hand-written loop is the leanest one would write: in-memory index batches in descend's own epoch order,
+the epoch's loss summed on the device (and, in the rows with validation, an eval pass after every epoch). Its final
+losses must equal descend's to 5 decimals. "loop + DataLoader" is the same loop fed by
+``DataLoader(TensorDataset)``; Lightning (the ``bench`` extra, skipped when absent) runs its own Trainer over that
+DataLoader with logging, checkpoints and progress bars off. Each repeat runs every side once, in a rotating order,
+so a busy machine slows them alike; the table shows median wall times of whole ``fit`` calls over the repeats,
+as ratios to the hand-written loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import descend as ds
+from descend.data.batches import epoch_seed
+
+try:  # the optional `bench` extra
+    import lightning as L
+except ImportError:
+    L = None
+
+
+@dataclass
+class Case:
+    name: str
+    model: str
+    batch: int
+    threads: int
+    validate: bool = False
+
+
+CASES = [Case("MLP 40-256-256-10, batch 32", "mlp", 32, 2), Case("MLP, batch 128", "mlp", 128, 2),
+         Case("MLP, batch 1024", "mlp", 1024, 2), Case("MLP, batch 32, 1 thread", "mlp", 32, 1),
+         Case("MLP, batch 128, 1 thread", "mlp", 128, 1), Case("MLP, batch 1024, 1 thread", "mlp", 1024, 1),
+         Case("MLP, batch 128, val every epoch", "mlp", 128, 2, True), Case("quickstart CNN, batch 128", "cnn", 128, 2),
+         Case("quickstart CNN, val every epoch", "cnn", 128, 2, True)]
+QUICK = [CASES[0], CASES[4], CASES[6], CASES[7]]
+
+
+def build(kind: str, seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    if kind == "mlp":
+        model = nn.Sequential(nn.Linear(40, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    else:
+        model = ds.models.cnn1d([64, 64, 64], batch_norm=True, input_shape=(40,), num_outputs=10)
+    return model, torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05, fused=True)
+
+
+@torch.inference_mode()
+def validate(model: nn.Module, val) -> float:
+    model.eval()
+    total, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+    for i in range(0, len(val), 1024):
+        out = model(val.x[i:i + 1024])
+        total += F.cross_entropy(out, val.y[i:i + 1024], reduction="sum")
+        correct += (out.argmax(1) == val.y[i:i + 1024]).sum()
+    model.train()
+    return (total / len(val)).item()
+
+
+def raw(case: Case, train, val, epochs: int, seed: int, loader: bool = False) -> float:
+    """The hand-written loop; returns the last epoch's mean training loss."""
+    model, opt = build(case.model, seed)
+    x, y, n = train.x, train.y, len(train)
+    batches = DataLoader(TensorDataset(x, y), batch_size=case.batch, shuffle=True) if loader else None
+    for epoch in range(epochs):
+        total = torch.zeros(())
+        if loader:
+            epoch_batches = batches
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+            epoch_batches = ((x.index_select(0, i), y.index_select(0, i)) for i in order.split(case.batch))
+        for xb, yb in epoch_batches:
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(yb)
+        last = (total / n).item()
+        if case.validate:
+            validate(model, val)
+    return last
+
+
+def trainer(case: Case, train, val, epochs: int, seed: int) -> float:
+    model, opt = build(case.model, seed)
+    fit = ds.Trainer(model, optimizer=opt, device="cpu", seed=seed, threads=case.threads)  # the loops' threads
+    history = fit.fit(train, val if case.validate else None, epochs=epochs, batch_size=case.batch)
+    return history[-1]["train_loss"]
+
+
+def lightning(case: Case, train, val, epochs: int, seed: int) -> float:
+    model, opt = build(case.model, seed)
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch, index):
+            return F.cross_entropy(self.model(batch[0]), batch[1])
+
+        def validation_step(self, batch, index):
+            self.log("val_loss", F.cross_entropy(self.model(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return opt
+
+    run = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    batches = DataLoader(TensorDataset(train.x, train.y), batch_size=case.batch, shuffle=True)
+    vals = DataLoader(TensorDataset(val.x, val.y), batch_size=1024) if case.validate else None
+    run.fit(Module(), batches, vals)
+    return float("nan")
+
+
+def measure(case: Case, data, epochs: int, repeats: int) -> tuple[dict[str, float], float, float]:
+    """Median seconds per side, and the final training losses of the raw loop and descend (seed 0)."""
+    torch.set_num_threads(case.threads)
+    sides = {"raw": raw, "descend": trainer, "loop + DataLoader": lambda *a: raw(*a, loader=True)}
+    if L is not None:
+        sides["Lightning"] = lightning
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    losses = {}
+    names = list(sides)
+    for repeat in range(repeats):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            started = time.perf_counter()
+            loss = sides[name](case, data.train, data.val, epochs, 0)
+            times[name].append(time.perf_counter() - started)
+            losses[name] = loss
+    return {name: statistics.median(t) for name, t in times.items()}, losses["raw"], losses["descend"]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="four rows, 2 epochs, 3 repeats")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="run every row with this many threads (e.g. 1 on a busy machine)")
+    args = parser.parse_args(argv)
+    cases, epochs, repeats = (QUICK, 2, 3) if args.quick else (CASES, args.epochs, args.repeats)
+    if args.threads:
+        cases = list({(c.model, c.batch, c.validate): replace(c, threads=args.threads) for c in cases}.values())
+    warnings.filterwarnings("ignore")
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    data = ds.data.load("mnist1d", val_fraction=0.1)
+    load_before = os.getloadavg()[0]
+    raw(CASES[0], data.train, data.val, 1, 0)  # warm-up: kernels, allocator
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load_before:.1f} at the start; "
+          f"MNIST-1D train split ({len(data.train)} samples), {epochs} epochs, median of {repeats} interleaved repeats")
+    header = ["case", "threads", "raw s", "descend", "Lightning", "loop+DataLoader", "loss raw", "loss descend"]
+    print(f"{header[0]:<34}{header[1]:>8}{header[2]:>8}" + "".join(f"{h:>16}" for h in header[3:]))
+    rows = []
+    for case in cases:
+        median, loss_raw, loss_ours = measure(case, data, epochs, repeats)
+        r = median["raw"]
+        ratio = {name: median[name] / r for name in median}
+        lit = f"{ratio['Lightning']:.2f}x" if "Lightning" in ratio else "-"
+        same = "" if round(loss_raw, 5) == round(loss_ours, 5) else "  LOSSES DIFFER"
+        print(f"{case.name:<34}{case.threads:>8}{r:>8.3f}{ratio['descend']:>15.2f}x{lit:>16}"
+              f"{ratio['loop + DataLoader']:>15.2f}x{loss_raw:>16.5f}{loss_ours:>16.5f}{same}", flush=True)
+        rows.append({"case": case.name, "descend": ratio["descend"], "equal_loss": not same})
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

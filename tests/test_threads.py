@@ -1,0 +1,85 @@
+"""The thread policy: "auto" picks one thread for small steps or a busy machine, a number is obeyed, and the
+process's setting is restored after the fit; descend's package import stays light."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import descend as ds
+from descend.errors import UserError
+from descend.train import threads
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_step_flops_counts_forward_and_backward():
+    model = nn.Linear(10, 4)
+    # forward: 2·10·4 multiply-adds per sample, 8 samples; backward taken as twice the forward
+    assert threads.step_flops(model, torch.zeros(8, 10)) == 3 * 2 * 10 * 4 * 8
+    assert model.training
+    conv = nn.Conv2d(4, 8, 3, groups=2)  # 8 channels × 3×3 outputs, each over 2 input channels × 3×3
+    assert threads.step_flops(conv, torch.zeros(1, 4, 5, 5)) == 3 * 2 * (8 * 9) * (2 * 9)
+
+
+def test_auto_uses_one_thread_for_a_small_step(two_threads, monkeypatch):
+    monkeypatch.setattr(threads, "idle_cores", lambda: 2.0)
+    assert threads.choose("auto", nn.Linear(10, 4), torch.zeros(8, 10)) == 1
+    big = nn.Sequential(nn.Linear(512, 2048), nn.Linear(2048, 512))
+    assert threads.choose("auto", big, torch.zeros(64, 512)) == 2
+
+
+def test_auto_uses_one_thread_on_a_busy_machine(two_threads, monkeypatch):
+    monkeypatch.setattr(threads, "idle_cores", lambda: 1.0)
+    big = nn.Sequential(nn.Linear(512, 2048), nn.Linear(2048, 512))
+    assert threads.choose("auto", big, torch.zeros(64, 512)) == 1
+
+
+def test_idle_cores_leaves_out_this_process(monkeypatch):
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.0, 0.0, 0.0))
+    assert threads.idle_cores() == 2.0
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.5, 0.0, 0.0))
+    assert threads.idle_cores() == 0.5
+
+
+@pytest.mark.parametrize("bad", [0, -1, "two", True])
+def test_a_bad_setting_is_a_user_error(bad):
+    with pytest.raises(UserError, match="threads must be"):
+        threads.choose(bad, nn.Linear(2, 2), torch.zeros(1, 2))
+
+
+def test_fit_runs_with_the_asked_threads_and_restores_the_setting(two_threads):
+    seen = []
+
+    class Spy(ds.callbacks.Callback):
+        def on_epoch_end(self, trainer, logs):
+            seen.append(torch.get_num_threads())
+
+    x, y = torch.randn(64, 3), torch.randn(64)
+    ds.Trainer(nn.Linear(3, 1), threads=1, callbacks=[Spy()], device="cpu").fit((x, y), epochs=2, batch_size=16)
+    assert seen == [1, 1] and torch.get_num_threads() == 2
+
+
+def test_the_recipe_option_is_checked():
+    from descend import config
+
+    raw = config.load("examples/quickstart.toml").model_dump()
+    raw["train"]["threads"] = 0
+    with pytest.raises(UserError, match="threads"):
+        config.validate(raw)
+    raw["train"]["threads"] = 1
+    assert config.validate(raw).train.threads == 1
+
+
+def test_importing_descend_and_its_errors_does_not_import_torch():
+    code = "import sys, descend, descend.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
