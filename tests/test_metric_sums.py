@@ -55,13 +55,20 @@ def test_a_saved_state_holds_the_batches_not_yet_reduced():
     assert first.compute() == pytest.approx(second.compute())
 
 
+class _Trainer:
+    """What the watch reads from a trainer: the epoch, and for its diagnosis the model and augmentation."""
+
+    def __init__(self, epoch):
+        self.epoch, self.model, self.augment, self._train = epoch, torch.nn.Linear(2, 1), None, None
+
+
 def test_the_watch_names_the_first_non_finite_step_and_keeps_raising():
     watch = Watch(step=10)
     for value in (1.0, 0.5):
         watch.update(torch.tensor(value))
-    assert watch.check(epoch=0) == 0.5
+    assert watch.check(_Trainer(0)) == 0.5
     for value in (0.25, math.inf, math.nan):
         watch.update(torch.tensor(value))
     for _ in range(2):
         with pytest.raises(DivergenceError, match=r"step 13 \(epoch 1\); the last finite loss was 0.25"):
-            watch.check(epoch=1)
+            watch.check(_Trainer(1))
