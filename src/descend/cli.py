@@ -23,6 +23,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its last checkpoint (as if it had never stopped)")
     sub.add_parser("datasets", help="list the built-in datasets and where their data comes from")
+    predict = sub.add_parser("predict", help="predict with a trained run on new raw inputs")
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (runs/<name>)")
+    predict.add_argument("input", metavar="INPUT", help="a .csv (the label column may be absent) or .npz file")
+    predict.add_argument("--out", help="write the predictions to this CSV file (default: print them)")
+    predict.add_argument("--proba", action="store_true", help="add one probability column per class")
+    evaluate = sub.add_parser("evaluate", help="loss and metrics of a trained run on labelled data")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (runs/<name>)")
+    evaluate.add_argument("--data", metavar="NAME_OR_PATH",
+                          help="a labelled .csv/.npz file or a dataset name (default: the run's own test split)")
+    for command in (predict, evaluate):
+        command.add_argument("--which", choices=("final", "best", "last"), default="final",
+                             help="which weights: final (default), the best epoch's checkpoint, or the last one")
     return parser
 
 
@@ -31,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "predict":
+            return _predict(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _datasets()
     except UserError as e:
         print(f"descend: error: {e}", file=sys.stderr)
@@ -61,6 +77,27 @@ def _run(args) -> int:
     final = summary["final"]
     shown = "  ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("test_"))
     print(f"done in {summary['train_seconds']:.1f}s: {shown or final}  ->  {summary['run_dir']}")
+    return 0
+
+
+def _predict(args) -> int:
+    from . import atomic
+    from .inference import load_run, predictions_csv
+
+    text = predictions_csv(load_run(args.run_dir, args.which), args.input, proba=args.proba)
+    if args.out:
+        atomic.write_text(args.out, text, what="predictions")
+        print(f"{text.count(chr(10)) - 1} predictions -> {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .inference import load_run
+
+    for key, value in load_run(args.run_dir, args.which).evaluate(args.data).items():
+        print(f"{key} {value:.6g}")
     return 0
 
 

@@ -55,6 +55,9 @@ class TrainConfig(_Section):
     shuffle: bool = True
     drop_last: bool = False
     loss: Literal["cross_entropy", "binary_cross_entropy", "mse", "mae"] | None = None
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    class_weights: list[float] | None = None
+    metrics: list[str] = Field(default_factory=list)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     deterministic: bool = False
@@ -148,10 +151,26 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
         raise UserError(f"cannot read recipe {path}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path} is not valid TOML: {e}") from None
+    _resolve_paths(raw, path.parent)
     for item in overrides:
         apply_override(raw, item)
+    _resolve_paths(raw, Path.cwd())
     raw.setdefault("name", path.stem)
     return validate(raw, source=str(path))
+
+
+def _resolve_paths(raw: dict, folder: Path) -> None:
+    """Relative data file paths (``data.name``, ``data.labels``) as absolute ones, against ``folder``: the recipe's
+    own folder for what the recipe says, the working directory for ``--set`` values."""
+    from .data.files import file_kind
+
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    for key in ("name", "labels"):
+        value = data.get(key)
+        if isinstance(value, str) and file_kind(value) is not None and not Path(value).expanduser().is_absolute():
+            data[key] = str((folder / value).resolve())
 
 
 def validate(raw: dict, source: str = "config") -> Config:

@@ -27,7 +27,7 @@ from . import data as datasets
 from .errors import UserError
 from .train import History, Trainer
 from .train.callbacks import EarlyStopping
-from .train.metrics import num_outputs, resolve_loss
+from .train.metrics import make_loss, num_outputs
 
 
 @contextlib.contextmanager
@@ -57,7 +57,7 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
     bundle = data if data is not None else load_data(config)
     info = bundle.info
     with _section("train"):
-        loss = resolve_loss(c.train.loss, info.task)
+        loss = recipe_loss(c, info.task)
     with _section("model"):
         torch.manual_seed(c.seed)
         model = models.build(c.model.name, info.input_shape,
@@ -68,11 +68,23 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         schedule=c.schedule.build() if c.schedule else None,
         regularizer=c.regularization.build() if c.regularization else None,
         augment=c.augment.build(dataset=info.name) if c.augment else None,
-        callbacks=[stopper] if stopper else [],
+        callbacks=[stopper] if stopper else [], metrics=c.train.metrics,
         clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
         device=c.train.device, precision=c.train.precision, seed=c.seed,
         deterministic=c.train.deterministic, log_every=c.train.log_every)
     return Experiment(config, bundle, trainer, stopper)
+
+
+def recipe_loss(config: cfg.Config, task: str):
+    """The recipe's loss for ``task``: ``train.loss`` with its ``label_smoothing`` and ``class_weights``."""
+    t = config.train
+    return make_loss(t.loss, task, label_smoothing=t.label_smoothing, class_weights=t.class_weights)
+
+
+def evaluation_trainer(config: cfg.Config, model: torch.nn.Module, task: str, device="cpu") -> Trainer:
+    """A trainer that evaluates ``model`` with the recipe's loss and metrics (for a loaded run)."""
+    return Trainer(model, loss=recipe_loss(config, task), metrics=config.train.metrics, device=device,
+                   precision=config.train.precision)
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """The run directory: what ``descend run`` writes, and how a run continues from it.
 
-``runs/<name>-<timestamp>/`` (or ``--out``) holds ``config.toml`` (the resolved recipe), ``metrics.jsonl`` (one
-line per epoch), TensorBoard event files under ``tb/``, ``checkpoints/`` (``last`` and ``best``), ``schedule.png``
-when the recipe has a schedule, and at the end ``model.safetensors`` (final weights) and ``summary.json`` (final
-train/val/test metrics, best epoch, seconds, size, versions). Every file is written atomically
-(:mod:`descend.atomic`).
+``runs/<name>-<timestamp>/`` (or ``--out``) holds ``config.toml`` (the resolved recipe), ``inference.json`` (what
+:func:`descend.load_run` needs to predict on raw inputs: the fitted feature scaling, feature columns, class labels,
+input and output sizes), ``metrics.jsonl`` (one line per epoch), TensorBoard event files under ``tb/``,
+``checkpoints/`` (``last`` and ``best``), ``schedule.png`` when the recipe has a schedule, and at the end
+``model.safetensors`` (final weights) and ``summary.json`` (final train/val/test metrics, best epoch, seconds,
+size, versions). Every file is written atomically (:mod:`descend.atomic`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from . import atomic, schedules
 from . import config as cfg
 from . import data as datasets
 from .errors import DivergenceError, UserError
+from .inference import INFERENCE_FILE, inference_record
 from .train.checkpoint import save_weights
 from .train.logs import MetricsFile, TensorBoard
+from .train.metrics import num_outputs
 from .train.state import Checkpoints
 
 # Fields a resumed run may change; every other field shapes the computation and must stay as recorded.
@@ -44,6 +47,10 @@ class RunDirectory:
         except OSError as e:
             raise UserError(f"cannot create the run directory {self.path}: {e.strerror}") from None
         atomic.write_text(self.path / "config.toml", cfg.dump(c), what="recipe")
+        data = experiment.data
+        outputs = num_outputs(trainer.loss, data.info.task, data.info.num_classes, data.train.y)
+        atomic.write_json(self.path / INFERENCE_FILE, inference_record(c, data.info, outputs, trainer.loss),
+                          what="inference record")
         if trainer.schedule is not None:
             steps = len(datasets.Batches(experiment.data.train, c.train.batch_size, drop_last=c.train.drop_last))
             schedules.plot(trainer.schedule, steps_per_epoch=steps, total_steps=steps * c.train.epochs,

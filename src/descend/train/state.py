@@ -21,6 +21,8 @@ from pathlib import Path
 from ..errors import UserError
 from . import checkpoint, rng
 from .callbacks import Callback
+from .divergence import Watch
+from .history import History
 
 UNITS = ("epoch", "step")
 
@@ -122,3 +124,67 @@ def stop_on_signals(trainer):
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def trainer_state(trainer) -> dict:
+    """The trainer's whole state (:meth:`Trainer.state_dict <descend.train.Trainer.state_dict>`)."""
+    t = trainer
+    epoch, batch_index = (t.epoch + 1, 0) if t._epoch_done else (t.epoch, t.batch_index)
+    return {
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "schedule": t.schedule.state_dict() if t.schedule is not None else {},
+        "callbacks": {key: cb.state_dict() for key, cb in callback_keys(t).items()},
+        "rng": capture_rng(t),
+        "position": {"epoch": epoch, "batch_index": batch_index, "global_step": t.global_step,
+                     "steps_per_epoch": t.steps_per_epoch},
+        "base_lrs": list(t._base_lrs),
+        "rollbacks": t.rollbacks,
+        "history": list(t.history),
+        "epoch_sums": {"metrics": t._sums["metrics"].state_dict(), "penalty": t._sums["penalty"],
+                       "grad_norm": t._sums["grad_norm"]},
+    }
+
+
+def restore_trainer(trainer, saved: dict) -> None:
+    """Continue ``trainer`` from ``saved`` (a :func:`trainer_state`); the data and model must be the same."""
+    t, position = trainer, saved["position"]
+    if position["steps_per_epoch"] != t.steps_per_epoch:
+        raise UserError(f"the checkpoint was written with {position['steps_per_epoch']} batches per epoch, this "
+                        f"run has {t.steps_per_epoch}: the data, batch_size and drop_last must stay the same")
+    report = t.model.load_state_dict(saved["model"], strict=False)
+    if report.missing_keys or report.unexpected_keys:
+        raise UserError(f"the checkpoint's model does not match this model: missing {report.missing_keys}, "
+                        f"unexpected {report.unexpected_keys}")
+    t.optimizer.load_state_dict(saved["optimizer"])
+    if t.schedule is not None and saved["schedule"]:
+        t.schedule.load_state_dict(saved["schedule"])
+    for key, cb in callback_keys(t).items():
+        if key in saved["callbacks"]:
+            cb.load_state_dict(saved["callbacks"][key])
+    restore_rng(t, saved["rng"])
+    t.epoch, t.batch_index = position["epoch"], position["batch_index"]
+    t.global_step = position["global_step"]
+    t._base_lrs, t.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
+    t.history = History(saved["history"])
+    t._sums = t._fresh_sums()
+    t._sums["metrics"].load_state_dict(saved["epoch_sums"]["metrics"])
+    t._sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
+    t._sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
+    t._watch = Watch(t.device, t.global_step)
+    if t.checkpoints is not None:
+        t.checkpoints.restore(saved)
+
+
+def callback_keys(trainer) -> dict[str, Callback]:
+    """Callbacks named by class (and position among callbacks of the same class), for their saved state.
+
+    The checkpoint callback is left out: its state travels in the checkpoint itself."""
+    keys, seen = {}, {}
+    for cb in trainer.callbacks:
+        if isinstance(cb, Checkpoints):
+            continue
+        name = type(cb).__name__
+        seen[name] = seen.get(name, -1) + 1
+        keys[f"{name}.{seen[name]}" if seen[name] else name] = cb
+    return keys

@@ -20,11 +20,11 @@ from torch import nn
 from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
-from . import checkpoint, divergence, state
+from . import checkpoint, divergence, metric_fns, state
 from .callbacks import EVENTS, Callback
 from .checks import as_split, check_data, check_shapes, resolve_device
 from .history import History
-from .metrics import LOSSES, MetricSums, num_outputs, resolve_loss
+from .metrics import MetricSums, check_loss, loss_function, num_outputs, resolve_loss
 
 PRECISIONS = ("fp32", "bf16")
 PER_STEP = ("on_after_backward", "on_batch_end")
@@ -36,21 +36,23 @@ class Trainer:
     ``model`` is any ``torch.nn.Module`` or a model spec from :mod:`descend.models` (built once the data tells the
     input shape and the number of outputs). ``optimizer`` is any ``torch.optim.Optimizer`` over the model's
     parameters, a spec from :func:`descend.optim.create` (bound to the model here), or None for Adam(lr=1e-3).
-    ``loss`` is one of ``cross_entropy``, ``binary_cross_entropy``, ``mse``, ``mae`` (default from the task).
+    ``loss`` is one of ``cross_entropy``, ``binary_cross_entropy``, ``mse``, ``mae`` (default from the task), or
+    any callable ``loss(outputs, targets)`` such as ``torch.nn.CrossEntropyLoss(label_smoothing=0.1)``.
+    ``metrics`` adds logged metrics: names (``top5_accuracy``, ``precision``, ``recall``, ``f1``, ``auroc``,
+    ``rmse``) or callables ``fn(outputs, targets) -> scalar tensor`` (see :mod:`descend.train.metric_fns`).
     ``seed`` fixes initialisation of spec models, data order, dropout and augmentation; ``deterministic=True``
     also asks torch for deterministic kernels, so two runs on the CPU are bit-identical. ``checkpoints`` (a
     :class:`~descend.train.state.Checkpoints`) is a callback like any other, given here for convenience;
     ``on_divergence="rollback"`` needs one, to reload from.
     """
 
-    def __init__(self, model, *, loss: str | None = None, optimizer=None, schedule=None,
-                 callbacks: Sequence[Callback] = (), regularizer=None, augment=None,
+    def __init__(self, model, *, loss=None, optimizer=None, schedule=None,
+                 callbacks: Sequence[Callback] = (), metrics: Sequence = (), regularizer=None, augment=None,
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
                  device: str | torch.device = "auto", precision: str = "fp32", seed: int = 0,
                  deterministic: bool = False, log_every: int = 50, checkpoints: state.Checkpoints | None = None,
                  on_divergence: str = "stop", max_rollbacks: int = 3):
-        if loss is not None and loss not in LOSSES:
-            raise UserError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+        check_loss(loss)
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
         for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
@@ -72,6 +74,7 @@ class Trainer:
         self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
         self._optimizer_spec = None if self.optimizer else (optimizer or optim.create("adam", lr=1e-3))
         self.loss, self.schedule, self.regularizer, self.augment = loss, schedule, regularizer, augment
+        self.metrics = list(metrics)
         self.callbacks = list(callbacks) + ([checkpoints] if checkpoints is not None else [])
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
         self.device = resolve_device(device)
@@ -198,7 +201,7 @@ class Trainer:
 
     def _fresh_sums(self) -> dict:
         """The epoch's running sums, on the device: metrics, (Σ penalty·n, n), (Σ pre-clip grad norm, steps)."""
-        return {"metrics": MetricSums(self.loss, self.device), "penalty": torch.zeros(2, device=self.device),
+        return {"metrics": self._metric_sums(), "penalty": torch.zeros(2, device=self.device),
                 "grad_norm": torch.zeros(2, device=self.device)}
 
     def _stop_for_signal(self) -> None:
@@ -221,63 +224,11 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """Everything a resumed run needs (tensors and JSON values only; see :mod:`descend.train.state`)."""
-        epoch, batch_index = (self.epoch + 1, 0) if self._epoch_done else (self.epoch, self.batch_index)
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict() if self.schedule is not None else {},
-            "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys().items()},
-            "rng": state.capture_rng(self),
-            "position": {"epoch": epoch, "batch_index": batch_index, "global_step": self.global_step,
-                         "steps_per_epoch": self.steps_per_epoch},
-            "base_lrs": list(self._base_lrs),
-            "rollbacks": self.rollbacks,
-            "history": list(self.history),
-            "epoch_sums": {"metrics": self._sums["metrics"].state_dict(), "penalty": self._sums["penalty"],
-                           "grad_norm": self._sums["grad_norm"]},
-        }
+        return state.trainer_state(self)
 
     def load_state_dict(self, saved: dict) -> None:
         """Continue from ``saved`` (a :meth:`state_dict`); the data and model must be those it was saved with."""
-        position = saved["position"]
-        if position["steps_per_epoch"] != self.steps_per_epoch:
-            raise UserError(f"the checkpoint was written with {position['steps_per_epoch']} batches per epoch, this "
-                            f"run has {self.steps_per_epoch}: the data, batch_size and drop_last must stay the same")
-        report = self.model.load_state_dict(saved["model"], strict=False)
-        if report.missing_keys or report.unexpected_keys:
-            raise UserError(f"the checkpoint's model does not match this model: missing {report.missing_keys}, "
-                            f"unexpected {report.unexpected_keys}")
-        self.optimizer.load_state_dict(saved["optimizer"])
-        if self.schedule is not None and saved["schedule"]:
-            self.schedule.load_state_dict(saved["schedule"])
-        for key, cb in self._callback_keys().items():
-            if key in saved["callbacks"]:
-                cb.load_state_dict(saved["callbacks"][key])
-        state.restore_rng(self, saved["rng"])
-        self.epoch, self.batch_index = position["epoch"], position["batch_index"]
-        self.global_step = position["global_step"]
-        self._base_lrs, self.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
-        self.history = History(saved["history"])
-        self._sums = self._fresh_sums()
-        self._sums["metrics"].load_state_dict(saved["epoch_sums"]["metrics"])
-        self._sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
-        self._sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
-        self._watch = divergence.Watch(self.device, self.global_step)
-        if self.checkpoints is not None:
-            self.checkpoints.restore(saved)
-
-    def _callback_keys(self) -> dict[str, Callback]:
-        """Callbacks named by class (and position among callbacks of the same class), for their saved state.
-
-        The checkpoint callback is left out: its state travels in the checkpoint itself."""
-        keys, seen = {}, {}
-        for cb in self.callbacks:
-            if isinstance(cb, state.Checkpoints):
-                continue
-            name = type(cb).__name__
-            seen[name] = seen.get(name, -1) + 1
-            keys[f"{name}.{seen[name]}" if seen[name] else name] = cb
-        return keys
+        state.restore_trainer(self, saved)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
@@ -288,7 +239,7 @@ class Trainer:
     def _evaluate(self, split: Split, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
         was_training = self.model.training
         self.model.eval()
-        sums = MetricSums(self.loss, self.device)
+        sums = self._metric_sums()
         for x, y in Batches(split, min(batch_size, len(split)), shuffle=False).epoch(0):
             with self._autocast():
                 out = self.model(x)
@@ -316,6 +267,10 @@ class Trainer:
         if self.task is None:
             self.task = split.task
             self.loss = resolve_loss(self.loss, split.task)
+            self.metrics = metric_fns.check(self.metrics, split.task)
+            self._loss_callable = loss_function(self.loss)
+            if isinstance(self.loss, nn.Module):
+                self.loss.to(self.device)
         elif split.task != self.task:
             raise UserError(f"this trainer learns a {self.task} task but was given {split.task} data")
         outputs = num_outputs(self.loss, split.task, split.num_classes, split.y)
@@ -361,7 +316,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ step parts
     def _loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return LOSSES[self.loss](out.float(), y)
+        return self._loss_callable(out.float(), y)
+
+    def _metric_sums(self) -> MetricSums:
+        return MetricSums(self.loss, self.device, task=self.task, metrics=self.metrics)
 
     def _closure_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
