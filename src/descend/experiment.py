@@ -57,7 +57,7 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
     bundle = data if data is not None else load_data(config)
     info = bundle.info
     with _section("train"):
-        loss = recipe_loss(c, info.task)
+        loss = recipe_loss(c, info.task, info.num_classes)
     with _section("model"):
         torch.manual_seed(c.seed)
         model = models.build(c.model.name, info.input_shape,
@@ -75,9 +75,12 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
     return Experiment(config, bundle, trainer, stopper)
 
 
-def recipe_loss(config: cfg.Config, task: str):
+def recipe_loss(config: cfg.Config, task: str, num_classes: int | None = None):
     """The recipe's loss for ``task``: ``train.loss`` with its ``label_smoothing`` and ``class_weights``."""
     t = config.train
+    if t.class_weights is not None and num_classes is not None and len(t.class_weights) != num_classes:
+        raise UserError(f"class_weights has {len(t.class_weights)} weights, but the data has {num_classes} "
+                        "classes: give one weight per class")
     return make_loss(t.loss, task, label_smoothing=t.label_smoothing, class_weights=t.class_weights)
 
 

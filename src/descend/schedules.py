@@ -77,7 +77,7 @@ def resolve_mode(where: str, monitor: str, mode: str) -> str:
     name = str(monitor).lower()
     if any(word in name for word in ("loss", "error", "mse", "mae", "perplexity")):
         return "min"
-    if any(word in name for word in ("acc", "auc", "f1", "precision", "recall", "r2")):
+    if any(word in name for word in ("acc", "auc", "auroc", "f1", "precision", "recall", "r2", "score")):
         return "max"
     raise UserError(f"{where}: cannot infer whether {monitor!r} should go down or up; "
                     "set mode='min' or mode='max'")

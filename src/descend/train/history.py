@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ..schedules import resolve_mode
+
 
 class History(list):
     """A list of per-epoch dicts (``history[-1]["val_loss"]``) that also gives columns (``history["val_loss"]``)."""
@@ -14,11 +16,10 @@ class History(list):
         return super().__getitem__(key)
 
     def best(self, metric: str, mode: str = "auto") -> dict:
-        """The epoch row where ``metric`` was best (``min`` for losses and errors, ``max`` otherwise)."""
+        """The epoch row where ``metric`` was best (``mode="auto"``: min for losses and errors, max for scores)."""
         rows = [row for row in self if metric in row and not math.isnan(row[metric])]
         if not rows:
             raise KeyError(f"no epoch logged {metric!r}")
-        if mode == "auto":
-            mode = "max" if metric.endswith(("accuracy", "r2")) else "min"
+        mode = resolve_mode("History.best", metric, mode)
         pick = max if mode == "max" else min
         return pick(rows, key=lambda row: row[metric])

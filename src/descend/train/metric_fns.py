@@ -145,4 +145,6 @@ def _auroc(scores: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     prob = out.softmax(dim=1).numpy()
     if out.shape[1] == 2:
         return float(roc_auc_score(y, prob[:, 1]))
-    return float(roc_auc_score(y, prob, multi_class="ovr", average="macro", labels=list(range(out.shape[1]))))
+    if len(set(y.tolist())) < out.shape[1]:
+        return math.nan  # one-vs-rest needs every class among the targets
+    return float(roc_auc_score(y, prob, multi_class="ovr", average="macro"))

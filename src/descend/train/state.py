@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from ..errors import UserError
+from ..schedules import resolve_mode
 from . import checkpoint, rng
 from .callbacks import Callback
 from .divergence import Watch
@@ -32,8 +33,8 @@ class Checkpoints(Callback):
 
     A callback that runs after every other one (``order = 100``), so a checkpoint holds what they did in the epoch.
     ``monitor`` defaults to ``val_loss`` (``train_loss`` without validation data); ``mode`` is inferred like
-    early stopping's (losses and errors: min; accuracy, R²: max). Its own state (the best value) travels in the
-    checkpoint itself, not among the callbacks' states.
+    early stopping's (losses and errors: min; accuracy, F1, AUROC, R²: max). Its own state (the best value)
+    travels in the checkpoint itself, not among the callbacks' states.
     """
 
     order = 100
@@ -66,7 +67,7 @@ class Checkpoints(Callback):
         value = logs.get(monitor)
         if value is None:
             raise UserError(f"checkpoint monitor {monitor!r} is not logged; logged values: {', '.join(logs)}")
-        mode = self.mode if self.mode != "auto" else ("max" if monitor.endswith(("accuracy", "r2")) else "min")
+        mode = resolve_mode("checkpoint", monitor, self.mode)
         better = self.best_value is None or (value > self.best_value if mode == "max" else value < self.best_value)
         paths = []
         if math.isfinite(value) and better:

@@ -25,6 +25,7 @@ from .callbacks import EVENTS, Callback
 from .checks import as_split, check_data, check_shapes, resolve_device
 from .history import History
 from .metrics import MetricSums, check_loss, loss_function, num_outputs, resolve_loss
+from .streams import Stream, is_stream
 
 PRECISIONS = ("fp32", "bf16")
 PER_STEP = ("on_after_backward", "on_batch_end")
@@ -106,14 +107,18 @@ class Trainer:
             drop_last: bool = False, resume: str | Path | None = None) -> History:
         """Train for ``epochs`` epochs; returns the history (one dict of logged values per epoch).
 
-        ``resume``: a checkpoint file or a run/checkpoints directory; training continues exactly where it stopped.
+        ``train`` and ``val``: a :class:`~descend.data.Split`, an ``(x, y)`` pair, or a torch ``DataLoader`` (any
+        re-iterable of ``(x, y)`` batches) for data that does not fit in memory (:mod:`descend.train.streams` says
+        what that costs). ``resume``: a checkpoint file or a run/checkpoints directory; training continues exactly
+        where it stopped.
         """
         if not isinstance(epochs, int) or epochs < 1:
             raise UserError(f"epochs must be a positive integer, got {epochs!r}")
-        train = self._prepare(as_split(train, "train"))
-        val = self._prepare(as_split(val, "val")) if val is not None else None
-        batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
-        self._train, self._batch_size = train, batch_size
+        train, batches = self._data(train, "train")
+        val = self._data(val, "val")[1] if val is not None else None
+        if batches is None:
+            batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
+        self._train, self._batch_size = batches if isinstance(batches, Stream) else train, batch_size
         with self._determinism(), state.stop_on_signals(self):
             self._start(batches, epochs)
             if resume is not None:
@@ -218,6 +223,8 @@ class Trainer:
         """
         if self._train is None:
             raise UserError("train_batches() is available once fit() has started")
+        if isinstance(self._train, Stream):
+            return self._train.epoch(0)
         size = batch_size or (self._batch_size if self._batch_size != "full" else len(self._train))
         return Batches(self._train, size, shuffle=False).epoch(0)
 
@@ -233,14 +240,15 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
         """Mean loss and metrics over ``data`` in eval mode (dropout off, batch norm on running statistics)."""
-        return self._evaluate(self._prepare(as_split(data, "data")), batch_size=batch_size, prefix=prefix)
+        return self._evaluate(self._data(data, "data")[1], batch_size=batch_size, prefix=prefix)
 
     @torch.inference_mode()
-    def _evaluate(self, split: Split, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
+    def _evaluate(self, data: Split | Stream, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
         was_training = self.model.training
         self.model.eval()
         sums = self._metric_sums()
-        for x, y in Batches(split, min(batch_size, len(split)), shuffle=False).epoch(0):
+        batches = data if isinstance(data, Stream) else Batches(data, min(batch_size, len(data)), shuffle=False)
+        for x, y in batches.epoch(0):
             with self._autocast():
                 out = self.model(x)
                 sums.update(out, y, self._loss_fn(out, y))
@@ -262,6 +270,15 @@ class Trainer:
         return torch.cat(outs).to(x.device)
 
     # ------------------------------------------------------------------ set-up
+    def _data(self, data, what: str) -> tuple[Split, Batches | Stream | None]:
+        """The checked data and what to iterate: for in-memory data the split and None (training: the caller makes
+        its Batches) or the split itself (evaluation); for a DataLoader its first batch and the stream."""
+        if not is_stream(data):
+            split = self._prepare(as_split(data, what))
+            return split, None if what == "train" else split
+        stream = Stream(data, self.device)
+        return self._prepare(stream.probe(self.model)), stream
+
     def _prepare(self, split: Split) -> Split:
         """Check the data against the model (building spec models and optimizers on first sight)."""
         if self.task is None:
