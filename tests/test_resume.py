@@ -106,7 +106,7 @@ def test_sigkill_then_resume_is_bit_identical(kill_step, reference, tmp_path):
 
 def test_reference_covers_several_epochs(reference):
     history = rows(reference)
-    assert [r["epoch"] for r in history] == list(range(6))
+    assert [r["epoch"] for r in history] == list(range(1, 7))  # epochs count from 1, as printed
     assert history[0]["step"] == STEPS_PER_EPOCH
 
 
@@ -164,7 +164,7 @@ def test_a_stop_signal_writes_a_checkpoint_and_says_how_to_resume(signum, code, 
     assert position["global_step"] == position["epoch"] * STEPS_PER_EPOCH + position["batch_index"]
     epochs = position["epoch"] + 1
     assert main(["run", recipe, "--resume", str(out), "--quiet", "--set", f"train.epochs={epochs}"]) == 0
-    assert [r["epoch"] for r in rows(out)] == list(range(epochs))
+    assert [r["epoch"] for r in rows(out)] == list(range(1, epochs + 1))
 
 
 def test_resume_rejects_fields_that_shape_training_and_reports_the_rest(reference, tmp_path, capsys):
@@ -176,7 +176,7 @@ def test_resume_rejects_fields_that_shape_training_and_reports_the_rest(referenc
     assert "model.hidden" in err and "train.epochs" in err   # names the fixed field and what may change
     assert main(["run", recipe, "--resume", str(out)]) == 0
     assert "resumed with train.epochs = 6 (was 2)" in capsys.readouterr().out
-    assert [r["epoch"] for r in rows(out)] == list(range(6))
+    assert [r["epoch"] for r in rows(out)] == list(range(1, 7))
     assert main(["run", recipe, "--resume", str(tmp_path / "nothing"), "--quiet"]) == 2
 
 

@@ -62,6 +62,8 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         torch.manual_seed(c.seed)
         model = models.build(c.model.name, info.input_shape,
                              num_outputs(loss, info.task, info.num_classes, bundle.train.y), **c.model.options)
+    if c.schedule is not None:
+        check_schedule_length(c, bundle.train)
     stopper = EarlyStopping(**c.early_stopping.model_dump()) if c.early_stopping else None
     trainer = Trainer(
         model, loss=loss, optimizer=c.optimizer.build(),
@@ -73,6 +75,21 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         device=c.train.device, precision=c.train.precision, seed=c.seed,
         deterministic=c.train.deterministic, log_every=c.train.log_every)
     return Experiment(config, bundle, trainer, stopper)
+
+
+def check_schedule_length(config: cfg.Config, train: datasets.Split) -> None:
+    """The schedule fits the run's length (a warmup shorter than training), checked before anything is written;
+    the message names the recipe fields."""
+    c = config
+    steps = len(datasets.Batches(train, c.train.batch_size, drop_last=c.train.drop_last))
+    try:
+        c.schedule.build().bind(steps, steps * c.train.epochs)
+    except UserError as e:
+        given = {k: v for k, v in c.schedule.options.items() if k.startswith("warmup_") and k != "warmup_start" and v}
+        fields = ", ".join(f"schedule.{k} = {v!r}" for k, v in given.items()) or f"schedule.name = {c.schedule.name!r}"
+        raise UserError(f"{fields} does not fit in training of train.epochs = {c.train.epochs} ({steps} steps per "
+                        f"epoch): {str(e).removeprefix('warmup: ')}; lower the warmup (warmup_fraction = 0.1 gives "
+                        "a tenth of training) or raise train.epochs") from None
 
 
 def recipe_loss(config: cfg.Config, task: str, num_classes: int | None = None):

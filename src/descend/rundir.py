@@ -76,7 +76,8 @@ class RunDirectory:
         trainer = experiment.trainer
         atomic.write_json(self.path / "summary.json", {
             "name": self.config.name, "status": "diverged", "error": str(error), "epochs_run": len(trainer.history),
-            "step": trainer.global_step, "checkpoints": _listing(self.path / "checkpoints")}, what="summary")
+            "step": getattr(error, "step", trainer.global_step), "epoch": getattr(error, "epoch", trainer.epoch + 1),
+            "checkpoints": _listing(self.path / "checkpoints")}, what="summary")
 
 
 def check_resume(config: cfg.Config, out: Path) -> dict[str, tuple]:

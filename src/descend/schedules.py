@@ -465,25 +465,29 @@ class Warmup(Schedule):
 
     name = "warmup"
 
-    def __init__(self, inner: Schedule, epochs: float = 0, steps: int = 0, start: float = 0.1) -> None:
+    def __init__(self, inner: Schedule, epochs: float = 0, steps: int = 0, start: float = 0.1,
+                 fraction: float = 0) -> None:
         if not isinstance(inner, Schedule):
             raise UserError(f"warmup: schedule must be a descend schedule, got {inner!r}")
         self.epochs = check_number(self.name, "epochs", epochs, low=0)
         self.steps = check_number(self.name, "steps", steps, low=0, integer=True)
-        if (self.epochs > 0) == (self.steps > 0):
-            raise UserError(f"warmup: give exactly one of epochs > 0 or steps > 0, got epochs={epochs!r}, "
-                            f"steps={steps!r}")
+        self.fraction = check_number(self.name, "fraction", fraction, low=0, high=1, high_open=True)
+        if sum(v > 0 for v in (self.epochs, self.steps, self.fraction)) != 1:
+            raise UserError(f"warmup: give exactly one of epochs > 0, steps > 0 or fraction > 0, got "
+                            f"epochs={epochs!r}, steps={steps!r}, fraction={fraction!r}")
         self.start = check_number(self.name, "start", start, low=0, high=1)
         self.inner = inner
-        super().__init__("step", epochs=epochs, steps=steps, start=start)
+        super().__init__("step", epochs=epochs, steps=steps, start=start, fraction=fraction)
         self.warmup_steps = 0
 
     def __repr__(self) -> str:
-        return f"warmup({self.inner!r}, epochs={self.epochs:g}, steps={self.steps}, start={self.start:g})"
+        length = f"fraction={self.fraction:g}" if self.fraction else f"epochs={self.epochs:g}, steps={self.steps}"
+        return f"warmup({self.inner!r}, {length}, start={self.start:g})"
 
     def bind(self, steps_per_epoch: int, total_steps: int) -> None:
         super().bind(steps_per_epoch, total_steps)
-        w = self.steps if self.steps > 0 else max(1, round(self.epochs * self.steps_per_epoch))
+        w = self.steps if self.steps > 0 else max(1, round(
+            self.epochs * self.steps_per_epoch if self.epochs else self.fraction * self.total_steps))
         if w >= self.total_steps:
             raise UserError(f"warmup: {w} warmup steps must be fewer than the {self.total_steps} steps of "
                             "training")
@@ -565,9 +569,11 @@ def plateau(*, monitor: str = "val_loss", mode: str = "auto", factor: float = 0.
     return Plateau(monitor, mode, factor, patience, cooldown, min_lr, min_delta)
 
 
-def warmup(schedule: Schedule, *, epochs: float = 0, steps: int = 0, start: float = 0.1) -> Schedule:
-    """Put a linear warmup of ``epochs`` (or ``steps``) in front of ``schedule``, starting at ``start``·η₀."""
-    return Warmup(schedule, epochs, steps, start)
+def warmup(schedule: Schedule, *, epochs: float = 0, steps: int = 0, start: float = 0.1,
+           fraction: float = 0) -> Schedule:
+    """Put a linear warmup of ``epochs``, ``steps`` or a ``fraction`` of training (e.g. 0.1) in front of
+    ``schedule``, starting at ``start``·η₀."""
+    return Warmup(schedule, epochs, steps, start, fraction)
 
 
 _FACTORIES: dict[str, Callable[..., Schedule]] = {
@@ -576,7 +582,7 @@ _FACTORIES: dict[str, Callable[..., Schedule]] = {
               cosine_restarts, cyclic, one_cycle, plateau)
 }
 NAMES: tuple[str, ...] = tuple(_FACTORIES)
-WARMUP_OPTIONS = ("warmup_epochs", "warmup_steps", "warmup_start")
+WARMUP_OPTIONS = ("warmup_epochs", "warmup_steps", "warmup_fraction", "warmup_start")
 
 
 def create(name: str, **options: Any) -> Schedule:
@@ -598,10 +604,10 @@ def create(name: str, **options: Any) -> Schedule:
         raise UserError(f"schedule {name!r} needs option {missing[0]!r}")
     warm = {k.removeprefix("warmup_"): options.pop(k) for k in WARMUP_OPTIONS if k in options}
     schedule = _FACTORIES[name](**options)
-    if warm.get("epochs", 0) or warm.get("steps", 0):
+    if warm.get("epochs", 0) or warm.get("steps", 0) or warm.get("fraction", 0):
         return warmup(schedule, **warm)
     if "start" in warm:
-        raise UserError(f"schedule {name!r}: warmup_start needs warmup_epochs or warmup_steps > 0")
+        raise UserError(f"schedule {name!r}: warmup_start needs warmup_epochs, warmup_steps or warmup_fraction > 0")
     return schedule
 
 

@@ -14,7 +14,7 @@ import warnings
 import torch
 
 from ..errors import DivergenceError
-from . import checkpoint
+from . import checkpoint, lr
 
 ACTIONS = ("stop", "rollback")
 
@@ -38,11 +38,13 @@ class Watch:
     def check(self, epoch: int) -> float:
         """The last finite loss; raises :class:`DivergenceError` if a loss was not finite (one host sync)."""
         bad_step, last = torch.stack([self.bad_step.double(), self.last_finite.double()]).tolist()
-        if bad_step >= 0:
-            raise DivergenceError(
-                f"training diverged: the loss became non-finite at step {int(bad_step)} (epoch {epoch}); the "
-                f"last finite loss was {last:.6g}. Try a lower learning rate, gradient clipping (clip_grad_norm), "
-                f"or check the data for extreme values.")
+        if bad_step >= 0:  # steps and epochs are numbered from 1 in messages, as in metrics.jsonl
+            error = DivergenceError(
+                f"training diverged: the loss became non-finite at step {int(bad_step) + 1} (epoch {epoch + 1}); "
+                f"the last finite loss was {last:.6g}. Try a lower learning rate, gradient clipping "
+                f"(clip_grad_norm), or check the data for extreme values.")
+            error.step, error.epoch = int(bad_step) + 1, epoch + 1
+            raise error
         return last
 
 
@@ -57,7 +59,7 @@ def roll_back(trainer, diverged: DivergenceError) -> None:
     rollbacks, last = trainer.rollbacks + 1, trainer.checkpoints.last
     trainer.load_state_dict(checkpoint.load(last, device=trainer.device))
     trainer.rollbacks = rollbacks
-    trainer._base_lrs = [lr * 0.5 for lr in trainer._base_lrs]
+    lr.scale(trainer, 0.5)
     warnings.warn(f"{diverged} Rolled back to {last} (epoch {trainer.epoch}, step {trainer.global_step}) with the "
                   f"learning rate halved to {trainer._base_lrs[0]:.3g} (rollback {rollbacks} of "
                   f"{trainer.max_rollbacks}).", RuntimeWarning, stacklevel=3)

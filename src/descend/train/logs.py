@@ -60,7 +60,7 @@ class TensorBoard(Callback):
         from torch.utils.tensorboard import SummaryWriter  # slow to import; only runs that log pay for it
 
         # a resumed run drops events logged after its checkpoint, so no epoch appears twice
-        self._writer = SummaryWriter(str(self.log_dir), purge_step=trainer.epoch or None)
+        self._writer = SummaryWriter(str(self.log_dir), purge_step=trainer.epoch + 1 if trainer.epoch else None)
 
     def on_epoch_end(self, trainer, logs):
         for key, value in logs.items():
@@ -68,7 +68,7 @@ class TensorBoard(Callback):
                 continue
             split, _, metric = key.partition("_")
             tag = f"{metric}/{split}" if split in ("train", "val", "test") and metric else key
-            self._writer.add_scalar(tag, value, trainer.epoch)
+            self._writer.add_scalar(tag, value, trainer.epoch + 1)  # the epoch's number, from 1 as logged
         self._writer.flush()
 
     def on_fit_end(self, trainer):

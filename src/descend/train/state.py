@@ -138,7 +138,7 @@ def trainer_state(trainer) -> dict:
         "callbacks": {key: cb.state_dict() for key, cb in callback_keys(t).items()},
         "rng": capture_rng(t),
         "position": {"epoch": epoch, "batch_index": batch_index, "global_step": t.global_step,
-                     "steps_per_epoch": t.steps_per_epoch},
+                     "steps_per_epoch": t.steps_per_epoch, "fit_start": [t.fit_start_epoch, t.fit_start_step]},
         "base_lrs": list(t._base_lrs),
         "rollbacks": t.rollbacks,
         "history": list(t.history),
@@ -166,6 +166,7 @@ def restore_trainer(trainer, saved: dict) -> None:
     restore_rng(t, saved["rng"])
     t.epoch, t.batch_index = position["epoch"], position["batch_index"]
     t.global_step = position["global_step"]
+    t.fit_start_epoch, t.fit_start_step = position.get("fit_start", (0, 0))
     t._base_lrs, t.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
     t.history = History(saved["history"])
     t._sums = t._fresh_sums()

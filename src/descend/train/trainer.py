@@ -20,7 +20,7 @@ from torch import nn
 from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
-from . import checkpoint, divergence, metric_fns, state
+from . import checkpoint, divergence, lr, metric_fns, state
 from .callbacks import EVENTS, Callback
 from .checks import as_split, check_data, check_shapes, resolve_device
 from .history import History
@@ -45,6 +45,11 @@ class Trainer:
     also asks torch for deterministic kernels, so two runs on the CPU are bit-identical. ``checkpoints`` (a
     :class:`~descend.train.state.Checkpoints`) is a callback like any other, given here for convenience;
     ``on_divergence="rollback"`` needs one, to reload from.
+
+    ``schedule`` is a descend schedule (:mod:`descend.schedules`) or a torch LR scheduler (stepped per epoch, or
+    per step with :class:`~descend.train.lr.TorchSchedule`); :mod:`descend.train.lr` says exactly who owns
+    ``group["lr"]``. Calling :meth:`fit` again continues: the history is appended, epochs and steps count on, and
+    the schedule runs again over the new fit's epochs from the base learning rate (a warm restart).
     """
 
     def __init__(self, model, *, loss=None, optimizer=None, schedule=None,
@@ -74,7 +79,8 @@ class Trainer:
                             "without parameters to let the trainer bind it to the model it builds")
         self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
         self._optimizer_spec = None if self.optimizer else (optimizer or optim.create("adam", lr=1e-3))
-        self.loss, self.schedule, self.regularizer, self.augment = loss, schedule, regularizer, augment
+        self.loss, self.regularizer, self.augment = loss, regularizer, augment
+        self.schedule = lr.as_schedule(schedule)
         self.metrics = list(metrics)
         self.callbacks = list(callbacks) + ([checkpoints] if checkpoints is not None else [])
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
@@ -92,7 +98,10 @@ class Trainer:
         self.stop_training = False
         self.task: str | None = None
         self.steps_per_epoch = 0
-        self.total_steps = 0
+        self.total_steps = 0       # the global step at which the running fit ends
+        self.fit_start_epoch = self.fit_start_step = self.end_epoch = 0  # where the running fit began and ends
+        self._base_lrs: list[float] = []
+        self._lr_written: list[float | None] = []
         self._epoch_done = False   # the running epoch is complete (its on_epoch_end events are under way)
         self._train: Split | None = None
         self._batch_size: int | str = 128
@@ -123,15 +132,19 @@ class Trainer:
             self._start(batches, epochs)
             if resume is not None:
                 self.load_state_dict(checkpoint.load(state.find(resume), device=self.device))
-            self._event("on_fit_start")
-            while self.epoch < epochs and not self.stop_training:
-                try:
-                    self._run_epoch(batches, val)
-                except DivergenceError as diverged:
-                    if not divergence.can_roll_back(self):
-                        raise
-                    divergence.roll_back(self, diverged)
-            self._event("on_fit_end")
+                self.end_epoch = self.fit_start_epoch + epochs
+            try:
+                self._event("on_fit_start")
+                while self.epoch < self.end_epoch and not self.stop_training:
+                    try:
+                        self._run_epoch(batches, val)
+                    except DivergenceError as diverged:
+                        if not divergence.can_roll_back(self):
+                            raise
+                        divergence.roll_back(self, diverged)
+                self._event("on_fit_end")
+            finally:
+                lr.finish(self)
         return self.history
 
     def _run_epoch(self, batches: Batches, val: Split | None) -> None:
@@ -139,7 +152,7 @@ class Trainer:
         if self.batch_index == 0:
             self._event("on_epoch_start")
             self._sums = self._fresh_sums()
-        logs = {"epoch": self.epoch, **self._train_epoch(batches)}
+        logs = {"epoch": self.epoch + 1, **self._train_epoch(batches)}  # epochs and steps count from 1
         if val is not None:
             self._event("on_validation_start")
             val_logs = self._evaluate(val, prefix="val_")
@@ -148,8 +161,7 @@ class Trainer:
         logs.update(step=self.global_step, lr=self.optimizer.param_groups[0]["lr"],
                     seconds=time.perf_counter() - started)
         self.history.append(logs)   # the same dict: values callbacks add below show in the history too
-        if self.schedule is not None:
-            self.schedule.observe(logs)
+        lr.after_epoch(self, logs)
         self._epoch_done = True     # a checkpoint written from here on resumes at the next epoch
         self._event("on_epoch_end", logs)
         self.epoch, self.batch_index, self._epoch_done = self.epoch + 1, 0, False
@@ -157,9 +169,10 @@ class Trainer:
     def _train_epoch(self, batches: Batches) -> dict[str, float]:
         model, opt, sums = self.model, self.optimizer, self._sums
         after_backward, batch_end = self._handlers["on_after_backward"], self._handlers["on_batch_end"]
+        step_schedule = isinstance(self.schedule, lr.TorchSchedule) and self.schedule.per == "step"
         model.train()
         for x, y in batches.epoch(self.epoch, start=self.batch_index):
-            lr = self._set_lr()
+            rate = lr.before_step(self)
             if self.augment is not None:
                 x = self.augment(x, self._augment_rng)
             with self._autocast():
@@ -178,8 +191,10 @@ class Trainer:
                 opt.step(lambda x=x, y=y: self._closure_loss(x, y))
             else:
                 opt.step()
+            if step_schedule:
+                lr.after_step(self)  # a torch scheduler stepped per optimizer step
             if penalty is not None:
-                self.regularizer.after_step(model, lr)
+                self.regularizer.after_step(model, rate)
                 n = torch.full((), y.shape[0], dtype=torch.float32, device=self.device)
                 sums["penalty"] += torch.stack([penalty.detach().float() * n, n])
             if norm is not None:
@@ -301,19 +316,22 @@ class Trainer:
         check_shapes(self.model, split, self.loss, outputs, self.device)
         return split.to(self.device)
 
-    def _start(self, batches: Batches, epochs: int) -> None:
+    def _start(self, batches: Batches | Stream, epochs: int) -> None:
+        # a second fit continues the first: history appended, epochs and steps counted on, RNG streams not reseeded
+        continuing = bool(self.history)
+        if not continuing:
+            self.epoch, self.global_step, self.history = 0, 0, History()
+            torch.manual_seed(self.seed)
+            self._augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.fit_start_epoch, self.fit_start_step = self.epoch, self.global_step
         self.steps_per_epoch = len(batches)
-        self.total_steps = self.steps_per_epoch * epochs
-        self.epoch, self.batch_index, self.global_step, self.stop_training = 0, 0, 0, False
+        self.end_epoch = self.epoch + epochs
+        self.total_steps = self.global_step + self.steps_per_epoch * epochs
+        self.batch_index, self.stop_training = 0, False
         self.stop_signal, self.rollbacks, self._epoch_done = None, 0, False
-        self.history = History()
         self._sums = self._fresh_sums()
-        torch.manual_seed(self.seed)
-        self._augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
-        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        if self.schedule is not None:
-            self.schedule.bind(self.steps_per_epoch, self.total_steps)
-        self._watch = divergence.Watch(self.device)
+        lr.start(self, continuing)
+        self._watch = divergence.Watch(self.device, self.global_step)
         # callbacks in order; each event's handlers listed once, so events nobody overrides cost nothing per step
         self.callbacks.sort(key=lambda cb: cb.order)
         self._handlers = {event: [getattr(cb, event) for cb in self.callbacks
@@ -343,12 +361,6 @@ class Trainer:
             with self._autocast():
                 loss = self._loss_fn(self.model(x), y)
             return loss if self.regularizer is None else loss + self.regularizer.penalty(self.model)
-
-    def _set_lr(self) -> float:
-        groups = self.optimizer.param_groups
-        for group, base in zip(groups, self._base_lrs):
-            group["lr"] = base if self.schedule is None else self.schedule.lr(base, self.global_step)
-        return groups[0]["lr"]
 
     def _clip(self) -> torch.Tensor | None:
         """Clip the gradients as asked; returns their norm before clipping (None when clipping is off)."""
