@@ -150,8 +150,8 @@ def test_a_stop_signal_writes_a_checkpoint_and_says_how_to_resume(signum, code, 
     """Ctrl-C or SIGTERM: the step finishes, a checkpoint is written, the message says how to resume."""
     recipe, out = write_recipe(tmp_path, RECIPE.replace("epochs = 6", "epochs = 2000")), tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.Popen([sys.executable, "-m", "descend.cli", "run", recipe, "--out", str(out), "--quiet"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "descend.cli", "run", recipe, "--out", str(out), "--quiet",
+                             "--set", "optimizer.lr=0.02"], stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
     while not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text():
         assert time.monotonic() < deadline and proc.poll() is None
@@ -159,11 +159,12 @@ def test_a_stop_signal_writes_a_checkpoint_and_says_how_to_resume(signum, code, 
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert signal.Signals(signum).name in err and f"resume with: descend run {recipe} --resume {out}" in err
+    assert signal.Signals(signum).name in err and f"resume with: descend resume {out}" in err
     position = checkpoint.load(out / "checkpoints" / "last.safetensors")["position"]
     assert position["global_step"] == position["epoch"] * STEPS_PER_EPOCH + position["batch_index"]
     epochs = position["epoch"] + 1
-    assert main(["run", recipe, "--resume", str(out), "--quiet", "--set", f"train.epochs={epochs}"]) == 0
+    # the hint's command uses the run's recorded recipe, so the --set of the first run need not be repeated
+    assert main(["resume", str(out), "--quiet", "--set", f"train.epochs={epochs}"]) == 0
     assert [r["epoch"] for r in rows(out)] == list(range(1, epochs + 1))
 
 

@@ -8,6 +8,7 @@ itself, so each option is described in exactly one place. Configs are data: no e
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -226,5 +227,11 @@ def _fields(loc: list[str]) -> list[str]:
 
 
 def dump(config: Config) -> str:
-    """The resolved recipe as TOML (defaults filled in), for a run's ``config.toml``."""
-    return tomli_w.dumps(config.model_dump(exclude_none=True))
+    """The resolved recipe as TOML (defaults filled in), for a run's ``config.toml``; short lists on one line."""
+    text = tomli_w.dumps(config.model_dump(exclude_none=True))
+    return re.sub(r"\[\n((?:    [^\n\[\]{}]*,\n)+)\]", _one_line, text)
+
+
+def _one_line(match: re.Match) -> str:
+    line = "[" + ", ".join(item.strip().removesuffix(",") for item in match.group(1).splitlines()) + "]"
+    return line if len(line) <= 80 else match.group(0)

@@ -167,7 +167,7 @@ class Experiment:
         if progress:
             from .train.logs import ProgressBar
 
-            extra.append(ProgressBar(c.train.epochs, stream=stream))
+            extra.append(ProgressBar(stream=stream))
         trainer.callbacks += extra
         trainer.on_divergence = c.train.on_divergence if trainer.checkpoints is not None else "stop"
         trainer.max_rollbacks = c.train.max_rollbacks
@@ -175,12 +175,15 @@ class Experiment:
         try:
             trainer.fit(self.data.train, self.data.val, epochs=c.train.epochs, batch_size=c.train.batch_size,
                         shuffle=c.train.shuffle, drop_last=c.train.drop_last,
-                        resume=writer.path if writer is not None and resume else None)
+                        resume=writer.path if writer is not None and resume else None, progress=False)
         except Exception as e:
             if writer is not None:
                 writer.failed(self, e)
             raise
         finally:
+            for cb in extra:
+                if hasattr(cb, "close"):
+                    cb.close()  # a progress bar ends its line before any message (Ctrl-C, an error)
             trainer.callbacks = [cb for cb in trainer.callbacks if cb not in extra]
         result = self._result(time.perf_counter() - started)
         if writer is not None:

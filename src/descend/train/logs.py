@@ -77,17 +77,20 @@ class TensorBoard(Callback):
 
 
 class ProgressBar(Callback):
-    """A rich progress bar (epoch, step, loss, metrics, ETA) on a terminal; one plain line per epoch otherwise."""
+    """A rich progress bar (epoch, step, loss, metrics, ETA) on a terminal or in a notebook; one plain line per
+    epoch otherwise. ``total_epochs`` defaults to the fit's own (learned at its start)."""
 
     order = 90
 
-    def __init__(self, total_epochs: int, *, stream=None, force_plain: bool = False):
+    def __init__(self, total_epochs: int | None = None, *, stream=None, force_plain: bool = False):
         self.total_epochs = total_epochs
         self.console = Console(file=stream or sys.stdout)
-        self.plain = force_plain or not self.console.is_terminal
+        self.plain = force_plain or not (self.console.is_terminal or self.console.is_jupyter)
         self._progress = None
 
     def on_fit_start(self, trainer):
+        if self.total_epochs is None or trainer.end_epoch > self.total_epochs:
+            self.total_epochs = trainer.end_epoch
         if self.plain:
             return
         self._progress = Progress(TextColumn("epoch {task.fields[epoch]}/" + str(self.total_epochs)),
@@ -113,4 +116,19 @@ class ProgressBar(Callback):
     def on_fit_end(self, trainer):
         if self._progress is not None:
             self._progress.update(self._task, completed=trainer.global_step, refresh=True)
+        self.close()
+
+    def close(self) -> None:
+        """End the bar (and its line), so what is printed next (a Ctrl-C message) starts on a line of its own."""
+        if self._progress is not None:
             self._progress.stop()
+            self._progress = None
+
+
+def progress_bar(callbacks, progress: bool | None) -> ProgressBar | None:
+    """The progress bar a fit adds: asked for (``progress=True``), or by default (None) on a terminal or in a
+    notebook; none when one is among ``callbacks`` already or ``progress=False``."""
+    if progress is False or any(isinstance(cb, ProgressBar) for cb in callbacks):
+        return None
+    bar = ProgressBar()
+    return bar if progress or not bar.plain else None

@@ -24,6 +24,7 @@ from . import checkpoint, divergence, lr, metric_fns, state
 from .callbacks import EVENTS, Callback
 from .checks import as_split, check_data, check_shapes, resolve_device
 from .history import History
+from .logs import progress_bar
 from .metrics import MetricSums, check_loss, loss_function, num_outputs, resolve_loss
 from .streams import Stream, is_stream
 
@@ -113,13 +114,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
-            drop_last: bool = False, resume: str | Path | None = None) -> History:
+            drop_last: bool = False, resume: str | Path | None = None, progress: bool | None = None) -> History:
         """Train for ``epochs`` epochs; returns the history (one dict of logged values per epoch).
 
         ``train`` and ``val``: a :class:`~descend.data.Split`, an ``(x, y)`` pair, or a torch ``DataLoader`` (any
         re-iterable of ``(x, y)`` batches) for data that does not fit in memory (:mod:`descend.train.streams` says
         what that costs). ``resume``: a checkpoint file or a run/checkpoints directory; training continues exactly
-        where it stopped.
+        where it stopped. ``progress``: show a progress bar; by default on a terminal or in a notebook (unless a
+        :class:`~descend.callbacks.ProgressBar` is among the callbacks already).
         """
         if not isinstance(epochs, int) or epochs < 1:
             raise UserError(f"epochs must be a positive integer, got {epochs!r}")
@@ -128,6 +130,8 @@ class Trainer:
         if batches is None:
             batches = Batches(train, batch_size, shuffle=shuffle, drop_last=drop_last, seed=self.seed)
         self._train, self._batch_size = batches if isinstance(batches, Stream) else train, batch_size
+        bar = progress_bar(self.callbacks, progress)
+        self.callbacks += [bar] if bar is not None else []
         with self._determinism(), state.stop_on_signals(self):
             self._start(batches, epochs)
             if resume is not None:
@@ -145,6 +149,9 @@ class Trainer:
                 self._event("on_fit_end")
             finally:
                 lr.finish(self)
+                if bar is not None:
+                    bar.close()
+                    self.callbacks.remove(bar)
         return self.history
 
     def _run_epoch(self, batches: Batches, val: Split | None) -> None:
