@@ -89,3 +89,34 @@ def test_datasets_are_listed_whole_when_piped(capsys):
     out = capsys.readouterr().out
     for row in ds.data.datasets():
         assert re.search(rf"│ {re.escape(row['name'])} +│", out) and row["source"][:60] in out
+
+
+def test_model_summary_lists_layers_shapes_and_parameters():
+    model = ds.models.mlp([8], input_shape=(4,), num_outputs=3)
+    summary = ds.models.summary(model, (4,))
+    assert [(kind, shape) for _, kind, shape, _ in summary.rows if kind == "Linear"] == [("Linear", (2, 8)),
+                                                                                          ("Linear", (2, 3))]
+    assert summary.total == summary.trainable == 4 * 8 + 8 + 8 * 3 + 3 == sum(r[3] for r in summary.rows)
+    assert str(summary).splitlines()[-1] == "total 67 parameters (67 trainable)"
+    with pytest.raises(ds.UserError, match=r"cannot take inputs of shape \(5,\)"):
+        ds.models.summary(model, (5,))
+
+
+def test_a_run_prints_its_model_and_logs_loss_and_lr_every_log_every_steps(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe, out = tmp_path / "r.toml", tmp_path / "run"
+    recipe.write_text('[data]\nname = "iris"\n[model]\nhidden = [8]\n[train]\nepochs = 2\nbatch_size = 16\n'
+                      'device = "cpu"\nlog_every = 2\n[schedule]\nname = "cosine"\nwarmup_fraction = 0.5\n')
+    assert main(["run", str(recipe), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "output shape" in printed and "total 67 parameters" in printed
+    steps = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    events = EventAccumulator(str(out / "tb" / "steps"))
+    events.Reload()
+    lrs = events.Scalars("step/lr")
+    assert [e.step for e in lrs] == list(range(2, steps + 1, 2)) and len({round(e.value, 8) for e in lrs}) > 2
+    assert [e.step for e in events.Scalars("step/train_loss")] == [e.step for e in lrs]
+    epochs = EventAccumulator(str(out / "tb"))
+    epochs.Reload()
+    assert [e.step for e in epochs.Scalars("loss/train")] == [1, 2]

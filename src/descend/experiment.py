@@ -15,6 +15,7 @@ before a run directory is made, so a mistake in the recipe leaves nothing behind
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,7 +230,10 @@ def run(config: cfg.Config, out: str | Path | None = None, *, resume: bool = Fal
     changed = check_resume(config, out) if resume else {}
     if not resume and (out / "metrics.jsonl").exists():
         raise UserError(f"{out} already holds a run; choose another --out directory, or continue it with --resume")
-    result = build(config).fit(callbacks, out, resume=resume, progress=not quiet, stream=stream)
+    exp = build(config)
+    if not quiet:
+        print(models.summary(exp.trainer.model, exp.data.info.input_shape), file=stream or sys.stdout)
+    result = exp.fit(callbacks, out, resume=resume, progress=not quiet, stream=stream)
     return {**result.summary(), "run_dir": str(out), "changed": changed}
 
 

@@ -19,6 +19,7 @@ from descend.models.networks import (
     mlp,
     options,
 )
+from descend.models.summary import ModelSummary, summary
 
 __all__ = [
     "ACTIVATIONS",
@@ -36,4 +37,6 @@ __all__ = [
     "make_activation",
     "mlp",
     "options",
+    "summary",
+    "ModelSummary",
 ]

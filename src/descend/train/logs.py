@@ -48,19 +48,30 @@ def _row(logs: dict) -> str:
 
 
 class TensorBoard(Callback):
-    """Scalars per epoch under ``log_dir`` (``tensorboard --logdir runs/``): ``loss/train``, ``accuracy/val``, …"""
+    """Scalars per epoch under ``log_dir`` (``tensorboard --logdir runs/``): ``loss/train``, ``accuracy/val``, …
+    against the epoch number (from 1); and every ``log_every`` steps ``step/train_loss`` (the latest step's loss,
+    read in the trainer's finite-check, so no extra host sync) and ``step/lr`` against the step number (in
+    ``log_dir/steps``), so a warmup or a per-step schedule shows."""
 
     order = 90
 
     def __init__(self, log_dir: str | Path):
         self.log_dir = Path(log_dir)
-        self._writer = None
+        self._writer = self._steps = None
 
     def on_fit_start(self, trainer):
         from torch.utils.tensorboard import SummaryWriter  # slow to import; only runs that log pay for it
 
         # a resumed run drops events logged after its checkpoint, so no epoch appears twice
         self._writer = SummaryWriter(str(self.log_dir), purge_step=trainer.epoch + 1 if trainer.epoch else None)
+        # per-step values in their own run (tb/steps): their x-axis is the step, and a resume purges by step
+        self._steps = SummaryWriter(str(self.log_dir / "steps"),
+                                    purge_step=trainer.global_step + 1 if trainer.global_step else None)
+
+    def on_batch_end(self, trainer):
+        if trainer.global_step % trainer.log_every == 0:
+            self._steps.add_scalar("step/train_loss", trainer.last_loss, trainer.global_step)
+            self._steps.add_scalar("step/lr", trainer.optimizer.param_groups[0]["lr"], trainer.global_step)
 
     def on_epoch_end(self, trainer, logs):
         for key, value in logs.items():
@@ -70,10 +81,12 @@ class TensorBoard(Callback):
             tag = f"{metric}/{split}" if split in ("train", "val", "test") and metric else key
             self._writer.add_scalar(tag, value, trainer.epoch + 1)  # the epoch's number, from 1 as logged
         self._writer.flush()
+        self._steps.flush()
 
     def on_fit_end(self, trainer):
         if self._writer is not None:
             self._writer.close()
+            self._steps.close()
 
 
 class ProgressBar(Callback):
