@@ -107,7 +107,8 @@ class LoadedRun:
 
     def inputs(self, x) -> torch.Tensor:
         """Raw inputs as the model's scaled float32 tensor (checked: shape, columns, finite values)."""
-        t = _as_tensor(x, self.record["feature_names"], self.config.data.options.get("x_key", "x"))
+        options = self.config.data.options
+        t = _as_tensor(x, self.record["feature_names"], options.get("x_key", "x"), options.get("delimiter", ","))
         want = tuple(self.record["input_shape"])
         if tuple(t.shape[1:]) != want:
             raise UserError(f"the inputs have shape {tuple(t.shape)}; this model takes rows of shape {want} "
@@ -204,12 +205,12 @@ def predictions_csv(run: LoadedRun, x, *, proba: bool = False) -> str:
     return buffer.getvalue()
 
 
-def _as_tensor(x, feature_names: list[str] | None, x_key: str) -> torch.Tensor:
+def _as_tensor(x, feature_names: list[str] | None, x_key: str, delimiter: str = ",") -> torch.Tensor:
     """Raw inputs of any accepted kind as a float32 tensor (rows of a table: the model's feature columns)."""
     if isinstance(x, (str, Path)):
         kind = file_kind(x)
         if kind == "csv":
-            return torch.as_tensor(_csv_features(Path(x), feature_names), dtype=torch.float32)
+            return torch.as_tensor(_csv_features(Path(x), feature_names, delimiter), dtype=torch.float32)
         if kind == "npz":
             return as_float_inputs(read_npz(x, [x_key])[x_key])
         raise UserError(f"cannot read inputs from {str(x)!r}: give a .csv or .npz file, an array or a tensor")
@@ -229,9 +230,9 @@ def _as_tensor(x, feature_names: list[str] | None, x_key: str) -> torch.Tensor:
     return as_float_inputs(array)
 
 
-def _csv_features(path: Path, feature_names: list[str] | None) -> np.ndarray:
+def _csv_features(path: Path, feature_names: list[str] | None, delimiter: str = ",") -> np.ndarray:
     """The model's feature columns of a CSV file (by header name; a label column may be there or not)."""
-    p, header, rows = read_table(path)
+    p, header, rows = read_table(path, delimiter=delimiter)
     ncols = len(rows[0])
     names = feature_names or []
     if header is not None and names and all(name in header for name in names):

@@ -136,7 +136,8 @@ class Trainer:
             self._start(batches, epochs)
             if resume is not None:
                 self.load_state_dict(checkpoint.load(state.find(resume), device=self.device))
-                self.end_epoch = self.fit_start_epoch + epochs
+                self.end_epoch = self.fit_start_epoch + epochs  # the fit the checkpoint was written in
+                self.total_steps = self.fit_start_step + self.steps_per_epoch * epochs
             try:
                 self._event("on_fit_start")
                 while self.epoch < self.end_epoch and not self.stop_training:
