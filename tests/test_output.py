@@ -62,6 +62,7 @@ def test_show_and_version(tmp_path, capsys, monkeypatch):
     assert main(["show", "r.toml", "--set", "train.epochs=4"]) == 0
     text = capsys.readouterr().out
     assert "hidden = [16, 16]\n" in text and "epochs = 4\n" in text and "batch_size = 128\n" in text
+    assert "beta1 = 0.9\n" in text and 'activation = "relu"\n' in text   # the parts' own defaults too
     assert config.validate(__import__("tomllib").loads(text)).train.epochs == 4
     assert [p.name for p in tmp_path.iterdir()] == ["r.toml"]            # nothing trained, nothing written
     with pytest.raises(SystemExit) as done:

@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "show":
             from . import config
+            from .rundir import resolved_recipe
 
-            print(config.dump(config.load(args.recipe, args.overrides)), end="")
+            print(config.dump(resolved_recipe(config.load(args.recipe, args.overrides))), end="")
             return 0
         if args.command == "predict":
             return _predict(args)

@@ -1,19 +1,20 @@
 """The run directory: what ``descend run`` writes, and how a run continues from it.
 
-``runs/<name>-<timestamp>/`` (or ``--out``) holds ``config.toml`` (the resolved recipe), ``inference.json`` (what
-:func:`descend.load_run` needs to predict on raw inputs: the fitted feature scaling, feature columns, class labels,
-input and output sizes), ``metrics.jsonl`` (one line per epoch), TensorBoard event files under ``tb/``,
-``checkpoints/`` (``last`` and ``best``), ``schedule.png`` when the recipe has a schedule, and at the end
-``model.safetensors`` (final weights) and ``summary.json`` (final train/val/test metrics, best epoch, seconds,
-size, versions). Every file is written atomically (:mod:`descend.atomic`).
+``runs/<name>-<timestamp>/`` (or ``--out``) holds ``config.toml`` (the resolved recipe: every default filled in),
+``inference.json`` (what :func:`descend.load_run` needs to predict on raw inputs: the fitted feature scaling,
+feature columns, class labels, input and output sizes), ``metrics.jsonl`` (one line per epoch), TensorBoard
+event files under ``tb/``, ``checkpoints/`` (``last`` and ``best``), ``schedule.png`` when the recipe has a
+schedule, and at the end ``model.safetensors`` (final weights) and ``summary.json`` (final train/val/test
+metrics, best epoch, seconds, size, versions). Every file is written atomically (:mod:`descend.atomic`).
 """
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
 from pathlib import Path
 
-from . import atomic, schedules
+from . import atomic, models, schedules
 from . import config as cfg
 from . import data as datasets
 from .errors import DivergenceError, UserError
@@ -27,6 +28,31 @@ from .train.state import Checkpoints
 RESUMABLE = ("name", "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_unit",
              "train.on_divergence", "train.max_rollbacks", "train.device", "early_stopping.patience",
              "early_stopping.min_delta", "early_stopping.restore_best")
+
+
+def resolved_recipe(config: cfg.Config) -> cfg.Config:
+    """The recipe with every default filled in, the parts' options included (optimizer, schedule, model): what a
+    run's ``config.toml`` records and ``descend show`` prints."""
+    raw = config.model_dump(exclude_none=True)
+    raw["optimizer"] = {"name": config.optimizer.name, **config.optimizer.build().options}
+    if config.schedule is not None:
+        factory = schedules._FACTORIES[config.schedule.name]
+        raw["schedule"] = {**_defaults(factory), **raw["schedule"]}
+    raw["model"] = {**_defaults(models.BUILDERS[config.model.name], skip=("input_shape", "num_outputs")),
+                    **raw["model"]}
+    return cfg.validate(_toml_values(raw), source="the resolved recipe")
+
+
+def _defaults(fn, skip: tuple[str, ...] = ()) -> dict:
+    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
+            if name not in skip and p.default is not inspect.Parameter.empty and p.default is not None}
+
+
+def _toml_values(tree):
+    """Tuples as lists and Nones dropped, as TOML holds them."""
+    if isinstance(tree, dict):
+        return {k: _toml_values(v) for k, v in tree.items() if v is not None}
+    return [_toml_values(v) for v in tree] if isinstance(tree, (list, tuple)) else tree
 
 
 def default_run_dir(config: cfg.Config, root: str | Path = "runs") -> Path:
@@ -46,7 +72,7 @@ class RunDirectory:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create the run directory {self.path}: {e.strerror}") from None
-        atomic.write_text(self.path / "config.toml", cfg.dump(c), what="recipe")
+        atomic.write_text(self.path / "config.toml", cfg.dump(resolved_recipe(c)), what="recipe")
         data = experiment.data
         outputs = num_outputs(trainer.loss, data.info.task, data.info.num_classes, data.train.y)
         atomic.write_json(self.path / INFERENCE_FILE, inference_record(c, data.info, outputs, trainer.loss),
@@ -85,7 +111,8 @@ def check_resume(config: cfg.Config, out: Path) -> dict[str, tuple]:
     recorded = out / "config.toml"
     if not recorded.is_file():
         raise UserError(f"cannot resume: {out} holds no run (no config.toml); give the run directory to --resume")
-    before, now = _flat(cfg.load(recorded).model_dump()), _flat(config.model_dump())
+    before = _flat(resolved_recipe(cfg.load(recorded)).model_dump())
+    now = _flat(resolved_recipe(config).model_dump())
     changed = {key: (before.get(key), now.get(key)) for key in sorted(set(before) | set(now))
                if before.get(key) != now.get(key)}
     fixed = [f"{key} ({old!r} -> {new!r})" for key, (old, new) in changed.items() if key not in RESUMABLE]
