@@ -45,7 +45,7 @@ def test_run_writes_the_run_directory(tmp_path, capsys):
     assert {p.name for p in out.iterdir()} >= {"config.toml", "metrics.jsonl", "model.safetensors", "summary.json",
                                                  "tb"}
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
     logged = {"epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
     assert logged <= set(rows[0])
     summary = json.loads((out / "summary.json").read_text())

@@ -64,15 +64,15 @@ def test_stops_after_exactly_patience_epochs_without_improvement():
     t, cb = FakeTrainer(), EarlyStopping(patience=3)
     ran = drive(cb, t, [1.0, 0.8, 0.7, 0.9, 0.75, 0.71, 0.5, 0.4])
     assert t.stop_training
-    assert ran == 6 and cb.stopped_epoch == 5  # epochs 3, 4, 5 did not beat 0.7
-    assert (cb.best_epoch, cb.best_value, cb.wait) == (2, 0.7, 3)
+    assert ran == 6 and cb.stopped_epoch == 6  # epochs 4, 5, 6 (numbered from 1) did not beat 0.7
+    assert (cb.best_epoch, cb.best_value, cb.wait) == (3, 0.7, 3)
 
 
 def test_an_improvement_resets_the_wait():
     t, cb = FakeTrainer(), EarlyStopping(patience=2)
     drive(cb, t, [1.0, 1.1, 0.9, 1.0, 0.8, 0.85])
     assert not t.stop_training and cb.stopped_epoch is None
-    assert (cb.best_epoch, cb.wait) == (4, 1)
+    assert (cb.best_epoch, cb.wait) == (5, 1)
 
 
 def test_patience_zero_stops_at_the_first_epoch_without_improvement():
@@ -83,9 +83,9 @@ def test_patience_zero_stops_at_the_first_epoch_without_improvement():
 def test_min_delta_requires_a_larger_improvement():
     values = [1.0, 0.97, 0.94, 0.92, 0.905]  # each step improves by more than 0.01, all together by < 0.1
     t, cb = FakeTrainer(), EarlyStopping(patience=3, min_delta=0.1)
-    assert drive(cb, t, values) == 4 and cb.best_epoch == 0
+    assert drive(cb, t, values) == 4 and cb.best_epoch == 1
     t2, cb2 = FakeTrainer(), EarlyStopping(patience=3, min_delta=0.01)
-    assert drive(cb2, t2, values) == 5 and cb2.best_epoch == 4
+    assert drive(cb2, t2, values) == 5 and cb2.best_epoch == 5
 
 
 def test_mode_is_inferred_from_the_metric_name():
@@ -93,7 +93,7 @@ def test_mode_is_inferred_from_the_metric_name():
     assert EarlyStopping(monitor="train_loss").mode == "min"
     t, cb = FakeTrainer(), EarlyStopping(monitor="val_accuracy", patience=2)
     drive(cb, t, [0.5, 0.7, 0.6, 0.65, 0.9], key="val_accuracy")
-    assert t.stop_training and cb.best_value == 0.7 and cb.stopped_epoch == 3
+    assert t.stop_training and cb.best_value == 0.7 and cb.stopped_epoch == 4
     with pytest.raises(UserError, match="mode='min'"):
         EarlyStopping(monitor="throughput")
     assert EarlyStopping(monitor="throughput", mode="max").mode == "max"
@@ -101,9 +101,9 @@ def test_mode_is_inferred_from_the_metric_name():
 
 def test_epochs_before_start_from_epoch_neither_count_nor_set_the_best():
     t, cb = FakeTrainer(), EarlyStopping(patience=2, start_from_epoch=3)
-    # epoch 0 is the best value of all, and epochs 1-2 do not improve: both would matter without the warmup
+    # epoch 1 is the best value of all, and epochs 2-3 do not improve: both would matter without the warmup
     ran = drive(cb, t, [0.1, 0.5, 0.6, 0.9, 0.8, 0.85, 0.86])
-    assert ran == 7 and cb.stopped_epoch == 6 and cb.best_epoch == 4
+    assert ran == 7 and cb.stopped_epoch == 7 and cb.best_epoch == 5
     cb.on_fit_end(t)
     assert marked_epoch(t.model) == 4
 
@@ -128,7 +128,7 @@ def test_restore_best_false_leaves_the_last_weights_and_keeps_no_copy():
     t, cb = FakeTrainer(), EarlyStopping(patience=1, restore_best=False)
     drive(cb, t, [1.0, 0.5, 0.7])
     cb.on_fit_end(t)
-    assert marked_epoch(t.model) == 2 and cb.best_weights is None and cb.best_epoch == 1
+    assert marked_epoch(t.model) == 2 and cb.best_weights is None and cb.best_epoch == 2
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -155,7 +155,7 @@ def test_a_kept_copy_that_does_not_match_the_model_is_rebuilt():
 def test_nan_never_counts_as_an_improvement():
     t, cb = FakeTrainer(), EarlyStopping(patience=2)
     assert drive(cb, t, [float("nan"), 1.0, float("nan"), float("nan")]) == 4
-    assert cb.best_epoch == 1 and t.stop_training
+    assert cb.best_epoch == 2 and t.stop_training
 
 
 def test_missing_metric_is_a_user_error_listing_the_logged_names():
@@ -198,7 +198,7 @@ def test_state_survives_a_checkpoint_and_a_resumed_run_decides_exactly_like_an_u
     first_t, first = FakeTrainer(), EarlyStopping(patience=4)
     drive(first, first_t, values[:4])  # crash after epoch 3, with 2 epochs already waited
     saved = checkpoint(first.state_dict())
-    assert saved["wait"] == 2 and saved["best_epoch"] == 1
+    assert saved["wait"] == 2 and saved["best_epoch"] == 2
 
     resumed_t, resumed = FakeTrainer(), EarlyStopping(patience=4)
     resumed.load_state_dict(saved)
@@ -207,7 +207,7 @@ def test_state_survives_a_checkpoint_and_a_resumed_run_decides_exactly_like_an_u
 
     assert resumed_t.stop_training and straight_t.stop_training
     assert (resumed.stopped_epoch, resumed.best_epoch, resumed.best_value, resumed.wait) == (
-        straight.stopped_epoch, straight.best_epoch, straight.best_value, straight.wait) == (5, 1, 0.6, 4)
+        straight.stopped_epoch, straight.best_epoch, straight.best_value, straight.wait) == (6, 2, 0.6, 4)
     # the weights kept before the crash are the ones restored at the end of the resumed run
     assert marked_epoch(resumed_t.model) == marked_epoch(straight_t.model) == 1
 
@@ -226,5 +226,5 @@ def test_a_fresh_state_round_trips_and_a_different_monitor_is_refused():
 def test_summary_reports_best_epoch_and_value():
     t, cb = FakeTrainer(), EarlyStopping(patience=1)
     drive(cb, t, [0.9, 0.4, 0.5])
-    assert cb.summary() == {"monitor": "val_loss", "mode": "min", "best_value": 0.4, "best_epoch": 1,
-                            "stopped_epoch": 2}
+    assert cb.summary() == {"monitor": "val_loss", "mode": "min", "best_value": 0.4, "best_epoch": 2,
+                            "stopped_epoch": 3}

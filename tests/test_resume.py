@@ -106,7 +106,7 @@ def test_sigkill_then_resume_is_bit_identical(kill_step, reference, tmp_path):
 
 def test_reference_covers_several_epochs(reference):
     history = rows(reference)
-    assert [r["epoch"] for r in history] == list(range(6))
+    assert [r["epoch"] for r in history] == list(range(1, 7))  # epochs count from 1, as printed
     assert history[0]["step"] == STEPS_PER_EPOCH
 
 
@@ -150,8 +150,8 @@ def test_a_stop_signal_writes_a_checkpoint_and_says_how_to_resume(signum, code, 
     """Ctrl-C or SIGTERM: the step finishes, a checkpoint is written, the message says how to resume."""
     recipe, out = write_recipe(tmp_path, RECIPE.replace("epochs = 6", "epochs = 2000")), tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.Popen([sys.executable, "-m", "descend.cli", "run", recipe, "--out", str(out), "--quiet"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "descend.cli", "run", recipe, "--out", str(out), "--quiet",
+                             "--set", "optimizer.lr=0.02"], stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
     while not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text():
         assert time.monotonic() < deadline and proc.poll() is None
@@ -159,12 +159,13 @@ def test_a_stop_signal_writes_a_checkpoint_and_says_how_to_resume(signum, code, 
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert signal.Signals(signum).name in err and f"resume with: descend run {recipe} --resume {out}" in err
+    assert signal.Signals(signum).name in err and f"resume with: descend resume {out}" in err
     position = checkpoint.load(out / "checkpoints" / "last.safetensors")["position"]
     assert position["global_step"] == position["epoch"] * STEPS_PER_EPOCH + position["batch_index"]
     epochs = position["epoch"] + 1
-    assert main(["run", recipe, "--resume", str(out), "--quiet", "--set", f"train.epochs={epochs}"]) == 0
-    assert [r["epoch"] for r in rows(out)] == list(range(epochs))
+    # the hint's command uses the run's recorded recipe, so the --set of the first run need not be repeated
+    assert main(["resume", str(out), "--quiet", "--set", f"train.epochs={epochs}"]) == 0
+    assert [r["epoch"] for r in rows(out)] == list(range(1, epochs + 1))
 
 
 def test_resume_rejects_fields_that_shape_training_and_reports_the_rest(reference, tmp_path, capsys):
@@ -176,7 +177,7 @@ def test_resume_rejects_fields_that_shape_training_and_reports_the_rest(referenc
     assert "model.hidden" in err and "train.epochs" in err   # names the fixed field and what may change
     assert main(["run", recipe, "--resume", str(out)]) == 0
     assert "resumed with train.epochs = 6 (was 2)" in capsys.readouterr().out
-    assert [r["epoch"] for r in rows(out)] == list(range(6))
+    assert [r["epoch"] for r in rows(out)] == list(range(1, 7))
     assert main(["run", recipe, "--resume", str(tmp_path / "nothing"), "--quiet"]) == 2
 
 

@@ -48,7 +48,7 @@ def test_fit_learns_and_logs_each_epoch():
     history = trainer.fit(train, val, epochs=15, batch_size=16)
     assert history["train_loss"][-1] < history["train_loss"][0] / 4
     assert history[-1]["val_accuracy"] > 0.9
-    assert [row["epoch"] for row in history] == list(range(15))
+    assert [row["epoch"] for row in history] == list(range(1, 16))  # epochs count from 1, as printed
     assert history[-1]["step"] == 15 * 4
     assert set(trainer.evaluate(val)) == {"loss", "accuracy"}
     assert trainer.predict(val.x).shape == (32, 3)

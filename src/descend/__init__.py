@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 
 _LAZY = {"averaging", "callbacks", "data", "models", "optim", "regularization", "schedules"}
 
-__all__ = ["Trainer", "UserError", "DivergenceError", "averaging", "callbacks", "data", "models", "optim",
-           "regularization", "schedules", "__version__"]
+__all__ = ["Trainer", "UserError", "DivergenceError", "LoadedRun", "load_run", "averaging", "callbacks", "data",
+           "models", "optim", "regularization", "schedules", "__version__"]
 
 
 def __getattr__(name: str):
@@ -23,6 +23,10 @@ def __getattr__(name: str):
         from .train import Trainer
 
         return Trainer
+    if name in ("LoadedRun", "load_run"):
+        from . import inference
+
+        return getattr(inference, name)
     raise AttributeError(f"module 'descend' has no attribute {name!r}")
 
 

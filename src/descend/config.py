@@ -9,6 +9,7 @@ itself, so each option is described in exactly one place. Configs are data: no e
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -90,6 +91,9 @@ class TrainConfig(_Section):
     shuffle: bool = _default(Trainer.fit, "shuffle")
     drop_last: bool = _default(Trainer.fit, "drop_last")
     loss: Literal["cross_entropy", "binary_cross_entropy", "mse", "mae"] | None = _default(Trainer, "loss")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    class_weights: list[float] | None = None
+    metrics: list[str] = Field(default_factory=list)
     device: Literal["auto", "cpu", "cuda", "mps"] = _default(Trainer, "device")
     precision: Literal["fp32", "bf16"] = _default(Trainer, "precision")
     threads: int | Literal["auto"] = _default(Trainer, "threads")
@@ -222,10 +226,26 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
         raise UserError(f"cannot read recipe {path}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path} is not valid TOML: {e}") from None
+    _resolve_paths(raw, path.parent)
     for item in overrides:
         apply_override(raw, item)
+    _resolve_paths(raw, Path.cwd())
     raw.setdefault("name", path.stem)
     return validate(raw, source=str(path))
+
+
+def _resolve_paths(raw: dict, folder: Path) -> None:
+    """Relative data file paths (``data.name``, ``data.labels``) as absolute ones, against ``folder``: the recipe's
+    own folder for what the recipe says, the working directory for ``--set`` values."""
+    from .data.files import file_kind
+
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    for key in ("name", "labels"):
+        value = data.get(key)
+        if isinstance(value, str) and file_kind(value) is not None and not Path(value).expanduser().is_absolute():
+            data[key] = str((folder / value).resolve())
 
 
 def validate(raw: dict, source: str = "config") -> Config:
@@ -300,5 +320,11 @@ def _fields(loc: list[str]) -> list[str]:
 
 
 def dump(config: Config) -> str:
-    """The resolved recipe as TOML (defaults filled in), for a run's ``config.toml``."""
-    return tomli_w.dumps(config.model_dump(exclude_none=True))
+    """The resolved recipe as TOML (defaults filled in), for a run's ``config.toml``; short lists on one line."""
+    text = tomli_w.dumps(config.model_dump(exclude_none=True))
+    return re.sub(r"\[\n((?:    [^\n\[\]{}]*,\n)+)\]", _one_line, text)
+
+
+def _one_line(match: re.Match) -> str:
+    line = "[" + ", ".join(item.strip().removesuffix(",") for item in match.group(1).splitlines()) + "]"
+    return line if len(line) <= 80 else match.group(0)

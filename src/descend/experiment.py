@@ -15,6 +15,7 @@ before a run directory is made, so a mistake in the recipe leaves nothing behind
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .errors import UserError
 from .train import History, Trainer
 from .train.callbacks import EarlyStopping
 from .train.checks import resolve_device
-from .train.metrics import num_outputs, resolve_loss
+from .train.metrics import make_loss, num_outputs
 
 
 @contextlib.contextmanager
@@ -59,11 +60,13 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
     bundle = data if data is not None else load_data(config)
     info = bundle.info
     with _section("train"):
-        loss = resolve_loss(c.train.loss, info.task)
+        loss = recipe_loss(c, info.task, info.num_classes)
     with _section("model"):
         torch.manual_seed(c.seed)
         model = models.build(c.model.name, info.input_shape,
                              num_outputs(loss, info.task, info.num_classes, bundle.train.y), **c.model.options)
+    if c.schedule is not None:
+        check_schedule_length(c, bundle.train)
     stopper = EarlyStopping(**c.early_stopping.model_dump()) if c.early_stopping else None
     callbacks = [cb for cb in (stopper, c.averaging.build() if c.averaging else None) if cb is not None]
     optimizer, augment = c.optimizer.build(), c.augment.build(dataset=info.name) if c.augment else None
@@ -76,11 +79,41 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         model, loss=loss, optimizer=optimizer,
         schedule=c.schedule.build() if c.schedule else None,
         regularizer=c.regularization.build() if c.regularization else None,
-        augment=augment, callbacks=callbacks,
+        augment=augment, callbacks=callbacks, metrics=c.train.metrics,
         clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
         device=c.train.device, precision=c.train.precision, seed=c.seed,
         deterministic=c.train.deterministic, log_every=c.train.log_every, threads=c.train.threads)
     return Experiment(config, bundle, trainer, stopper)
+
+
+def check_schedule_length(config: cfg.Config, train: datasets.Split) -> None:
+    """The schedule fits the run's length (a warmup shorter than training), checked before anything is written;
+    the message names the recipe fields."""
+    c = config
+    steps = len(datasets.Batches(train, c.train.batch_size, drop_last=c.train.drop_last))
+    try:
+        c.schedule.build().bind(steps, steps * c.train.epochs)
+    except UserError as e:
+        given = {k: v for k, v in c.schedule.options.items() if k.startswith("warmup_") and k != "warmup_start" and v}
+        fields = ", ".join(f"schedule.{k} = {v!r}" for k, v in given.items()) or f"schedule.name = {c.schedule.name!r}"
+        raise UserError(f"{fields} does not fit in training of train.epochs = {c.train.epochs} ({steps} steps per "
+                        f"epoch): {str(e).removeprefix('warmup: ')}; lower the warmup (warmup_fraction = 0.1 gives "
+                        "a tenth of training) or raise train.epochs") from None
+
+
+def recipe_loss(config: cfg.Config, task: str, num_classes: int | None = None):
+    """The recipe's loss for ``task``: ``train.loss`` with its ``label_smoothing`` and ``class_weights``."""
+    t = config.train
+    if t.class_weights is not None and num_classes is not None and len(t.class_weights) != num_classes:
+        raise UserError(f"class_weights has {len(t.class_weights)} weights, but the data has {num_classes} "
+                        "classes: give one weight per class")
+    return make_loss(t.loss, task, label_smoothing=t.label_smoothing, class_weights=t.class_weights)
+
+
+def evaluation_trainer(config: cfg.Config, model: torch.nn.Module, task: str, device="cpu") -> Trainer:
+    """A trainer that evaluates ``model`` with the recipe's loss and metrics (for a loaded run)."""
+    return Trainer(model, loss=recipe_loss(config, task), metrics=config.train.metrics, device=device,
+                   precision=config.train.precision)
 
 
 @dataclass
@@ -142,7 +175,7 @@ class Experiment:
         if progress:
             from .train.logs import ProgressBar
 
-            extra.append(ProgressBar(c.train.epochs, stream=stream))
+            extra.append(ProgressBar(stream=stream))
         trainer.callbacks += extra
         fit_args = {"epochs": c.train.epochs, "batch_size": c.train.batch_size, "shuffle": c.train.shuffle,
                     "drop_last": c.train.drop_last}
@@ -155,12 +188,15 @@ class Experiment:
                 writer.start(self)
             started = time.perf_counter()
             try:
-                trainer.fit(self.data.train, self.data.val, resume=resume_from, **fit_args)
+                trainer.fit(self.data.train, self.data.val, resume=resume_from, progress=False, **fit_args)
             except Exception as e:
                 if writer is not None:
                     writer.failed(self, e)
                 raise
         finally:
+            for cb in extra:
+                if hasattr(cb, "close"):
+                    cb.close()  # a progress bar ends its line before any message (Ctrl-C, an error)
             trainer.callbacks = [cb for cb in trainer.callbacks if cb not in extra]
         result = self._result(time.perf_counter() - started)
         if writer is not None:
@@ -220,7 +256,10 @@ def run(config: cfg.Config, out: str | Path | None = None, *, resume: bool = Fal
                       UserWarning, stacklevel=2)
     elif held != "empty":
         raise UserError(f"{out} already holds a run; choose another --out directory, or continue it with --resume")
-    result = build(config).fit(callbacks, out, resume=resume, progress=not quiet, stream=stream)
+    exp = build(config)
+    if not quiet:
+        print(models.summary(exp.trainer.model, exp.data.info.input_shape), file=stream or sys.stdout)
+    result = exp.fit(callbacks, out, resume=resume, progress=not quiet, stream=stream)
     return {**result.summary(), "run_dir": str(out), "changed": changed}
 
 

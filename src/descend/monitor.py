@@ -16,7 +16,7 @@ from descend.options import OneOf, Option, Text, number
 
 MODES = ("auto", "min", "max")
 DECREASING = ("loss", "error", "mse", "mae", "perplexity")  # rmse contains mse
-INCREASING = ("acc", "auc", "auroc", "auprc", "f1", "precision", "recall", "r2")
+INCREASING = ("acc", "auc", "auroc", "auprc", "f1", "precision", "recall", "r2", "score")
 
 #: The options every watcher of a metric shares.
 MONITOR = Option("monitor", Text("the name of a logged metric"), "val_loss",

@@ -1,32 +1,62 @@
 """The run directory: what ``descend run`` writes, and how a run continues from it.
 
-``runs/<name>-<timestamp>/`` (or ``--out``) holds ``config.toml`` (the resolved recipe), ``metrics.jsonl`` (one
-line per epoch), TensorBoard event files under ``tb/``, ``checkpoints/`` (``last`` and ``best``), ``schedule.png``
-when the recipe has a schedule, and at the end ``model.safetensors`` (final weights) and ``summary.json`` (final
-train/val/test metrics, best epoch, seconds, size, versions), ``predictions.json`` (confusion matrix or predicted vs
-true) and ``report.html`` (:mod:`descend.report.run`; also after a divergence). Every file is written atomically
+``runs/<name>-<timestamp>/`` (or ``--out``) holds ``config.toml`` (the resolved recipe: every default filled in),
+``inference.json`` (what :func:`descend.load_run` needs to predict on raw inputs: the fitted feature scaling,
+feature columns, class labels, input and output sizes), ``metrics.jsonl`` (one line per epoch), TensorBoard
+event files under ``tb/``, ``checkpoints/`` (``last`` and ``best``), ``schedule.png`` when the recipe has a
+schedule, and at the end ``model.safetensors`` (final weights), ``summary.json`` (final train/val/test metrics,
+best epoch, seconds, size, versions), ``predictions.json`` (confusion matrix or predicted vs true) and
+``report.html`` (:mod:`descend.report.run`; also after a divergence). Every file is written atomically
 (:mod:`descend.atomic`).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from datetime import datetime
 from pathlib import Path
 
-from . import atomic, schedules
+from . import atomic, models, schedules
 from . import config as cfg
 from .errors import DivergenceError, UserError
+from .inference import INFERENCE_FILE, inference_record
 from .report.run import write_predictions, write_run_report
 from .train.checkpoint import save_weights
 from .train.checkpoint.policy import Checkpoints, has_checkpoint
 from .train.logs import MetricsFile, TensorBoard
+from .train.metrics import num_outputs
 
 # Fields a resumed run may change; every other field shapes the computation and must stay as recorded.
 RESUMABLE = ("name", "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_unit",
              "train.on_divergence", "train.max_rollbacks", "train.device", "early_stopping.patience",
              "early_stopping.min_delta", "early_stopping.restore_best")
+
+
+def resolved_recipe(config: cfg.Config) -> cfg.Config:
+    """The recipe with every default filled in, the parts' options included (optimizer, schedule, model): what a
+    run's ``config.toml`` records and ``descend show`` prints."""
+    raw = config.model_dump(exclude_none=True)
+    raw["optimizer"] = {"name": config.optimizer.name, **config.optimizer.build().options}
+    if config.schedule is not None:
+        factory = schedules.FACTORIES[config.schedule.name]
+        raw["schedule"] = {**_defaults(factory), **raw["schedule"]}
+    raw["model"] = {**_defaults(models.BUILDERS[config.model.name], skip=("input_shape", "num_outputs")),
+                    **raw["model"]}
+    return cfg.validate(_toml_values(raw), source="the resolved recipe")
+
+
+def _defaults(fn, skip: tuple[str, ...] = ()) -> dict:
+    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
+            if name not in skip and p.default is not inspect.Parameter.empty and p.default is not None}
+
+
+def _toml_values(tree):
+    """Tuples as lists and Nones dropped, as TOML holds them."""
+    if isinstance(tree, dict):
+        return {k: _toml_values(v) for k, v in tree.items() if v is not None}
+    return [_toml_values(v) for v in tree] if isinstance(tree, (list, tuple)) else tree
 
 
 def default_run_dir(config: cfg.Config, root: str | Path = "runs") -> Path:
@@ -61,11 +91,15 @@ class RunDirectory:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create the run directory {self.path}: {e.strerror}") from None
-        atomic.write_text(self.path / "config.toml", cfg.dump(c), what="recipe")
-        if trainer.schedule is not None:  # trainer.prepare() has counted the steps
+        atomic.write_text(self.path / "config.toml", cfg.dump(resolved_recipe(c)), what="recipe")
+        data = experiment.data
+        outputs = num_outputs(trainer.loss, data.info.task, data.info.num_classes, data.train.y)
+        atomic.write_json(self.path / INFERENCE_FILE, inference_record(c, data.info, outputs, trainer.loss),
+                          what="inference record")
+        if trainer.schedule is not None and hasattr(trainer.schedule, "lr"):  # trainer.prepare() counted the steps
             schedules.plot(trainer.schedule, steps_per_epoch=trainer.steps_per_epoch,
-                           total_steps=trainer.total_steps, base_lr=c.optimizer.options.get("lr", 1.0),
-                           path=self.path / "schedule.png")
+                           total_steps=trainer.steps_per_epoch * c.train.epochs,
+                           base_lr=c.optimizer.options.get("lr", 1.0), path=self.path / "schedule.png")
 
     def finish(self, experiment, result) -> None:
         """Test metrics into the result, then the final weights and ``summary.json``."""
@@ -85,7 +119,8 @@ class RunDirectory:
         trainer = experiment.trainer
         atomic.write_json(self.path / "summary.json", {
             "name": self.config.name, "status": "diverged", "error": str(error), "epochs_run": len(trainer.history),
-            "step": trainer.global_step, "checkpoints": _listing(self.path / "checkpoints")}, what="summary")
+            "step": getattr(error, "step", trainer.global_step), "epoch": getattr(error, "epoch", trainer.epoch + 1),
+            "checkpoints": _listing(self.path / "checkpoints")}, what="summary")
         write_run_report(self.path)
 
 
@@ -113,7 +148,8 @@ def check_resume(config: cfg.Config, out: Path) -> dict[str, tuple]:
     recorded = out / "config.toml"
     if not recorded.is_file():
         raise UserError(f"cannot resume: {out} holds no run (no config.toml); give the run directory to --resume")
-    before, now = _flat(cfg.load(recorded).model_dump()), _flat(config.model_dump())
+    before = _flat(resolved_recipe(cfg.load(recorded)).model_dump())
+    now = _flat(resolved_recipe(config).model_dump())
     changed = {key: (before.get(key), now.get(key)) for key in sorted(set(before) | set(now))
                if before.get(key) != now.get(key)}
     fixed = [f"{key} ({old!r} -> {new!r})" for key, (old, new) in changed.items() if key not in RESUMABLE]

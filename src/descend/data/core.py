@@ -65,6 +65,7 @@ class DatasetInfo:
     scaler: Scaler | None = None
     feature_names: list[str] | None = None
     class_names: list[str] | None = None
+    labels: list[str] | None = None  # the original label of each class index, when labels were text (encoded)
 
 
 @dataclass
@@ -83,7 +84,8 @@ class RawData:
 
     ``x_test``/``y_test`` hold the dataset's own test split where it has one. ``y`` holds integer labels
     for classification and values of shape ``(N,)`` or ``(N, k)`` for regression. ``draw_val(n)``, for
-    generated sets, draws ``n`` fresh validation samples, so the training split keeps all of ``x``.
+    generated sets, draws ``n`` fresh validation samples, so the training split keeps all of ``x``. ``labels`` is
+    the original label of each class index when a file's labels were text (see :mod:`descend.data.labels`).
     """
 
     x: np.ndarray
@@ -95,4 +97,5 @@ class RawData:
     y_test: np.ndarray | None = None
     feature_names: list[str] | None = None
     class_names: list[str] | None = None
+    labels: list[str] | None = None
     draw_val: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None

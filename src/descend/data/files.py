@@ -118,20 +118,9 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def read_csv(
-    path: str | Path,
-    *,
-    target: str | int | None = None,
-    features: list[str | int] | None = None,
-    delimiter: str = ",",
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``(x, y, feature_names)`` from a CSV file of numbers.
-
-    The first row is a header when any of its cells is not a number. ``target`` picks the label/target
-    column by name or index (default: the last column); ``features`` picks the input columns (default: all
-    other columns). Every used cell must be a finite number: an empty, non-numeric, NaN or infinite cell is
-    an error naming its row and column.
-    """
+def read_table(path: str | Path, *, delimiter: str = ",") -> tuple[Path, list[str] | None, list[list[str]]]:
+    """``(path, header, rows)`` of a CSV file: the first row is a header when any of its cells is not a number;
+    blank lines are skipped; every row must have as many cells as the first."""
     p = require_file(path, "CSV file")
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
@@ -144,29 +133,27 @@ def read_csv(
     if not all(_is_number(c) for c in rows[0]):
         header = [c.strip() for c in rows[0]]
         rows = rows[1:]
-    ncols = len(header) if header is not None else len(rows[0]) if rows else 0
     if not rows:
         raise UserError(f"CSV file {str(p)!r} has a header but no data rows")
-    if ncols < 2:
-        raise UserError(f"CSV file {str(p)!r} needs at least 2 columns (inputs and a target), it has {ncols}")
-    t = _column_index(-1 if target is None else target, header, ncols, "target")
-    if features is None:
-        cols = [c for c in range(ncols) if c != t]
-    else:
-        if isinstance(features, (str, int)) or not features:
-            raise UserError(f"features must be a non-empty list of column names or indices, got {features!r}")
-        cols = [_column_index(c, header, ncols, "features") for c in features]
-        if t in cols:
-            raise UserError(f"features must not contain the target column {target!r}")
+    ncols = len(header) if header is not None else len(rows[0])
     first_line = 2 if header is not None else 1
-    values = np.empty((len(rows), ncols), dtype=np.float64)
-    used = sorted({t, *cols})
     for i, row in enumerate(rows):
         if len(row) != ncols:
             raise UserError(
                 f"CSV file {str(p)!r} row {i + first_line} has {len(row)} cells, expected {ncols}"
             )
-        for j in used:
+    return p, header, rows
+
+
+def numeric_columns(
+    p: Path, header: list[str] | None, rows: list[list[str]], cols: list[int]
+) -> np.ndarray:
+    """The cells of columns ``cols`` as float64 ``(rows, len(cols))``; an empty, non-numeric, NaN or infinite
+    cell is an error naming its row and column."""
+    first_line = 2 if header is not None else 1
+    values = np.empty((len(rows), len(cols)), dtype=np.float64)
+    for i, row in enumerate(rows):
+        for k, j in enumerate(cols):
             cell = row[j].strip()
             name = header[j] if header is not None else str(j)
             try:
@@ -180,9 +167,59 @@ def read_csv(
                     f"CSV file {str(p)!r} row {i + first_line}, column {name!r}: "
                     f"{cell!r} is not a finite number (NaN or infinite values are not allowed)"
                 )
-            values[i, j] = v
+            values[i, k] = v
+    return values
+
+
+def read_csv(
+    path: str | Path,
+    *,
+    target: str | int | None = None,
+    features: list[str | int] | None = None,
+    delimiter: str = ",",
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(x, y, feature_names)`` from a CSV file.
+
+    The first row is a header when any of its cells is not a number. ``target`` picks the label/target
+    column by name or index (default: the last column); ``features`` picks the input columns (default: all
+    other columns). Every input cell must be a finite number: an empty, non-numeric, NaN or infinite cell is
+    an error naming its row and column. Targets are numbers, or text labels (``"setosa"``), which come back
+    as a string array for :mod:`descend.data.labels` to encode.
+    """
+    p, header, rows = read_table(path, delimiter=delimiter)
+    ncols = len(header) if header is not None else len(rows[0])
+    if ncols < 2:
+        raise UserError(f"CSV file {str(p)!r} needs at least 2 columns (inputs and a target), it has {ncols}")
+    t = _column_index(-1 if target is None else target, header, ncols, "target")
+    if features is None:
+        cols = [c for c in range(ncols) if c != t]
+    else:
+        if isinstance(features, (str, int)) or not features:
+            raise UserError(f"features must be a non-empty list of column names or indices, got {features!r}")
+        cols = [_column_index(c, header, ncols, "features") for c in features]
+        if t in cols:
+            raise UserError(f"features must not contain the target column {target!r}")
     names = [header[c] if header is not None else f"x{c}" for c in cols]
-    return values[:, cols], values[:, t], names
+    return numeric_columns(p, header, rows, cols), target_column(p, header, rows, t), names
+
+
+def target_column(p: Path, header: list[str] | None, rows: list[list[str]], t: int) -> np.ndarray:
+    """Column ``t`` as float64 numbers, or as a string array when any cell is text (class labels)."""
+    labels = [row[t].strip() for row in rows]
+    if all(_is_number(cell) for cell in labels):
+        return numeric_columns(p, header, rows, [t])[:, 0]
+    empty = next((i for i, cell in enumerate(labels) if not cell), None)
+    if empty is not None:
+        first_line = 2 if header is not None else 1
+        raise UserError(f"CSV file {str(p)!r} row {empty + first_line} has an empty target cell")
+    return np.array(labels, dtype=str)
+
+
+def csv_target(path: str | Path, target: str | int | None = None, *, delimiter: str = ",") -> np.ndarray:
+    """The target column of a CSV file (by name or index; default the last), as :func:`read_csv` reads it."""
+    p, header, rows = read_table(path, delimiter=delimiter)
+    t = _column_index(-1 if target is None else target, header, len(rows[0]), "target")
+    return target_column(p, header, rows, t)
 
 
 def read_npz(path: str | Path, keys: list[str], *, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ from descend.data.files import (
     read_npz,
     require_file,
 )
+from descend.data.labels import encode as encode_labels
 from descend.data.scaling import SCALES, as_float_inputs, fit_scaler
 from descend.data.splits import held_count, split_indices
 from descend.errors import UserError
@@ -141,9 +142,14 @@ def read_file(
     opts = options
     if kind != "csv" and (target is not None or features is not None):
         raise UserError(f"target and features choose CSV columns; {str(path)!r} is a {kind} file")
-    names = x_test = y_test = None
+    names = x_test = y_test = labels = None
     if kind == "csv":
         x, y, names = read_csv(path, target=target, features=features, delimiter=opts["delimiter"])
+        if y.dtype.kind in "US":  # text labels: classes in sorted order, the mapping kept for predictions
+            if task == "regression":
+                raise UserError(f"the target column of {str(path)!r} holds text, which cannot be regressed on")
+            y, labels = encode_labels(y)
+            task = "classification"
     elif kind == "npz":
         keys = [opts["x_key"], opts["y_key"]]
         arrays = read_npz(path, keys, optional=(opts["x_test_key"], opts["y_test_key"]))
@@ -191,6 +197,8 @@ def read_file(
         task=task,
         num_classes=num_classes,
         feature_names=names,
+        class_names=labels,
+        labels=labels,
         source=f"{kind} file {path.resolve()}",
     )
 
@@ -304,6 +312,7 @@ def build(
         scaler=scaler,
         feature_names=raw.feature_names,
         class_names=raw.class_names,
+        labels=raw.labels,
     )
     return DataBundle(train=train, val=splits["val"], test=splits["test"], info=info)
 

@@ -34,7 +34,8 @@ class Scaler:
 
     Build one with :meth:`fit` on the training inputs; :meth:`transform` applies it to any raw inputs of the
     same per-sample shape (8-bit images are first mapped to [0, 1], as the loaders do);
-    :meth:`state_dict`/:meth:`from_state_dict` save and restore it (tensors and a string, no pickle).
+    :meth:`state_dict`/:meth:`from_state_dict` save and restore it (tensors and a string, no pickle);
+    :meth:`to_json`/:meth:`from_json` do the same as plain JSON values (what a run directory keeps).
     """
 
     def __init__(self, kind: str, shift: torch.Tensor, scale: torch.Tensor) -> None:
@@ -83,6 +84,18 @@ class Scaler:
     @classmethod
     def from_state_dict(cls, state: dict[str, object]) -> Scaler:
         return cls(str(state["kind"]), torch.as_tensor(state["shift"]), torch.as_tensor(state["scale"]))
+
+    def to_json(self) -> dict[str, object]:
+        """The scaler as JSON values: ``{"kind", "shift", "scale"}`` with nested lists of the statistics' shape."""
+        return {"kind": self.kind, "shift": self.shift.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_json(cls, value: dict[str, object]) -> Scaler:
+        """The scaler :meth:`to_json` wrote."""
+        try:
+            return cls(str(value["kind"]), torch.tensor(value["shift"]), torch.tensor(value["scale"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"the saved feature scaling is not readable ({e}); was the file edited?") from None
 
     def __repr__(self) -> str:
         return f"Scaler({self.kind!r}, features={tuple(self.shift.shape)})"

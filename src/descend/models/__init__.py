@@ -22,6 +22,7 @@ from descend.models.networks import (
     spec,
     table,
 )
+from descend.models.summary import ModelSummary, summary
 
 __all__ = [
     "ACTIVATIONS",
@@ -42,4 +43,6 @@ __all__ = [
     "options",
     "spec",
     "table",
+    "summary",
+    "ModelSummary",
 ]

@@ -22,7 +22,7 @@ FACTORIES: dict[str, Callable[..., Schedule]] = {
               cycles.one_cycle, plateau)
 }
 NAMES: tuple[str, ...] = tuple(FACTORIES)
-#: warmup's options as every named schedule accepts them: warmup_epochs, warmup_steps, warmup_start.
+#: warmup's options as every named schedule accepts them: warmup_epochs, warmup_steps, warmup_start, warmup_fraction.
 WARMUP: tuple[Option, ...] = tuple(replace(o, name=f"warmup_{o.name}") for o in warmup.options)
 WARMUP_OPTIONS = tuple(o.name for o in WARMUP)
 
@@ -43,10 +43,10 @@ def create(name: str, **given: Any) -> Schedule:
     values = validate(f"schedule {name!r}", table, given)
     warm = {k.removeprefix("warmup_"): values.pop(k) for k in WARMUP_OPTIONS}
     schedule = FACTORIES[name](**values)
-    if warm["epochs"] or warm["steps"]:
+    if warm["epochs"] or warm["steps"] or warm["fraction"]:
         return warmup(schedule, **warm)
     if "warmup_start" in given:
-        raise UserError(f"schedule {name!r}: warmup_start needs warmup_epochs or warmup_steps > 0")
+        raise UserError(f"schedule {name!r}: warmup_start needs warmup_epochs, warmup_steps or warmup_fraction > 0")
     return schedule
 
 

@@ -18,22 +18,24 @@ class Warmup(Schedule):
 
     name = "warmup"
 
-    def __init__(self, inner: Schedule, *, epochs: float, steps: int, start: float) -> None:
+    def __init__(self, inner: Schedule, *, epochs: float, steps: int, start: float, fraction: float = 0) -> None:
         if not isinstance(inner, Schedule):
             raise UserError(f"warmup: schedule must be a descend schedule, got {inner!r}.")
-        if (epochs > 0) == (steps > 0):
-            raise UserError(f"warmup: give exactly one of epochs > 0 or steps > 0; got epochs={epochs!r}, "
-                            f"steps={steps!r}.")
-        self.inner, self.epochs, self.steps, self.start = inner, epochs, steps, start
-        super().__init__("step", epochs=epochs, steps=steps, start=start)
+        if sum(v > 0 for v in (epochs, steps, fraction)) != 1:
+            raise UserError(f"warmup: give exactly one of epochs > 0, steps > 0 or fraction > 0; got "
+                            f"epochs={epochs!r}, steps={steps!r}, fraction={fraction!r}.")
+        self.inner, self.epochs, self.steps, self.start, self.fraction = inner, epochs, steps, start, fraction
+        super().__init__("step", epochs=epochs, steps=steps, start=start, fraction=fraction)
         self.warmup_steps = 0
 
     def __repr__(self) -> str:
-        return f"warmup({self.inner!r}, epochs={self.epochs:g}, steps={self.steps}, start={self.start:g})"
+        length = f"fraction={self.fraction:g}" if self.fraction else f"epochs={self.epochs:g}, steps={self.steps}"
+        return f"warmup({self.inner!r}, {length}, start={self.start:g})"
 
     def bind(self, steps_per_epoch: int, total_steps: int) -> None:
         super().bind(steps_per_epoch, total_steps)
-        w = self.steps if self.steps > 0 else max(1, round(self.epochs * self.steps_per_epoch))
+        w = self.steps if self.steps > 0 else max(1, round(
+            self.epochs * self.steps_per_epoch if self.epochs else self.fraction * self.total_steps))
         if w >= self.total_steps:
             raise UserError(f"warmup: {w} warmup steps must be fewer than the {self.total_steps} steps of "
                             "training")
@@ -60,7 +62,11 @@ class Warmup(Schedule):
 @declare("warmup",
          Option("epochs", number(0), doc="length of the warmup in epochs (this or steps)"),
          Option("steps", integer(0), doc="length of the warmup in optimizer steps (this or epochs)"),
-         Option("start", number(0, 1), doc="the warmup starts at start·η"))
-def warmup(schedule: Schedule, *, epochs: float = 0, steps: int = 0, start: float = 0.1) -> Schedule:
-    """Put a linear warmup of ``epochs`` (or ``steps``) in front of ``schedule``, starting at ``start``·η₀."""
-    return Warmup(schedule, epochs=epochs, steps=steps, start=start)
+         Option("start", number(0, 1), doc="the warmup starts at start·η"),
+         Option("fraction", number(0, 1, closed="left"),
+                doc="length of the warmup as a fraction of training, e.g. 0.1 (this, epochs or steps)"))
+def warmup(schedule: Schedule, *, epochs: float = 0, steps: int = 0, start: float = 0.1,
+           fraction: float = 0) -> Schedule:
+    """Put a linear warmup of ``epochs``, ``steps`` or a ``fraction`` of training (e.g. 0.1) in front of
+    ``schedule``, starting at ``start``·η₀."""
+    return Warmup(schedule, epochs=epochs, steps=steps, start=start, fraction=fraction)

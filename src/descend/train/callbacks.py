@@ -86,9 +86,9 @@ class EarlyStopping(Callback):
     Lectures 02 and 05: "stop when the validation accuracy (or loss) has not improved after n epochs; n is
     called patience", and "pick the snapshot with the best validation performance". An epoch improves on
     the best value b when ``value < b - min_delta`` (mode ``min``) or ``value > b + min_delta`` (mode
-    ``max``); ``mode="auto"`` infers min for losses and max for accuracies. Epochs before
-    ``start_from_epoch`` (a warmup) are ignored entirely. After ``patience`` epochs in a row without
-    improvement, ``trainer.stop_training`` is set.
+    ``max``); ``mode="auto"`` infers min for losses and max for accuracies. The first ``start_from_epoch``
+    epochs (a warmup) are ignored entirely. After ``patience`` epochs in a row without improvement,
+    ``trainer.stop_training`` is set. ``best_epoch`` and ``stopped_epoch`` count from 1, as logged.
 
     With ``restore_best`` (default) the model's state (parameters and buffers, cloned on their device) is kept
     at every improvement and loaded back at the end of training whether or not stopping fired. The best
@@ -119,8 +119,8 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
         value = read_metric("EarlyStopping", logs, self.monitor)
-        epoch = int(trainer.epoch)
-        if epoch < self.start_from_epoch:
+        epoch = int(trainer.epoch) + 1  # the epoch's number as printed and logged (from 1)
+        if epoch <= self.start_from_epoch:
             return
         if improved(value, self.best_value, self.mode, self.min_delta):
             self.best_value, self.best_epoch, self.wait = value, epoch, 0

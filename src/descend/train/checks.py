@@ -85,9 +85,7 @@ def check_shapes(model: nn.Module, split: Split, loss: str, outputs: int, device
 
 def logged_names(trainer, validation: bool) -> set[str]:
     """The values the trainer itself logs every epoch (callbacks may add theirs in ``Callback.setup``)."""
-    from .metrics import MetricSums
-
-    metrics = MetricSums.names(trainer.loss)
+    metrics = trainer._metric_sums().names()
     names = {"epoch", "step", "lr", "seconds", *(f"train_{m}" for m in metrics)}
     if validation:
         names.update(f"val_{m}" for m in metrics)

@@ -15,7 +15,7 @@ import warnings
 import torch
 
 from ..errors import DivergenceError
-from . import checkpoint
+from . import checkpoint, lr
 
 ACTIONS = ("stop", "rollback")
 
@@ -45,9 +45,11 @@ class Watch:
                     last = self.last_finite
                     before = f"the last finite loss was {last:.6g}" if math.isfinite(last) else \
                         "no step had a finite loss"
+                    step, epoch = self.step + index + 1, trainer.epoch + 1  # from 1, as in metrics.jsonl
                     self._diverged = DivergenceError(
-                        f"training diverged: the loss became non-finite at step {self.step + index} (epoch "
-                        f"{trainer.epoch}); {before}. {culprit(trainer)}")
+                        f"training diverged: the loss became non-finite at step {step} (epoch {epoch}); {before}. "
+                        f"{culprit(trainer)}")
+                    self._diverged.step, self._diverged.epoch = step, epoch
                     raise self._diverged
                 self.last_finite = value
             self.step += len(losses)
@@ -88,7 +90,7 @@ def roll_back(trainer, diverged: DivergenceError) -> None:
     trainer.load_state_dict(checkpoint.load(last, device=trainer.device))
     halvings = rollbacks - trainer.rollbacks  # the reloaded state already holds trainer.rollbacks halvings
     trainer.rollbacks = rollbacks
-    trainer._base_lrs = [lr * 0.5**halvings for lr in trainer._base_lrs]
+    lr.scale(trainer, 0.5**halvings)
     warnings.warn(f"{diverged} Rolled back to {last} (epoch {trainer.epoch}, step {trainer.global_step}) with the "
                   f"learning rate halved to {trainer._base_lrs[0]:.3g} (rollback {rollbacks} of "
                   f"{trainer.max_rollbacks}).", RuntimeWarning, stacklevel=3)

@@ -48,19 +48,30 @@ def _row(logs: dict) -> str:
 
 
 class TensorBoard(Callback):
-    """Scalars per epoch under ``log_dir`` (``tensorboard --logdir runs/``): ``loss/train``, ``accuracy/val``, …"""
+    """Scalars per epoch under ``log_dir`` (``tensorboard --logdir runs/``): ``loss/train``, ``accuracy/val``, …
+    against the epoch number (from 1); and every ``log_every`` steps ``step/train_loss`` (the latest step's loss,
+    read in the trainer's finite-check, so no extra host sync) and ``step/lr`` against the step number (in
+    ``log_dir/steps``), so a warmup or a per-step schedule shows."""
 
     order = 90
 
     def __init__(self, log_dir: str | Path):
         self.log_dir = Path(log_dir)
-        self._writer = None
+        self._writer = self._steps = None
 
     def on_fit_start(self, trainer):
         from torch.utils.tensorboard import SummaryWriter  # slow to import; only runs that log pay for it
 
         # a resumed run drops events logged after its checkpoint, so no epoch appears twice
-        self._writer = SummaryWriter(str(self.log_dir), purge_step=trainer.epoch or None)
+        self._writer = SummaryWriter(str(self.log_dir), purge_step=trainer.epoch + 1 if trainer.epoch else None)
+        # per-step values in their own run (tb/steps): their x-axis is the step, and a resume purges by step
+        self._steps = SummaryWriter(str(self.log_dir / "steps"),
+                                    purge_step=trainer.global_step + 1 if trainer.global_step else None)
+
+    def on_batch_end(self, trainer):
+        if trainer.global_step % trainer.log_every == 0:
+            self._steps.add_scalar("step/train_loss", trainer.last_loss, trainer.global_step)
+            self._steps.add_scalar("step/lr", trainer.optimizer.param_groups[0]["lr"], trainer.global_step)
 
     def on_epoch_end(self, trainer, logs):
         for key, value in logs.items():
@@ -68,26 +79,31 @@ class TensorBoard(Callback):
                 continue
             split, _, metric = key.partition("_")
             tag = f"{metric}/{split}" if split in ("train", "val", "test") and metric else key
-            self._writer.add_scalar(tag, value, trainer.epoch)
+            self._writer.add_scalar(tag, value, trainer.epoch + 1)  # the epoch's number, from 1 as logged
         self._writer.flush()
+        self._steps.flush()
 
     def on_fit_end(self, trainer):
         if self._writer is not None:
             self._writer.close()
+            self._steps.close()
 
 
 class ProgressBar(Callback):
-    """A rich progress bar (epoch, step, loss, metrics, ETA) on a terminal; one plain line per epoch otherwise."""
+    """A rich progress bar (epoch, step, loss, metrics, ETA) on a terminal or in a notebook; one plain line per
+    epoch otherwise. ``total_epochs`` defaults to the fit's own (learned at its start)."""
 
     order = 90
 
-    def __init__(self, total_epochs: int, *, stream=None, force_plain: bool = False):
+    def __init__(self, total_epochs: int | None = None, *, stream=None, force_plain: bool = False):
         self.total_epochs = total_epochs
         self.console = Console(file=stream or sys.stdout)
-        self.plain = force_plain or not self.console.is_terminal
+        self.plain = force_plain or not (self.console.is_terminal or self.console.is_jupyter)
         self._progress = None
 
     def on_fit_start(self, trainer):
+        if self.total_epochs is None or trainer.end_epoch > self.total_epochs:
+            self.total_epochs = trainer.end_epoch
         if self.plain:
             return
         self._progress = Progress(TextColumn("epoch {task.fields[epoch]}/" + str(self.total_epochs)),
@@ -113,4 +129,19 @@ class ProgressBar(Callback):
     def on_fit_end(self, trainer):
         if self._progress is not None:
             self._progress.update(self._task, completed=trainer.global_step, refresh=True)
+        self.close()
+
+    def close(self) -> None:
+        """End the bar (and its line), so what is printed next (a Ctrl-C message) starts on a line of its own."""
+        if self._progress is not None:
             self._progress.stop()
+            self._progress = None
+
+
+def progress_bar(callbacks, progress: bool | None) -> ProgressBar | None:
+    """The progress bar a fit adds: asked for (``progress=True``), or by default (None) on a terminal or in a
+    notebook; none when one is among ``callbacks`` already or ``progress=False``."""
+    if progress is False or any(isinstance(cb, ProgressBar) for cb in callbacks):
+        return None
+    bar = ProgressBar()
+    return bar if progress or not bar.plain else None

@@ -1,8 +1,10 @@
 """Losses and metrics, accumulated on the device.
 
-Losses (lecture 02): ``cross_entropy`` −Σ y log softmax(z), ``binary_cross_entropy`` on logits (one output unit,
-targets 0/1), ``mse`` mean (ŷ − y)², ``mae`` mean |ŷ − y|. Metrics: accuracy for classification; mse, mae and
-R² = 1 − Σ(ŷ − y)² / Σ(y − ȳ)² for regression.
+Losses: ``cross_entropy`` −Σ y log softmax(z), ``binary_cross_entropy`` on logits (one output unit,
+targets 0/1), ``mse`` mean (ŷ − y)², ``mae`` mean |ŷ − y|; or your own: any callable ``loss(outputs, targets)``
+returning a scalar tensor, e.g. ``torch.nn.CrossEntropyLoss(label_smoothing=0.1, weight=w)`` (a module is moved
+to the training device). Metrics: accuracy for classification; mse, mae and R² = 1 − Σ(ŷ − y)² / Σ(y − ȳ)² for
+regression; more by name or your own (:mod:`descend.train.metric_fns`).
 
 Sums are kept as device tensors and read once per epoch (:meth:`MetricSums.compute`), so the training loop never
 waits for the host.
@@ -10,10 +12,14 @@ waits for the host.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import UserError
+from .metric_fns import Accumulator
 
 
 def _bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -36,10 +42,13 @@ LOSSES = {
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 
 
-def resolve_loss(loss: str | None, task: str) -> str:
-    """The loss name for ``task``: the given one after checking it fits, or cross_entropy / mse by default."""
+def resolve_loss(loss, task: str):
+    """The loss for ``task``: the given name after checking it fits (cross_entropy / mse by default), or the
+    user's callable as it is."""
     if loss is None:
         return "cross_entropy" if task == "classification" else "mse"
+    if callable(loss):
+        return loss
     if loss not in LOSSES:
         raise UserError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
     if (loss in CLASSIFICATION_LOSSES) != (task == "classification"):
@@ -49,9 +58,42 @@ def resolve_loss(loss: str | None, task: str) -> str:
     return loss
 
 
-def num_outputs(loss: str, task: str, num_classes: int | None, y: torch.Tensor) -> int:
+def check_loss(loss) -> None:
+    """A loss must be a known name, a callable (a function or ``nn.Module``), or None (from the task)."""
+    if loss is not None and not callable(loss) and loss not in LOSSES:
+        raise UserError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}, or pass a callable "
+                        "loss(outputs, targets) such as torch.nn.CrossEntropyLoss(label_smoothing=0.1)")
+
+
+def loss_function(loss):
+    """The callable for a resolved loss; torch's BCEWithLogitsLoss gets the (N,) float targets it needs."""
+    if isinstance(loss, str):
+        return LOSSES[loss]
+    if isinstance(loss, nn.BCEWithLogitsLoss):
+        return lambda out, y: loss(out.reshape(-1), y.to(out.dtype).reshape(-1))
+    return loss
+
+
+def is_binary(loss) -> bool:
+    """Whether the loss takes one logit per sample (binary cross-entropy)."""
+    return loss == "binary_cross_entropy" or isinstance(loss, nn.BCEWithLogitsLoss)
+
+
+def make_loss(name: str | None, task: str, *, label_smoothing: float = 0.0, class_weights=None):
+    """The recipe's loss: its name, or cross-entropy as a module when label smoothing or class weights are set
+    (``torch.nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)``)."""
+    loss = resolve_loss(name, task)
+    if not label_smoothing and class_weights is None:
+        return loss
+    if loss != "cross_entropy":
+        raise UserError(f"label_smoothing and class_weights apply to the cross_entropy loss, not {loss!r}")
+    weight = None if class_weights is None else torch.tensor([float(w) for w in class_weights])
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=float(label_smoothing))
+
+
+def num_outputs(loss, task: str, num_classes: int | None, y: torch.Tensor) -> int:
     """How many output units the model needs for this loss and data."""
-    if loss == "binary_cross_entropy":
+    if is_binary(loss):
         return 1
     if task == "classification":
         return int(num_classes)
@@ -65,21 +107,27 @@ class MetricSums:
     one batch of vectorised device ops when :meth:`compute` or :meth:`state_dict` needs the sums, or when the held
     outputs pass ``budget`` elements. On a small model a step is a few hundred microseconds, and the dozen tiny
     kernels a per-step update would launch (argmax, compare, sum, casts, stack, add) cost a tenth of it.
+    ``metrics`` are extra metrics (names or callables, see :mod:`descend.train.metric_fns`), checked by the caller;
+    they are updated every step, so they cost device work only when asked for.
     """
 
-    def __init__(self, loss: str, device: torch.device, budget: int = 1 << 22, reduce=None):
+    def __init__(self, loss, device: torch.device, *, task: str | None = None, metrics=(), budget: int = 1 << 22,
+                 reduce=None):
         self.loss, self.reduce = loss, reduce  # reduce: sums -> sums over all processes (data parallelism)
-        self.classification = loss in CLASSIFICATION_LOSSES
+        self.classification = task == "classification" if task is not None else loss in CLASSIFICATION_LOSSES
         self.budget = budget
         # samples, Σ batch-loss·batch-size, correct | Σ(ŷ−y)², Σ|ŷ−y|, Σy, Σy², target values
         self._sums = torch.zeros(7, dtype=torch.float64, device=device)
         self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._held = 0
+        self.extra = [Accumulator(m, device) for m in metrics]
 
     def update(self, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
         """Remember one batch (no device work); its values join the sums at the next reduction."""
         self._pending.append((out.detach(), y, loss.detach()))
         self._held += out.numel()
+        for metric in self.extra:
+            metric.update(out, y)
         if self._held > self.budget:
             self._reduce()
 
@@ -94,7 +142,7 @@ class MetricSums:
         out, y = torch.cat([o.float() for o in outs]), torch.cat(ys)
         zero = torch.zeros((), dtype=torch.float64, device=out.device)
         if self.classification:
-            pred = (out.reshape(-1) > 0).long() if self.loss == "binary_cross_entropy" else out.argmax(dim=1)
+            pred = (out.reshape(-1) > 0).long() if out.shape[1] == 1 else out.argmax(dim=1)
             a, b, sy, syy = (pred == y).sum().double(), zero, zero, zero
         else:
             y = y.reshape(out.shape).double()
@@ -103,21 +151,23 @@ class MetricSums:
         loss_sum = (torch.stack(losses).double() * counts).sum()
         self._sums += torch.stack([counts.sum(), loss_sum, a, b, sy, syy, zero + y.numel()])
 
-    @staticmethod
-    def names(loss: str) -> list[str]:
-        """The metric names :meth:`compute` gives for ``loss`` (without prefix)."""
-        return ["loss", "accuracy"] if loss in CLASSIFICATION_LOSSES else ["loss", "mse", "mae", "r2"]
+    def names(self) -> list[str]:
+        """The names :meth:`compute` gives (without prefix)."""
+        base = ["loss", "accuracy"] if self.classification else ["loss", "mse", "mae", "r2"]
+        return base + [metric.name for metric in self.extra]
 
     def state_dict(self) -> dict:
         self._reduce()
-        return {"sums": self._sums}
+        return {"sums": self._sums, **{f"metric{i}": m.state_dict() for i, m in enumerate(self.extra)}}
 
     def load_state_dict(self, state: dict) -> None:
         self._pending, self._held = [], 0
         self._sums.copy_(state["sums"])
+        for i, metric in enumerate(self.extra):
+            metric.load_state_dict(state.get(f"metric{i}", {}))
 
     def compute(self, prefix: str = "") -> dict[str, float]:
-        """The pass's mean loss and metrics, as Python floats (one host sync)."""
+        """The pass's mean loss and metrics, as Python floats (one host sync, and one per extra metric)."""
         self._reduce()
         sums = self._sums if self.reduce is None else self.reduce(self._sums.clone())
         n, loss, a, b, sy, syy, values = sums.tolist()
@@ -130,5 +180,7 @@ class MetricSums:
             sst = syy - sy * sy / values
             logs[f"{prefix}mse"] = a / values
             logs[f"{prefix}mae"] = b / values
-            logs[f"{prefix}r2"] = 1.0 - a / sst if sst > 0 else float("nan")
+            logs[f"{prefix}r2"] = 1.0 - a / sst if sst > 0 else math.nan
+        for metric in self.extra:
+            logs[f"{prefix}{metric.name}"] = metric.compute()
         return logs

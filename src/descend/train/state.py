@@ -36,7 +36,8 @@ def capture(trainer) -> dict:
         "rng": {"streams": rng.capture(), "augment": trainer._augment_rng.get_state()},
         "position": {"epoch": trainer.epoch + 1 if done else trainer.epoch,
                      "batch_index": 0 if done else trainer.batch_index, "global_step": trainer.global_step,
-                     "steps_per_epoch": trainer.steps_per_epoch, "stopped": bool(trainer.stop_training)},
+                     "steps_per_epoch": trainer.steps_per_epoch, "stopped": bool(trainer.stop_training),
+                     "fit_start": [trainer.fit_start_epoch, trainer.fit_start_step]},
         "base_lrs": list(trainer._base_lrs),
         "rollbacks": trainer.rollbacks,
         "history": list(trainer.history),
@@ -66,6 +67,7 @@ def restore(trainer, saved: dict) -> None:
     trainer._augment_rng.set_state(saved["rng"]["augment"].cpu())
     trainer.epoch, trainer.batch_index = position["epoch"], position["batch_index"]
     trainer.global_step, trainer.stop_training = position["global_step"], bool(position.get("stopped", False))
+    trainer.fit_start_epoch, trainer.fit_start_step = position.get("fit_start", (0, 0))
     trainer._base_lrs, trainer.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
     trainer.history = History(saved["history"])
     sums = trainer._sums = trainer._fresh_sums()
@@ -107,3 +109,4 @@ def stop_on_signals(trainer):
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+

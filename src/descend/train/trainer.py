@@ -20,12 +20,14 @@ from torch import nn
 from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
-from . import checkpoint, divergence, state, threads
+from . import checkpoint, divergence, lr, metric_fns, state, threads
 from .callbacks import EVENTS, Callback
 from .checks import as_split, check_data, check_shapes, logged_names, require_logged, resolve_device, schedule_monitor
 from .clipping import clip_gradients
 from .history import History
-from .metrics import LOSSES, MetricSums, num_outputs, resolve_loss
+from .logs import progress_bar
+from .metrics import MetricSums, check_loss, loss_function, num_outputs, resolve_loss
+from .streams import Stream, is_stream
 
 PRECISIONS = ("fp32", "bf16")
 PER_STEP = ("on_after_backward", "on_batch_end")
@@ -37,22 +39,29 @@ class Trainer:
     ``model`` is any ``torch.nn.Module`` or a model spec from :mod:`descend.models` (built once the data tells the
     input shape and the number of outputs). ``optimizer`` is any ``torch.optim.Optimizer`` over the model's
     parameters, a spec from :func:`descend.optim.create` (bound to the model here), or None for Adam(lr=1e-3).
-    ``loss`` is one of ``cross_entropy``, ``binary_cross_entropy``, ``mse``, ``mae`` (default from the task).
+    ``loss`` is one of ``cross_entropy``, ``binary_cross_entropy``, ``mse``, ``mae`` (default from the task), or
+    any callable ``loss(outputs, targets)`` such as ``torch.nn.CrossEntropyLoss(label_smoothing=0.1)``.
+    ``metrics`` adds logged metrics: names (``top5_accuracy``, ``precision``, ``recall``, ``f1``, ``auroc``,
+    ``rmse``) or callables ``fn(outputs, targets) -> scalar tensor`` (see :mod:`descend.train.metric_fns`).
     ``seed`` fixes initialisation of spec models, data order, dropout and augmentation; ``deterministic=True``
     also asks torch for deterministic kernels, so two runs on the CPU are bit-identical. ``checkpoints`` (a
     :class:`~descend.train.state.Checkpoints`) is a callback like any other, given here for convenience;
     ``on_divergence="rollback"`` needs one, to reload from. ``threads``: CPU threads, or "auto" (one thread for
     small steps or a busy machine; see :mod:`descend.train.threads`).
+
+    ``schedule`` is a descend schedule (:mod:`descend.schedules`) or a torch LR scheduler (stepped per epoch, or
+    per step with :class:`~descend.train.lr.TorchSchedule`); :mod:`descend.train.lr` says exactly who owns
+    ``group["lr"]``. Calling :meth:`fit` again continues: the history is appended, epochs and steps count on, and
+    the schedule runs again over the new fit's epochs from the base learning rate (a warm restart).
     """
 
-    def __init__(self, model, *, loss: str | None = None, optimizer=None, schedule=None,
-                 callbacks: Sequence[Callback] = (), regularizer=None, augment=None,
+    def __init__(self, model, *, loss=None, optimizer=None, schedule=None,
+                 callbacks: Sequence[Callback] = (), metrics: Sequence = (), regularizer=None, augment=None,
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
                  device: str | torch.device = "auto", precision: str = "fp32", seed: int = 0,
                  deterministic: bool = False, log_every: int = 50, checkpoints: state.Checkpoints | None = None,
                  on_divergence: str = "stop", max_rollbacks: int = 3, threads: int | str = "auto"):
-        if loss is not None and loss not in LOSSES:
-            raise UserError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+        check_loss(loss)
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
         for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
@@ -73,7 +82,9 @@ class Trainer:
                             "without parameters to let the trainer bind it to the model it builds")
         self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
         self._optimizer_spec = None if self.optimizer else (optimizer or optim.create("adam", lr=1e-3))
-        self.loss, self.schedule, self.regularizer, self.augment = loss, schedule, regularizer, augment
+        self.loss, self.regularizer, self.augment = loss, regularizer, augment
+        self.schedule = lr.as_schedule(schedule)
+        self.metrics = list(metrics)
         self.callbacks = list(callbacks) + ([checkpoints] if checkpoints is not None else [])
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
         self.device = resolve_device(device)
@@ -90,7 +101,10 @@ class Trainer:
         self.stop_training = False
         self.task: str | None = None
         self.steps_per_epoch = 0
-        self.total_steps = 0
+        self.total_steps = 0       # the global step at which the running fit ends
+        self.fit_start_epoch = self.fit_start_step = self.end_epoch = 0  # where the running fit began and ends
+        self._base_lrs: list[float] = []
+        self._lr_written: list[float | None] = []
         self._epoch_done = False   # the running epoch is complete (its on_epoch_end events are under way)
         self._train: Split | None = None
         self.val_data: Split | None = None  # the running fit's validation split (for callbacks)
@@ -115,46 +129,61 @@ class Trainer:
             raise UserError(f"epochs must be a positive integer, got {epochs!r}")
         key = (id(train), id(val), epochs, batch_size, shuffle, drop_last)
         if self._plan is None or self._plan[0] != key:
-            split = self._prepare(as_split(train, "train"))
-            held = self._prepare(as_split(val, "val")) if val is not None else None
-            batches = self._batches(split, batch_size, shuffle=shuffle, drop_last=drop_last)
+            split, batches = self._data(train, "train")
+            held = self._data(val, "val")[1] if val is not None else None
+            if batches is None:
+                batches = self._batches(split, batch_size, shuffle=shuffle, drop_last=drop_last)
             if hasattr(self.augment, "check"):  # descend's Augment; any callable (x, generator) -> x is welcome
                 self.augment.check((1, *split.x.shape[1:]), split.x.dtype)
             self._plan = (key, split, held, batches)
         _, split, held, batches = self._plan
-        self.steps_per_epoch, self.total_steps = len(batches), len(batches) * epochs
-        if self.schedule is not None:
-            self.schedule.bind(self.steps_per_epoch, self.total_steps)
+        self.steps_per_epoch = len(batches)
+        if self.schedule is not None and not isinstance(self.schedule, lr.TorchSchedule):
+            self.schedule.bind(self.steps_per_epoch, self.steps_per_epoch * epochs)  # over this fit's steps
         logged = logged_names(self, held is not None)
         for callback in sorted(self.callbacks, key=lambda cb: cb.order):
             callback.setup(self, logged)
         if (monitor := schedule_monitor(self.schedule)) is not None:
             require_logged("plateau schedule", monitor, logged)
-        self._train, self.val_data, self._batch_size = split, held, batch_size
+        self._train = batches if isinstance(batches, Stream) else split
+        self.val_data, self._batch_size = held, batch_size
 
     def fit(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
-            drop_last: bool = False, resume: str | Path | None = None) -> History:
+            drop_last: bool = False, resume: str | Path | None = None, progress: bool | None = None) -> History:
         """Train for ``epochs`` epochs; returns the history (one dict of logged values per epoch).
 
-        ``resume``: a checkpoint file or a run/checkpoints directory; training continues exactly where it stopped.
+        ``train`` and ``val``: a :class:`~descend.data.Split`, an ``(x, y)`` pair, or a torch ``DataLoader`` (any
+        re-iterable of ``(x, y)`` batches) for data that does not fit in memory (:mod:`descend.train.streams` says
+        what that costs). ``resume``: a checkpoint file or a run/checkpoints directory; training continues exactly
+        where it stopped. ``progress``: show a progress bar; by default on a terminal or in a notebook (unless a
+        :class:`~descend.callbacks.ProgressBar` is among the callbacks already).
         """
         self.prepare(train, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
         _, _, val, batches = self._plan
-        self.epochs = epochs  # callbacks may add epochs (add_epochs)
-        sample = next(batches.epoch(0))[0]  # a batch, for the thread policy's estimate of a step's work
+        bar = progress_bar(self.callbacks, progress)
+        self.callbacks += [bar] if bar is not None else []
+        sample = next(iter(batches.epoch(0)))[0]  # a batch, for the thread policy's estimate of a step's work
         with self._determinism(), state.stop_on_signals(self), threads.use(self.threads, self.model, sample):
             self._start(batches, epochs)
             if resume is not None:
                 self.load_state_dict(checkpoint.load(state.find(resume), device=self.device))
-            self._event("on_fit_start")
-            while self.epoch < self.epochs and not self.stop_training:
-                try:
-                    self._run_epoch(batches, val)
-                except DivergenceError as diverged:
-                    if not divergence.can_roll_back(self):
-                        raise
-                    divergence.roll_back(self, diverged)
-            self._event("on_fit_end")
+                self.end_epoch = self.fit_start_epoch + epochs  # the fit the checkpoint was written in
+                self.total_steps = self.fit_start_step + self.steps_per_epoch * epochs
+            try:
+                self._event("on_fit_start")
+                while self.epoch < self.end_epoch and not self.stop_training:
+                    try:
+                        self._run_epoch(batches, val)
+                    except DivergenceError as diverged:
+                        if not divergence.can_roll_back(self):
+                            raise
+                        divergence.roll_back(self, diverged)
+                self._event("on_fit_end")
+            finally:
+                lr.finish(self)
+                if bar is not None:
+                    bar.close()
+                    self.callbacks.remove(bar)
         return self.history
 
     def _run_epoch(self, batches: Batches, val: Split | None) -> None:
@@ -162,7 +191,7 @@ class Trainer:
         if self.batch_index == 0:
             self._event("on_epoch_start")
             self._sums = self._fresh_sums()
-        logs = {"epoch": self.epoch, **self._train_epoch(batches)}
+        logs = {"epoch": self.epoch + 1, **self._train_epoch(batches)}  # epochs and steps count from 1
         if val is not None:
             self._event("on_validation_start")
             val_logs = self._evaluate(val, prefix="val_")
@@ -171,8 +200,7 @@ class Trainer:
         logs.update(step=self.global_step, lr=self.optimizer.param_groups[0]["lr"],
                     seconds=time.perf_counter() - started)
         self.history.append(logs)   # the same dict: values callbacks add below show in the history too
-        if self.schedule is not None:
-            self.schedule.observe(logs)
+        lr.after_epoch(self, logs)
         self._epoch_done = True     # a checkpoint written from here on resumes at the next epoch
         self._event("on_epoch_end", logs)
         self.epoch, self.batch_index, self._epoch_done = self.epoch + 1, 0, False
@@ -180,12 +208,13 @@ class Trainer:
     def _train_epoch(self, batches: Batches) -> dict[str, float]:
         model, opt, sums, forward = self.model, self.optimizer, self._sums, self._training_forward()
         after_backward, batch_end = self._handlers["on_after_backward"], self._handlers["on_batch_end"]
-        scheduled, closure, autocast = self.schedule is not None, getattr(opt, "needs_closure", False), self._autocast()
-        lr = self._set_lr()  # note: without a schedule the rate is constant; written once here, not every step
+        closure, autocast = getattr(opt, "needs_closure", False), self._autocast()
+        scheduled = self.schedule is not None and not isinstance(self.schedule, lr.TorchSchedule)
+        step_schedule = isinstance(self.schedule, lr.TorchSchedule) and self.schedule.per == "step"
         model.train()
         for x, y in batches.epoch(self.epoch, start=self.batch_index):
-            if scheduled:
-                lr = self._set_lr()
+            # note: without a descend schedule nothing writes group["lr"]; the rate is only read for proximal L1
+            rate = lr.before_step(self) if scheduled else opt.param_groups[0]["lr"]
             if self.augment is not None:
                 x = self.augment(x, self._augment_rng)
             with autocast:
@@ -204,8 +233,10 @@ class Trainer:
                 opt.step(lambda x=x, y=y: self._closure_loss(x, y))
             else:
                 opt.step()
+            if step_schedule:
+                lr.after_step(self)  # a torch scheduler stepped per optimizer step
             if penalty is not None:
-                self.regularizer.after_step(model, lr)
+                self.regularizer.after_step(model, rate)
                 n = torch.full((), y.shape[0], dtype=torch.float32, device=self.device)
                 sums["penalty"] += torch.stack([penalty.detach().float() * n, n])
             if norm is not None:
@@ -232,7 +263,7 @@ class Trainer:
 
     def _fresh_sums(self) -> dict:
         """The epoch's running sums, on the device: metrics, (Σ penalty·n, n), (Σ pre-clip grad norm, steps)."""
-        return {"metrics": MetricSums(self.loss, self.device), "penalty": torch.zeros(2, device=self.device),
+        return {"metrics": self._metric_sums(), "penalty": torch.zeros(2, device=self.device),
                 "grad_norm": torch.zeros(2, device=self.device)}
 
     def scale_lr(self, factor: float) -> None:
@@ -242,11 +273,11 @@ class Trainer:
         """
         if not factor > 0:
             raise UserError(f"the learning-rate factor must be > 0, got {factor!r}")
-        self._base_lrs = [lr * factor for lr in self._base_lrs]
+        lr.scale(self, factor)
 
     def add_epochs(self, n: int) -> None:
         """Train ``n`` epochs more than fit() was asked for (a schedule keeps its length and stays at its end)."""
-        self.epochs += n
+        self.end_epoch += n
 
     def _batches(self, train: Split, batch_size: int | str, **options) -> Batches:
         """The training batches (:class:`descend.dist.DistributedTrainer` shards them across processes)."""
@@ -270,6 +301,8 @@ class Trainer:
         """
         if self._train is None:
             raise UserError("train_batches() is available once fit() has started")
+        if isinstance(self._train, Stream):
+            return self._train.epoch(0)
         size = batch_size or (self._batch_size if self._batch_size != "full" else len(self._train))
         return Batches(self._train, size, shuffle=False).epoch(0)
 
@@ -285,14 +318,15 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
         """Mean loss and metrics over ``data`` in eval mode (dropout off, batch norm on running statistics)."""
-        return self._evaluate(self._prepare(as_split(data, "data")), batch_size=batch_size, prefix=prefix)
+        return self._evaluate(self._data(data, "data")[1], batch_size=batch_size, prefix=prefix)
 
     @torch.inference_mode()
-    def _evaluate(self, split: Split, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
+    def _evaluate(self, data: Split | Stream, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
         was_training = self.model.training
         self.model.eval()
-        sums = MetricSums(self.loss, self.device)
-        for x, y in Batches(split, min(batch_size, len(split)), shuffle=False).epoch(0):
+        sums = self._metric_sums()
+        batches = data if isinstance(data, Stream) else Batches(data, min(batch_size, len(data)), shuffle=False)
+        for x, y in batches.epoch(0):
             with self._autocast():
                 out = self.model(x)
                 sums.update(out, y, self._loss_fn(out, y))
@@ -314,11 +348,24 @@ class Trainer:
         return torch.cat(outs).to(x.device)
 
     # ------------------------------------------------------------------ set-up
+    def _data(self, data, what: str) -> tuple[Split, Batches | Stream | None]:
+        """The checked data and what to iterate: for in-memory data the split and None (training: the caller makes
+        its Batches) or the split itself (evaluation); for a DataLoader its first batch and the stream."""
+        if not is_stream(data):
+            split = self._prepare(as_split(data, what))
+            return split, None if what == "train" else split
+        stream = Stream(data, self.device)
+        return self._prepare(stream.probe(self.model)), stream
+
     def _prepare(self, split: Split) -> Split:
         """Check the data against the model (building spec models and optimizers on first sight)."""
         if self.task is None:
             self.task = split.task
             self.loss = resolve_loss(self.loss, split.task)
+            self.metrics = metric_fns.check(self.metrics, split.task)
+            self._loss_callable = loss_function(self.loss)
+            if isinstance(self.loss, nn.Module):
+                self.loss.to(self.device)
         elif split.task != self.task:
             raise UserError(f"this trainer learns a {self.task} task but was given {split.task} data")
         outputs = num_outputs(self.loss, split.task, split.num_classes, split.y)
@@ -332,15 +379,21 @@ class Trainer:
         check_shapes(self.model, split, self.loss, outputs, self.device)
         return split.to(self.device)
 
-    def _start(self, batches: Batches, epochs: int) -> None:
-        self.epoch, self.batch_index, self.global_step, self.stop_training = 0, 0, 0, False
+    def _start(self, batches: Batches | Stream, epochs: int) -> None:
+        # a second fit continues the first: history appended, epochs and steps counted on, RNG streams not reseeded
+        continuing = bool(self.history)
+        if not continuing:
+            self.epoch, self.global_step, self.history = 0, 0, History()
+            torch.manual_seed(self.seed)
+            self._augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.fit_start_epoch, self.fit_start_step = self.epoch, self.global_step
+        self.end_epoch = self.epoch + epochs
+        self.total_steps = self.global_step + self.steps_per_epoch * epochs
+        self.batch_index, self.stop_training = 0, False
         self.stop_signal, self.rollbacks, self._epoch_done = None, 0, False
-        self.history = History()
         self._sums = self._fresh_sums()
-        torch.manual_seed(self.seed)
-        self._augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
-        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self._watch = divergence.Watch()
+        lr.start(self, continuing)
+        self._watch = divergence.Watch(self.global_step)
         # callbacks in order; each event's handlers listed once, so events nobody overrides cost nothing per step
         self.callbacks.sort(key=lambda cb: cb.order)
         self._handlers = {event: [getattr(cb, event) for cb in self.callbacks
@@ -363,19 +416,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ step parts
     def _loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return LOSSES[self.loss](out.float(), y)
+        return self._loss_callable(out.float(), y)
+
+    def _metric_sums(self) -> MetricSums:
+        return MetricSums(self.loss, self.device, task=self.task, metrics=self.metrics)
 
     def _closure_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             with self._autocast():
                 loss = self._loss_fn(self.model(x), y)
             return loss if self.regularizer is None else loss + self.regularizer.penalty(self.model)
-
-    def _set_lr(self) -> float:
-        groups = self.optimizer.param_groups
-        for group, base in zip(groups, self._base_lrs):
-            group["lr"] = base if self.schedule is None else self.schedule.lr(base, self.global_step)
-        return groups[0]["lr"]
 
     def check_finite(self) -> None:
         """Raise :class:`DivergenceError` if a loss since the start was not finite (one host sync).

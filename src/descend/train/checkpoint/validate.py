@@ -58,8 +58,9 @@ def check_state(saved: Any, trainer) -> None:
     checker.like(saved["rng"]["augment"], template["rng"]["augment"], "rng.augment")
     checker.like(saved["position"], template["position"], "position")
     for key, value in saved["position"].items():
-        if value < 0:
-            raise _fail(f"position.{key}", f"is {value}; it counts, so it must be >= 0")
+        for count in value if isinstance(value, list) else [value]:  # fit_start is [epoch, step]
+            if count < 0:
+                raise _fail(f"position.{key}", f"is {value}; it counts, so it must be >= 0")
     checker.like(saved["base_lrs"], template["base_lrs"], "base_lrs")
     checker.like(saved["rollbacks"], template["rollbacks"], "rollbacks")
     checker.history(saved["history"])

@@ -1,47 +1,17 @@
-"""The ``descend`` command. Thin: parse the arguments, call the library, turn user errors into one message.
-
-Exit codes: 0 done, 2 a user error (bad recipe, data, option), 3 training diverged, 130 interrupted.
-"""
+"""``descend doctor``, ``report``, ``compare``, ``lab``, ``tune`` and ``cv``: studies built on many runs."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from .errors import DivergenceError, Interrupted, UserError
+
+def add_parsers(sub) -> None:
+    _doctor_parser(sub)
+    _reports_parsers(sub)
+    _search_commands(sub)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="descend", description="Train deep neural networks from TOML recipes.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="train a recipe and write its run directory")
-    run.add_argument("recipe", help="a TOML recipe, e.g. examples/quickstart.toml")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                     help="override a recipe field, e.g. --set optimizer.lr=3e-3 (repeatable)")
-    run.add_argument("--out", help="the run directory (default runs/<name>-<timestamp>)")
-    run.add_argument("--quiet", action="store_true", help="print only the final summary")
-    run.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue the run in RUN_DIR from its last checkpoint (as if it had never stopped)")
-    run.add_argument("--nproc", type=int, metavar="N",
-                     help="data-parallel: train in N processes per machine through torchrun (DDP; batch_size is "
-                          "the global batch)")
-    run.add_argument("--nnodes", type=int, default=1, metavar="M", help="with --nproc: the number of machines")
-    run.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
-                     help="with --nproc on several machines: where they meet (the same on every machine)")
-    run.add_argument("--max-restarts", type=int, default=0, metavar="R",
-                     help="with --nproc: restart all processes up to R times after a failure; they resume from "
-                          "the last checkpoint")
-    ens = sub.add_parser("ensemble", help="train an ensemble of a recipe's model and write its directory")
-    ens.add_argument("recipe", help="a TOML recipe (its [ensemble] section, or one of the options below)")
-    kind = ens.add_mutually_exclusive_group()
-    kind.add_argument("--members", type=int, metavar="K", help="K networks from different seeds")
-    kind.add_argument("--snapshots", type=int, metavar="K", help="K snapshots of one run with cosine restarts")
-    kind.add_argument("--mc-dropout", type=int, metavar="N", help="N dropout passes of one network")
-    ens.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
-    ens.add_argument("--out", help="the ensemble directory (default runs/<name>-<timestamp>)")
-    ens.add_argument("--quiet", action="store_true", help="print only the final summary")
-    sub.add_parser("datasets", help="list the built-in datasets and where their data comes from")
+def _doctor_parser(sub) -> None:
     doctor = sub.add_parser("doctor", help="run the debugging flowchart on a recipe: ranked findings with fixes")
     doctor.add_argument("recipe", help="a TOML recipe")
     doctor.add_argument("--budget", type=float, default=120.0, metavar="SECONDS", help="wall time (default 120)")
@@ -49,12 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--out", default=".", help="folder for doctor.json and doctor.html (default: here)")
     doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a recipe field (repeatable)")
-    _reports_parsers(sub)
-    _search_commands(sub)
-    return parser
 
 
-# --- report, compare, lab (descend.report, descend.lab) -------------------------------------------------------
 def _reports_parsers(sub) -> None:
     report = sub.add_parser("report", help="write report.html for a run directory")
     report.add_argument("run_dir", help="a run directory written by `descend run`")
@@ -76,12 +42,12 @@ def _reports_parsers(sub) -> None:
 
 def _reports(args) -> int:
     if args.command == "report":
-        from .report.run import write_run_report
+        from ..report.run import write_run_report
 
         print(write_run_report(args.run_dir))
         return 0
     if args.command == "compare":
-        from .lab.compare import compare_recipe
+        from ..lab.compare import compare_recipe
 
         outcome = compare_recipe(args.recipe, args.vary, args.overrides, seeds=args.seeds, jobs=args.jobs,
                                  out=args.out)
@@ -89,7 +55,7 @@ def _reports(args) -> int:
             print(f"{row['rank']:>3}  {row['name']:<40} {row['summary']}")
         print(f"-> {outcome['report']}")
         return 0
-    from . import lab
+    from .. import lab
 
     if args.name is None:
         for name, (_, _, about) in lab.LABS.items():
@@ -133,7 +99,7 @@ def _search_commands(sub) -> None:
 
 
 def _tune(args) -> int:
-    from .tune import search
+    from ..tune import search
 
     search(args.recipe, args.space, sampler=args.sampler, trials=args.trials, timeout=args.timeout, seed=args.seed,
            pruner=args.pruner, patience=args.patience, folds=args.cv, metric=args.metric, storage_url=args.storage,
@@ -145,9 +111,9 @@ def _tune(args) -> int:
 def _cv(args) -> int:
     from datetime import datetime
 
-    from . import config
-    from .tune import cross_validate
-    from .tune.cv import describe
+    from .. import config
+    from ..tune import cross_validate
+    from ..tune.cv import describe
 
     recipe = config.load(args.recipe, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"cv-{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -157,76 +123,10 @@ def _cv(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)  # argparse itself exits with code 2 on bad arguments
-    try:
-        if args.command in ("run", "ensemble"):
-            return _run(args)
-        if args.command == "doctor":
-            return _doctor(args)
-        if args.command in ("report", "compare", "lab"):
-            return _reports(args)
-        if args.command in ("tune", "cv"):
-            return _tune(args) if args.command == "tune" else _cv(args)
-        return _datasets()
-    except UserError as e:
-        print(f"descend: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except DivergenceError as e:
-        print(f"descend: {e}", file=sys.stderr)
-        return e.exit_code
-    except Interrupted as e:
-        print(f"descend: {e}", file=sys.stderr)
-        if args.command in ("tune", "cv"):
-            print("the same command continues: a tune study re-runs its interrupted trials", file=sys.stderr)
-        elif e.checkpoint_path is not None:
-            run_dir = e.checkpoint_path.parent.parent
-            print(f"resume with: descend run {args.recipe} --resume {run_dir}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("descend: interrupted", file=sys.stderr)
-        return 130
-
-
-def _run(args) -> int:
-    from . import config, dist, experiment
-    from .rundir import default_run_dir
-    from .train.control import Control
-
-    if getattr(args, "nproc", None) and not dist.is_worker():
-        return dist.launch(args)  # data-parallel: the same command in N processes through torchrun
-    kinds = {k: getattr(args, k, None) for k in ("members", "snapshots", "mc_dropout")}
-    kinds = [f"ensemble.{k}={v}" for k, v in kinds.items() if v is not None]
-    recipe = config.load(args.recipe, args.overrides + kinds)
-    if args.command == "ensemble" and recipe.ensemble is None:
-        raise UserError("descend ensemble needs --members K, --snapshots K, --mc-dropout N or an [ensemble] section")
-    resume = getattr(args, "resume", None)
-    if resume and args.out and args.out != resume:
-        raise UserError("--resume continues the run in its own directory; leave out --out")
-    out = Path(resume or args.out or default_run_dir(recipe))
-    if dist.is_worker():
-        summary = dist.run_worker(recipe, out, resume=bool(resume), quiet=args.quiet)
-        if summary is None:  # ranks other than 0 print nothing
-            return 0
-    else:
-        control = Control(out / "control.toml", keys=not args.quiet)  # babysitting: keys, or control.toml in out
-        summary = experiment.run(recipe, out, resume=bool(resume), quiet=args.quiet, callbacks=[control])
-    if summary.get("already"):
-        state = "stopped early" if summary["already"] == "stopped_early" else "finished"
-        print(f"the run in {summary['run_dir']} had already {state}: nothing to resume, nothing changed")
-        return 0
-    for key, (old, new) in summary["changed"].items():
-        print(f"resumed with {key} = {new!r} (was {old!r})")
-    final = summary["final"]
-    shown = "  ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("test_"))
-    print(f"done in {summary['train_seconds']:.1f}s: {shown or final}  ->  {summary['run_dir']}")
-    return 0
-
-
 def _doctor(args) -> int:
     """Exit 0 whatever the findings; only a recipe or data that cannot be read is an error (2)."""
-    from . import config, doctor
-    from .doctor import fix
+    from .. import config, doctor
+    from ..doctor import fix
 
     recipe = config.load(args.recipe, args.overrides)
     diagnosis = doctor.examine(recipe, budget=args.budget, out=args.out)
@@ -242,19 +142,4 @@ def _doctor(args) -> int:
     return 0
 
 
-def _datasets() -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from .data import datasets
-
-    table = Table("name", "task", "input shape", "train / val / test", "source", title="descend datasets")
-    for row in datasets():
-        sizes = " / ".join(str(row["sizes"].get(k, "-")) for k in ("train", "val", "test"))
-        table.add_row(row["name"], row["task"], str(tuple(row["input_shape"])), sizes, row["source"])
-    Console().print(table)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+COMMANDS = {"doctor": _doctor, "report": _reports, "compare": _reports, "lab": _reports, "tune": _tune, "cv": _cv}

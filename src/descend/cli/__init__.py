@@ -1,0 +1,56 @@
+"""The ``descend`` command. Thin: parse the arguments, call the library, turn user errors into one message.
+
+``descend COMMAND --help`` for each: run, resume, ensemble, show, datasets (:mod:`.training`); predict, evaluate
+(:mod:`.using`); doctor, report, compare, lab, tune, cv (:mod:`.studies`).
+Exit codes: 0 done, 2 a user error (bad recipe, data, option), 3 training diverged, 130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from ..errors import DivergenceError, Interrupted, UserError
+from . import studies, training, using
+
+COMMANDS = {**training.COMMANDS, **using.COMMANDS, **studies.COMMANDS}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="descend", description="Train deep neural networks from TOML recipes.")
+    parser.add_argument("--version", action="version", version=f"descend {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (training, using, studies):
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)  # argparse itself exits with code 2 on bad arguments
+    warnings.showwarning = _one_line_warning
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"descend: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except DivergenceError as e:
+        print(f"descend: {e}", file=sys.stderr)
+        return e.exit_code
+    except Interrupted as e:
+        print(f"descend: {e}", file=sys.stderr)
+        if args.command in ("tune", "cv"):
+            print("the same command continues: a tune study re-runs its interrupted trials", file=sys.stderr)
+        elif e.checkpoint_path is not None:
+            run_dir = e.checkpoint_path.parent.parent  # its config.toml is the recipe as run, --set included
+            print(f"resume with: descend resume {run_dir}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("descend: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"descend: warning: {message}", file=sys.stderr)

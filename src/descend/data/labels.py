@@ -1,0 +1,34 @@
+"""Class labels that are not the indices ``0 .. K-1``: text labels in a CSV file (``"setosa"``, ``"red"``).
+
+:func:`encode` maps them to indices in sorted order and returns the mapping; the run directory saves it
+(``inference.json``), so :func:`descend.load_run` gives predictions back as the original labels (:func:`decode`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from descend.errors import UserError
+
+
+def encode(y: np.ndarray, labels: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """``(codes, labels)``: int64 indices into ``labels`` (sorted unique values of ``y`` when not given).
+
+    With ``labels`` given (a saved mapping), a value outside it is an error naming the value and the labels.
+    """
+    values = np.asarray(y).reshape(-1).astype(str)
+    known = sorted(set(values.tolist())) if labels is None else [str(v) for v in labels]
+    index = {label: i for i, label in enumerate(known)}
+    unknown = sorted(set(values.tolist()) - set(index))
+    if unknown:
+        raise UserError(f"label {unknown[0]!r} is not one of the classes the model was trained on: "
+                        f"{', '.join(known)}")
+    return np.array([index[v] for v in values.tolist()], dtype=np.int64), known
+
+
+def decode(codes: np.ndarray, labels: Sequence[str] | None) -> np.ndarray:
+    """The original labels of class indices ``codes`` (the indices themselves when ``labels`` is None)."""
+    codes = np.asarray(codes)
+    return codes if labels is None else np.asarray(labels, dtype=str)[codes]

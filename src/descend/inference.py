@@ -1,0 +1,262 @@
+"""Use a trained run: ``descend.load_run(RUN_DIR).predict(raw_inputs)``.
+
+A run directory holds everything prediction needs (see :mod:`descend.rundir`): the resolved recipe
+(``config.toml``: the model's name and options), the weights (``model.safetensors``, or a checkpoint), and
+``inference.json``: the feature scaling fitted on the training split, the CSV feature columns, the original class
+labels, the task and the model's input and output sizes. :class:`LoadedRun` applies the saved scaling to *raw*
+inputs, exactly as training did, and gives classes back as the original labels::
+
+    run = descend.load_run("runs/wine", which="best")
+    run.predict("new_wines.csv")          # array(['barolo', 'grignolino', ...]); the label column may be absent
+    run.predict_proba(x)                  # (N, K) class probabilities, columns in the order of run.classes
+    run.evaluate("wine_labelled.csv")     # {"test_loss": ..., "test_accuracy": ...}
+
+Loading reads JSON and safetensors only: it never runs code from the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import config as cfg
+from . import models
+from .data import Split, labels
+from .data.files import csv_target, file_kind, numeric_columns, read_npz, read_table
+from .data.scaling import Scaler, as_float_inputs
+from .errors import UserError
+from .train.checkpoint import load_weights
+from .train.history import History
+
+INFERENCE_FILE = "inference.json"
+WEIGHTS = {"final": "model.safetensors", "best": "checkpoints/best.safetensors",
+           "last": "checkpoints/last.safetensors"}
+
+
+def inference_record(config: cfg.Config, info, num_outputs: int, loss) -> dict:
+    """What ``inference.json`` holds for a run of ``config`` on data described by ``info``."""
+    return {"format": "descend-inference", "version": 1, "task": info.task, "input_shape": list(info.input_shape),
+            "num_outputs": int(num_outputs), "num_classes": info.num_classes,
+            "loss": loss if isinstance(loss, str) else None,
+            "scaler": info.scaler.to_json() if info.scaler is not None else None,
+            "labels": info.labels, "class_names": info.class_names, "feature_names": info.feature_names}
+
+
+def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.device = "cpu") -> LoadedRun:
+    """The trained model of a run directory, ready to predict on raw inputs.
+
+    ``which``: ``"final"`` (``model.safetensors``, the weights at the end of training: the best epoch's when early
+    stopping restored them), ``"best"`` (the checkpoint of the best monitored epoch) or ``"last"`` (the latest
+    checkpoint, also of a run that was stopped). Raises :class:`~descend.errors.UserError` when the directory is
+    not a finished run or lacks the weights asked for.
+    """
+    path = Path(run_dir)
+    if which not in WEIGHTS:
+        raise UserError(f"which must be one of {', '.join(WEIGHTS)}, got {which!r}")
+    if not (path / "config.toml").is_file():
+        raise UserError(f"{path} is not a run directory (it has no config.toml)")
+    if not (path / INFERENCE_FILE).is_file():
+        raise UserError(f"{path} has no {INFERENCE_FILE}: it was written by an older descend; train it again")
+    weights = path / WEIGHTS[which]
+    if not weights.is_file():
+        hint = "; the run did not finish: load which='last'" if which == "final" else ""
+        raise UserError(f"{path} holds no {which} weights ({WEIGHTS[which]} is missing){hint}")
+    config = cfg.load(path / "config.toml")
+    record = _read_json(path / INFERENCE_FILE)
+    model = models.build(config.model.name, tuple(record["input_shape"]), record["num_outputs"],
+                         **config.model.options)
+    load_weights(model, weights, strict=True)
+    model.to(device).eval()
+    summary = _read_json(path / "summary.json") if (path / "summary.json").is_file() else {}
+    history = History(_read_jsonl(path / "metrics.jsonl"))
+    return LoadedRun(path, which, model, config, summary, history, record, torch.device(device))
+
+
+@dataclass
+class LoadedRun:
+    """A trained run: ``model`` (eval mode), ``config`` (the recipe), ``summary``, ``history``, and prediction on
+    raw inputs: a tensor or array of shape ``(N, *input_shape)``, a DataFrame, or a ``.csv`` / ``.npz`` path."""
+
+    path: Path
+    which: str
+    model: torch.nn.Module
+    config: cfg.Config
+    summary: dict
+    history: History
+    record: dict
+    device: torch.device
+
+    @property
+    def task(self) -> str:
+        return self.record["task"]
+
+    @property
+    def classes(self) -> list | None:
+        """The class labels in the order of :meth:`predict_proba`'s columns (None for regression)."""
+        if self.task != "classification":
+            return None
+        return self.record["labels"] or list(range(self.record["num_classes"]))
+
+    @property
+    def scaler(self) -> Scaler | None:
+        return Scaler.from_json(self.record["scaler"]) if self.record["scaler"] else None
+
+    def inputs(self, x) -> torch.Tensor:
+        """Raw inputs as the model's scaled float32 tensor (checked: shape, columns, finite values)."""
+        options = self.config.data.options
+        t = _as_tensor(x, self.record["feature_names"], options.get("x_key", "x"), options.get("delimiter", ","))
+        want = tuple(self.record["input_shape"])
+        if tuple(t.shape[1:]) != want:
+            raise UserError(f"the inputs have shape {tuple(t.shape)}; this model takes rows of shape {want} "
+                            f"(N, {', '.join(map(str, want))})")
+        if not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).any(dim=tuple(range(1, t.dim()))).nonzero()[0])
+            raise UserError(f"the inputs hold NaN or infinite values (first in row {bad}); clean or impute them")
+        scaler = self.scaler
+        return scaler.transform(t) if scaler is not None else t
+
+    @torch.inference_mode()
+    def outputs(self, x, *, batch_size: int = 1024) -> torch.Tensor:
+        """The model's raw outputs (logits for classifiers) for raw inputs ``x``, on the CPU."""
+        t = self.inputs(x)
+        return torch.cat([self.model(t[i:i + batch_size].to(self.device)).float().cpu()
+                          for i in range(0, len(t), batch_size)])
+
+    def predict(self, x, *, batch_size: int = 1024) -> np.ndarray:
+        """Predicted classes as the original labels (text labels decoded), or the predicted values (regression:
+        shape ``(N,)`` for one target, ``(N, k)`` for k)."""
+        out = self.outputs(x, batch_size=batch_size)
+        if self.task != "classification":
+            return (out[:, 0] if out.shape[1] == 1 else out).numpy()
+        codes = (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(dim=1)
+        return labels.decode(codes.numpy(), self.record["labels"])
+
+    def predict_proba(self, x, *, batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities ``(N, K)``, columns in the order of :attr:`classes` (classification only)."""
+        if self.task != "classification":
+            raise UserError("predict_proba is for classification; this run learned a regression task")
+        out = self.outputs(x, batch_size=batch_size)
+        if out.shape[1] == 1:  # one logit (binary cross-entropy): P(class 1) = sigmoid
+            p = torch.sigmoid(out)
+            return torch.cat([1 - p, p], dim=1).numpy()
+        return out.softmax(dim=1).numpy()
+
+    def evaluate(self, data: str | Path | Split | None = None, *, prefix: str = "test_") -> dict[str, float]:
+        """Loss and metrics on labelled data: a CSV/NPZ file (raw, scaled here), a dataset name (its test
+        split), a scaled :class:`~descend.data.Split`, or by default the recipe's own test split."""
+        from .experiment import evaluation_trainer
+
+        if isinstance(data, Split):
+            split = data
+        elif data is None or file_kind(str(data)) is None:
+            split = self._test_split(data)
+        else:
+            split = self._labelled(Path(data))
+        trainer = evaluation_trainer(self.config, self.model, self.task, self.device)
+        return trainer.evaluate(split, prefix=prefix)
+
+    def _test_split(self, name: str | None) -> Split:
+        """The test split of the recipe's data (or of dataset ``name``), scaled with the run's saved scaling."""
+        from . import data as datasets
+
+        d, seed = self.config.data, self.config.seed
+        options = {"target": d.target, "features": d.features, "task": d.task, **d.options} if name is None else {}
+        bundle = datasets.load(name or d.name, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                               scale="none", seed=seed, **options)
+        if bundle.test is None:
+            raise UserError(f"the data {name or d.name!r} has no test split to evaluate on")
+        return replace(bundle.test, x=self.inputs(bundle.test.x))
+
+    def _labelled(self, path: Path) -> Split:
+        """A labelled CSV or NPZ file as a scaled split, labels encoded with the run's mapping."""
+        d = self.config.data
+        if file_kind(path) == "csv":
+            y, x = csv_target(path, d.target, delimiter=d.options.get("delimiter", ",")), self.inputs(path)
+        else:
+            keys = [d.options.get("x_key", "x"), d.options.get("y_key", "y")]
+            arrays = read_npz(path, keys)
+            x, y = self.inputs(arrays[keys[0]]), arrays[keys[1]]
+        if self.task == "classification":
+            y = labels.encode(y, self.record["labels"])[0] if self.record["labels"] else np.asarray(y, np.int64)
+            return Split(x, torch.as_tensor(y.reshape(-1)), "classification", self.record["num_classes"])
+        return Split(x, torch.as_tensor(np.asarray(y, np.float32).reshape(len(x), -1)), "regression")
+
+
+def predictions_csv(run: LoadedRun, x, *, proba: bool = False) -> str:
+    """Predictions for raw inputs ``x`` as CSV text: a ``prediction`` column (original labels or values), and with
+    ``proba`` one probability column per class, ``p_<label>``."""
+    import csv
+    import io
+
+    pred = run.predict(x)
+    rows = [list(r) for r in pred.reshape(len(pred), -1).tolist()]
+    header = ["prediction"] if pred.ndim == 1 else [f"prediction_{i}" for i in range(pred.shape[1])]
+    if proba:
+        header += [f"p_{label}" for label in run.classes]
+        rows = [row + [f"{p:.6g}" for p in probs] for row, probs in zip(rows, run.predict_proba(x).tolist())]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _as_tensor(x, feature_names: list[str] | None, x_key: str, delimiter: str = ",") -> torch.Tensor:
+    """Raw inputs of any accepted kind as a float32 tensor (rows of a table: the model's feature columns)."""
+    if isinstance(x, (str, Path)):
+        kind = file_kind(x)
+        if kind == "csv":
+            return torch.as_tensor(_csv_features(Path(x), feature_names, delimiter), dtype=torch.float32)
+        if kind == "npz":
+            return as_float_inputs(read_npz(x, [x_key])[x_key])
+        raise UserError(f"cannot read inputs from {str(x)!r}: give a .csv or .npz file, an array or a tensor")
+    if hasattr(x, "columns") and hasattr(x, "to_numpy"):  # a DataFrame (pandas, polars): columns by name
+        columns = [str(c) for c in x.columns]
+        if feature_names and all(name in columns for name in feature_names):
+            x = x[feature_names]
+        elif len(columns) != len(feature_names or columns):
+            missing = [name for name in feature_names if name not in columns]
+            raise UserError(f"the table lacks the model's feature columns {', '.join(missing)}")
+        x = x.to_numpy()
+    array = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+    if array.dtype.kind not in "biuf":
+        raise UserError(f"the inputs must be numbers, got values of type {array.dtype}")
+    if array.ndim < 2:
+        raise UserError(f"the inputs must have shape (N, features...), got {array.shape}: one row per sample")
+    return as_float_inputs(array)
+
+
+def _csv_features(path: Path, feature_names: list[str] | None, delimiter: str = ",") -> np.ndarray:
+    """The model's feature columns of a CSV file (by header name; a label column may be there or not)."""
+    p, header, rows = read_table(path, delimiter=delimiter)
+    ncols = len(rows[0])
+    names = feature_names or []
+    if header is not None and names and all(name in header for name in names):
+        return numeric_columns(p, header, rows, [header.index(name) for name in names])
+    if header is not None and names and not all(n.startswith("x") and n[1:].isdigit() for n in names):
+        missing = [name for name in names if name not in header]
+        raise UserError(f"CSV file {str(p)!r} lacks the model's feature column(s) {', '.join(missing)}; "
+                        f"its columns: {', '.join(header)}")
+    if ncols == len(names) or not names:
+        return numeric_columns(p, header, rows, list(range(ncols)))
+    index = [int(n[1:]) for n in names]  # a headerless training file: columns x0, x1, ... by position
+    if max(index) >= ncols:
+        raise UserError(f"CSV file {str(p)!r} has {ncols} columns; the model reads columns {', '.join(names)}")
+    return numeric_columns(p, header, rows, index)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

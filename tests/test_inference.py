@@ -1,0 +1,139 @@
+"""Using a trained run: load_run + predict on raw inputs (the saved scaling applied, text labels decoded), and the
+`descend predict` / `descend evaluate` commands with one clear message (exit 2) for each bad input."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import numpy as np
+import pytest
+import sklearn.datasets
+import torch
+
+import descend as ds
+from descend import config, experiment
+from descend.cli import main
+from descend.data.scaling import Scaler
+
+CULTIVARS = ["barolo", "grignolino", "barbera"]
+
+
+@pytest.fixture(scope="module")
+def wine_run(tmp_path_factory):
+    """Wine exported to CSV with text labels, trained briefly into a run directory."""
+    folder = tmp_path_factory.mktemp("wine")
+    bunch = sklearn.datasets.load_wine()
+    with open(folder / "wine.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*bunch.feature_names, "cultivar"])
+        writer.writerows([*row, CULTIVARS[label]] for row, label in zip(bunch.data.tolist(), bunch.target))
+    with open(folder / "new.csv", "w", newline="") as f:  # new rows: no label column, columns in another order
+        writer = csv.writer(f)
+        writer.writerow(list(reversed(bunch.feature_names)))
+        writer.writerows(list(reversed(row)) for row in bunch.data[::40].tolist())
+    (folder / "wine.toml").write_text(
+        'seed = 0\n[data]\nname = "wine.csv"\ntarget = "cultivar"\ntest_fraction = 0.2\n'
+        '[model]\nname = "mlp"\nhidden = [16]\n[train]\nepochs = 3\nbatch_size = 16\ndevice = "cpu"\n'
+        'deterministic = true\n[optimizer]\nname = "adam"\nlr = 0.02\n')
+    exp = experiment.build(config.load(folder / "wine.toml"))
+    result = exp.fit(out=folder / "run")
+    return folder, exp, result, bunch
+
+
+def test_predictions_on_raw_rows_equal_the_trainers_on_the_scaled_test_split(wine_run, no_unpickling):
+    folder, exp, result, _ = wine_run
+    run = ds.load_run(folder / "run")
+    test = exp.data.test
+    raw = exp.data.info.scaler.inverse_transform(test.x)              # the test split as the user has it
+    expected = exp.trainer.predict(test.x)
+    torch.testing.assert_close(run.outputs(raw), expected, rtol=1e-4, atol=1e-4)
+    assert run.classes == sorted(CULTIVARS)                             # text labels, encoded in sorted order
+    assert run.predict(raw).tolist() == [run.classes[i] for i in expected.argmax(1).tolist()]
+    proba = run.predict_proba(raw.numpy())
+    assert proba.shape == (len(test), 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert run.evaluate() == {k: v for k, v in result.final.items() if k.startswith("test_")}
+    assert run.summary["final"]["test_accuracy"] == result.final["test_accuracy"]
+    assert len(run.history) == 3 and run.config.data.target == "cultivar"
+
+
+def test_inputs_of_every_kind_give_the_same_labels(wine_run, tmp_path):
+    folder, _, _, bunch = wine_run
+    run = ds.load_run(folder / "run")
+    rows = bunch.data[::40]
+    from_csv = run.predict(folder / "new.csv")                          # unlabeled, columns reordered, by name
+    assert from_csv.dtype.kind == "U" and set(from_csv) <= set(CULTIVARS)
+    assert run.predict(rows).tolist() == from_csv.tolist()
+    assert run.predict(torch.tensor(rows)).tolist() == from_csv.tolist()
+    np.savez(tmp_path / "new.npz", x=rows)
+    assert run.predict(tmp_path / "new.npz").tolist() == from_csv.tolist()
+
+    class Frame:  # what a DataFrame offers: named columns, selection by a list of names, to_numpy
+        def __init__(self, columns, values):
+            self.columns, self.values = columns, values
+
+        def __getitem__(self, names):
+            return Frame(names, self.values[:, [self.columns.index(n) for n in names]])
+
+        def to_numpy(self):
+            return self.values
+
+    frame = Frame(list(reversed(bunch.feature_names)), rows[:, ::-1])
+    assert run.predict(frame).tolist() == from_csv.tolist()
+    assert run.predict(folder / "wine.csv").shape == (len(bunch.data),)  # a labelled file: the label is ignored
+
+
+def test_best_and_last_weights_load(wine_run):
+    folder = wine_run[0]
+    for which in ("best", "last"):
+        assert ds.load_run(folder / "run", which=which).predict_proba(folder / "new.csv").shape == (5, 3)
+    with pytest.raises(ds.UserError, match="which must be one of final, best, last"):
+        ds.load_run(folder / "run", which="first")
+
+
+def test_scaler_round_trips_through_json():
+    scaler = Scaler.fit("standardize", torch.randn(20, 3, 4, 4))
+    back = Scaler.from_json(scaler.to_json())
+    assert back.kind == "standardize" and torch.equal(back.shift, scaler.shift) and torch.equal(back.scale,
+                                                                                                 scaler.scale)
+
+
+def test_predict_and_evaluate_commands(wine_run, tmp_path, capsys):
+    folder = wine_run[0]
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(folder / "run"), str(folder / "new.csv"), "--out", str(out), "--proba"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "prediction,p_barbera,p_barolo,p_grignolino" and len(lines) == 6
+    assert lines[1].split(",")[0] in CULTIVARS
+    assert capsys.readouterr().out == f"5 predictions -> {out}\n"
+    assert main(["predict", str(folder / "run"), str(folder / "new.csv")]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [line.split(",")[0] for line in lines[1:]]
+    assert main(["evaluate", str(folder / "run"), "--data", str(folder / "wine.csv")]) == 0
+    shown = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert set(shown) == {"test_loss", "test_accuracy"} and 0 <= float(shown["test_accuracy"]) <= 1
+    assert main(["evaluate", str(folder / "run")]) == 0
+
+
+def test_bad_inputs_give_one_message_and_exit_2(wine_run, tmp_path, capsys):
+    folder = wine_run[0]
+    run = str(folder / "run")
+    (tmp_path / "cols.csv").write_text("alcohol,colour\n1,2\n")
+    header, first, *rest = (folder / "new.csv").read_text().splitlines()
+    (tmp_path / "nan.csv").write_text("\n".join([header, "nan," + first.split(",", 1)[1], *rest]))
+    np.savez(tmp_path / "shape.npz", x=np.zeros((4, 12)))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.toml").write_text((folder / "run" / "config.toml").read_text())
+    (tmp_path / "empty" / "inference.json").write_text((folder / "run" / "inference.json").read_text())
+    cases = [(["predict", run, str(tmp_path / "cols.csv")], "lacks the model's feature column"),
+             (["predict", run, str(tmp_path / "nan.csv")], "not a finite number"),
+             (["predict", run, str(tmp_path / "shape.npz")], r"shape \(4, 12\); this model takes rows of shape"),
+             (["predict", str(tmp_path / "empty"), str(folder / "new.csv")], "holds no final weights"),
+             (["predict", str(tmp_path), str(folder / "new.csv")], "is not a run directory"),
+             (["evaluate", str(tmp_path / "empty")], "holds no final weights")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("descend: error: ") and len(err.strip().splitlines()) == 1
+        assert re.search(message, err), err
+    with pytest.raises(ds.UserError, match="NaN or infinite"):
+        ds.load_run(run).predict(np.full((2, 13), np.nan))

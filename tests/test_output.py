@@ -1,0 +1,123 @@
+"""Honest, consistent output: epochs and steps numbered alike in every file and message, progress from Python,
+`descend show` / `--version`, readable config.toml, one-line warnings, an untruncated `descend datasets`."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import descend as ds
+from descend import config
+from descend.cli import main
+
+DIVERGING = """
+[data]
+name = "diabetes"
+[model]
+hidden = [16]
+[train]
+epochs = 30
+batch_size = 32
+device = "cpu"
+loss = "mse"
+log_every = 1
+[optimizer]
+name = "gd"
+lr = 0.5
+"""
+
+
+def test_the_divergence_message_and_summary_name_the_same_step_and_epoch(tmp_path, capsys):
+    recipe, out = tmp_path / "r.toml", tmp_path / "run"
+    recipe.write_text(DIVERGING)
+    assert main(["run", str(recipe), "--out", str(out), "--quiet"]) == 3
+    message = capsys.readouterr().err
+    step, epoch = map(int, re.search(r"non-finite at step (\d+) \(epoch (\d+)\)", message).groups())
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["step"], summary["epoch"]) == (step, epoch) and epoch >= 1
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, epoch))          # the epochs that finished, from 1
+    assert all(r["step"] < step for r in rows)
+
+
+def test_progress_from_python_learns_the_epoch_count(capsys):
+    x = torch.randn(32, 3)
+    trainer = ds.Trainer(nn.Linear(3, 1), device="cpu")
+    trainer.fit((x, x.sum(1, keepdim=True)), epochs=2, batch_size=16)
+    assert capsys.readouterr().out == ""                                 # not a terminal: quiet by default
+    trainer.fit((x, x.sum(1, keepdim=True)), epochs=2, batch_size=16, progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == ["3/4", "4/4"]        # the second fit counts on
+    assert trainer.callbacks == []                                        # the bar is the fit's own
+
+
+def test_show_and_version(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.toml").write_text('[data]\nname = "iris"\n[model]\nhidden = [16, 16]\n')
+    assert main(["show", "r.toml", "--set", "train.epochs=4"]) == 0
+    text = capsys.readouterr().out
+    assert "hidden = [16, 16]\n" in text and "epochs = 4\n" in text and "batch_size = 128\n" in text
+    assert "beta1 = 0.9\n" in text and 'activation = "relu"\n' in text   # the parts' own defaults too
+    assert config.validate(__import__("tomllib").loads(text)).train.epochs == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["r.toml"]            # nothing trained, nothing written
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"descend {ds.__version__}\n"
+
+
+def test_warnings_print_as_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "r.toml").write_text('[data]\nname = "iris"\n')
+    load = config.load
+
+    def load_and_warn(*args, **kwargs):
+        warnings.warn("flips change digits", UserWarning, stacklevel=2)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(config, "load", load_and_warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["show", str(tmp_path / "r.toml")]) == 0
+    assert capsys.readouterr().err == "descend: warning: flips change digits\n"
+
+
+def test_datasets_are_listed_whole_when_piped(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for row in ds.data.datasets():
+        assert re.search(rf"│ {re.escape(row['name'])} +│", out) and row["source"][:60] in out
+
+
+def test_model_summary_lists_layers_shapes_and_parameters():
+    model = ds.models.mlp([8], input_shape=(4,), num_outputs=3)
+    summary = ds.models.summary(model, (4,))
+    assert [(kind, shape) for _, kind, shape, _ in summary.rows if kind == "Linear"] == [("Linear", (2, 8)),
+                                                                                          ("Linear", (2, 3))]
+    assert summary.total == summary.trainable == 4 * 8 + 8 + 8 * 3 + 3 == sum(r[3] for r in summary.rows)
+    assert str(summary).splitlines()[-1] == "total 67 parameters (67 trainable)"
+    with pytest.raises(ds.UserError, match=r"cannot take inputs of shape \(5,\)"):
+        ds.models.summary(model, (5,))
+
+
+def test_a_run_prints_its_model_and_logs_loss_and_lr_every_log_every_steps(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe, out = tmp_path / "r.toml", tmp_path / "run"
+    recipe.write_text('[data]\nname = "iris"\n[model]\nhidden = [8]\n[train]\nepochs = 2\nbatch_size = 16\n'
+                      'device = "cpu"\nlog_every = 2\n[schedule]\nname = "cosine"\nwarmup_fraction = 0.5\n')
+    assert main(["run", str(recipe), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "output shape" in printed and "total 67 parameters" in printed
+    steps = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    events = EventAccumulator(str(out / "tb" / "steps"))
+    events.Reload()
+    lrs = events.Scalars("step/lr")
+    assert [e.step for e in lrs] == list(range(2, steps + 1, 2)) and len({round(e.value, 8) for e in lrs}) > 2
+    assert [e.step for e in events.Scalars("step/train_loss")] == [e.step for e in lrs]
+    epochs = EventAccumulator(str(out / "tb"))
+    epochs.Reload()
+    assert [e.step for e in epochs.Scalars("loss/train")] == [1, 2]
