@@ -134,9 +134,9 @@ class RegularizationConfig(_PartSection):
 
 
 class AugmentConfig(_PartSection):
-    def build(self, dataset: str | None = None):
-        """The augmentation; ``dataset`` lets it warn about flips on digit data."""
-        return augment.create(dataset=dataset, **self.options)
+    def build(self, dataset: str | None = None, kind: str | None = None):
+        """The augmentation; ``dataset`` lets it warn about flips on digit data, ``kind`` refuse them on tables."""
+        return augment.create(dataset=dataset, kind=kind, **self.options)
 
 
 class _TableSection(_Section):

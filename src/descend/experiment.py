@@ -68,7 +68,7 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         model, loss=loss, optimizer=c.optimizer.build(),
         schedule=c.schedule.build() if c.schedule else None,
         regularizer=c.regularization.build() if c.regularization else None,
-        augment=c.augment.build(dataset=info.name) if c.augment else None,
+        augment=c.augment.build(dataset=info.name, kind=info.kind) if c.augment else None,
         callbacks=[stopper] if stopper else [],
         clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
         device=c.train.device, precision=c.train.precision, seed=c.seed,
