@@ -149,3 +149,12 @@ def test_scaling_warns_where_float32_loses_a_features_variation():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Scaler.fit("standardize", np.random.default_rng(3).normal(size=(100, 4)) * 1e6 + 1e7)
+
+
+@pytest.mark.parametrize(("name", "options"), [("sine", {"n_train": 10**9}), ("linear_highdim", {"d": 10**9}),
+                                               ("mnist1d", {"num_samples": 10**10})])
+def test_a_generated_set_larger_than_memory_is_refused_before_it_is_made(name, options, monkeypatch):
+    monkeypatch.setenv("DESCEND_MEMORY_LIMIT", "4G")
+    with pytest.raises(UserError, match=rf"dataset '{name}' with [\d,]+ samples .* more than the memory limit of "
+                                        r"4.0 GiB"):
+        dd.load(name, **options)

@@ -6,7 +6,9 @@ Exit codes: 0 done, 2 a user error (bad recipe, data, option), 3 training diverg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 
 from .errors import DivergenceError, Interrupted, UserError
 
@@ -26,8 +28,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Warnings as ``descend: warning: <message>`` lines, not Python's file:line and source excerpt."""
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        return "descend: warning: " + " ".join(str(message).split()) + "\n"
+
+    with warnings.catch_warnings():
+        warnings.formatwarning = one_line  # the format, not the display: recording warnings keeps working
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # argparse itself exits with code 2 on bad arguments
+    with _one_line_warnings():
+        return _main(args)
+
+
+def _main(args) -> int:
     try:
         if args.command == "run":
             return _run(args)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from descend.data.splits import held_count, split_indices
 from descend.errors import UserError
 from descend.options import OneOf, Option, Optional, Text, declare, integer, number, validate
 from descend.options import describe as describe_table
+from descend.resources import check_fits_memory
 
 DEFAULT_TEST_FRACTION = 0.2
 MAX_INFERRED_CLASSES = 100
@@ -93,6 +95,10 @@ def load(
             )
         if task is not None and task != spec.task:
             raise UserError(f"task for dataset {key!r} must be {spec.task!r}, got {task!r}")
+        pool, own_test = spec.sizes(opts)  # generated sets also draw up to `pool` validation rows
+        rows = pool * (2 if spec.generated else 1) + (own_test or 0)
+        check_fits_memory(f"dataset {key!r} with {rows:,} samples of shape {spec.shape(opts)} (float64 while made)",
+                          rows * (math.prod(spec.shape(opts)) + 1) * 8, "ask for fewer samples or features")
         raw = spec.loader(opts)
         name = key
     else:
