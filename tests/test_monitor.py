@@ -22,8 +22,8 @@ def _checkpoints_mode(tmp_path, metric: str) -> str:
     checkpoints = Checkpoints(tmp_path, monitor=metric, every=1000)
     written = []
     checkpoints.write = lambda trainer, *paths: written.append(paths)
-    checkpoints.after_epoch(_Trainer(), {metric: 1.0})
-    checkpoints.after_epoch(_Trainer(), {metric: 2.0})
+    checkpoints.on_epoch_end(_Trainer(), {metric: 1.0})
+    checkpoints.on_epoch_end(_Trainer(), {metric: 2.0})
     return "max" if written[1] == (checkpoints.best,) else "min"
 
 

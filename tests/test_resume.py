@@ -248,8 +248,46 @@ def test_a_signal_in_python_stops_at_a_step_boundary_as_a_keyboard_interrupt(tmp
     trainer = make_trainer(tmp_path, unit="epoch", callbacks=[CtrlCAt()])
     data = ds.data.load("iris", seed=0)
     with pytest.raises(KeyboardInterrupt) as stopped:
-        trainer.fit(data.train, epochs=5, batch_size=20)
+        trainer.fit(data.train, data.val, epochs=5, batch_size=20)   # early stopping watches val_loss
     assert isinstance(stopped.value, ds.errors.Interrupted) and stopped.value.exit_code == 130
     assert trainer.global_step == 4 and stopped.value.checkpoint_path == tmp_path / "last.safetensors"
     assert checkpoint.load(tmp_path / "last.safetensors")["position"]["global_step"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the handler is given back
+
+
+def test_each_rollback_halves_again_and_the_rate_survives_a_checkpoint_and_resume(tmp_path):
+    """lr 6.4, 3.2 and 1.6 diverge on least squares with Hessian ≈ 2I; the third rollback reaches 0.8, which
+    converges. Each rollback reloads a checkpoint written before or after the earlier ones: the rate still halves."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+    def trainer_at(lr):
+        model = nn.Linear(4, 1)
+        return ds.Trainer(model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), device="cpu", seed=0,
+                          checkpoints=Checkpoints(tmp_path, every=5, unit="step"), on_divergence="rollback",
+                          max_rollbacks=5)
+
+    trainer = trainer_at(6.4)
+    with pytest.warns(RuntimeWarning) as warned:
+        history = trainer.fit((x, y), epochs=700, batch_size="full")
+    halved = [float(str(w.message).split("halved to ")[1].split(" ")[0]) for w in warned]
+    assert halved == [3.2, 1.6, 0.8] and trainer.rollbacks == 3
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.8 and history[-1]["train_loss"] < 1e-8
+    saved = checkpoint.load(tmp_path / "last.safetensors")
+    assert saved["base_lrs"] == [0.8] and saved["rollbacks"] == 3
+    resumed = trainer_at(6.4)
+    resumed.fit((x, y), epochs=701, batch_size="full", resume=tmp_path)
+    assert resumed.rollbacks == 3 and resumed.optimizer.param_groups[0]["lr"] == 0.8
+
+
+def test_divergence_message_says_what_became_non_finite():
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    model = nn.Linear(4, 1)
+    trainer = ds.Trainer(model, optimizer=torch.optim.SGD(model.parameters(), lr=1e38), device="cpu")
+    with pytest.raises(ds.DivergenceError, match="weights became non-finite"):
+        trainer.fit((x, x.sum(1, keepdim=True)), epochs=50, batch_size="full")
+    inflate = ds.Trainer(nn.Linear(4, 1), device="cpu", augment=lambda batch, generator: batch * float("inf"))
+    with pytest.raises(ds.DivergenceError, match="no step had a finite loss.*inputs became non-finite in "
+                                                 "augmentation"):
+        inflate.fit((x, x.sum(1, keepdim=True)), epochs=1, batch_size=16)

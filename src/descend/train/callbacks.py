@@ -34,7 +34,13 @@ EVENTS = ("on_fit_start", "on_epoch_start", "on_after_backward", "on_batch_end",
 
 
 class Callback:
-    """Base class: every event is a no-op, every callback is stateless unless it says otherwise."""
+    """Base class: every event is a no-op, every callback is stateless unless it says otherwise.
+
+    ``model_state_keys`` names the ``state_dict`` entries that hold a copy of the model's tensors (or ``{}``);
+    a resumed run checks them against the model (:mod:`descend.train.checkpoint.validate`).
+    """
+
+    model_state_keys: tuple[str, ...] = ()
 
     order = 0  # callbacks run by ascending order: user callbacks 0, logs 90, checkpoints 100
 
@@ -89,6 +95,8 @@ class EarlyStopping(Callback):
     value, best epoch, wait counter and best weights are in ``state_dict``, so a resumed run keeps
     counting where it was. One instance serves one training run.
     """
+
+    model_state_keys = ("best_weights",)
 
     @declare("EarlyStopping", MONITOR, MODE,
              Option("patience", integer(0), doc="epochs in a row without improvement before stopping"),

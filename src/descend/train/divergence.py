@@ -35,15 +35,34 @@ class Watch:
         self.last_finite = torch.where(finite & (self.bad_step < 0), loss, self.last_finite)
         self.step += 1
 
-    def check(self, epoch: int) -> float:
+    def check(self, trainer) -> float:
         """The last finite loss; raises :class:`DivergenceError` if a loss was not finite (one host sync)."""
         bad_step, last = torch.stack([self.bad_step.double(), self.last_finite.double()]).tolist()
         if bad_step >= 0:
+            before = f"the last finite loss was {last:.6g}" if math.isfinite(last) else "no step had a finite loss"
             raise DivergenceError(
-                f"training diverged: the loss became non-finite at step {int(bad_step)} (epoch {epoch}); the "
-                f"last finite loss was {last:.6g}. Try a lower learning rate, gradient clipping (clip_grad_norm), "
-                f"or check the data for extreme values.")
+                f"training diverged: the loss became non-finite at step {int(bad_step)} (epoch {trainer.epoch}); "
+                f"{before}. {culprit(trainer)}")
         return last
+
+
+def culprit(trainer) -> str:
+    """What became non-finite, and the fix that goes with it (run once, when training has diverged)."""
+    with torch.no_grad():
+        if trainer.augment is not None and trainer._train is not None:  # the data itself was checked before
+            x = trainer._train.x[:256]
+            augmented = trainer.augment(x, torch.Generator(device=x.device).manual_seed(0))
+            if not bool(torch.isfinite(augmented).all()):
+                return ("The inputs became non-finite in augmentation (the data itself is finite): check the "
+                        "augmentation's options (noise_std, scale).")
+        bad = [name for name, t in trainer.model.state_dict().items()
+               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+            return (f"The weights became non-finite ({shown}): the steps were too large. Try a lower learning "
+                    f"rate or gradient clipping (clip_grad_norm).")
+    return ("The weights and inputs are finite; the loss itself overflowed. Try a lower learning rate, gradient "
+            "clipping (clip_grad_norm), or check the data for extreme values.")
 
 
 def can_roll_back(trainer) -> bool:
@@ -53,11 +72,15 @@ def can_roll_back(trainer) -> bool:
 
 
 def roll_back(trainer, diverged: DivergenceError) -> None:
-    """Reload the last checkpoint into ``trainer`` and halve its learning rate (``on_divergence="rollback"``)."""
+    """Reload the last checkpoint into ``trainer`` and halve its learning rate (``on_divergence="rollback"``).
+
+    The k-th rollback runs at 0.5^k times the recipe's learning rate, whenever the checkpoint it reloads was
+    written (before or after earlier rollbacks): the checkpoint records its own rollback count and rates."""
     rollbacks, last = trainer.rollbacks + 1, trainer.checkpoints.last
     trainer.load_state_dict(checkpoint.load(last, device=trainer.device))
+    halvings = rollbacks - trainer.rollbacks  # the reloaded state already holds trainer.rollbacks halvings
     trainer.rollbacks = rollbacks
-    trainer._base_lrs = [lr * 0.5 for lr in trainer._base_lrs]
+    trainer._base_lrs = [lr * 0.5**halvings for lr in trainer._base_lrs]
     warnings.warn(f"{diverged} Rolled back to {last} (epoch {trainer.epoch}, step {trainer.global_step}) with the "
                   f"learning rate halved to {trainer._base_lrs[0]:.3g} (rollback {rollbacks} of "
                   f"{trainer.max_rollbacks}).", RuntimeWarning, stacklevel=3)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from descend.train.checkpoint import CheckpointError
+from descend.train.checkpoint.container import CheckpointError
 
 _MT_WORDS = 624
 
@@ -51,7 +51,7 @@ def restore(state: dict) -> None:
     The whole state is validated before any stream changes; a malformed one raises :class:`CheckpointError`.
     CUDA states for devices this machine lacks are skipped with a warning (a run resumed on fewer GPUs).
     """
-    python, numpy_state, cpu, cuda = _validated(state)
+    python, numpy_state, cpu, cuda = validated(state)
     available = torch.cuda.device_count() if cuda and torch.cuda.is_available() else 0
     if len(cuda) > available:
         warnings.warn(f"the saved state has {len(cuda)} CUDA random streams but this machine has {available} "
@@ -69,7 +69,9 @@ def restore(state: dict) -> None:
         torch.cuda.set_rng_state(s, device=device)
 
 
-def _validated(state: Any) -> tuple[tuple, dict, torch.Tensor, list[torch.Tensor]]:
+def validated(state: Any) -> tuple[tuple, dict, torch.Tensor, list[torch.Tensor]]:
+    """The streams of a :func:`capture` state, checked (else :class:`CheckpointError`), ready to restore."""
+
     def fail(problem: str) -> CheckpointError:
         return CheckpointError(f"the saved random state is invalid: {problem}")
 

@@ -122,6 +122,7 @@ def capture(trainer) -> dict:
 
 def restore(trainer, saved: dict) -> None:
     """Put ``saved`` (from :func:`capture`) back into ``trainer``; data and model must be those it was saved with."""
+    checkpoint.check_state(saved, trainer)  # every field, before anything reaches torch
     position = saved["position"]
     if position["steps_per_epoch"] != trainer.steps_per_epoch:
         raise UserError(f"the checkpoint was written with {position['steps_per_epoch']} batches per epoch, this "

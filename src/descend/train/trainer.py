@@ -363,7 +363,7 @@ class Trainer:
 
         Also refreshes ``last_loss`` (the latest finite step loss) for progress displays.
         """
-        self.last_loss = self._watch.check(self.epoch)
+        self.last_loss = self._watch.check(self)
 
     def _event(self, name: str, *args) -> None:
         for handler in self._handlers[name]:

@@ -1,0 +1,252 @@
+"""A loaded checkpoint, checked against what this trainer expects before any of it reaches torch.
+
+torch trusts the state it is given: an optimizer moment of the wrong shape makes its fused and foreach kernels
+read and write out of bounds (a segmentation fault, not an exception), a model tensor of the wrong shape is a
+``size mismatch`` traceback, a missing entry a ``KeyError``. :func:`check_state` compares the saved state with
+the trainer's own (``trainer.state_dict()``, the template) and raises one :class:`CheckpointError` (exit code 2)
+naming the field and the mismatch:
+
+- ``model``: the same tensor names, shapes and dtypes. A tensor saved in another dtype (float64 for a float32
+  model) is **refused, not converted**: a checkpoint resumes the run that wrote it, bit for bit, and a silent
+  cast would change its numbers. To start a model of another dtype from such weights, cast the model to the
+  file's dtype and use :func:`~descend.train.checkpoint.load_weights`.
+- ``optimizer``: as many param_groups, each as long and with the same hyper-parameter names and JSON types;
+  every per-parameter state belongs to a parameter of its group and holds exactly the entries one step of this
+  optimizer creates (found by stepping a copy of it on empty parameters), each tensor of the parameter's shape
+  and dtype (or the optimizer's scalar ``step``). Optimizers that need a closure (Newton) cannot be probed; for
+  them each tensor must have its parameter's shape or be a scalar.
+- ``schedule``, ``callbacks``: the keys and JSON types of the live objects' ``state_dict()`` (``None`` there
+  means "not known yet" and accepts a number). A callback's :attr:`~descend.train.callbacks.Callback.
+  model_state_keys` entries hold the model's tensors (or nothing). Callbacks only the checkpoint or only this run
+  has are left alone (one added or removed on resume).
+- ``rng``: the streams as :func:`descend.train.rng.validated` requires, the augmentation generator's state as
+  the template's; ``position``, ``base_lrs``, ``rollbacks``, ``history``, ``epoch_sums``: non-negative ints, one
+  base learning rate per group, a list of ``{name: number}`` rows, tensors as the template's.
+- every tensor on the CPU or the trainer's device; model and optimizer tensors finite.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from descend.train import rng
+
+from .codec import non_finite
+from .container import CheckpointError, dtype_name, names, short
+
+_OPTIONAL = {"checkpoints": {"best_value": None}}  # written by the Checkpoints policy, not by the trainer
+
+
+def check_state(saved: Any, trainer) -> None:
+    """Raise :class:`CheckpointError` unless ``saved`` is a state this trainer can load (see the module doc)."""
+    template = trainer.state_dict()
+    checker = _Checker({"cpu", trainer.device.type})
+    checker.keys(saved, {**template, **_OPTIONAL}, "checkpoint", optional=set(_OPTIONAL))
+    checker.tensors(saved["model"], template["model"], "model")
+    checker.optimizer(saved["optimizer"], template["optimizer"], trainer.optimizer)
+    if not (isinstance(saved["schedule"], dict) and not saved["schedule"]):  # {}: the run had no schedule state
+        checker.like(saved["schedule"], template["schedule"], "schedule")
+    checker.callbacks(saved["callbacks"], template["callbacks"], trainer)
+    checker.keys(saved["rng"], template["rng"], "rng")
+    try:
+        rng.validated(saved["rng"]["streams"])
+    except CheckpointError as e:
+        raise _fail("rng.streams", str(e).removeprefix("the saved random state is invalid: ")) from None
+    checker.like(saved["rng"]["augment"], template["rng"]["augment"], "rng.augment")
+    checker.like(saved["position"], template["position"], "position")
+    for key, value in saved["position"].items():
+        if value < 0:
+            raise _fail(f"position.{key}", f"is {value}; it counts, so it must be >= 0")
+    checker.like(saved["base_lrs"], template["base_lrs"], "base_lrs")
+    checker.like(saved["rollbacks"], template["rollbacks"], "rollbacks")
+    checker.history(saved["history"])
+    checker.like(saved["epoch_sums"], template["epoch_sums"], "epoch_sums")
+    if "checkpoints" in saved:
+        checker.like(saved["checkpoints"], _OPTIONAL["checkpoints"], "checkpoints")
+    bad = non_finite(checker.finite)
+    if bad:
+        raise _fail(names(bad), "hold non-finite values (NaN or infinity); a descend checkpoint never does")
+
+
+_ACCEPTS = {  # what a JSON leaf of the template's type accepts; None means "not known yet"
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: _number(v),
+    str: lambda v: isinstance(v, str),
+    type(None): lambda v: v is None or _number(v) or isinstance(v, bool),
+}
+_WANTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "a number or None"}
+
+
+def _fail(where: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"the checkpoint does not fit this run: {where} {problem}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {dtype_name(value.dtype)} tensor of shape {tuple(value.shape)}"
+    return "None" if value is None else f"a {type(value).__name__} ({short(value, 40)})"
+
+
+def _at(where: str, key: Any) -> str:
+    return f"{where}.{key}" if isinstance(key, str) and key.isidentifier() else f"{where}[{short(key)}]"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _Checker:
+    def __init__(self, devices: set[str]):
+        self.devices = devices
+        self.finite: dict[str, torch.Tensor] = {}  # model and optimizer tensors, checked together at the end
+
+    def keys(self, saved: Any, template: dict, where: str, optional: set = frozenset()) -> None:
+        """``saved`` is a dict with the template's keys (``optional`` ones may be missing), no others."""
+        if not isinstance(saved, dict):
+            raise _fail(where, f"must be a dict, got {_kind(saved)}")
+        missing = [k for k in template if k not in saved and k not in optional]
+        if missing:
+            raise _fail(where, f"lacks {names([str(k) for k in missing])}")
+        extra = [k for k in saved if k not in template]
+        if extra:
+            raise _fail(where, f"has entries this run does not keep: {names([str(k) for k in extra])}")
+
+    def like(self, saved: Any, template: Any, where: str) -> None:
+        """``saved`` has the template's structure and JSON types; tensors its shape and dtype."""
+        if isinstance(template, torch.Tensor):
+            self.tensor(saved, where, template.shape, template.dtype)
+        elif isinstance(template, dict):
+            self.keys(saved, template, where)
+            for key, value in template.items():
+                self.like(saved[key], value, _at(where, key))
+        elif isinstance(template, (list, tuple)):
+            if not isinstance(saved, (list, tuple)) or len(saved) != len(template):
+                raise _fail(where, f"must be a list of {len(template)} values, got {_kind(saved)}")
+            for i, (s, t) in enumerate(zip(saved, template, strict=True)):
+                self.like(s, t, f"{where}[{i}]")
+        else:
+            accepts = _ACCEPTS.get(type(template), lambda v: type(v) is type(template))
+            if not accepts(saved):
+                wanted = _WANTED.get(type(template), f"of type {type(template).__name__}")
+                raise _fail(where, f"must be {wanted}, got {_kind(saved)}")
+
+    def tensor(self, saved: Any, where: str, shape: torch.Size | tuple, dtype: torch.dtype) -> None:
+        if not isinstance(saved, torch.Tensor):
+            raise _fail(where, f"must be a tensor, got {_kind(saved)}")
+        if saved.shape != shape:
+            raise _fail(where, f"has shape {tuple(saved.shape)}, this run's has shape {tuple(shape)}")
+        if saved.dtype != dtype:
+            raise _fail(
+                where,
+                f"has dtype {dtype_name(saved.dtype)}, this run's has dtype {dtype_name(dtype)} "
+                "(a checkpoint is never cast: resume with the dtype it was written with)",
+            )
+        if saved.device.type not in self.devices:
+            raise _fail(where, f"is on device {saved.device}, not on {' or '.join(sorted(self.devices))}")
+
+    def tensors(self, saved: Any, template: dict, where: str) -> None:
+        """A model state: the template's names, each tensor of its shape and dtype."""
+        self.like(saved, template, where)
+        self.finite.update({_at(where, k): v for k, v in saved.items()})
+
+    def optimizer(self, saved: Any, template: dict, optimizer: torch.optim.Optimizer) -> None:
+        self.keys(saved, template, "optimizer")
+        groups, template_groups = saved["param_groups"], template["param_groups"]
+        if not isinstance(groups, list) or len(groups) != len(template_groups):
+            raise _fail(
+                "optimizer.param_groups", f"must be a list of {len(template_groups)} groups, got {_kind(groups)}"
+            )
+        owner = {}  # saved parameter id -> (live parameter, the state one step creates for it, or None)
+        probe = _probe(optimizer)
+        for i, (group, expected) in enumerate(zip(groups, template_groups, strict=True)):
+            where = f"optimizer.param_groups[{i}]"
+            self.like(group, expected, where)
+            for j, pid in enumerate(group["params"]):
+                if not isinstance(pid, int) or isinstance(pid, bool) or pid in owner:
+                    raise _fail(f"{where}.params[{j}]", f"must be a parameter id used once, got {_kind(pid)}")
+                param = optimizer.param_groups[i]["params"][j]
+                owner[pid] = (param, probe[i][j] if probe else None)
+        if not isinstance(saved["state"], dict):
+            raise _fail("optimizer.state", f"must be a dict, got {_kind(saved['state'])}")
+        for pid, state in saved["state"].items():
+            where = f"optimizer.state[{short(pid)}]"
+            if pid not in owner:
+                raise _fail(where, "belongs to no parameter of optimizer.param_groups")
+            self.param_state(state, *owner[pid], where)
+        for i, group in enumerate(groups):  # torch's fused SGD steps a group as one: all restored or none
+            trainable = [pid for pid in group["params"] if owner[pid][0].requires_grad]
+            restored = [pid for pid in trainable if saved["state"].get(pid)]
+            if restored and len(restored) != len(trainable):
+                missing = [str(pid) for pid in trainable if pid not in restored]
+                raise _fail(
+                    f"optimizer.param_groups[{i}]", f"has state for some parameters but none for {names(missing)}"
+                )
+
+    def param_state(self, state: Any, param: torch.Tensor, expected: dict | None, where: str) -> None:
+        if not isinstance(state, dict):
+            raise _fail(where, f"must be a dict, got {_kind(state)}")
+        if expected is None:  # an optimizer the probe cannot step: the shape rule alone
+            expected = {k: (param if isinstance(v, torch.Tensor) and v.dim() else v) for k, v in state.items()}
+        self.keys(state, expected, where)
+        for key, value in expected.items():
+            if isinstance(value, torch.Tensor) and value.dim():  # sized like the parameter
+                self.tensor(state[key], _at(where, key), param.shape, value.dtype)
+                self.finite[_at(where, key)] = state[key]
+            else:
+                self.like(state[key], value, _at(where, key))
+
+    def callbacks(self, saved: Any, template: dict, trainer) -> None:
+        if not isinstance(saved, dict):
+            raise _fail("callbacks", f"must be a dict, got {_kind(saved)}")
+        model = trainer.model.state_dict()
+        from ..state import callback_keys  # the policy module imports this package: import when used
+
+        for key, callback in callback_keys(trainer.callbacks).items():
+            if key not in saved:
+                continue
+            where = _at("callbacks", key)
+            model_keys = set(getattr(callback, "model_state_keys", ()))
+            self.keys(saved[key], template[key], where)
+            for name, value in template[key].items():
+                if name in model_keys:  # a copy of the model's tensors, or {} before there is one
+                    if not (isinstance(saved[key][name], dict) and not saved[key][name]):
+                        self.tensors(saved[key][name], model, _at(where, name))
+                else:
+                    self.like(saved[key][name], value, _at(where, name))
+
+    def history(self, saved: Any) -> None:
+        if not isinstance(saved, list):
+            raise _fail("history", f"must be a list of epoch rows, got {_kind(saved)}")
+        for i, row in enumerate(saved):
+            if not isinstance(row, dict) or not all(isinstance(k, str) and _number(v) for k, v in row.items()):
+                raise _fail(f"history[{i}]", f"must map metric names to numbers, got {_kind(row)}")
+
+
+def _probe(optimizer: torch.optim.Optimizer) -> list[list[dict]] | None:
+    """The per-parameter state one step of ``optimizer`` creates, per group and parameter: a copy of it (same
+    class, hyper-parameters and attributes, fresh state and hooks) steps once on empty parameters of the same
+    dtype and device, with zero gradients. A tensor of shape (0,) stands for one shaped like its parameter."""
+    if getattr(optimizer, "needs_closure", False):
+        return None
+    probe = object.__new__(type(optimizer))
+    probe.__dict__.update(optimizer.__dict__)
+    probe.state = defaultdict(dict)
+    probe._optimizer_step_pre_hooks, probe._optimizer_step_post_hooks = {}, {}
+    empties = []
+    for group in optimizer.param_groups:
+        params = [
+            torch.zeros(0, dtype=p.dtype, device=p.device, requires_grad=p.is_floating_point()) for p in group["params"]
+        ]
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        empties.append(params)
+    probe.param_groups = [{**g, "params": ps} for g, ps in zip(optimizer.param_groups, empties, strict=True)]
+    try:
+        type(optimizer).step(probe)
+    except Exception:  # a user's optimizer that cannot step empty parameters: the shape rule alone applies
+        return None
+    return [[dict(probe.state[p]) for p in params] for params in empties]
