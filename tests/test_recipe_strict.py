@@ -67,3 +67,13 @@ def test_a_deep_value_that_parses_is_refused_by_depth_not_by_a_recursion(tmp_pat
     recipe.write_text('[data]\nname = "iris"\n[model]\nhidden = ' + "[" * 300 + "]" * 300)
     with pytest.raises(UserError, match=r"deep.toml: model.hidden(\[0\])+ nests deeper than 8 levels"):
         config.load(recipe)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"name": "mnist1d", "cache": "yes"}, "dataset 'mnist1d': option 'cache' must be true or false; got 'yes'."),
+    ({"name": "fashion_mnist", "download": 1}, "dataset 'fashion_mnist': option 'download' must be true or false"),
+    ({"name": "sine", "n_train": "20"}, "dataset 'sine': option 'n_train' must be an integer >= 2; got '20'."),
+    ({"name": "x.npz", "kind": "rows"}, "npz file: option 'kind' must be one of 'image', 'signal', 'tabular'"),
+])
+def test_dataset_options_of_the_wrong_type_are_refused_when_the_recipe_loads(data, message):
+    assert message in _error({"data": data})
