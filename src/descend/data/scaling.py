@@ -38,7 +38,7 @@ _PRECISION = 1e-6
 _LARGE = 1e18
 
 
-def _warn_extreme(kind: str, shift: torch.Tensor, scale: torch.Tensor, largest: torch.Tensor) -> None:
+def _warn_extreme(kind: str, scale: torch.Tensor, largest: torch.Tensor) -> None:
     """Warn about features float32 cannot train well on: variation lost to precision, or magnitudes whose
     squares overflow."""
     lost = ((scale > 0) & (scale < _PRECISION * largest)).nonzero().flatten().tolist()
@@ -89,7 +89,7 @@ class Scaler:
             scale = t.amax(dim=dims).to(torch.float64) - shift
         else:
             raise UserError(f"scale must be one of {', '.join(SCALES)}, got {kind!r}")
-        _warn_extreme(kind, shift, scale, t.abs().amax(dim=dims).double())
+        _warn_extreme(kind, scale, torch.maximum(t.amax(dim=dims), -t.amin(dim=dims)).double())
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         shape = (*shift.shape, *keep)
         return cls(kind, shift.reshape(shape), scale.reshape(shape))
