@@ -28,7 +28,8 @@ from descend.train.callbacks import Callback
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 LONG = settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-PROFILES = [pytest.param(FAST, id="fast"), pytest.param(LONG, id="long", marks=pytest.mark.slow)]
+PROFILES = [pytest.param(FAST, id="fast"),
+            pytest.param(LONG, id="long", marks=[pytest.mark.slow, pytest.mark.timeout(7200)])]
 
 
 class _OneEpoch(Callback):
