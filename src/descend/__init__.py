@@ -2,9 +2,9 @@
 
 __version__ = "0.1.0"
 
-from . import callbacks, data, models, optim, regularization, schedules  # noqa: E402
+from . import averaging, callbacks, data, models, optim, regularization, schedules  # noqa: E402
 from .errors import DivergenceError, UserError  # noqa: E402
 from .train import Trainer  # noqa: E402
 
-__all__ = ["Trainer", "UserError", "DivergenceError", "callbacks", "data", "models", "optim", "regularization",
-           "schedules", "__version__"]
+__all__ = ["Trainer", "UserError", "DivergenceError", "averaging", "callbacks", "data", "models", "optim",
+           "regularization", "schedules", "__version__"]

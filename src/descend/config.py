@@ -17,15 +17,15 @@ import tomli_w
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from . import averaging, ensemble, models, optim, regularization, schedules, transfer
 from . import data as datasets
-from . import models, optim, regularization, schedules
 from .data import augment
 from .errors import UserError
 from .options import Option
 from .options import validate as validate_options
 from .train import Trainer
 from .train.callbacks import EarlyStopping
-from .train.state import Checkpoints
+from .train.checkpoint.policy import Checkpoints
 
 
 class _Section(BaseModel):
@@ -139,6 +139,26 @@ class AugmentConfig(_PartSection):
         return augment.create(dataset=dataset, kind=kind, **self.options)
 
 
+class AveragingConfig(_PartSection):
+    method: str = "ema"
+
+    def build(self):
+        """The weight-averaging callback (:func:`descend.averaging.create`)."""
+        return averaging.create(self.method, **self.options)
+
+
+class EnsembleConfig(_PartSection):
+    def build(self):
+        """What kind of ensemble, of what size (:func:`descend.ensemble.create`)."""
+        return ensemble.create(**self.options)
+
+
+class TransferConfig(_PartSection):
+    def build(self):
+        """The transfer: pretrained weights, mode, learning-rate scale (:func:`descend.transfer.create`)."""
+        return transfer.create(**self.options)
+
+
 class _TableSection(_Section):
     """A section whose fields are one part's option table: the table's defaults, checked by the table."""
 
@@ -179,6 +199,9 @@ class Config(_Section):
     regularization: RegularizationConfig | None = None
     augment: AugmentConfig | None = None
     early_stopping: EarlyStoppingConfig | None = None
+    averaging: AveragingConfig | None = None
+    ensemble: EnsembleConfig | None = None
+    transfer: TransferConfig | None = None
 
 
 # ---------------------------------------------------------------------------------------------- loading

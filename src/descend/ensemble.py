@@ -1,23 +1,47 @@
-"""Ensembles of predictions. For now: Monte-Carlo dropout, "dropout is a kind of ensemble" (lectures 02, 04).
+"""Ensembles: several networks whose predictions are averaged, saved as a directory, loaded for prediction.
 
-Training with dropout trains one network of a different structure per mini-batch, with shared weights
-(lecture 04). Keeping dropout on at prediction time and averaging N stochastic passes averages N members of
-that implicit ensemble::
+Three kinds, one :class:`Ensemble` to predict with:
+
+- **members** (Lakshminarayanan et al. 2017, "Simple and Scalable Predictive Uncertainty Estimation using Deep
+  Ensembles"): K networks trained independently from different seeds (initialisation and data order) on the same
+  split;
+- **snapshots** (Huang et al. 2017, "Snapshot Ensembles: Train 1, get M for free"): one run whose learning rate
+  follows K cosine cycles restarted from the top, η_t = η₀/2·(1 + cos(π·(t mod ⌈T/K⌉)/⌈T/K⌉)); the weights at the
+  end of each cycle (the learning-rate minimum) are the members;
+- **MC-dropout** (Gal & Ghahramani 2016), "dropout is a kind of ensemble": training with dropout trains one
+  network of a different structure per mini-batch, with shared weights. Keeping dropout on at prediction time
+  and averaging N stochastic passes averages N members of that implicit ensemble::
 
     p̂(y | x) = 1/N Σ_{n=1..N} softmax(f(x; W ⊙ r_n)),   r_n ~ Bernoulli masks
 
-The usual prediction (eval mode) replaces the average by one pass with the expected activations instead.
+  The usual prediction (eval mode) replaces the average by one pass with the expected activations instead.
+
+Classifiers average the members' probabilities, regressors their outputs. An ensemble directory holds
+``ensemble.json`` (the manifest: format, kind, task, architecture, member files and their metrics) and
+``members/member-<k>.safetensors``; :func:`load` reads it back (no pickle) and ``predict`` / ``predict_proba``
+answer like one model. Training an ensemble from a recipe is :mod:`descend.ensemble_fit`.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from descend import atomic, models
 from descend.errors import UserError
-from descend.options import OneOf, Option, declare, integer
+from descend.options import OneOf, Option, Optional, declare, integer
+from descend.train.checkpoint import CheckpointError, load_weights, save_weights
 
-__all__ = ["mc_dropout", "DROPOUT_LAYERS"]
+__all__ = ["mc_dropout", "DROPOUT_LAYERS", "KINDS", "EnsembleSpec", "create", "Ensemble", "load", "MANIFEST"]
+
+KINDS = ("members", "snapshots", "mc_dropout")
+MANIFEST = "ensemble.json"
+FORMAT = "descend-ensemble"
 
 #: torch's dropout layers: Dropout, Dropout1d/2d/3d, AlphaDropout, FeatureAlphaDropout.
 DROPOUT_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
@@ -55,3 +79,168 @@ def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20,
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+# ------------------------------------------------------------------------------------------------ the recipe part
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """What a recipe's ``[ensemble]`` section asks for: ``kind`` and its size (members, snapshots or passes)."""
+
+    kind: str
+    size: int
+
+
+@declare("ensemble", Option("members", Optional(integer(2), "not this kind"), doc="K networks from K seeds"),
+         Option("snapshots", Optional(integer(2), "not this kind"), doc="K snapshots at cosine-cycle ends"),
+         Option("mc_dropout", Optional(integer(1), "not this kind"), doc="N stochastic dropout passes"))
+def create(members: int | None = None, snapshots: int | None = None, mc_dropout: int | None = None) -> EnsembleSpec:
+    """Exactly one of ``members = K`` (independent seeds), ``snapshots = K`` (cosine cycles in one run) or
+    ``mc_dropout = N`` (stochastic passes of one network)."""
+    given = {kind: value for kind, value in zip(KINDS, (members, snapshots, mc_dropout)) if value is not None}
+    if len(given) != 1:
+        raise UserError(f"ensemble: give exactly one of members = K, snapshots = K or mc_dropout = N; got "
+                        f"{', '.join(given) or 'none'}")
+    (kind, size), = given.items()
+    return EnsembleSpec(kind, size)
+
+
+# ------------------------------------------------------------------------------------------------ predicting
+def probabilities(outputs: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from logits: softmax, or (one output, binary cross-entropy) sigmoid as [1 − p, p]."""
+    if outputs.shape[1] == 1:
+        p = outputs.sigmoid()
+        return torch.cat([1 - p, p], dim=1)
+    return outputs.softmax(dim=1)
+
+
+class Ensemble:
+    """Networks whose predictions are averaged: ``predict_proba(x)`` (classifiers), ``predict(x)``.
+
+    ``models`` are the members (kind members or snapshots), or the one network of an MC-dropout ensemble, whose
+    ``samples`` stochastic passes are its members. ``task`` is classification or regression; ``architecture``
+    (``{"name", "options", "input_shape", "num_outputs"}``, a :mod:`descend.models` builder) lets :func:`load`
+    rebuild the members. Inputs are given as the models were trained on them (scaled as the recipe scales).
+    """
+
+    def __init__(self, models: list[nn.Module], task: str, kind: str = "members", *, samples: int = 1,
+                 architecture: dict | None = None, about: dict | None = None):
+        if not models:
+            raise UserError("an ensemble needs at least one model")
+        self.models, self.task, self.kind, self.samples = list(models), task, kind, samples
+        self.architecture, self.about = architecture, dict(about or {})
+
+    def __len__(self) -> int:
+        return self.samples if self.kind == "mc_dropout" else len(self.models)
+
+    @torch.inference_mode()
+    def member_outputs(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        """Each member's probabilities (classification) or outputs (regression): shape (members, N, C)."""
+        device = next(self.models[0].parameters()).device
+        chunks = []
+        for i in range(0, len(x), batch_size):
+            xb = torch.as_tensor(x[i:i + batch_size]).to(device).float()
+            if self.kind == "mc_dropout":
+                outs = [mc_dropout(self.models[0], xb, samples=1, output="raw") for _ in range(self.samples)]
+            else:
+                outs = []
+                for model in self.models:
+                    was_training = model.training
+                    model.eval()
+                    outs.append(model(xb).float())
+                    model.train(was_training)
+            stacked = torch.stack(outs)
+            chunks.append(probabilities(stacked.flatten(0, 1)).unflatten(0, stacked.shape[:2])
+                          if self.task == "classification" else stacked)
+        return torch.cat(chunks, dim=1)
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of the members' class probabilities, shape (N, classes)."""
+        if self.task != "classification":
+            raise UserError("predict_proba is for classifiers; this ensemble is a regressor: use predict")
+        return self.member_outputs(x).mean(0)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Classes (argmax of the mean probabilities) for classifiers, the mean output for regressors."""
+        mean = self.member_outputs(x).mean(0)
+        return mean.argmax(dim=1) if self.task == "classification" else mean
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, prefix: str = "test_") -> dict:
+        """The ensemble's and every member's metrics on (x, y), and the members' disagreement.
+
+        Classification: accuracy and loss (negative log-likelihood of the averaged probabilities); disagreement
+        is the fraction of samples on which two members predict different classes, averaged over all pairs.
+        Regression: mean squared error; disagreement is the members' standard deviation, averaged over samples.
+        """
+        outs = self.member_outputs(x)
+        y = torch.as_tensor(y).to(outs.device)
+        metric = (lambda o: _classification(o, y)) if self.task == "classification" else (lambda o: _regression(o, y))
+        result = {f"{prefix}{k}": v for k, v in metric(outs.mean(0)).items()}
+        result["members"] = [{f"{prefix}{k}": v for k, v in metric(o).items()} for o in outs]
+        if self.task == "classification":
+            labels = outs.argmax(dim=2)
+            pairs = list(itertools.combinations(range(len(labels)), 2))
+            result[f"{prefix}disagreement"] = (sum((labels[i] != labels[j]).float().mean().item() for i, j in pairs)
+                                               / max(len(pairs), 1))
+        else:
+            result[f"{prefix}disagreement"] = outs.std(dim=0, unbiased=False).mean().item()
+        return result
+
+    # ------------------------------------------------------------------ on disk
+    def save(self, directory: str | Path, members: list[dict] | None = None) -> Path:
+        """Write ``members/member-<k>.safetensors`` and the manifest ``ensemble.json`` into ``directory``.
+
+        ``members`` (optional) adds one dict per model to the manifest (seed, metrics, …).
+        """
+        if self.architecture is None:
+            raise UserError("this ensemble has no architecture record (descend.models name and options), so it "
+                            "could not be loaded again; build it from a recipe or pass architecture=")
+        directory = Path(directory)
+        entries = []
+        for k, model in enumerate(self.models):
+            name = f"members/member-{k}.safetensors"
+            save_weights(model, directory / name)
+            entries.append({"weights": name, **((members or [{}] * len(self.models))[k])})
+        manifest = {"format": FORMAT, "version": 1, "kind": self.kind, "task": self.task, "size": len(self),
+                    "combine": "mean of probabilities" if self.task == "classification" else "mean of outputs",
+                    "samples": self.samples, "architecture": self.architecture, "members": entries, **self.about}
+        atomic.write_json(directory / MANIFEST, manifest, what="ensemble manifest")
+        return directory
+
+
+def is_ensemble(path: str | Path) -> bool:
+    """Whether ``path`` is an ensemble directory (holds ``ensemble.json``)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def load(directory: str | Path, device: str | torch.device = "cpu") -> Ensemble:
+    """The ensemble saved in ``directory`` (by :meth:`Ensemble.save` or ``descend run`` with ``[ensemble]``)."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{directory} is not an ensemble: it has no {MANIFEST}") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {directory / MANIFEST}: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"{directory / MANIFEST} is not a descend ensemble manifest (format {FORMAT!r})")
+    arch = manifest["architecture"]
+    members = []
+    for entry in manifest["members"]:
+        model = models.build(arch["name"], tuple(arch["input_shape"]), arch["num_outputs"], **arch["options"])
+        report = load_weights(model, directory / entry["weights"])
+        if not report.ok:
+            raise CheckpointError(f"{directory / entry['weights']} does not fit the ensemble's architecture: {report}")
+        members.append(model.to(device).eval())
+    about = {k: v for k, v in manifest.items() if k not in ("format", "version", "kind", "task", "size", "combine",
+                                                             "samples", "architecture", "members")}
+    return Ensemble(members, manifest["task"], manifest["kind"], samples=manifest.get("samples", 1),
+                    architecture=arch, about=about)
+
+
+def _classification(probs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    picked = probs.gather(1, y.long().view(-1, 1)).clamp_min(1e-12)
+    return {"loss": -picked.log().mean().item(), "accuracy": (probs.argmax(1) == y).float().mean().item()}
+
+
+def _regression(out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    return {"mse": (out - y.view_as(out)).pow(2).mean().item()}

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, models
+from . import __version__, models, transfer
 from . import config as cfg
 from . import data as datasets
 from .errors import UserError
 from .train import History, Trainer
 from .train.callbacks import EarlyStopping
+from .train.checks import resolve_device
 from .train.metrics import num_outputs, resolve_loss
 
 
@@ -64,12 +65,18 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         model = models.build(c.model.name, info.input_shape,
                              num_outputs(loss, info.task, info.num_classes, bundle.train.y), **c.model.options)
     stopper = EarlyStopping(**c.early_stopping.model_dump()) if c.early_stopping else None
+    callbacks = [cb for cb in (stopper, c.averaging.build() if c.averaging else None) if cb is not None]
+    optimizer, augment = c.optimizer.build(), c.augment.build(dataset=info.name, kind=info.kind) if c.augment else None
+    if c.transfer:  # pretrained weights in, frozen layers, cached features or discriminative learning rates
+        with _section("transfer"):
+            ready = transfer.prepare(c.transfer.build(), model, bundle, optimizer,
+                                     device=resolve_device(c.train.device), augment=augment)
+        model, bundle, optimizer, callbacks = ready.model, ready.data, ready.optimizer, callbacks + ready.callbacks
     trainer = Trainer(
-        model, loss=loss, optimizer=c.optimizer.build(),
+        model, loss=loss, optimizer=optimizer,
         schedule=c.schedule.build() if c.schedule else None,
         regularizer=c.regularization.build() if c.regularization else None,
-        augment=c.augment.build(dataset=info.name, kind=info.kind) if c.augment else None,
-        callbacks=[stopper] if stopper else [],
+        augment=augment, callbacks=callbacks,
         clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
         device=c.train.device, precision=c.train.precision, seed=c.seed,
         deterministic=c.train.deterministic, log_every=c.train.log_every)
@@ -195,6 +202,12 @@ def run(config: cfg.Config, out: str | Path | None = None, *, resume: bool = Fal
     """
     from . import rundir
 
+    if config.ensemble is not None:  # several networks: descend.ensemble_fit trains and writes them
+        from .ensemble_fit import run as run_ensemble
+
+        if resume:
+            raise UserError("an ensemble run cannot be resumed; train it again (each member takes one run)")
+        return run_ensemble(config, out, quiet=quiet, stream=stream)
     out = Path(out) if out is not None else rundir.default_run_dir(config)
     held = rundir.status(out)
     changed = rundir.check_resume(config, out) if resume else {}

@@ -3,7 +3,8 @@
 ``runs/<name>-<timestamp>/`` (or ``--out``) holds ``config.toml`` (the resolved recipe), ``metrics.jsonl`` (one
 line per epoch), TensorBoard event files under ``tb/``, ``checkpoints/`` (``last`` and ``best``), ``schedule.png``
 when the recipe has a schedule, and at the end ``model.safetensors`` (final weights) and ``summary.json`` (final
-train/val/test metrics, best epoch, seconds, size, versions). Every file is written atomically
+train/val/test metrics, best epoch, seconds, size, versions), ``predictions.json`` (confusion matrix or predicted vs
+true) and ``report.html`` (:mod:`descend.report.run`; also after a divergence). Every file is written atomically
 (:mod:`descend.atomic`).
 """
 
@@ -17,9 +18,10 @@ from pathlib import Path
 from . import atomic, schedules
 from . import config as cfg
 from .errors import DivergenceError, UserError
+from .report.run import write_predictions, write_run_report
 from .train.checkpoint import save_weights
+from .train.checkpoint.policy import Checkpoints, has_checkpoint
 from .train.logs import MetricsFile, TensorBoard
-from .train.state import Checkpoints, has_checkpoint
 
 # Fields a resumed run may change; every other field shapes the computation and must stay as recorded.
 RESUMABLE = ("name", "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_unit",
@@ -73,6 +75,8 @@ class RunDirectory:
         result.run_dir = self.path
         save_weights(experiment.trainer.model, self.path / "model.safetensors")
         atomic.write_json(self.path / "summary.json", result.summary(), what="summary")
+        write_predictions(self.path, experiment.trainer, experiment.data)
+        write_run_report(self.path)
 
     def failed(self, experiment, error: BaseException) -> None:
         """A diverged run records how it ended in ``summary.json``; its checkpoints stay as they were."""
@@ -82,6 +86,7 @@ class RunDirectory:
         atomic.write_json(self.path / "summary.json", {
             "name": self.config.name, "status": "diverged", "error": str(error), "epochs_run": len(trainer.history),
             "step": trainer.global_step, "checkpoints": _listing(self.path / "checkpoints")}, what="summary")
+        write_run_report(self.path)
 
 
 def status(path: Path) -> str:

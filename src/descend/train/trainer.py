@@ -91,6 +91,7 @@ class Trainer:
         self.total_steps = 0
         self._epoch_done = False   # the running epoch is complete (its on_epoch_end events are under way)
         self._train: Split | None = None
+        self.val_data: Split | None = None  # the running fit's validation split (for callbacks)
         self._batch_size: int | str = 128
         self._plan = None          # (arguments, train split, val split, batches) of the last prepare()
 
@@ -127,7 +128,7 @@ class Trainer:
             callback.setup(self, logged)
         if (monitor := schedule_monitor(self.schedule)) is not None:
             require_logged("plateau schedule", monitor, logged)
-        self._train, self._batch_size = split, batch_size
+        self._train, self.val_data, self._batch_size = split, held, batch_size
 
     def fit(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
             drop_last: bool = False, resume: str | Path | None = None) -> History:
@@ -137,12 +138,13 @@ class Trainer:
         """
         self.prepare(train, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
         _, _, val, batches = self._plan
+        self.epochs = epochs  # callbacks may add epochs (add_epochs)
         with self._determinism(), state.stop_on_signals(self):
             self._start(batches, epochs)
             if resume is not None:
                 self.load_state_dict(checkpoint.load(state.find(resume), device=self.device))
             self._event("on_fit_start")
-            while self.epoch < epochs and not self.stop_training:
+            while self.epoch < self.epochs and not self.stop_training:
                 try:
                     self._run_epoch(batches, val)
                 except DivergenceError as diverged:
@@ -228,6 +230,19 @@ class Trainer:
         """The epoch's running sums, on the device: metrics, (Σ penalty·n, n), (Σ pre-clip grad norm, steps)."""
         return {"metrics": MetricSums(self.loss, self.device), "penalty": torch.zeros(2, device=self.device),
                 "grad_norm": torch.zeros(2, device=self.device)}
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply every group's learning rate by ``factor`` from the next step on (a schedule keeps shaping it).
+
+        The scaled base rates are part of the trainer state, so a resumed run keeps the change.
+        """
+        if not factor > 0:
+            raise UserError(f"the learning-rate factor must be > 0, got {factor!r}")
+        self._base_lrs = [lr * factor for lr in self._base_lrs]
+
+    def add_epochs(self, n: int) -> None:
+        """Train ``n`` epochs more than fit() was asked for (a schedule keeps its length and stays at its end)."""
+        self.epochs += n
 
     def _stop_for_signal(self) -> None:
         keeper = self.checkpoints

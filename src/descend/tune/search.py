@@ -1,0 +1,165 @@
+"""``descend tune``: hyper-parameter search over a recipe, on one machine or many, through Optuna.
+
+Strategies (Bergstra & Bengio 2012 for random over grid search; Bergstra et al. 2011 for TPE; Snoek et al. 2012
+for Gaussian-process Bayesian optimisation): ``grid``, ``random``, ``qmc`` (scrambled Halton), ``tpe``, ``gp``.
+Hyper-parameters are chosen on the validation split (or the k-fold mean with ``folds``); the test split is read
+once, by ``refit``, after the search. The study lives in an SQLite file in the output directory, or in the
+PostgreSQL database ``storage`` names, which workers on many machines can share.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+
+from .. import config as cfg
+from .. import experiment
+from ..errors import UserError
+from ..monitor import resolve_mode
+from . import report
+from . import space as spaces
+from . import study as studies
+from .objective import Objective
+from .study import PRUNERS, SAMPLERS, Plan, canonical, digest, open_study, storage, work
+
+DEFAULT_TRIALS = 20
+
+
+def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, timeout: float | None = None,
+           seed: int | None = None, pruner: str = "none", patience: int | None = None, folds: int | None = None,
+           metric: str | None = None, storage_url: str | None = None, study: str | None = None, workers: int = 1,
+           out: str | Path | None = None, refit: bool = False, keep_runs: bool = True, heartbeat: int = 10,
+           retries: int = 2, overrides: list[str] = (), echo=print) -> dict:
+    """Search ``space`` (a path or a :class:`~descend.tune.space.Space`) over ``recipe`` (a path or a Config).
+
+    Returns what ``tune.json`` holds: every trial (number, state, params, value, epochs, seconds), the best one, and
+    the paths written (``best.toml``, ``tune.html``, ``refit`` with its test metrics when asked for).
+    """
+    config = recipe if isinstance(recipe, cfg.Config) else cfg.load(recipe, list(overrides))
+    space = space if isinstance(space, spaces.Space) else spaces.load(space)
+    raw = config.model_dump(exclude_none=True)
+    _check_options(space, sampler, pruner, folds, trials, workers, patience)
+    if sampler == "grid" and len(space) > 4:
+        warnings.warn(f"a grid over {len(space)} dimensions has {len(space.grid())} points and spends most of them "
+                      f"on dimensions that do not matter (Bergstra & Bengio 2012); random or qmc cover the same "
+                      f"space with far fewer trials", UserWarning, stacklevel=2)
+    data = experiment.load_data(config)
+    space.check(raw, lambda probe: experiment.build(cfg.validate(probe, source="recipe"), data))
+    metric = metric or _default_metric(config, data)
+    direction = "minimize" if resolve_mode("--metric", metric, "auto") == "min" else "maximize"
+    name = study or config.name or "study"
+    out = Path(out) if out is not None else _default_out(name)
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage_url or f"sqlite:///{(out / 'tune.db').resolve()}"
+    plan = Plan(sampler, seed if seed is not None else random.randrange(2**31), _trials(sampler, trials, space),
+                pruner, patience, metric, direction, folds, config.train.epochs, canonical(space), digest(raw))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    opened, created = open_study(name, storage(url, heartbeat=heartbeat, retries=retries), plan, space)
+    done = len(opened.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    echo(f"{'created' if created else 'continuing'} study {name!r} ({sampler}, {plan.trials} trials, seed "
+         f"{plan.seed}{f', {done} done' if done else ''}) in {out}")
+    job = (raw, space, plan, url, name, out / "trials" if keep_runs else None, timeout, heartbeat, retries)
+    if workers == 1:
+        _work(*job, data=data, echo=echo)
+    else:
+        _spawn(job, workers, echo)
+    return report.write(opened, space, raw, plan, out, storage=url, refit=_refit if refit else None, echo=echo)
+
+
+def _check_options(space, sampler, pruner, folds, trials, workers, patience) -> None:
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise UserError(f"unknown pruner {pruner!r}; choose one of: {', '.join(PRUNERS)}")
+    if pruner == "wilcoxon" and not folds:
+        raise UserError("the Wilcoxon pruner compares per-fold scores: give --cv K (K folds) with it")
+    for label, value, least in (("--trials", trials, 1), ("--workers", workers, 1), ("--patience", patience, 1),
+                                ("--cv", folds, 2)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise UserError(f"{label} must be an integer >= {least}, got {value!r}")
+    searched_data = [p for p in space.paths if p.split(".")[0] in ("data", "name")]
+    if searched_data:
+        raise UserError(f"{space.source}: [{searched_data[0]}] cannot be searched: the data is loaded once for all "
+                        f"trials; make one recipe per dataset setting instead")
+
+
+def _trials(sampler: str, trials: int | None, space: spaces.Space) -> int:
+    if sampler == "grid":
+        size = len(space.grid())
+        return min(trials, size) if trials else size
+    return trials or DEFAULT_TRIALS
+
+
+def _default_metric(config: cfg.Config, data) -> str:
+    if config.early_stopping is not None and config.early_stopping.monitor.startswith("val_"):
+        return config.early_stopping.monitor
+    return "val_accuracy" if data.info.task == "classification" else "val_loss"
+
+
+def _default_out(name: str) -> Path:
+    """The latest ``runs/tune-<name>-*`` holding this study (so the same command continues it), else a new one."""
+    earlier = sorted(Path("runs").glob(f"tune-{name}-*/tune.db"))
+    if earlier:
+        return earlier[-1].parent
+    return Path("runs") / f"tune-{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _work(raw, space, plan, url, name, runs, timeout, heartbeat, retries, *, data=None, echo=print) -> None:
+    """One worker: data loaded once, then trials until the plan is done."""
+    if data is None:
+        data = experiment.load_data(cfg.validate(raw, source="recipe"))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = storage(url, heartbeat=heartbeat, retries=retries)
+    study = optuna.load_study(study_name=name, storage=store, sampler=studies.sampler(plan),
+                               pruner=studies.pruner(plan))
+    work(study, Objective(raw, space, data, plan, runs), plan, timeout=timeout,
+         on_trial=lambda s, t: echo(report.line(t, space, plan)))
+
+
+def _worker_main(job: tuple, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _work(*job, echo=lambda text: print(f"[worker {os.getpid()}] {text}", flush=True))
+
+
+def _spawn(job: tuple, workers: int, echo) -> None:
+    """``workers`` local processes on the same study; one that dies is reported, its trial retried by the others."""
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = [context.Process(target=_worker_main, args=(job, threads), daemon=False) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    for i, p in enumerate(procs):
+        if p.exitcode:
+            how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
+            echo(f"worker {i} (pid {p.pid}) ended with {how}; its running trial was failed and queued again")
+
+
+def _refit(raw: dict, epochs: int, out: Path) -> dict:
+    """Train the best recipe on train+val (scaler refitted there) for the best trial's epochs; evaluate test once."""
+    from .cv import pooled, scaled, unscaled
+
+    raw = {**raw, "train": {**raw.get("train", {}), "epochs": max(int(epochs), 1)}}
+    raw.pop("early_stopping", None)  # no validation split is left to stop on
+    config = cfg.validate(raw, source="best recipe")
+    data = unscaled(raw)
+    bundle = scaled(config.data.scale, pooled(data), {"val": None, "test": data.test}, data.info)
+    result = experiment.build(config, bundle).fit(out=out)  # the run directory's summary evaluates test, once
+    return {"epochs": epochs, "run_dir": str(out), **{k: v for k, v in result.final.items() if k.startswith("test_")}}
+

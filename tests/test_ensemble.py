@@ -1,0 +1,115 @@
+"""Ensembles: averaging of members, snapshot timing, MC-dropout as a kind, the directory and its manifest."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import descend as ds
+from descend import config, ensemble, ensemble_fit
+from descend.cli import main
+
+RAW = {"name": "ens", "seed": 0, "data": {"name": "iris"},
+       "model": {"name": "mlp", "hidden": [16], "dropout": 0.2},
+       "train": {"epochs": 4, "batch_size": 16, "device": "cpu", "deterministic": True},
+       "optimizer": {"name": "adam", "lr": 0.02}}
+
+
+def recipe(**ensemble_options) -> config.Config:
+    return config.validate({**json.loads(json.dumps(RAW)), "ensemble": ensemble_options})
+
+
+def test_classifiers_average_probabilities_and_report_disagreement():
+    torch.manual_seed(0)
+    members = [nn.Linear(3, 4) for _ in range(3)]
+    x, y = torch.randn(50, 3), torch.randint(0, 4, (50,))
+    ens = ensemble.Ensemble(members, "classification")
+    probs = torch.stack([m(x).softmax(1) for m in members])
+    torch.testing.assert_close(ens.predict_proba(x), probs.mean(0))
+    assert torch.equal(ens.predict(x), probs.mean(0).argmax(1))
+    metrics = ens.evaluate(x, y)
+    labels = probs.argmax(2)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    expected = sum((labels[i] != labels[j]).float().mean().item() for i, j in pairs) / 3
+    assert metrics["test_disagreement"] == pytest.approx(expected)
+    assert metrics["test_accuracy"] == pytest.approx((probs.mean(0).argmax(1) == y).float().mean().item())
+    assert metrics["test_loss"] == pytest.approx(-probs.mean(0)[torch.arange(50), y].log().mean().item(), rel=1e-5)
+    assert [m["test_accuracy"] for m in metrics["members"]] == \
+           pytest.approx([(p.argmax(1) == y).float().mean().item() for p in probs])
+
+
+def test_regressors_average_outputs():
+    torch.manual_seed(0)
+    members = [nn.Linear(3, 1) for _ in range(4)]
+    x = torch.randn(20, 3)
+    ens = ensemble.Ensemble(members, "regression")
+    outs = torch.stack([m(x) for m in members])
+    torch.testing.assert_close(ens.predict(x), outs.mean(0))
+    metrics = ens.evaluate(x, torch.zeros(20, 1))
+    assert metrics["test_disagreement"] == pytest.approx(outs.std(0, unbiased=False).mean().item(), rel=1e-5)
+    with pytest.raises(ds.UserError, match="predict_proba is for classifiers"):
+        ens.predict_proba(x)
+
+
+def test_snapshots_are_taken_at_the_learning_rate_minima():
+    result = ensemble_fit.fit(recipe(snapshots=2))
+    trainer = result.runs[0].trainer
+    collector_steps = [m["step"] for m in result.members]
+    total = trainer.global_step
+    assert len(result.ensemble) == 2 and collector_steps == [total // 2, total]
+    lrs = [trainer.schedule.lr(0.02, step) for step in range(total)]
+    for k, entry in enumerate(result.members):
+        cycle = lrs[k * total // 2:(k + 1) * total // 2]
+        assert entry["lr"] == min(cycle) == cycle[-1]          # the last step of a cycle has its smallest rate
+    assert lrs[total // 2] == 0.02                             # and the next cycle restarts from the top
+    first, second = (m.state_dict()["1.weight"] for m in result.ensemble.models)
+    assert not torch.equal(first, second)
+    torch.testing.assert_close(second, trainer.model.state_dict()["1.weight"], rtol=0, atol=0)
+
+
+def test_snapshot_recipe_errors():
+    with pytest.raises(ds.UserError, match="multiple of snapshots"):
+        ensemble_fit.fit(recipe(snapshots=3))
+    raw = {**json.loads(json.dumps(RAW)), "ensemble": {"snapshots": 2}, "schedule": {"name": "cosine"}}
+    with pytest.raises(ds.UserError, match="remove the \\[schedule\\] section"):
+        ensemble_fit.fit(config.validate(raw))
+
+
+def test_members_train_from_different_seeds_and_mc_dropout_is_a_kind():
+    members = ensemble_fit.fit(recipe(members=2))
+    assert [m["seed"] for m in members.members] == [0, 1]
+    a, b = (m.state_dict()["1.weight"] for m in members.ensemble.models)
+    assert not torch.equal(a, b)
+    assert {"test_accuracy", "test_loss", "test_disagreement"} <= set(members.metrics)
+    mc = ensemble_fit.fit(recipe(mc_dropout=8))
+    assert len(mc.ensemble) == 8 and len(mc.ensemble.models) == 1
+    assert mc.metrics["test_disagreement"] > 0   # dropout masks differ between passes
+
+
+def test_descend_ensemble_writes_a_directory_that_loads_back(tmp_path, capsys):
+    path = tmp_path / "recipe.toml"
+    path.write_text(config.dump(config.validate(RAW)))
+    assert main(["ensemble", str(path), "--members", "2", "--out", str(tmp_path / "ens"), "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    assert manifest["format"] == "descend-ensemble" and manifest["kind"] == "members" and manifest["size"] == 2
+    assert [m["weights"] for m in manifest["members"]] == ["members/member-0.safetensors",
+                                                          "members/member-1.safetensors"]
+    summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
+    assert len(summary["members"]) == 2 and "test_accuracy" in summary["ensemble"]
+    loaded = ensemble.load(tmp_path / "ens")
+    data = ds.data.load("iris", seed=0)
+    metrics = loaded.evaluate(data.test.x, data.test.y)
+    assert metrics["test_accuracy"] == pytest.approx(summary["ensemble"]["test_accuracy"])
+    assert loaded.predict_proba(data.test.x).shape == (len(data.test), 3)
+
+
+def test_ensemble_errors(tmp_path):
+    for bad, words in [({}, "exactly one of"), ({"members": 2, "snapshots": 2}, "got members, snapshots"),
+                       ({"members": 1}, "option 'members' must be"), ({"bagging": 3}, "unknown option")]:
+        with pytest.raises(ds.UserError, match=words):
+            recipe(**bad)
+    with pytest.raises(ds.UserError, match="has no ensemble.json"):
+        ensemble.load(tmp_path)
