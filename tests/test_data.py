@@ -494,7 +494,7 @@ def test_unknown_and_invalid_options():
         dd.load("sine", n_trian=5)
     with pytest.raises(UserError, match="valid options: none"):
         dd.load("iris", foo=1)
-    with pytest.raises(UserError, match="dataset 'sine': option 'n_train' must be an integer >= 1; got 0"):
+    with pytest.raises(UserError, match="dataset 'sine': option 'n_train' must be an integer >= 2; got 0"):
         dd.load("sine", n_train=0)
     with pytest.raises(UserError, match="dataset 'sine': option 'noise_std' must be a number >= 0; got -1.0"):
         dd.load("sine", noise_std=-1.0)

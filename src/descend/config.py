@@ -30,7 +30,9 @@ from .train.checkpoint.policy import Checkpoints
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: TOML is typed, so '1' where a number belongs, or 'yes' where a boolean does, is a mistake (--set
+    # values are read as TOML too, so `--set train.epochs=3` still gives an integer)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -41,7 +43,7 @@ class _Section(BaseModel):
 class _OpenSection(_Section):
     """A section whose extra fields are options of a descend part, checked by that part itself."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, strict=True)
 
 
 class _PartSection(_OpenSection):
@@ -144,9 +146,9 @@ class RegularizationConfig(_PartSection):
 
 
 class AugmentConfig(_PartSection):
-    def build(self, dataset: str | None = None):
-        """The augmentation; ``dataset`` lets it warn about flips on digit data."""
-        return augment.create(dataset=dataset, **self.options)
+    def build(self, dataset: str | None = None, kind: str | None = None):
+        """The augmentation; ``dataset`` lets it warn about flips on digit data, ``kind`` refuse them on tables."""
+        return augment.create(dataset=dataset, kind=kind, **self.options)
 
 
 class AveragingConfig(_PartSection):
@@ -200,7 +202,7 @@ EarlyStoppingConfig = _table_section("EarlyStoppingConfig", "EarlyStopping", Ear
 
 class Config(_Section):
     name: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -219,11 +221,13 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read a TOML recipe, apply ``a.b=value`` overrides, validate. Errors are UserErrors naming the field."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise UserError(f"recipe file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read recipe {path}: {e}") from None
+    try:
+        raw = _toml(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path} is not valid TOML: {e}") from None
     _resolve_paths(raw, path.parent)
@@ -248,7 +252,34 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
             data[key] = str((folder / value).resolve())
 
 
+#: How deep a recipe's values may nest: a section, a list of lists, a table of options (a few levels at most).
+MAX_DEPTH = 8
+
+
+def _toml(text: str) -> dict:
+    """TOML text as a dict; nesting deep enough to exhaust the parser's recursion is a TOMLDecodeError."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError(f"values nest too deeply (a recipe nests at most {MAX_DEPTH} levels)") from None
+
+
+def _too_deep(value: Any, path: str, depth: int = 0) -> str | None:
+    """The path of the first value nested deeper than :data:`MAX_DEPTH` levels, or None."""
+    if depth > MAX_DEPTH:
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _too_deep(item, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]", depth + 1)
+        if found:
+            return found
+    return None
+
+
 def validate(raw: dict, source: str = "config") -> Config:
+    deep = _too_deep(raw, "") if isinstance(raw, dict) else None
+    if deep:
+        raise UserError(f"{source}: {deep.lstrip('.')} nests deeper than {MAX_DEPTH} levels; no recipe field does")
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
@@ -261,7 +292,7 @@ def apply_override(raw: dict, item: str) -> None:
     if not sep or not key.strip():
         raise UserError(f"--set expects section.field=value, got {item!r}")
     try:
-        value = tomllib.loads(f"v = {text}")["v"]
+        value = _toml(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
     *parents, leaf = [part.strip() for part in key.split(".")]

@@ -69,7 +69,7 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         check_schedule_length(c, bundle.train)
     stopper = EarlyStopping(**c.early_stopping.model_dump()) if c.early_stopping else None
     callbacks = [cb for cb in (stopper, c.averaging.build() if c.averaging else None) if cb is not None]
-    optimizer, augment = c.optimizer.build(), c.augment.build(dataset=info.name) if c.augment else None
+    optimizer, augment = c.optimizer.build(), c.augment.build(dataset=info.name, kind=info.kind) if c.augment else None
     if c.transfer:  # pretrained weights in, frozen layers, cached features or discriminative learning rates
         with _section("transfer"):
             ready = transfer.prepare(c.transfer.build(), model, bundle, optimizer,

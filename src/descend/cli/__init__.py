@@ -8,6 +8,7 @@ Exit codes: 0 done, 2 a user error (bad recipe, data, option), 3 training diverg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
 
@@ -30,7 +31,23 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # argparse itself exits with code 2 on bad arguments
-    warnings.showwarning = _one_line_warning
+    with _one_line_warnings():
+        return _main(args)
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Warnings as ``descend: warning: <message>`` lines, not Python's file:line and source excerpt."""
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        return "descend: warning: " + " ".join(str(message).split()) + "\n"
+
+    with warnings.catch_warnings():
+        warnings.formatwarning = one_line  # the format, not the display: recording warnings keeps working
+        yield
+
+
+def _main(args) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
@@ -50,7 +67,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("descend: interrupted", file=sys.stderr)
         return 130
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"descend: warning: {message}", file=sys.stderr)

@@ -45,6 +45,7 @@ __all__ = ["Augment", "DEFAULTS", "OPTIONS", "create", "describe", "is_digit_dat
 
 _IMAGE_ONLY = ("vflip", "crop_padding", "rotation", "translate")
 _SIGNAL_ONLY = ("shift", "scale")
+_ORDERED = ("hflip",)  # reverses the last axis of images and signals alike
 _FLIP = Either(number(0, 1), Boolean())
 
 
@@ -75,6 +76,7 @@ class Augment:
         self.hflip, self.vflip = (0.5 if p is True else float(p) for p in (hflip, vflip))
         self.crop_padding, self.rotation, self.translate = crop_padding, rotation, translate
         self.shift, self.shift_mode, self.scale, self.noise_std = shift, shift_mode, scale, noise_std
+        self.kind: str | None = None  # the data's kind (DatasetInfo.kind) where known; set by create()
 
     def enabled(self) -> list[str]:
         """Names of the options that are on."""
@@ -84,11 +86,17 @@ class Augment:
         return f"Augment({', '.join(f'{k}={getattr(self, k)!r}' for k in self.enabled())})"
 
     def check(self, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype = torch.float32) -> None:
-        """Refuse a batch shape (N, ...) or dtype the enabled options cannot take (the trainer asks before training)."""
+        """Refuse a batch shape (N, ...) or dtype the enabled options cannot take (the trainer asks before training),
+        and, on tabular data (:attr:`kind`), every option that assumes an order of the features."""
         image = len(shape) == 4
         if not image and len(shape) not in (2, 3):
             raise UserError(f"augmentation needs images (N, C, H, W) or signals (N, L) / (N, C, L), "
                             f"got a batch of shape {tuple(shape)}")
+        if self.kind == "tabular":
+            ordered = [k for k in (*_ORDERED, *_IMAGE_ONLY, *_SIGNAL_ONLY) if getattr(self, k)]
+            if ordered:
+                raise UserError(f"augmentation option {ordered[0]} reorders or stretches the axes of images and "
+                                "signals; this data is tabular (features in no order), where only noise_std applies")
         misplaced = [k for k in (_SIGNAL_ONLY if image else _IMAGE_ONLY) if getattr(self, k)]
         if misplaced:
             kind = "1-D signals" if image else "images"
@@ -212,17 +220,19 @@ def gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> t
 
 # -- construction from the [augment] config section ---------------------------------------------------------
 
-def create(*, dataset: str | None = None, **options) -> Augment | None:
+def create(*, dataset: str | None = None, kind: str | None = None, **options) -> Augment | None:
     """Build the augmentation of the ``[augment]`` config section; ``None`` when every option is off.
 
     The options are :class:`Augment`'s (:data:`OPTIONS`, :func:`describe`; ``None`` means "not set"; all off
     by default).
 
-    ``dataset`` (the data set's name) only serves the warning that flips change the class of digits.
+    ``dataset`` (the data set's name) only serves the warning that flips change the class of digits; ``kind``
+    (``DatasetInfo.kind``) lets :meth:`Augment.check` refuse flips, crops, shifts and rotations on tabular data.
     """
     augment = Augment(**{k: v for k, v in options.items() if v is not None})
     if not augment.enabled():
         return None
+    augment.kind = kind
     if (augment.hflip or augment.vflip) and is_digit_dataset(dataset):
         warnings.warn(f"flips are enabled on the digit data set {dataset!r}: a flip can change the class, as "
                       "'b' and 'd' or '6' and '9' show (lecture 01); consider crop_padding, translate or "

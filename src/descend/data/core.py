@@ -14,6 +14,13 @@ if TYPE_CHECKING:
     from descend.data.scaling import Scaler
 
 TASKS = ("classification", "regression")
+#: What one sample is: an image (C, H, W), a 1-D signal (L,) or (C, L), or a row of unordered features (F,).
+KINDS = ("image", "signal", "tabular")
+
+
+def kind_of(sample_shape: tuple[int, ...]) -> str:
+    """The kind a sample's shape suggests where the data does not say: (F,) tabular, (C, L) signal, else image."""
+    return {1: "tabular", 2: "signal"}.get(len(sample_shape), "image")
 
 
 @dataclass
@@ -50,9 +57,11 @@ class Split:
 class DatasetInfo:
     """What a model and a report need to know about a loaded dataset.
 
-    ``sizes`` counts the rows of ``train``/``val``/``test``; ``source`` says where the data came from
-    (package, file path, or generator and its parameters); ``scaler`` is the feature scaling fitted on the
-    training split only (``None`` for ``scale="none"``).
+    ``kind`` says what a sample is (:data:`KINDS`): an image, a 1-D signal whose axis is time or position, or
+    a tabular row of features in no order (no flips or shifts there). ``sizes`` counts the rows of
+    ``train``/``val``/``test``; ``source`` says where the data came from (package, file path, or generator and
+    its parameters); ``scaler`` is the feature scaling fitted on the training split only (``None`` for
+    ``scale="none"``).
     """
 
     name: str
@@ -66,6 +75,7 @@ class DatasetInfo:
     feature_names: list[str] | None = None
     class_names: list[str] | None = None
     labels: list[str] | None = None  # the original label of each class index, when labels were text (encoded)
+    kind: str = "tabular"  # one of KINDS: what augmentation and models may assume about a sample's axes
 
 
 @dataclass
@@ -99,3 +109,4 @@ class RawData:
     class_names: list[str] | None = None
     labels: list[str] | None = None
     draw_val: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
+    kind: str | None = None  # one of KINDS; None: by the shape of a sample (kind_of)

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from descend.data.files import cache_dir, read_idx
+from descend.data.files import cache_dir, is_file, read_idx
 from descend.errors import UserError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -54,7 +54,7 @@ def _files_in(folder: Path) -> dict[str, Path] | None:
     found = {}
     for key, stem in FILES.items():
         for name in (stem + ".gz", stem):
-            if (folder / name).is_file():
+            if is_file(folder / name):
                 found[key] = folder / name
                 break
         else:

@@ -9,14 +9,17 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from descend import atomic
 from descend.errors import UserError
+from descend.resources import check_fits_memory
 
 # IDX type codes (LeCun's format): byte 3 of the magic number
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -42,21 +45,25 @@ def file_kind(path: str | Path) -> str | None:
     return None
 
 
+def is_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file; a name the system refuses (too long, a NUL byte) is a UserError, not an
+    OSError, so a mistyped path is one message."""
+    p = Path(path).expanduser()
+    try:
+        return p.is_file()
+    except (OSError, ValueError) as e:
+        shown = str(p) if len(str(p)) <= 80 else f"{str(p)[:60]}...({len(str(p))} characters)"
+        raise UserError(f"cannot use the path {shown!r}: {getattr(e, 'strerror', None) or e}") from None
+
+
 def require_file(path: str | Path, what: str = "data file") -> Path:
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not is_file(p):
         raise UserError(f"{what} not found: {str(p)!r}")
     return p
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError) as e:
-        raise UserError(f"cannot read {str(path)!r}: {e}") from None
+_CHUNK = 1 << 20
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -64,24 +71,44 @@ def read_idx(path: str | Path) -> np.ndarray:
 
     Format: 2 zero bytes, 1 type byte (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32,
     0x0E float64), 1 byte giving the number of dimensions n, then n big-endian int32 sizes, then the data.
+    The header is checked first and the data streamed against it: a file (or a gzip stream) holding more or
+    fewer bytes than its header says is refused without reading past what the header promises, and a header
+    promising more than this machine's memory is refused before reading anything.
     """
     p = require_file(path, "IDX file")
-    raw = _read_bytes(p)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        raise UserError(f"{str(p)!r} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
-    ndim = raw[3]
+    try:
+        with (gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb")) as f:
+            return _read_idx_stream(p, f)
+    except (OSError, EOFError, zlib.error) as e:
+        raise UserError(f"cannot read {str(p)!r}: {e}") from None
+
+
+def _read_idx_stream(p: Path, f) -> np.ndarray:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES or magic[3] == 0:
+        raise UserError(f"{str(p)!r} is not an IDX file (bad magic number {magic.hex() or 'empty'})")
+    ndim = magic[3]
+    sizes = f.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise UserError(f"IDX file {str(p)!r} is truncated (header needs {4 + 4 * ndim} bytes, file has "
+                        f"{4 + len(sizes)})")
+    shape = tuple(int(s) for s in np.frombuffer(sizes, dtype=">i4"))
+    if min(shape) < 0:
+        raise UserError(f"IDX file {str(p)!r} has a negative size in its header {shape}")
+    dtype = np.dtype(_IDX_DTYPES[magic[2]])
+    expected = math.prod(shape) * dtype.itemsize
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise UserError(
-            f"IDX file {str(p)!r} is truncated (header needs {header} bytes, file has {len(raw)})"
-        )
-    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected:
-        raise UserError(f"IDX file {str(p)!r} has {len(raw)} bytes, its header {shape} says {expected}")
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return data.astype(dtype.newbyteorder("="))
+    check_fits_memory(f"IDX file {str(p)!r} (header {shape})", expected)
+    data = bytearray()
+    while len(data) <= expected:  # one byte past the promise is enough to know the file holds more
+        chunk = f.read(min(_CHUNK, expected + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) != expected:
+        held = f"{header + len(data)}" if len(data) < expected else f"more than {header + expected}"
+        raise UserError(f"IDX file {str(p)!r} has {held} bytes, its header {shape} says {header + expected}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def idx_labels_path(images: Path) -> Path:
@@ -247,6 +274,15 @@ def check_finite(name: str, array: np.ndarray) -> None:
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise UserError(f"{name} has {bad} NaN or infinite values; remove or impute them first")
+
+
+def check_float32_range(name: str, array: np.ndarray) -> None:
+    """descend trains in float32: values beyond its range (about ±3.4e38) would become infinite."""
+    if array.size and np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize > 4:
+        largest = float(np.abs(array).max())
+        if largest > float(np.finfo(np.float32).max):
+            raise UserError(f"{name} reach {largest:.3g}, beyond float32's range (±3.4e38) that training uses; "
+                            "rescale them first")
 
 
 def cache_dir() -> Path:

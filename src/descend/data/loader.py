@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,13 @@ import numpy as np
 import torch
 
 from descend.data import fashion, registry
-from descend.data.core import TASKS, DataBundle, DatasetInfo, RawData, Split
+from descend.data.core import KINDS, TASKS, DataBundle, DatasetInfo, RawData, Split, kind_of
 from descend.data.files import (
     check_finite,
+    check_float32_range,
     file_kind,
     idx_labels_path,
+    is_file,
     read_csv,
     read_idx,
     read_npz,
@@ -26,6 +29,7 @@ from descend.data.splits import held_count, split_indices
 from descend.errors import UserError
 from descend.options import OneOf, Option, Optional, Text, declare, integer, number, validate
 from descend.options import describe as describe_table
+from descend.resources import check_fits_memory
 
 DEFAULT_TEST_FRACTION = 0.2
 MAX_INFERRED_CLASSES = 100
@@ -42,7 +46,9 @@ FILE_OPTIONS: dict[str, tuple[Option, ...]] = {
     "csv": (Option("delimiter", Text("a single character", max_length=1), ",", "the column separator"),
             _NUM_CLASSES),
     "npz": (_key("x_key", "x"), _key("y_key", "y"), _key("x_test_key", "x_test"),
-            _key("y_test_key", "y_test"), _NUM_CLASSES),
+            _key("y_test_key", "y_test"), _NUM_CLASSES,
+            Option("kind", Optional(OneOf(*KINDS), "none (by shape: (F,) tabular, (C, L) signal, (C, H, W) "
+                   "image)"), None, "what a sample is: augmentation flips and shifts only images and signals")),
     "idx": (Option("labels", Optional(Text("a file path", paths=True), "none (guessed from the images file's name)"),
                    None, "the IDX file of the labels"), _NUM_CLASSES),
 }
@@ -90,6 +96,10 @@ def load(
             )
         if task is not None and task != spec.task:
             raise UserError(f"task for dataset {key!r} must be {spec.task!r}, got {task!r}")
+        pool, own_test = spec.sizes(opts)  # generated sets also draw up to `pool` validation rows
+        rows = pool * (2 if spec.generated else 1) + (own_test or 0)
+        check_fits_memory(f"dataset {key!r} with {rows:,} samples of shape {spec.shape(opts)} (float64 while made)",
+                          rows * (math.prod(spec.shape(opts)) + 1) * 8, "ask for fewer samples or features")
         raw = spec.loader(opts)
         name = key
     else:
@@ -115,7 +125,7 @@ def check_options(name_or_path: str | Path, **options: Any) -> dict[str, Any]:
         return registry.REGISTRY[key].check(options)
     kind = file_kind(key)
     if kind is None:
-        if Path(key).expanduser().is_file():
+        if is_file(key):
             raise UserError(f"cannot read {key!r}: data files must be .csv, .npz or IDX (.idx, *-ubyte, .gz)")
         registry.get(key)  # raises: unknown dataset, listing the valid names
     return validate(f"{kind} file", FILE_OPTIONS[kind], options)
@@ -180,6 +190,8 @@ def read_file(
             raise UserError(f"{str(path)!r} has {len(a)}{what} inputs but {len(b)} targets")
         if len(a) == 0:
             raise UserError(f"inputs{what} of {str(path)!r} have no rows")
+        if 0 in a.shape[1:]:
+            raise UserError(f"inputs{what} of {str(path)!r} have shape {a.shape}: no features to learn from")
         if a.shape[1:] != x.shape[1:]:
             raise UserError(
                 f"inputs{what} of {str(path)!r} have shape {a.shape}; need rows of shape {x.shape[1:]}"
@@ -199,6 +211,7 @@ def read_file(
         feature_names=names,
         class_names=labels,
         labels=labels,
+        kind=opts.get("kind"),
         source=f"{kind} file {path.resolve()}",
     )
 
@@ -240,7 +253,23 @@ def check_targets(raw: RawData) -> None:
         raise UserError(
             f"classification labels must be in [0, {k - 1}], got {low if low < 0 else high} ({raw.source})"
         )
+    rows = sum(len(y) for y in labels)
+    if raw.num_classes is None and k > rows:  # labels 0..K-1 number the classes: a gap this wide is a mistake
+        raise UserError(
+            f"classification labels go up to {high}, which would mean {k} classes for {rows} samples "
+            f"({raw.source}); number the classes 0..K-1, give num_classes, or use task='regression'"
+        )
     raw.num_classes = max(k, 2)
+
+
+def check_training_split(name: str, y: np.ndarray, task: str, sizes: str) -> None:
+    """A training split a model can learn from: two rows at least, and two classes for a classifier."""
+    if len(y) < 2:
+        raise UserError(f"the training split of {name!r} has {len(y)} row{'s' * (len(y) != 1)} ({sizes}); "
+                        "training needs at least 2: add data or lower the fractions")
+    if task == "classification" and len(np.unique(y)) < 2:
+        raise UserError(f"the training split of {name!r} holds only class {int(np.unique(y)[0])}: a classifier "
+                        "needs examples of at least two classes")
 
 
 def _tensor_y(y: np.ndarray, task: str) -> torch.Tensor:
@@ -282,11 +311,12 @@ def build(
             y, val_fraction=val_fraction, test_fraction=frac, seed=seed, stratify=raw.task == "classification"
         )
         parts = {k: (x[i], y[i]) for k, i in idx.items()}
-    if len(parts["train"][0]) == 0:
-        raise UserError(
-            f"the training split of {name!r} is empty ({len(x)} rows, val_fraction={val_fraction}, "
-            f"test_fraction={test_fraction}); lower the fractions"
-        )
+    check_training_split(name, parts["train"][1], raw.task, f"{len(x)} rows, val_fraction={val_fraction}, "
+                         f"test_fraction={test_fraction}")
+    for what, (px, py) in parts.items():
+        check_float32_range(f"{what} inputs of {name!r}", px)
+        if raw.task == "regression":
+            check_float32_range(f"{what} targets of {name!r}", py)
     parts = {k: (as_float_inputs(px), py) for k, (px, py) in parts.items()}
     scaler = fit_scaler(scale, parts["train"][0])
     splits: dict[str, Split | None] = {}
@@ -313,6 +343,7 @@ def build(
         feature_names=raw.feature_names,
         class_names=raw.class_names,
         labels=raw.labels,
+        kind=raw.kind or kind_of(tuple(train.x.shape[1:])),
     )
     return DataBundle(train=train, val=splits["val"], test=splits["test"], info=info)
 

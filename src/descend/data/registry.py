@@ -62,8 +62,12 @@ class Spec:
 
 # --- option tables
 
-_N_TRAIN = Option("n_train", integer(1), 20, "training samples drawn (a fresh validation split is drawn too)")
+_N_TRAIN = Option("n_train", integer(2), 20, "training samples drawn (a fresh validation split is drawn too)")
 _DATA_SEED = Option("data_seed", integer(0), 0, "seed of the generated data (not of the training run)")
+
+
+#: the range of float32, which the data is trained in
+_FLOAT32 = number(-float(np.finfo(np.float32).max), float(np.finfo(np.float32).max))
 
 
 def _n_test(default: int) -> Option:
@@ -107,6 +111,7 @@ def _mnist1d(opts: dict) -> RawData:
         y_test=arrays["y_test"],
         task="classification",
         num_classes=10,
+        kind="signal",
         source=f"mnist1d {version} make_dataset(num_samples={num_samples}, seed={data_seed}), {how}",
     )
 
@@ -320,7 +325,7 @@ REGISTRY: dict[str, Spec] = {
                 _DATA_SEED,
                 _n_test(200),
                 _noise(synthetic.SINE_NOISE_STD),
-                Option("x_range", ListOf(number(), length=2, increasing=True), [0.0, 10.0],
+                Option("x_range", ListOf(_FLOAT32, length=2, increasing=True), [0.0, 10.0],
                        "x is drawn uniformly from [low, high]"),
             ),
             _generated(

@@ -13,6 +13,8 @@ split has σ = 0 (or max - min = 0): it is divided by 1 instead, so it becomes 0
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -27,6 +29,27 @@ def as_float_inputs(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     if t.dtype == torch.uint8:
         return t.to(torch.float32) / 255.0
     return t.to(torch.float32)
+
+
+_ROWS = 1 << 16
+#: float32 keeps about 7 significant digits; variation below this fraction of a feature's magnitude is lost
+_PRECISION = 1e-6
+#: beyond this magnitude, squares (a loss, a variance) overflow float32 when the inputs are used unscaled
+_LARGE = 1e18
+
+
+def _warn_extreme(kind: str, scale: torch.Tensor, largest: torch.Tensor) -> None:
+    """Warn about features float32 cannot train well on: variation lost to precision, or magnitudes whose
+    squares overflow."""
+    lost = ((scale > 0) & (scale < _PRECISION * largest)).nonzero().flatten().tolist()
+    if lost:
+        warnings.warn(f"{kind}: feature {lost[0]} varies by {float(scale[lost[0]]):.3g} around values of "
+                      f"{float(largest[lost[0]]):.3g}; float32 keeps about 7 digits, so its variation is mostly "
+                      f"lost ({len(lost)} such features); subtract an offset first", UserWarning, stacklevel=4)
+    if float(largest.max()) > _LARGE:
+        warnings.warn(f"{kind}: inputs reach {float(largest.max()):.3g}; they are scaled with float64 statistics, "
+                      "but such magnitudes overflow float32 elsewhere (raw inputs, inverse transforms)",
+                      UserWarning, stacklevel=4)
 
 
 class Scaler:
@@ -55,16 +78,19 @@ class Scaler:
         dims = (0,) if t.ndim <= 2 else (0, *range(2, t.ndim))
         keep = (1,) * (t.ndim - 2)
         if kind == "standardize":
-            # two passes, float64 accumulation: σ² = mean((x - μ)²), accurate for millions of pixels
+            # two passes, in float64: σ² = mean((x - μ)²), accurate for millions of pixels, and squares of 1e20
+            # do not overflow (float32 ends at 3.4e38); rows in chunks keep the float64 copy small
             count = t.numel() // (t.shape[1] if t.ndim > 1 else 1)
             shift = t.sum(dim=dims, dtype=torch.float64) / count
-            centered = t - shift.to(torch.float32).reshape(*shift.shape, *keep)
-            scale = (centered.square().sum(dim=dims, dtype=torch.float64) / count).sqrt()
+            mean = shift.reshape(*shift.shape, *keep)
+            squares = sum((chunk.double() - mean).square().sum(dim=dims) for chunk in t.split(_ROWS))
+            scale = (squares / count).sqrt()
         elif kind == "minmax":
             shift = t.amin(dim=dims).to(torch.float64)
             scale = t.amax(dim=dims).to(torch.float64) - shift
         else:
             raise UserError(f"scale must be one of {', '.join(SCALES)}, got {kind!r}")
+        _warn_extreme(kind, scale, torch.maximum(t.amax(dim=dims), -t.amin(dim=dims)).double())
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         shape = (*shift.shape, *keep)
         return cls(kind, shift.reshape(shape), scale.reshape(shape))

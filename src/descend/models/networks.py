@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from descend.errors import UserError
@@ -21,7 +22,10 @@ from descend.models.blocks import BLOCK_OPTIONS, BlockOptions, block
 from descend.models.init import initialize
 from descend.options import ListOf, OneOf, Option, Optional, declare, integer, validate
 from descend.options import describe as describe_table
+from descend.resources import check_fits_memory
 
+#: float32 weight, gradient and two optimizer moments (Adam's m and v): what training holds per parameter
+BYTES_PER_PARAMETER = 16
 POOLS = ("none", "max", "avg")
 HEADS = ("flatten", "avg", "max")
 _WIDTHS = ListOf(integer(1))
@@ -91,6 +95,11 @@ def _finish(name: str, local: dict[str, Any], make: Callable[[tuple[int, ...], i
         input_shape = tuple(input_shape)
     if input_shape is None or num_outputs is None:
         return ModelSpec(name, local, input_shape, num_outputs)
+    with torch.device("meta"):  # shapes only, no memory: the size is known before anything is allocated
+        planned = count_parameters(nn.Sequential(*make(tuple(input_shape), num_outputs)))
+    check_fits_memory(f"model {name!r} with {planned:,} parameters (weights, gradients and up to two optimizer "
+                      f"moments: {BYTES_PER_PARAMETER} bytes each)", planned * BYTES_PER_PARAMETER,
+                      "use fewer or narrower layers, or pooling before a flatten head")
     model = nn.Sequential(*make(tuple(input_shape), num_outputs))
     return initialize(model, opts.init, activation=opts.activation, std=opts.init_std,
                       negative_slope=opts.negative_slope)

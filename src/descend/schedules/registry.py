@@ -56,6 +56,9 @@ def describe() -> str:
     return "\n".join([*parts, describe_table(WARMUP, "any schedule")])
 
 
+PLOT_POINTS = 4000
+
+
 def plot(schedule: Schedule, *, steps_per_epoch: int, total_steps: int, base_lr: float = 1.0, path=None):
     """Draw the learning rate against epochs for a run of ``total_steps`` steps; returns a matplotlib Figure
     (Agg, no pyplot state), also saved to ``path`` if given. The schedule itself is left untouched; a plateau
@@ -66,8 +69,10 @@ def plot(schedule: Schedule, *, steps_per_epoch: int, total_steps: int, base_lr:
 
     schedule = copy.deepcopy(schedule)
     schedule.bind(steps_per_epoch, total_steps)
-    epochs = [s / steps_per_epoch for s in range(total_steps)]
-    rates = [schedule.lr(base_lr, s) for s in range(total_steps)]
+    # at most PLOT_POINTS steps, evenly spaced: a figure has no more pixels, and a run of 10^9 epochs no list
+    steps = range(0, total_steps, max(1, -(-total_steps // PLOT_POINTS)))
+    epochs = [s / steps_per_epoch for s in steps]
+    rates = [schedule.lr(base_lr, s) for s in steps]
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

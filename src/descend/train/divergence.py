@@ -56,6 +56,28 @@ class Watch:
         return self.last_finite
 
 
+def check_weights(trainer) -> None:
+    """Raise :class:`DivergenceError` if a weight is not finite (one host sync; the trainer asks once per epoch).
+
+    A step's loss is computed before its update, so the loss watch sees weights that an epoch's last step made
+    non-finite only at the next step; at the end of training there is none, and the validation and final
+    metrics would be NaN.
+    """
+    params = [p for p in trainer.model.parameters() if p.is_floating_point()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        raise DivergenceError(f"training diverged: the weights became non-finite by step {trainer.global_step} "
+                              f"(epoch {trainer.epoch}). {culprit(trainer)}")
+
+
+def check_validation(trainer, logs: dict[str, float]) -> None:
+    """Raise :class:`DivergenceError` if the validation loss is not finite: weights that are finite but so large
+    that the outputs overflow (the training loss of a step is computed before its update)."""
+    loss = logs.get("val_loss")
+    if loss is not None and not math.isfinite(loss):
+        raise DivergenceError(f"training diverged: the validation loss is {loss} after step {trainer.global_step} "
+                              f"(epoch {trainer.epoch}). {culprit(trainer)}")
+
+
 def culprit(trainer) -> str:
     """What became non-finite, and the fix that goes with it (run once, when training has diverged)."""
     with torch.no_grad():

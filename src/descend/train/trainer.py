@@ -192,9 +192,11 @@ class Trainer:
             self._event("on_epoch_start")
             self._sums = self._fresh_sums()
         logs = {"epoch": self.epoch + 1, **self._train_epoch(batches)}  # epochs and steps count from 1
+        divergence.check_weights(self)  # note: a host sync, once per epoch
         if val is not None:
             self._event("on_validation_start")
             val_logs = self._evaluate(val, prefix="val_")
+            divergence.check_validation(self, val_logs)
             self._event("on_validation_end", val_logs)
             logs.update(val_logs)
         logs.update(step=self.global_step, lr=self.optimizer.param_groups[0]["lr"],

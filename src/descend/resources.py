@@ -1,0 +1,48 @@
+"""How much memory a request may take: checked before allocating, so an impossible size is one message.
+
+A recipe can ask for sizes no machine holds (a model of 10¹² parameters, an IDX header promising terabytes);
+allocating first ends in an allocator error or the OOM killer. Sizes are estimated from the request and compared
+with :func:`memory_limit`: the machine's physical memory, or ``$DESCEND_MEMORY_LIMIT`` (bytes, or with a K, M,
+G or T suffix) where set.
+"""
+
+from __future__ import annotations
+
+import os
+
+from descend.errors import UserError
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def memory_limit() -> int:
+    """Bytes one request may take: ``$DESCEND_MEMORY_LIMIT`` where set, else the physical memory."""
+    text = os.environ.get("DESCEND_MEMORY_LIMIT", "").strip().upper().removesuffix("B").removesuffix("I")
+    if text:
+        unit = text[-1] if text[-1] in _UNITS else ""
+        try:
+            return int(float(text.removesuffix(unit)) * _UNITS[unit])
+        except ValueError:
+            raise UserError(f"DESCEND_MEMORY_LIMIT must be a size in bytes (e.g. 8G), got "
+                            f"{os.environ['DESCEND_MEMORY_LIMIT']!r}") from None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): no limit known
+        return 1 << 62
+
+
+def size(nbytes: float) -> str:
+    """Bytes in words: '3.7 GiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError
+
+
+def check_fits_memory(what: str, nbytes: float, fix: str = "") -> None:
+    """Refuse ``what`` when its estimated ``nbytes`` exceed :func:`memory_limit`, saying both."""
+    limit = memory_limit()
+    if nbytes > limit:
+        raise UserError(f"{what} needs about {size(nbytes)}, more than the memory limit of {size(limit)} "
+                        f"(physical memory, or $DESCEND_MEMORY_LIMIT){'; ' + fix if fix else ''}")

@@ -1,0 +1,46 @@
+"""Divergence the step-loss watch cannot see: the loss of a step is computed before its update, so weights made
+non-finite (or so large the outputs overflow) by an epoch's last step show only in validation or at the next
+step; the trainer checks both at each epoch's end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from descend.errors import DivergenceError
+from descend.train import Trainer
+from descend.train.callbacks import Callback
+
+
+class _Poison(Callback):
+    """After the last step of the first epoch, set one weight to ``value``."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def on_batch_end(self, trainer):
+        if trainer.batch_index == trainer.steps_per_epoch:
+            with torch.no_grad():
+                trainer.model[0].weight[0, 0] = self.value
+
+
+def _data(n: int = 32):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, generator=g), torch.randint(0, 2, (n,), generator=g)
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_weights_made_non_finite_by_the_last_step_are_divergence(validation):
+    trainer = Trainer(nn.Sequential(nn.Linear(3, 2)), loss="cross_entropy", callbacks=[_Poison(float("nan"))],
+                      device="cpu")
+    with pytest.raises(DivergenceError, match=r"the weights became non-finite by step 4 \(epoch 0\)\. The weights "
+                                              r"became non-finite \(0.weight\)"):
+        trainer.fit(_data(), _data(8) if validation else None, epochs=1, batch_size=8)
+
+
+def test_a_validation_loss_that_overflows_is_divergence():
+    trainer = Trainer(nn.Sequential(nn.Linear(3, 2)), loss="cross_entropy", callbacks=[_Poison(3e38)],
+                      device="cpu")
+    with pytest.raises(DivergenceError, match=r"the validation loss is (nan|inf) after step 4 \(epoch 0\)"):
+        trainer.fit(_data(), _data(8), epochs=2, batch_size=8)

@@ -1,0 +1,79 @@
+"""Recipes are typed: a string where a number or boolean belongs is refused (TOML says what it means), while
+``--set`` still reads its values as TOML; nesting that would exhaust a parser is refused with one message."""
+
+import pytest
+
+from descend import config
+from descend.errors import UserError
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(UserError) as err:
+        config.validate({"data": {"name": "iris"}, **raw})
+    return str(err.value)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"seed": "0"}, "config: seed = '0': Input should be a valid integer"),
+    ({"train": {"epochs": "1"}}, "config: train.epochs = '1': Input should be a valid integer"),
+    ({"train": {"epochs": 2.0}}, "config: train.epochs = 2.0: Input should be a valid integer"),
+    ({"train": {"shuffle": "yes"}}, "config: train.shuffle = 'yes': Input should be a valid boolean"),
+    ({"train": {"deterministic": 1}}, "config: train.deterministic = 1: Input should be a valid boolean"),
+    ({"train": {"clip_grad_norm": "1.0"}}, "config: train.clip_grad_norm = '1.0': Input should be a valid number"),
+    ({"train": {"batch_size": "32"}}, "config: train.batch_size = '32': "),
+    ({"data": {"name": "iris", "val_fraction": "0.1"}}, "config: data.val_fraction = '0.1': "),
+    ({"data": {"name": "iris", "target": True}}, "config: data.target = True: "),
+    ({"early_stopping": {"restore_best": "no"}}, "option 'restore_best' must be true or false; got 'no'."),
+    ({"seed": -1}, "config: seed = -1: Input should be greater than or equal to 0"),
+])
+def test_a_string_or_wrong_type_is_not_coerced(raw, message):
+    assert _error(raw).startswith(message) or message in _error(raw)
+
+
+def test_numbers_still_widen_to_floats_and_overrides_are_read_as_toml(tmp_path):
+    assert config.validate({"data": {"name": "iris", "val_fraction": 0}}).data.val_fraction == 0.0
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\nname = "iris"\n')
+    loaded = config.load(recipe, ["train.epochs=3", "train.shuffle=false", "optimizer.lr=3e-3", "seed=7"])
+    assert (loaded.train.epochs, loaded.train.shuffle, loaded.optimizer.options["lr"], loaded.seed) == (
+        3, False, 3e-3, 7)
+    with pytest.raises(UserError, match=r"train.shuffle = 'yes': Input should be a valid boolean"):
+        config.load(recipe, ["train.shuffle=yes"])
+    with pytest.raises(UserError, match=r"train.epochs = '3': Input should be a valid integer"):
+        config.load(recipe, ["train.epochs='3'"])
+
+
+@pytest.mark.parametrize("text", [
+    "a = " + "[" * 2000 + "]" * 2000,
+    "a = " + "{b = " * 2000 + "1" + "}" * 2000,
+])
+def test_nesting_that_exhausts_the_parser_is_one_message(tmp_path, text):
+    recipe = tmp_path / "deep.toml"
+    recipe.write_text(text)
+    with pytest.raises(UserError, match="is not valid TOML: values nest too deeply"):
+        config.load(recipe)
+
+
+def test_nesting_deeper_than_any_field_is_refused_before_the_parts_see_it():
+    deep = [1]
+    for _ in range(12):
+        deep = [deep]
+    assert _error({"model": {"hidden": deep}}) == (
+        "config: model.hidden[0][0][0][0][0][0][0] nests deeper than 8 levels; no recipe field does")
+
+
+def test_a_deep_value_that_parses_is_refused_by_depth_not_by_a_recursion(tmp_path):
+    recipe = tmp_path / "deep.toml"
+    recipe.write_text('[data]\nname = "iris"\n[model]\nhidden = ' + "[" * 300 + "]" * 300)
+    with pytest.raises(UserError, match=r"deep.toml: model.hidden(\[0\])+ nests deeper than 8 levels"):
+        config.load(recipe)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"name": "mnist1d", "cache": "yes"}, "dataset 'mnist1d': option 'cache' must be true or false; got 'yes'."),
+    ({"name": "fashion_mnist", "download": 1}, "dataset 'fashion_mnist': option 'download' must be true or false"),
+    ({"name": "sine", "n_train": "20"}, "dataset 'sine': option 'n_train' must be an integer >= 2; got '20'."),
+    ({"name": "x.npz", "kind": "rows"}, "npz file: option 'kind' must be one of 'image', 'signal', 'tabular'"),
+])
+def test_dataset_options_of_the_wrong_type_are_refused_when_the_recipe_loads(data, message):
+    assert message in _error({"data": data})
