@@ -137,7 +137,7 @@ def test_early_stopping_keeps_the_best_average(iris):
     ema, stopper = averaging.EMA(0.8), ds.callbacks.EarlyStopping(patience=50)
     trainer = trainer_for([ema, stopper])
     trainer.fit(iris.train, iris.val, epochs=5, batch_size=20)
-    best = trainer.history[stopper.best_epoch]["val_loss"]
+    best = trainer.history[stopper.best_epoch - 1]["val_loss"]  # epochs count from 1
     assert trainer.evaluate(iris.val)["loss"] == pytest.approx(best, rel=1e-6)
 
 

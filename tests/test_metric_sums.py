@@ -70,5 +70,5 @@ def test_the_watch_names_the_first_non_finite_step_and_keeps_raising():
     for value in (0.25, math.inf, math.nan):
         watch.update(torch.tensor(value))
     for _ in range(2):
-        with pytest.raises(DivergenceError, match=r"step 13 \(epoch 1\); the last finite loss was 0.25"):
+        with pytest.raises(DivergenceError, match=r"step 14 \(epoch 2\); the last finite loss was 0.25"):
             watch.check(_Trainer(1))

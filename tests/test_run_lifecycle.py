@@ -96,7 +96,7 @@ def test_a_finished_run_continues_when_given_more_epochs(tmp_path):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
 
 
-def test_a_run_killed_before_its_first_checkpoint_can_resume_or_start_again(tmp_path, capsys):
+def test_a_run_killed_before_its_first_checkpoint_can_resume_or_start_again(tmp_path):
     r, out = recipe(tmp_path), tmp_path / "run"
     assert main(["run", r, "--out", str(out), "--quiet"]) == 0
     reference = (out / "model.safetensors").read_bytes()
@@ -105,13 +105,13 @@ def test_a_run_killed_before_its_first_checkpoint_can_resume_or_start_again(tmp_
     for name in ("summary.json", "model.safetensors", "report.html", "predictions.json"):
         (out / name).unlink(missing_ok=True)
     (out / "metrics.jsonl").write_text("")
-    assert main(["run", r, "--resume", str(out), "--quiet"]) == 0
-    assert "descend: warning: " in (err := capsys.readouterr().err) and "no checkpoint yet" in err
+    with pytest.warns(UserWarning, match="no checkpoint yet"):
+        assert main(["run", r, "--resume", str(out), "--quiet"]) == 0
     assert (out / "model.safetensors").read_bytes() == reference
     shutil.rmtree(out / "checkpoints")
     (out / "summary.json").unlink()
-    assert main(["run", r, "--out", str(out), "--quiet"]) == 0
-    assert "before its first checkpoint: starting it afresh" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="before its first checkpoint: starting it afresh"):
+        assert main(["run", r, "--out", str(out), "--quiet"]) == 0
     assert (out / "model.safetensors").read_bytes() == reference
 
 

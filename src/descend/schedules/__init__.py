@@ -41,10 +41,11 @@ from descend.schedules.decays import (
                                       step,
 )
 from descend.schedules.plateau import Plateau, plateau
-from descend.schedules.registry import NAMES, WARMUP_OPTIONS, create, describe, options, plot
+from descend.schedules.registry import FACTORIES, NAMES, WARMUP_OPTIONS, create, describe, options, plot
 from descend.schedules.warmup import Warmup, warmup
 
-__all__ = ["NAMES", "PERS", "WARMUP_OPTIONS", "Constant", "Cosine", "CosineRestarts", "Cyclic", "Exponential",
+__all__ = ["FACTORIES", "NAMES", "PERS", "WARMUP_OPTIONS", "Constant", "Cosine", "CosineRestarts", "Cyclic",
+           "Exponential",
            "InverseSqrt", "InverseTime", "Linear", "MultiStep", "OneCycle", "Plateau", "Polynomial", "Schedule",
            "Step", "Warmup", "constant", "cosine", "cosine_restarts", "create", "cyclic", "describe",
            "exponential", "inverse_sqrt", "inverse_time", "linear", "multistep", "one_cycle", "options",

@@ -15,6 +15,9 @@ from torch import nn
 
 from ..data import Split
 from ..errors import UserError
+from . import metric_fns
+from .metrics import loss_function, num_outputs, resolve_loss
+from .streams import Stream, is_stream
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -116,3 +119,36 @@ def schedule_monitor(schedule) -> str | None:
             return schedule.monitor
         schedule = getattr(schedule, "inner", None)
     return None
+
+
+def prepare_data(trainer, data, what: str):
+    """The checked data and what to iterate: for in-memory data the split and None (training: the caller makes
+    its Batches) or the split itself (evaluation); for a DataLoader its first batch and the stream."""
+    if not is_stream(data):
+        split = prepare_split(trainer, as_split(data, what))
+        return split, None if what == "train" else split
+    stream = Stream(data, trainer.device)
+    return prepare_split(trainer, stream.probe(trainer.model)), stream
+
+
+def prepare_split(trainer, split: Split) -> Split:
+    """Check the data against the model (building spec models and optimizers on first sight)."""
+    if trainer.task is None:
+        trainer.task = split.task
+        trainer.loss = resolve_loss(trainer.loss, split.task)
+        trainer.metrics = metric_fns.check(trainer.metrics, split.task)
+        trainer._loss_callable = loss_function(trainer.loss)
+        if isinstance(trainer.loss, nn.Module):
+            trainer.loss.to(trainer.device)
+    elif split.task != trainer.task:
+        raise UserError(f"this trainer learns a {trainer.task} task but was given {split.task} data")
+    outputs = num_outputs(trainer.loss, split.task, split.num_classes, split.y)
+    check_data(split, trainer.loss, outputs)
+    if trainer.model is None:
+        torch.manual_seed(trainer.seed)
+        trainer.model = trainer._model_spec.build(tuple(split.x.shape[1:]), outputs)
+    trainer.model.to(trainer.device)
+    if trainer.optimizer is None:
+        trainer.optimizer = trainer._optimizer_spec.build(trainer.model)
+    check_shapes(trainer.model, split, trainer.loss, outputs, trainer.device)
+    return split.to(trainer.device)

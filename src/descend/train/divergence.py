@@ -66,7 +66,7 @@ def check_weights(trainer) -> None:
     params = [p for p in trainer.model.parameters() if p.is_floating_point()]
     if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
         raise DivergenceError(f"training diverged: the weights became non-finite by step {trainer.global_step} "
-                              f"(epoch {trainer.epoch}). {culprit(trainer)}")
+                              f"(epoch {trainer.epoch + 1}). {culprit(trainer)}")
 
 
 def check_validation(trainer, logs: dict[str, float]) -> None:
@@ -75,7 +75,7 @@ def check_validation(trainer, logs: dict[str, float]) -> None:
     loss = logs.get("val_loss")
     if loss is not None and not math.isfinite(loss):
         raise DivergenceError(f"training diverged: the validation loss is {loss} after step {trainer.global_step} "
-                              f"(epoch {trainer.epoch}). {culprit(trainer)}")
+                              f"(epoch {trainer.epoch + 1}). {culprit(trainer)}")
 
 
 def culprit(trainer) -> str:

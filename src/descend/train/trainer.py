@@ -20,20 +20,22 @@ from torch import nn
 from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
-from . import checkpoint, divergence, lr, metric_fns, state, threads
+from ..options import Boolean, Either, OneOf, Option, Optional, declare, integer, number
+from . import checkpoint, divergence, lr, state, threads
 from .callbacks import EVENTS, Callback
-from .checks import as_split, check_data, check_shapes, logged_names, require_logged, resolve_device, schedule_monitor
+from .checks import logged_names, prepare_data, require_logged, resolve_device, schedule_monitor
 from .clipping import clip_gradients
+from .evaluation import Evaluation
 from .history import History
 from .logs import progress_bar
-from .metrics import MetricSums, check_loss, loss_function, num_outputs, resolve_loss
-from .streams import Stream, is_stream
+from .metrics import MetricSums, check_loss
+from .streams import Stream
 
 PRECISIONS = ("fp32", "bf16")
 PER_STEP = ("on_after_backward", "on_batch_end")
 
 
-class Trainer:
+class Trainer(Evaluation):
     """Trains a model: ``Trainer(model, loss=..., optimizer=..., callbacks=[...]).fit(train, val, epochs=...)``.
 
     ``model`` is any ``torch.nn.Module`` or a model spec from :mod:`descend.models` (built once the data tells the
@@ -55,6 +57,16 @@ class Trainer:
     the schedule runs again over the new fit's epochs from the base learning rate (a warm restart).
     """
 
+    @declare("Trainer",
+             Option("precision", OneOf(*PRECISIONS), doc="fp32, or bf16 autocast"),
+             Option("clip_grad_norm", Optional(number(0, closed="right")), doc="clip the gradients' global norm"),
+             Option("clip_grad_value", Optional(number(0, closed="right")), doc="clip each gradient element"),
+             Option("seed", integer(0), doc="initialisation, data order, dropout and augmentation"),
+             Option("deterministic", Boolean(), doc="ask torch for deterministic kernels"),
+             Option("log_every", integer(1), doc="steps between reads of the training loss"),
+             Option("on_divergence", OneOf(*divergence.ACTIONS), doc="stop, or reload the last checkpoint"),
+             Option("max_rollbacks", integer(0), doc="rollbacks before giving up"),
+             Option("threads", Either(OneOf("auto"), integer(1)), doc="CPU threads, or auto"))
     def __init__(self, model, *, loss=None, optimizer=None, schedule=None,
                  callbacks: Sequence[Callback] = (), metrics: Sequence = (), regularizer=None, augment=None,
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
@@ -62,15 +74,6 @@ class Trainer:
                  deterministic: bool = False, log_every: int = 50, checkpoints: state.Checkpoints | None = None,
                  on_divergence: str = "stop", max_rollbacks: int = 3, threads: int | str = "auto"):
         check_loss(loss)
-        if precision not in PRECISIONS:
-            raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-        for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
-            if value is not None and not value > 0:
-                raise UserError(f"{name} must be > 0, got {value}")
-        if log_every < 1:
-            raise UserError(f"log_every must be >= 1, got {log_every}")
-        if on_divergence not in divergence.ACTIONS:
-            raise UserError(f"on_divergence must be 'stop' or 'rollback', got {on_divergence!r}")
         if on_divergence == "rollback" and checkpoints is None:
             raise UserError("on_divergence='rollback' reloads the last checkpoint: pass checkpoints=Checkpoints(...)")
         self.model = model if isinstance(model, nn.Module) else None
@@ -129,8 +132,8 @@ class Trainer:
             raise UserError(f"epochs must be a positive integer, got {epochs!r}")
         key = (id(train), id(val), epochs, batch_size, shuffle, drop_last)
         if self._plan is None or self._plan[0] != key:
-            split, batches = self._data(train, "train")
-            held = self._data(val, "val")[1] if val is not None else None
+            split, batches = prepare_data(self, train, "train")
+            held = prepare_data(self, val, "val")[1] if val is not None else None
             if batches is None:
                 batches = self._batches(split, batch_size, shuffle=shuffle, drop_last=drop_last)
             if hasattr(self.augment, "check"):  # descend's Augment; any callable (x, generator) -> x is welcome
@@ -317,70 +320,7 @@ class Trainer:
         """Continue from ``saved`` (a :meth:`state_dict`); the data and model must be those it was saved with."""
         state.restore(self, saved)
 
-    # ------------------------------------------------------------------ evaluation
-    def evaluate(self, data, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
-        """Mean loss and metrics over ``data`` in eval mode (dropout off, batch norm on running statistics)."""
-        return self._evaluate(self._data(data, "data")[1], batch_size=batch_size, prefix=prefix)
-
-    @torch.inference_mode()
-    def _evaluate(self, data: Split | Stream, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
-        was_training = self.model.training
-        self.model.eval()
-        sums = self._metric_sums()
-        batches = data if isinstance(data, Stream) else Batches(data, min(batch_size, len(data)), shuffle=False)
-        for x, y in batches.epoch(0):
-            with self._autocast():
-                out = self.model(x)
-                sums.update(out, y, self._loss_fn(out, y))
-        self.model.train(was_training)
-        return sums.compute(prefix)
-
-    @torch.inference_mode()
-    def predict(self, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-        """The model's outputs (logits for classifiers) for inputs ``x``, in eval mode, on x's device."""
-        if self.model is None:
-            raise UserError("the model is not built yet: call fit() first, or pass a torch.nn.Module")
-        x = torch.as_tensor(x)
-        was_training = self.model.training
-        self.model.eval()
-        with self._autocast():
-            outs = [self.model(x[i:i + batch_size].to(self.device).float()).float()
-                    for i in range(0, len(x), batch_size)]
-        self.model.train(was_training)
-        return torch.cat(outs).to(x.device)
-
     # ------------------------------------------------------------------ set-up
-    def _data(self, data, what: str) -> tuple[Split, Batches | Stream | None]:
-        """The checked data and what to iterate: for in-memory data the split and None (training: the caller makes
-        its Batches) or the split itself (evaluation); for a DataLoader its first batch and the stream."""
-        if not is_stream(data):
-            split = self._prepare(as_split(data, what))
-            return split, None if what == "train" else split
-        stream = Stream(data, self.device)
-        return self._prepare(stream.probe(self.model)), stream
-
-    def _prepare(self, split: Split) -> Split:
-        """Check the data against the model (building spec models and optimizers on first sight)."""
-        if self.task is None:
-            self.task = split.task
-            self.loss = resolve_loss(self.loss, split.task)
-            self.metrics = metric_fns.check(self.metrics, split.task)
-            self._loss_callable = loss_function(self.loss)
-            if isinstance(self.loss, nn.Module):
-                self.loss.to(self.device)
-        elif split.task != self.task:
-            raise UserError(f"this trainer learns a {self.task} task but was given {split.task} data")
-        outputs = num_outputs(self.loss, split.task, split.num_classes, split.y)
-        check_data(split, self.loss, outputs)
-        if self.model is None:
-            torch.manual_seed(self.seed)
-            self.model = self._model_spec.build(tuple(split.x.shape[1:]), outputs)
-        self.model.to(self.device)
-        if self.optimizer is None:
-            self.optimizer = self._optimizer_spec.build(self.model)
-        check_shapes(self.model, split, self.loss, outputs, self.device)
-        return split.to(self.device)
-
     def _start(self, batches: Batches | Stream, epochs: int) -> None:
         # a second fit continues the first: history appended, epochs and steps counted on, RNG streams not reseeded
         continuing = bool(self.history)
