@@ -22,7 +22,7 @@ from ..data import DataBundle, DatasetInfo, Split
 from ..errors import DivergenceError, UserError
 from ..train import Trainer
 from ..train.callbacks import Callback, EarlyStopping
-from ..train.trainer import as_split
+from ..train.checks import as_split
 
 
 @dataclass
