@@ -34,7 +34,7 @@ def _data(n: int = 32):
 def test_weights_made_non_finite_by_the_last_step_are_divergence(validation):
     trainer = Trainer(nn.Sequential(nn.Linear(3, 2)), loss="cross_entropy", callbacks=[_Poison(float("nan"))],
                       device="cpu")
-    with pytest.raises(DivergenceError, match=r"the weights became non-finite by step 4 \(epoch 0\)\. The weights "
+    with pytest.raises(DivergenceError, match=r"the weights became non-finite by step 4 \(epoch 1\)\. The weights "
                                               r"became non-finite \(0.weight\)"):
         trainer.fit(_data(), _data(8) if validation else None, epochs=1, batch_size=8)
 
@@ -42,5 +42,5 @@ def test_weights_made_non_finite_by_the_last_step_are_divergence(validation):
 def test_a_validation_loss_that_overflows_is_divergence():
     trainer = Trainer(nn.Sequential(nn.Linear(3, 2)), loss="cross_entropy", callbacks=[_Poison(3e38)],
                       device="cpu")
-    with pytest.raises(DivergenceError, match=r"the validation loss is (nan|inf) after step 4 \(epoch 0\)"):
+    with pytest.raises(DivergenceError, match=r"the validation loss is (nan|inf) after step 4 \(epoch 1\)"):
         trainer.fit(_data(), _data(8), epochs=2, batch_size=8)
