@@ -99,6 +99,8 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = _default(Trainer, "device")
     precision: Literal["fp32", "bf16"] = _default(Trainer, "precision")
     threads: int | Literal["auto"] = _default(Trainer, "threads")
+    channels_last: bool = _default(Trainer, "channels_last")
+    compile: bool = _default(Trainer, "compile")
     deterministic: bool = _default(Trainer, "deterministic")
     clip_grad_norm: float | None = Field(_default(Trainer, "clip_grad_norm"), gt=0.0)
     clip_grad_value: float | None = Field(_default(Trainer, "clip_grad_value"), gt=0.0)

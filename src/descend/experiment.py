@@ -82,7 +82,8 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         augment=augment, callbacks=callbacks, metrics=c.train.metrics,
         clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
         device=c.train.device, precision=c.train.precision, seed=c.seed,
-        deterministic=c.train.deterministic, log_every=c.train.log_every, threads=c.train.threads)
+        deterministic=c.train.deterministic, log_every=c.train.log_every, threads=c.train.threads,
+        channels_last=c.train.channels_last, compile=c.train.compile)
     return Experiment(config, bundle, trainer, stopper)
 
 

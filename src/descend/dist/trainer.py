@@ -98,7 +98,7 @@ class DistributedTrainer(Trainer):
             self._augment_rng.manual_seed(int(state[0]))
         super()._run_epoch(batches, val)
 
-    def _training_forward(self) -> nn.Module:
+    def _forward_module(self) -> nn.Module:
         return self._ddp
 
     def _fresh_sums(self) -> dict:

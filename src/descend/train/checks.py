@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data import Split
 from ..errors import UserError
-from . import metric_fns
+from . import metric_fns, speed
 from .metrics import loss_function, num_outputs, resolve_loss
 from .streams import Stream, is_stream
 
@@ -151,4 +151,5 @@ def prepare_split(trainer, split: Split) -> Split:
     if trainer.optimizer is None:
         trainer.optimizer = trainer._optimizer_spec.build(trainer.model)
     check_shapes(trainer.model, split, trainer.loss, outputs, trainer.device)
-    return split.to(trainer.device)
+    split = split.to(trainer.device)
+    return speed.channels_last(trainer.model, split) if trainer.channels_last else split

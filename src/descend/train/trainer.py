@@ -21,7 +21,7 @@ from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
 from ..options import Boolean, Either, OneOf, Option, Optional, declare, integer, number
-from . import checkpoint, divergence, lr, state, threads
+from . import checkpoint, divergence, lr, speed, state, threads
 from .callbacks import EVENTS, Callback
 from .checks import logged_names, prepare_data, require_logged, resolve_device, schedule_monitor
 from .clipping import clip_gradients
@@ -49,7 +49,9 @@ class Trainer(Evaluation):
     also asks torch for deterministic kernels, so two runs on the CPU are bit-identical. ``checkpoints`` (a
     :class:`~descend.train.state.Checkpoints`) is a callback like any other, given here for convenience;
     ``on_divergence="rollback"`` needs one, to reload from. ``threads``: CPU threads, or "auto" (one thread for
-    small steps or a busy machine; see :mod:`descend.train.threads`).
+    small steps or a busy machine; see :mod:`descend.train.threads`). ``channels_last`` (2-D convolutional models)
+    and ``compile`` (torch.compile of the training forward) change how the work runs, not what it computes
+    (:mod:`descend.train.speed` says when each pays); ``precision="bf16"`` runs forward and loss under bf16 autocast.
 
     ``schedule`` is a descend schedule (:mod:`descend.schedules`) or a torch LR scheduler (stepped per epoch, or
     per step with :class:`~descend.train.lr.TorchSchedule`); :mod:`descend.train.lr` says exactly who owns
@@ -66,13 +68,16 @@ class Trainer(Evaluation):
              Option("log_every", integer(1), doc="steps between reads of the training loss"),
              Option("on_divergence", OneOf(*divergence.ACTIONS), doc="stop, or reload the last checkpoint"),
              Option("max_rollbacks", integer(0), doc="rollbacks before giving up"),
-             Option("threads", Either(OneOf("auto"), integer(1)), doc="CPU threads, or auto"))
+             Option("threads", Either(OneOf("auto"), integer(1)), doc="CPU threads, or auto"),
+             Option("channels_last", Boolean(), doc="NHWC memory format for 2-D convolutional models"),
+             Option("compile", Boolean(), doc="torch.compile the model's forward pass"))
     def __init__(self, model, *, loss=None, optimizer=None, schedule=None,
                  callbacks: Sequence[Callback] = (), metrics: Sequence = (), regularizer=None, augment=None,
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
                  device: str | torch.device = "auto", precision: str = "fp32", seed: int = 0,
                  deterministic: bool = False, log_every: int = 50, checkpoints: state.Checkpoints | None = None,
-                 on_divergence: str = "stop", max_rollbacks: int = 3, threads: int | str = "auto"):
+                 on_divergence: str = "stop", max_rollbacks: int = 3, threads: int | str = "auto",
+                 channels_last: bool = False, compile: bool = False):
         check_loss(loss)
         if on_divergence == "rollback" and checkpoints is None:
             raise UserError("on_divergence='rollback' reloads the last checkpoint: pass checkpoints=Checkpoints(...)")
@@ -93,6 +98,8 @@ class Trainer(Evaluation):
         self.device = resolve_device(device)
         self.precision, self.seed, self.deterministic, self.log_every = precision, seed, deterministic, log_every
         self.on_divergence, self.max_rollbacks, self.threads = on_divergence, max_rollbacks, threads
+        self.channels_last, self.compile = channels_last, compile
+        self._compiled: nn.Module | None = None  # torch.compile's wrapper of self.model (same parameters)
         self.rollbacks = 0         # divergence rollbacks so far
         self.stop_signal = None    # set by SIGINT/SIGTERM during fit; the loop stops at the next step boundary
         self.history = History()
@@ -289,7 +296,13 @@ class Trainer(Evaluation):
         return Batches(train, batch_size, seed=self.seed, **options)
 
     def _training_forward(self) -> nn.Module:
-        """What the training step calls: the model (or, under data parallelism, its DDP wrapper)."""
+        """What the training step calls: the model, or its torch.compile wrapper with ``compile=True``."""
+        if self.compile and self._compiled is None:
+            self._compiled = speed.compiled(self._forward_module())
+        return self._compiled if self._compiled is not None else self._forward_module()
+
+    def _forward_module(self) -> nn.Module:
+        """The module a training step runs: the model (under data parallelism, its DDP wrapper)."""
         return self.model
 
     def _stop_for_signal(self) -> None:
