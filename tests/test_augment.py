@@ -1,4 +1,4 @@
-"""Data augmentation: each transformation on hand-made inputs, shapes, reproducibility (lecture 01)."""
+"""Data augmentation: each transformation on hand-made inputs, shapes, reproducibility."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_create_validates_options():
 
 
 @pytest.mark.parametrize("dataset", ["mnist1d", "digits", "mnist", "MNIST", "kmnist"])
-def test_flips_on_digit_data_warn_with_the_lecture_example(dataset):
+def test_flips_on_digit_data_warn_with_the_b_d_6_9_example(dataset):
     with pytest.warns(UserWarning, match=r"'b' and 'd' or '6' and '9'"):
         augment.create(dataset=dataset, hflip=True)
     with pytest.warns(UserWarning, match="'6' and '9'"):

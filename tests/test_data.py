@@ -191,10 +191,10 @@ def test_fashion_mnist_download_failure_is_one_clean_error(tmp_path, monkeypatch
     assert not cache.exists()  # no partial files, no empty folders
 
 
-# --- the lectures' synthetic sets ------------------------------------------------------------------------
+# --- the synthetic sets ---------------------------------------------------------------------------------
 
 
-def test_sine_follows_the_lecture_formula():
+def test_sine_follows_its_formula():
     b = dd.load("sine", noise_std=0.0, scale="none", n_train=50)
     x, y = b.train.x[:, 0].double(), b.train.y[:, 0].double()
     assert len(b.train) == 50 and float(x.min()) >= 0.0 and float(x.max()) <= 10.0
@@ -215,7 +215,7 @@ def test_sine_noise_is_sigma_sqrt_0_2_by_default():
     assert abs(float(r2.std()) - 0.2) < 0.01
 
 
-def test_linear_highdim_follows_the_lecture_formula():
+def test_linear_highdim_follows_its_formula():
     b = dd.load("linear_highdim", noise_std=0.0, scale="none")
     assert b.info.sizes == {"train": 20, "val": 2, "test": 100} and b.train.x.shape == (20, 200)
     expect = 0.05 + 0.01 * b.train.x.double().sum(dim=1, keepdim=True)

@@ -1,7 +1,7 @@
-"""torch's Dropout and BatchNorm against the lectures (02, 03, 04), and MC dropout as an ensemble.
+"""torch's Dropout and BatchNorm against their papers' formulas, and MC dropout as an ensemble.
 
-Lecture 04's convention: p is the probability of *dropping* a unit (torch's ``p``). Lecture 03 writes the mask
-as r ~ Bernoulli(·) with E[r ⊙ y] = (1 − p) y, the same keep probability 1 − p.
+Convention: p is the probability of *dropping* a unit (torch's ``p``). Srivastava et al. 2014 write the mask as
+r ~ Bernoulli(1 − p) with E[r ⊙ y] = (1 − p) y, the same keep probability 1 − p.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_training_masks_are_bernoulli_with_rate_p(p):
     r = (~dropped).double()
     corr = torch.corrcoef(torch.stack([r[:-1], r[1:]]))[0, 1].item()
     assert abs(corr) < 5 / n**0.5
-    # a new mask for every mini-batch (lecture 04): agreement ≈ p² + (1−p)², not 1
+    # a new mask for every mini-batch: agreement ≈ p² + (1−p)², not 1
     agreement = ((dropout(x) == 0) == dropped).double().mean().item()
     assert abs(agreement - (p**2 + (1 - p) ** 2)) < 0.01
 
@@ -44,9 +44,9 @@ def test_eval_mode_drops_nothing():
         assert not torch.equal(layer.train()(x), x)
 
 
-def test_inverted_dropout_equals_the_lectures_test_time_weight_scaling():
-    """Lecture 04: train without scaling, at test time multiply the weights by (1 − p). torch (inverted
-    dropout): scale kept units by 1/(1 − p) in training, change nothing at test time. With W_lecture =
+def test_inverted_dropout_equals_test_time_weight_scaling():
+    """Srivastava et al. 2014: train without scaling, at test time multiply the weights by (1 − p). torch
+    (inverted dropout): scale kept units by 1/(1 − p) in training, change nothing at test time. With W_paper =
     W_torch / (1 − p) the two networks compute the same function in training (same mask) and at test time, so
     the expected activations agree as well."""
     torch.manual_seed(1)
@@ -54,19 +54,19 @@ def test_inverted_dropout_equals_the_lectures_test_time_weight_scaling():
     h = torch.randn(16, 10, dtype=DT)
     dropout, layer = nn.Dropout(p), nn.Linear(10, 4).to(DT)
     w_torch, b = layer.weight.detach(), layer.bias.detach()
-    w_lecture = w_torch / (1 - p)
+    w_paper = w_torch / (1 - p)
 
     kept = dropout.train()(h)
     r = (kept != 0).to(DT)  # the Bernoulli mask torch drew
     train_torch = layer(kept)
-    train_lecture = (r * h) @ w_lecture.T + b
-    torch.testing.assert_close(train_torch, train_lecture, rtol=1e-12, atol=1e-12)
+    train_paper = (r * h) @ w_paper.T + b
+    torch.testing.assert_close(train_torch, train_paper, rtol=1e-12, atol=1e-12)
 
     test_torch = layer(dropout.eval()(h))
-    test_lecture = h @ ((1 - p) * w_lecture).T + b  # "all the weights times 1 − p"
-    torch.testing.assert_close(test_torch, test_lecture, rtol=1e-12, atol=1e-12)
+    test_paper = h @ ((1 - p) * w_paper).T + b  # "all the weights times 1 − p"
+    torch.testing.assert_close(test_torch, test_paper, rtol=1e-12, atol=1e-12)
 
-    # expectation over masks (lecture 03: E[r ⊙ y] = (1 − p) y): the mean training output → the test output
+    # expectation over masks (E[r ⊙ y] = (1 − p) y): the mean training output → the test output
     dropout.train()
     k = 20_000
     mean = layer(dropout(h.expand(k, *h.shape))).mean(0)  # k independent masks in one call
@@ -133,7 +133,8 @@ def _bn_by_hand(x, mean, var, gamma, beta, eps):
 
 
 def test_batch_norm_training_uses_the_batch_statistics():
-    """Lecture 04: μ_B = mean, σ²_B = 1/m Σ(x − μ_B)² (biased), x̂ = (x − μ_B)/√(σ²_B + ε), y = γx̂ + β."""
+    """Ioffe & Szegedy 2015, Algorithm 1: μ_B = mean, σ²_B = 1/m Σ(x − μ_B)² (biased),
+    x̂ = (x − μ_B)/√(σ²_B + ε), y = γx̂ + β."""
     torch.manual_seed(5)
     bn = nn.BatchNorm1d(3).to(DT).train()
     x = torch.randn(10, 3, dtype=DT) * 3 + 2
@@ -145,7 +146,7 @@ def test_batch_norm_training_uses_the_batch_statistics():
 
 @pytest.mark.parametrize("momentum", [0.1, 0.5])
 def test_running_averages_use_the_configured_momentum(momentum):
-    """The lecture's practical solution: moving averages of the batch statistics, r ← (1 − m)·r + m·stat.
+    """The usual practical solution: moving averages of the batch statistics, r ← (1 − m)·r + m·stat.
 
     torch averages the unbiased batch variance (1/(m−1)); the normalisation itself uses the biased one.
     """
@@ -162,7 +163,8 @@ def test_running_averages_use_the_configured_momentum(momentum):
 
 
 def test_momentum_none_gives_whole_training_set_statistics():
-    """Lecture 04's ideal solution, μ over the whole training set: momentum=None is the cumulative average."""
+    """The population statistics of Ioffe & Szegedy's inference step, μ over the whole training set:
+    momentum=None is the cumulative average."""
     torch.manual_seed(7)
     bn = nn.BatchNorm1d(2, momentum=None).to(DT).train()
     data = torch.randn(40, 2, dtype=DT) * 4 + 3

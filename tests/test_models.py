@@ -67,7 +67,7 @@ def test_each_activation_is_in_the_model(name, builder):
         assert all(a.k == 3 for a in acts)
 
 
-def test_activations_match_the_lecture_formulas():
+def test_activations_match_their_formulas():
     x = torch.linspace(-4, 4, 101, dtype=torch.float64)
     expected = {
         "sigmoid": 1 / (1 + torch.exp(-x)),

@@ -200,10 +200,10 @@ def test_a_user_chain_is_a_torch_optimizer():
     assert opt.state[w]["step"] == 3 and set(opt.state[w]) == {"step", "m", "v"}
 
 
-# ---- the lectures' claims ------------------------------------------------------------------------------
+# ---- textbook claims -----------------------------------------------------------------------------------
 
 def test_momentum_formulations_agree_under_a_constant_rate_and_differ_when_it_changes():
-    """Lecture 01: "formulated different ways, but they are equivalent - give same sequence of x".
+    """Momentum is "formulated different ways, but they are equivalent - give same sequence of x".
     heavy_ball (v=ρv+g, w−=ηv) and velocity (v=ρv−ηg, w+=v) coincide for constant η (v_velocity = −η·v);
     ema (v=βv+(1−β)g) is heavy_ball with η scaled by (1−β). When η changes, heavy_ball rescales the whole
     accumulated velocity by the new η, while velocity keeps each past gradient at the η it was taken with."""
@@ -233,7 +233,7 @@ def _decay_run(name, mode, steps=30, **hyper):
 
 
 def test_l2_and_decoupled_decay_are_the_same_for_sgd_and_not_for_adam():
-    """Lecture 01/03: w ← w − η(g + λw) = (1 − ηλ)w − ηg for plain SGD, with the same λ in both modes;
+    """w ← w − η(g + λw) = (1 − ηλ)w − ηg for plain SGD, with the same λ in both modes;
     for Adam the L2 term is divided by √v̂ with the rest of the gradient, so the trajectories part."""
     from test_optim_reference import assert_close
     assert_close(_decay_run("gd", "decoupled", implementation="composed"),
@@ -243,7 +243,7 @@ def test_l2_and_decoupled_decay_are_the_same_for_sgd_and_not_for_adam():
 
 
 def test_l2_and_decoupled_decay_with_momentum_differ_by_the_velocity():
-    """Lecture 01 calls L2 and weight decay "equivalent for SGD+Momentum". Exactly: with L2 the decay term λw
+    """L2 and weight decay are often called "equivalent for SGD+Momentum". Exactly: with L2 the decay term λw
     passes through the velocity (v = ρv + g + λw, w −= ηv), with decoupled decay it does not
     (v = ρv + g, w ← (1 − ηλ)w − ηv). Neither rescales λw per weight (unlike Adam), and on a flat loss both
     shrink w geometrically: decoupled by exactly (1 − ηλ) per step, L2 — once the velocity has built up — by
@@ -273,7 +273,7 @@ def test_l2_and_decoupled_decay_with_momentum_differ_by_the_velocity():
 
 
 def test_adagrad_effective_step_shrinks():
-    """Lecture 03: "learning rate effectively decreases over time": with a constant gradient c the t-th step
+    """AdaGrad's "learning rate effectively decreases over time": with a constant gradient c the t-th step
     is η·c/(√(t·c²) + ε) ≈ η/√t."""
     w = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = O.create("adagrad", [w], lr=0.1)
@@ -288,20 +288,20 @@ def test_adagrad_effective_step_shrinks():
     assert all(a > b for a, b in zip(steps[:-1], steps[1:], strict=True))
 
 
-LECTURE_01_TABLE = """\
+CLASSIC_TABLE = """\
 SGD	✗	✗	✗	✗
 SGD+Momentum	✓	✗	✗	✗
 Nesterov	✓	✗	✗	✗
 AdaGrad	✗	✓	✗	✗
 RMSProp	✗	✓	✓	✗
-Adam	✓	✓	✓	✓"""  # copied from lecture 01, "Algorithm / Tracks first moments / ..." table
+Adam	✓	✓	✓	✓"""  # the classic "Algorithm / Tracks first moments / ..." table
 
 
-def test_table_reproduces_lecture_01(capsys):
+def test_table_reproduces_the_classic_property_table(capsys):
     O.table()
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Algorithm\tTracks first moments (Momentum)")
     got = {line.split("\t")[0]: "\t".join(line.split("\t")[:5]) for line in lines[1:]}
-    for row in LECTURE_01_TABLE.splitlines():
+    for row in CLASSIC_TABLE.splitlines():
         assert got[row.split("\t")[0]] == row
     assert len(lines) - 1 == len(O.names())  # one row per optimizer descend has

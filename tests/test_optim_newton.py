@@ -1,4 +1,4 @@
-"""Damped Newton's method (lecture 03): x ← x − α(∇²f)⁻¹∇f."""
+"""Damped Newton's method: x ← x − α(∇²f)⁻¹∇f."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Every named optimizer and switch against a plain, separate implementation of the lecture's pseudo-code.
+"""Every named optimizer and switch against a plain, separate implementation of its textbook pseudo-code.
 
-The references below are written one tensor at a time from the lectures' code and formulas (no descend code):
-50 steps on a random non-convex problem with fresh mini-batches each step, in float64. The learning rate
+The references below are written one tensor at a time from the papers' and textbooks' code and formulas (no
+descend code): 50 steps on a random non-convex problem with fresh mini-batches each step, in float64. The learning rate
 changes every step (a schedule writing group["lr"]) except where the reference itself assumes a constant one.
 Tolerance 1e-10 relative: both sides do the same float64 arithmetic up to operation order (~1e-16 per step),
 which 50 steps of this problem amplify by far less than 1e6.
@@ -63,33 +63,33 @@ def assert_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float = 1e-1
 
 # ---- the references: each takes (w, g, state, t, lr, h) for ONE tensor and returns the new w ---------------
 
-def ref_gd(w, g, s, t, lr, h):                       # lecture 01 "SGD": w -= learning_rate * dw
+def ref_gd(w, g, s, t, lr, h):                       # SGD: w -= learning_rate * dw
     return w - lr * g
 
 
-def ref_heavy_ball(w, g, s, t, lr, h):                # lecture 01: v = rho*v + dw; w -= learning_rate*v
+def ref_heavy_ball(w, g, s, t, lr, h):                # Polyak 1964: v = rho*v + dw; w -= learning_rate*v
     s["v"] = h["momentum"] * s.get("v", 0) + g
     return w - lr * s["v"]
 
 
-def ref_velocity(w, g, s, t, lr, h):                  # lecture 01/04: v = rho*v - learning_rate*dw; w += v
+def ref_velocity(w, g, s, t, lr, h):                  # Sutskever 2013: v = rho*v - learning_rate*dw; w += v
     s["v"] = h["momentum"] * s.get("v", 0) - lr * g
     return w + s["v"]
 
 
-def ref_ema(w, g, s, t, lr, h):                       # lecture 02/03 EMA momentum: v = βv + (1-β)g; w -= ηv
+def ref_ema(w, g, s, t, lr, h):                       # EMA momentum: v = βv + (1-β)g; w -= ηv
     s["v"] = h["momentum"] * s.get("v", 0) + (1 - h["momentum"]) * g
     return w - lr * s["v"]
 
 
-def ref_adagrad(w, g, s, t, lr, h):                   # lecture 01: gs += dw*dw; w -= lr*dw/(√gs + eps)
+def ref_adagrad(w, g, s, t, lr, h):                   # Duchi 2011: gs += dw*dw; w -= lr*dw/(√gs + eps)
     s["gs"] = s.get("gs", 0) + g * g
-    if h.get("eps_placement") == "inside":            # lecture 03: x -= α/√(v + ε) · g
+    if h.get("eps_placement") == "inside":            # ε inside the root: x -= α/√(v + ε) · g
         return w - lr * g / torch.sqrt(s["gs"] + h["eps"])
     return w - lr * g / (torch.sqrt(s["gs"]) + h["eps"])
 
 
-def ref_rmsprop(w, g, s, t, lr, h):                   # lecture 01: gs = decay*gs + (1-decay)*dw*dw
+def ref_rmsprop(w, g, s, t, lr, h):                   # Tieleman & Hinton: gs = decay*gs + (1-decay)*dw*dw
     s["gs"] = h["rho"] * s.get("gs", 0) + (1 - h["rho"]) * g * g
     inside = h.get("eps_placement") == "inside"
     den = torch.sqrt(s["gs"] + h["eps"]) if inside else torch.sqrt(s["gs"]) + h["eps"]
@@ -108,14 +108,14 @@ def ref_adadelta(w, g, s, t, lr, h):                  # Zeiler 2012, Algorithm 1
 
 
 def ref_adam(w, g, s, t, lr, h):
-    """Lecture 04 Algorithm 1 (bias_correction) / lecture 01 'Adam (almost)' (no bias correction)."""
+    """Kingma & Ba 2015, Algorithm 1 (bias_correction), or the same without the bias correction."""
     b1, b2 = h["beta1"], h["beta2"]
     s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
     s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
     m, v = s["m"], s["v"]
     if h.get("bias_correction", True):
         m, v = m / (1 - b1**t), v / (1 - b2**t)
-    if h.get("eps_placement") == "inside":            # lecture 03: α μ / √(v + ε)
+    if h.get("eps_placement") == "inside":            # ε inside the root: α μ / √(v + ε)
         return w - lr * m / torch.sqrt(v + h["eps"])
     return w - lr * m / (torch.sqrt(v) + h["eps"])
 
@@ -138,16 +138,16 @@ def ref_nadam(w, g, s, t, lr, h):
 
 
 def run_reference(step, lr: float, h: dict, schedule: bool = True, decay: str | None = None, wd: float = 0.0):
-    """Run ``step`` on each tensor; weight decay as lecture 01 writes it (L2 in g, or decoupled on w)."""
+    """Run ``step`` on each tensor; weight decay as L2 in g, or decoupled on w."""
     ws, states = init_params(), [{} for _ in range(3)]
     for t in range(1, STEPS + 1):
         eta = lr_at(lr, t, schedule)
         grads = grad_at(ws, t)
         new = []
         for w, g, s in zip(ws, grads, states, strict=True):
-            if decay == "l2":                          # g_t = ∇L_data + λw  (lecture 01 "L2 Regularization")
+            if decay == "l2":                          # g_t = ∇L_data + λw  (L2 regularization)
                 new.append(step(w, g + wd * w, s, t, eta, h))
-            elif decay == "decoupled":                 # w ← w − η(s_t + λw)  (lecture 01 "Weight Decay")
+            elif decay == "decoupled":                 # w ← w − η(s_t + λw)  (decoupled weight decay)
                 new.append(step(w, g, s, t, eta, h) - eta * wd * w)
             else:
                 new.append(step(w, g, s, t, eta, h))
@@ -185,7 +185,7 @@ CASES = [  # (name, options, reference, lr, reference hyper-parameters)
 
 @pytest.mark.parametrize("impl", ["composed", "auto"])
 @pytest.mark.parametrize(("name", "opts", "ref", "lr", "h"), CASES, ids=lambda v: str(v)[:40])
-def test_matches_lecture_pseudo_code(name, opts, ref, lr, h, impl):
+def test_matches_the_reference_pseudo_code(name, opts, ref, lr, h, impl):
     assert_close(run_descend(name, lr, implementation=impl, **opts), run_reference(ref, lr, h))
 
 
@@ -199,7 +199,7 @@ def test_weight_decay_modes_on_every_optimizer(name, opts, ref, lr, h, mode):
 
 
 def lookahead_reference(form: str, lr: float, rho: float) -> list[torch.Tensor]:
-    """Lecture 05's Nesterov: gradient at the look-ahead point x̃ = where the velocity alone would take us,
+    """Nesterov's method (Nesterov 1983): gradient at the look-ahead point x̃ = where the velocity alone would take us,
     then the ordinary momentum step. Reported are the look-ahead points x̃_t, the iterates an optimizer that
     only sees gradients at its own parameters produces (Sutskever et al. 2013)."""
     ws = init_params()
@@ -233,9 +233,10 @@ def test_nesterov_is_the_look_ahead_method(form, impl):
         assert_close(got, expected)
 
 
-def test_adamw_is_lecture_03_algorithm_2():
-    """Algorithm 2 with schedule multiplier η_t = 1 and step size α: θ ← θ − (α·m̂/(√v̂+ε) + λ'θ).
-    descend (like torch) multiplies the decay by the learning rate: λ' = lr·weight_decay."""
+def test_adamw_is_loshchilov_hutter_algorithm_2():
+    """Loshchilov & Hutter 2019, Algorithm 2, with schedule multiplier η_t = 1 and step size α:
+    θ ← θ − (α·m̂/(√v̂+ε) + λ'θ). descend (like torch) multiplies the decay by the learning rate:
+    λ' = lr·weight_decay."""
     lr, wd = 0.01, 0.1
     got = run_descend("adamw", lr, schedule=False, weight_decay=wd, exclude_from_decay=[])
     h = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}

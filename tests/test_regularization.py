@@ -1,4 +1,4 @@
-"""Penalties, parameter selection and proximal L1 against the lectures' formulas (lectures 01–04)."""
+"""Penalties, parameter selection and proximal L1 against the textbook formulas."""
 
 from __future__ import annotations
 
@@ -38,20 +38,20 @@ W = (0.5, -1.5, 2.0, -0.25, 3.0)
 @pytest.mark.parametrize(
     "kind, options, formula",
     [
-        # lecture 04: ∂/∂w λΣ|w| = λ sgn(w)
+        # L1: ∂/∂w λΣ|w| = λ sgn(w)
         ("l1", {"strength": 0.3}, lambda w: 0.3 * w.sign()),
-        # lectures 01/03/04: ∂/∂w λ/2 Σw² = λw
+        # L2, half convention: ∂/∂w λ/2 Σw² = λw
         ("l2", {"strength": 0.3}, lambda w: 0.3 * w),
-        # lecture 01 ("L2 vs weight decay") and 02: ∂/∂w λΣw² = 2λw
+        # L2, full convention: ∂/∂w λΣw² = 2λw
         ("l2", {"strength": 0.3, "convention": "full"}, lambda w: 2 * 0.3 * w),
-        # lecture 02 elastic net: λ₁ sgn(w) + 2λ₂ w
+        # elastic net: λ₁ sgn(w) + 2λ₂ w
         ("elastic_net", {"l1_strength": 0.2, "l2_strength": 0.7}, lambda w: 0.2 * w.sign() + 2 * 0.7 * w),
-        # lecture 01 Lp: ∂/∂w λΣ|w|ᵖ = λ p |w|ᵖ⁻¹ sgn(w)
+        # Lp: ∂/∂w λΣ|w|ᵖ = λ p |w|ᵖ⁻¹ sgn(w)
         ("lp", {"strength": 0.3, "p": 3.0}, lambda w: 0.3 * 3.0 * w.abs() ** 2 * w.sign()),
         ("lp", {"strength": 0.3, "p": 1.5}, lambda w: 0.3 * 1.5 * w.abs() ** 0.5 * w.sign()),
     ],
 )
-def test_penalty_gradient_is_the_lecture_formula(kind, options, formula):
+def test_penalty_gradient_is_the_textbook_formula(kind, options, formula):
     w = _w(*W)
     torch.testing.assert_close(_grad(kind, w, **options), formula(w.detach()), rtol=1e-12, atol=0)
 
@@ -108,7 +108,7 @@ def test_include_and_exclude_patterns():
 
 
 def test_l2_with_sgd_is_weight_decay():
-    """Lectures 01/03/04: SGD on J + λ/2‖w‖² is w ← (1 − ηλ)w − η∇J: torch's SGD(weight_decay=λ)."""
+    """SGD on J + λ/2‖w‖² is w ← (1 − ηλ)w − η∇J: torch's SGD(weight_decay=λ)."""
     lr, lam = 0.1, 0.05
     x, y = torch.randn(16, 4, dtype=DT), torch.randn(16, 2, dtype=DT)
     data_loss = lambda m: ((m(x) - y) ** 2).mean()  # noqa: E731
@@ -125,7 +125,7 @@ def test_l2_with_sgd_is_weight_decay():
         torchs.zero_grad()
         data_loss(models[1]).backward()
         torchs.step()
-        # the lecture's update, by hand
+        # the textbook update, by hand
         models[2].zero_grad()
         data_loss(models[2]).backward()
         with torch.no_grad():
@@ -185,8 +185,8 @@ def _fit(reg, w0, x, y, steps=2000, lr=0.1):
     return model
 
 
-def test_lecture_correlated_features_l2_spreads_l1_is_sparse():
-    """Lecture 01: x = [1,1,1,1]; w₁ = [1,0,0,0] and w₂ = [0.25]*4 predict the same, L2 prefers w₂.
+def test_correlated_features_l2_spreads_l1_is_sparse():
+    """x = [1,1,1,1]; w₁ = [1,0,0,0] and w₂ = [0.25]*4 predict the same, L2 prefers w₂.
 
     Every w with the same Σw has the same data loss (w·x − 1)². L2 (λ/2‖w‖²) has the unique minimum
     a·[1,1,1,1], a = 2/(8 + λ) (≈ 0.25). L1 cannot tell w₁ from w₂ (both have ‖w‖₁ = 1): every w ≥ 0 with
@@ -219,7 +219,7 @@ def test_lecture_correlated_features_l2_spreads_l1_is_sparse():
 
 
 def test_correlated_noisy_features_lasso_selects_ridge_groups():
-    """Lecture 01's summary: L2 gives correlated features similar weights, L1 selects the informative one."""
+    """L2 gives correlated features similar weights, L1 selects the informative one."""
     g = torch.Generator().manual_seed(0)
     z = torch.randn(256, generator=g, dtype=DT)
     x = 0.8 * z[:, None] + 0.5 * torch.randn(256, 4, generator=g, dtype=DT)

@@ -1,4 +1,4 @@
-"""Learning-rate schedules: each lecture formula at chosen steps, equality with torch's schedulers, warmup,
+"""Learning-rate schedules: each textbook formula at chosen steps, equality with torch's schedulers, warmup,
 the plateau controller's state across a resume, create() validation and plot()."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def per_epoch(values: list[float], spe: int = SPE) -> list[float]:
     return [v for v in values for _ in range(spe)]
 
 
-# ------------------------------------------------------------------------------------ lecture formulas
+# ----------------------------------------------------------------------------------- textbook formulas
 
 
 def test_constant_is_eta0_everywhere():
@@ -63,7 +63,7 @@ def test_constant_is_eta0_everywhere():
     assert ours(s, 0.3, range(100)) == [0.3] * 100
 
 
-def test_step_lecture05_times_point_one_every_30_epochs():
+def test_step_defaults_times_point_one_every_30_epochs():
     s = bound(S.step(), epochs=100)  # defaults: step_size=30, gamma=0.1
     at = {e: s.lr(1.0, e * SPE) for e in (0, 29, 30, 59, 60, 90)}
     assert at[0] == at[29] == 1.0
@@ -79,15 +79,15 @@ def test_multistep_counts_milestones_passed():
     assert [s.lr(2.0, e * SPE) for e in range(10)] == [2.0] * 3 + [1.0] * 4 + [0.5] * 3
 
 
-def test_exponential_gamma_and_lecture05_alpha_form():
+def test_exponential_gamma_and_percent_alpha_form():
     s = bound(S.exponential(gamma=0.9))
     assert s.lr(1.0, 5 * SPE + 3) == pytest.approx(0.9**5, rel=1e-15)
-    # lecture 05: η_t = η₀ (1 − α/100)^t with α = 5 (percent)
+    # η_t = η₀ (1 − α/100)^t with α = 5 (percent)
     a = bound(S.exponential(alpha=5, per="step"))
     assert a.lr(2.0, 7) == pytest.approx(2.0 * 0.95**7, rel=1e-15)
 
 
-def test_cosine_lecture05_formula_and_floor():
+def test_cosine_annealing_formula_and_floor():
     s = bound(S.cosine(), epochs=10)  # T = 100 steps
     T = 100
     for t in (0, 1, 25, 50, 75, 99):
@@ -100,7 +100,7 @@ def test_cosine_lecture05_formula_and_floor():
     assert f.lr(1.0, 10_000) == pytest.approx(0.01, rel=1e-15)  # past the end: the floor, not a new cycle
 
 
-def test_linear_lecture05_formula():
+def test_linear_decay_formula():
     s = bound(S.linear(), epochs=10)
     for t in (0, 10, 50, 99):
         assert s.lr(0.4, t) == pytest.approx(0.4 * (1 - t / 100), rel=1e-15)
@@ -113,11 +113,11 @@ def test_polynomial_power():
     assert s.lr(1.0, 30) == pytest.approx(0.1 + 0.9 * 0.7**2, rel=1e-15)
 
 
-def test_inverse_time_and_lecture04_inverse_sqrt():
+def test_inverse_time_and_inverse_sqrt():
     s = bound(S.inverse_time(decay_rate=0.5))
     assert s.lr(1.0, 4 * SPE) == pytest.approx(1 / (1 + 0.5 * 4), rel=1e-15)
     r = bound(S.inverse_sqrt())
-    for e in (0, 3, 8):  # lecture 04: η^t = η / √(t + 1)
+    for e in (0, 3, 8):  # η^t = η / √(t + 1)
         assert r.lr(0.3, e * SPE + 9) == pytest.approx(0.3 / math.sqrt(e + 1), rel=1e-15)
 
 

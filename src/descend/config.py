@@ -110,18 +110,13 @@ class TrainConfig(_Section):
     on_divergence: Literal["stop", "rollback"] = _default(Trainer, "on_divergence")
     max_rollbacks: int = Field(_default(Trainer, "max_rollbacks"), ge=0)
 
-    @field_validator("batch_size")
+    @field_validator("batch_size", "threads")
     @classmethod
-    def _positive_batch(cls, v):
+    def _positive_or_word(cls, v, info):
+        """A number of samples or threads is at least 1; the field's word ("full", "auto") is the other choice."""
         if isinstance(v, int) and v < 1:
-            raise ValueError('must be a positive integer or "full"')
-        return v
-
-    @field_validator("threads")
-    @classmethod
-    def _positive_threads(cls, v):
-        if isinstance(v, int) and v < 1:
-            raise ValueError('must be a positive integer or "auto"')
+            word = {"batch_size": "full", "threads": "auto"}[info.field_name]
+            raise ValueError(f'must be a positive integer or "{word}"')
         return v
 
 

@@ -1,6 +1,6 @@
-"""Weight penalties added to the data loss, and proximal L1 (lectures 01, 02 and 04).
+"""Weight penalties added to the data loss, and proximal L1.
 
-The loss the optimizer sees is the lectures' "data loss + regularization" (lecture 01)::
+The loss the optimizer sees is the data loss plus the regularization term::
 
     L(W) = 1/N Σ_i L_i(f(x_i, W), y_i) + R(W)
 
@@ -10,19 +10,19 @@ penalties, each over the *selected* parameters w (weights by default, see :meth:
 =============== ============================== ==========================================================
 kind            R(w)                           gradient
 =============== ============================== ==========================================================
-``l1``          λ Σ|w|                         λ sgn(w)                                   (lecture 04)
-``l2``          λ/2 Σw²  (``convention="half"``) λ w  → w ← (1 − ηλ) w − η ∇J            (lectures 01, 03, 04)
-                λ Σw²    (``convention="full"``) 2λ w                                     (lectures 01, 02)
-``elastic_net`` λ₁ Σ|w| + λ₂ Σw²               λ₁ sgn(w) + 2 λ₂ w                         (lecture 02)
-``lp``          λ Σ|w|ᵖ, p > 0                 λ p |w|ᵖ⁻¹ sgn(w) (0 at w = 0)             (lecture 01)
+``l1``          λ Σ|w|                         λ sgn(w)                       (lasso, Tibshirani 1996)
+``l2``          λ/2 Σw²  (``convention="half"``) λ w  → w ← (1 − ηλ) w − η ∇J  (ridge, Hoerl & Kennard 1970)
+                λ Σw²    (``convention="full"``) 2λ w
+``elastic_net`` λ₁ Σ|w| + λ₂ Σw²               λ₁ sgn(w) + 2 λ₂ w             (Zou & Hastie 2005)
+``lp``          λ Σ|w|ᵖ, p > 0                 λ p |w|ᵖ⁻¹ sgn(w) (0 at w = 0) (bridge, Frank & Friedman 1993)
 ``proximal_l1`` λ Σ|w|, applied as a step      after each optimizer step: w ← sgn(w) max(|w| − ηλ, 0)
 =============== ============================== ==========================================================
 
 ``l1`` through a (sub)gradient only makes weights oscillate around zero; ``proximal_l1`` soft-thresholds after
-each step (proximal gradient descent, ISTA), which sets small weights to exactly zero, so L1's sparsity
-(lecture 01: "L1 promotes sparsity, L2 promotes grouping") shows in :meth:`Regularizer.sparsity`. With plain
-SGD it is the exact proximal step of λΣ|w| for step size η; with other optimizers the threshold ηλ uses the
-scheduled learning rate as the step size.
+each step (proximal gradient descent, ISTA), which sets small weights to exactly zero, so L1's sparsity (of
+correlated features, L1 keeps a few and L2 spreads the weight over all) shows in :meth:`Regularizer.sparsity`.
+With plain SGD it is the exact proximal step of λΣ|w| for step size η; with other optimizers the threshold ηλ
+uses the scheduled learning rate as the step size.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from descend.options import describe as describe_table
 
 __all__ = ["KINDS", "Regularizer", "Penalty", "ProximalL1", "NORM_LAYERS", "create", "describe"]
 
-#: Module types whose parameters (γ, β) are never penalised by default (lecture 04: "usually not consider
-#: biases"; normalisation scales and shifts are not weights of a connection either).
+#: Module types whose parameters (γ, β) are never penalised by default: like biases, which are usually left
+#: unpenalised (Goodfellow, Bengio & Courville 2016, §7.1), normalisation scales and shifts are not weights of
+#: a connection.
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm (affine)
     nn.LayerNorm,
@@ -134,7 +135,7 @@ class Regularizer:
 class Penalty(Regularizer):
     """R(w) = l1·Σ|w| + l2·Σw² + lp·Σ|w|ᵖ: one class for ``l1``, ``l2``, ``elastic_net`` and ``lp``.
 
-    Each term with a zero coefficient is skipped. ``l2`` with the lectures' λ/2 convention is built with
+    Each term with a zero coefficient is skipped. ``l2`` with the λ/2 convention is built with
     ``l2 = λ/2`` (see :func:`create`).
     """
 

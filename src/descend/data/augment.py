@@ -1,17 +1,17 @@
-"""Data augmentation: random label-preserving transformations of training batches (lectures 01 and 02).
+"""Data augmentation: random label-preserving transformations of training batches.
 
-"The best way to make a machine learning model generalize better is to train it with more data"; augmentation
-enlarges the training set artificially: flipping, cropping, translating, rotating, and adding noise to the
-input, "a special kind of augmentation" (lecture 01). It is off by default and the trainer applies it to
-training batches only, never to validation or test data.
+"The best way to make a machine learning model generalize better is to train it on more data" (Goodfellow,
+Bengio & Courville 2016, §7.4); augmentation enlarges the training set artificially: flipping, cropping,
+translating, rotating, and adding noise to the input, itself a kind of augmentation. It is off by default and
+the trainer applies it to training batches only, never to validation or test data.
 
 Everything works batch-wise on the batch's device with plain tensor ops (no per-sample Python loop, no host
 sync), and every random draw comes from the ``torch.Generator`` passed in, so a seeded or restored generator
 gives the same augmentations. Each transform draws its random numbers for the whole batch, also for samples it
 leaves unchanged, so the stream of draws depends only on the batch shape.
 
-Be careful about the transformation applied (lecture 01): a flip turns a 'b' into a 'd' and a rotation by 180°
-a '6' into a '9', so flips on digit data change the class; :func:`create` warns about that.
+Choose transformations that keep the class (same section): a flip turns a 'b' into a 'd' and a rotation by
+180° a '6' into a '9', so flips on digit data change the class; :func:`create` warns about that.
 
 Images are batches ``(N, C, H, W)``; 1-D signals ``(N, L)`` or ``(N, C, L)``.
 
@@ -235,8 +235,8 @@ def create(*, dataset: str | None = None, kind: str | None = None, **options) ->
     augment.kind = kind
     if (augment.hflip or augment.vflip) and is_digit_dataset(dataset):
         warnings.warn(f"flips are enabled on the digit data set {dataset!r}: a flip can change the class, as "
-                      "'b' and 'd' or '6' and '9' show (lecture 01); consider crop_padding, translate or "
-                      "a small rotation instead", UserWarning, stacklevel=2)
+                      "'b' and 'd' or '6' and '9' show; consider crop_padding, translate or a small "
+                      "rotation instead", UserWarning, stacklevel=2)
     return augment
 
 

@@ -1,6 +1,6 @@
 """In-memory batches: index slices of a split's tensors on their device, reshuffled every epoch.
 
-Batch size decides the kind of gradient descent (lecture 4): ``"full"`` gives one batch of all N samples
+Batch size decides the kind of gradient descent: ``"full"`` gives one batch of all N samples
 (full-batch gradient descent), ``1`` gives N batches of one sample (stochastic gradient descent), and any
 other B gives ⌈N/B⌉ mini-batches (⌊N/B⌋ with ``drop_last``, which drops the last, smaller one).
 

@@ -137,7 +137,8 @@ def _column_index(spec: str | int, header: list[str] | None, ncols: int, option:
     raise UserError(f"{option} must be a column name or index, got {spec!r}")
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
+    """Whether a CSV cell reads as a number (as ``float`` reads it, so 'nan' and 'inf' count)."""
     try:
         float(cell)
     except ValueError:
@@ -157,7 +158,7 @@ def read_table(path: str | Path, *, delimiter: str = ",") -> tuple[Path, list[st
     if not rows:
         raise UserError(f"CSV file {str(p)!r} is empty")
     header = None
-    if not all(_is_number(c) for c in rows[0]):
+    if not all(is_number(c) for c in rows[0]):
         header = [c.strip() for c in rows[0]]
         rows = rows[1:]
     if not rows:
@@ -233,7 +234,7 @@ def read_csv(
 def target_column(p: Path, header: list[str] | None, rows: list[list[str]], t: int) -> np.ndarray:
     """Column ``t`` as float64 numbers, or as a string array when any cell is text (class labels)."""
     labels = [row[t].strip() for row in rows]
-    if all(_is_number(cell) for cell in labels):
+    if all(is_number(cell) for cell in labels):
         return numeric_columns(p, header, rows, [t])[:, 0]
     empty = next((i for i, cell in enumerate(labels) if not cell), None)
     if empty is not None:

@@ -8,8 +8,8 @@ breast_cancer   classification  (30,)         569, 2 classes        scikit-learn
 wine            classification  (13,)         178, 3 classes        scikit-learn (bundled)
 iris            classification  (4,)          150, 3 classes        scikit-learn (bundled)
 diabetes        regression      (10,)         442, 1 output         scikit-learn (bundled)
-sine            regression      (1,)          20 / 200 generated    lecture 1: y = x + 2 sin(1.5x) + N(0, 0.2)
-linear_highdim  regression      (200,)        20 / 100 generated    lecture 3: y = 0.05 + Σ 0.01 x_i + ε
+sine            regression      (1,)          20 / 200 generated    a noisy sine: y = x + 2 sin(1.5x) + N(0, 0.2)
+linear_highdim  regression      (200,)        20 / 100 generated    Dive into Deep Learning: y = 0.05 + Σ 0.01 x_i + ε
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def _sklearn(loader_name: str, task: str) -> Callable[[dict], RawData]:
     return load
 
 
-# --- the lectures' synthetic sets
+# --- the synthetic sets
 
 
 def _generated(
@@ -319,7 +319,7 @@ REGISTRY: dict[str, Spec] = {
             (1,),
             None,
             _own,
-            "generated: y = x + 2 sin(1.5x) + N(0, 0.2), x ~ U(0, 10) (lecture 1)",
+            "generated: y = x + 2 sin(1.5x) + N(0, 0.2), x ~ U(0, 10) (a noisy sine)",
             (
                 _N_TRAIN,
                 _DATA_SEED,
@@ -342,7 +342,8 @@ REGISTRY: dict[str, Spec] = {
             lambda opts: (opts["d"],),
             None,
             _own,
-            "generated: y = 0.05 + Σ 0.01·x_i + ε, ε ~ N(0, 0.01²), x ~ N(0, I), d = 200 (lecture 3)",
+            "generated: y = 0.05 + Σ 0.01·x_i + ε, ε ~ N(0, 0.01²), x ~ N(0, I), d = 200 (Zhang et al., Dive into "
+            "Deep Learning, weight decay)",
             (_N_TRAIN, _DATA_SEED, _n_test(100), Option("d", integer(1), 200, "input dimension"), _noise(0.01)),
             _generated(
                 _linear_make,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data import DataBundle, Split
+from ..data.files import is_number
 from .findings import Finding, Fix
 
 LEAKAGE_FRACTION = 0.05     # deepchecks' train-test samples mix: 5% of the test set by default
@@ -72,20 +73,12 @@ def scan_csv(path: str | Path, delimiter: str = ",") -> Finding | None:
     bad_rows, count = [], 0
     for line, row in enumerate(rows, start=1):
         bad = sum(not _finite_cell(c) for c in row)
-        if bad and not (line == 1 and not any(_number(c) for c in row)):  # a header row is not data
+        if bad and not (line == 1 and not any(is_number(c) for c in row)):  # a header row is not data
             bad_rows.append(line)
             count += bad
     if not count:
         return None
     return nan_finding({"file": count}, f"{Path(path).name} ({len(bad_rows)} of {len(rows)} rows)", bad_rows)
-
-
-def _number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def _finite_cell(cell: str) -> bool:

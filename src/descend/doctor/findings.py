@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,31 +118,30 @@ class Diagnosis:
         return "\n".join(lines)
 
 
+#: (check, key, line): the line shown when the check's evidence holds ``key``, made from that evidence.
+_EVIDENCE_LINES: tuple[tuple[str, str, Callable[[dict], str]], ...] = (
+    ("initial_loss", "initial_loss",
+     lambda init: f"loss at init {init['initial_loss']:.3g} (expected about {init['expected']:.3g})"),
+    ("small_subset", "final_loss",
+     lambda sub: f"tiny batch of {sub['samples']}: loss {sub['initial_loss']:.3g} -> {sub['final_loss']:.3g} in "
+                 f"{sub['steps']} steps"),
+    ("lr_range", "verdict", lambda lr: f"LR range test: {lr['verdict']}"),
+    ("lr_range", "suggestion",
+     lambda lr: f"LR range test suggests {lr['suggestion']:.2g} ({lr['suggestion_low']:.2g}-"
+                f"{lr['suggestion_high']:.2g} over {lr['seeds']} seeds)"),
+    ("short_run", "final_train_loss",
+     lambda run: f"short run: train loss {run['final_train_loss']:.3g}"
+                 + (f", val {run['final_val_loss']:.3g}" if "final_val_loss" in run else "")
+                 + f" after {run['epochs_run']} epoch(s)"),
+    ("zeroed_inputs", "zeroed_inputs",
+     lambda z: f"best {z['compared']} {z['with_inputs']:.3g} with the inputs, {z['zeroed_inputs']:.3g} "
+               "with them zeroed"),
+)
+
+
 def evidence_lines(e: dict) -> list[str]:
     """What the checks measured, one short line each (shown whether or not they found anything)."""
-    lines = []
-    if "initial_loss" in e.get("initial_loss", {}):
-        init = e["initial_loss"]
-        lines.append(f"loss at init {init['initial_loss']:.3g} (expected about {init['expected']:.3g})")
-    if "final_loss" in e.get("small_subset", {}):
-        sub = e["small_subset"]
-        lines.append(f"tiny batch of {sub['samples']}: loss {sub['initial_loss']:.3g} -> {sub['final_loss']:.3g} in "
-                     f"{sub['steps']} steps")
-    if "verdict" in e.get("lr_range", {}):
-        lines.append(f"LR range test: {e['lr_range']['verdict']}")
-    if "suggestion" in e.get("lr_range", {}):
-        lr = e["lr_range"]
-        lines.append(f"LR range test suggests {lr['suggestion']:.2g} ({lr['suggestion_low']:.2g}-"
-                     f"{lr['suggestion_high']:.2g} over {lr['seeds']} seeds)")
-    if "final_train_loss" in e.get("short_run", {}):
-        run = e["short_run"]
-        val = f", val {run['final_val_loss']:.3g}" if "final_val_loss" in run else ""
-        lines.append(f"short run: train loss {run['final_train_loss']:.3g}{val} after {run['epochs_run']} epoch(s)")
-    if "zeroed_inputs" in e.get("zeroed_inputs", {}):
-        z = e["zeroed_inputs"]
-        lines.append(f"best {z['compared']} {z['with_inputs']:.3g} with the inputs, {z['zeroed_inputs']:.3g} "
-                     "with them zeroed")
-    return lines
+    return [line(e[check]) for check, key, line in _EVIDENCE_LINES if key in e.get(check, {})]
 
 
 class Budget:

@@ -244,19 +244,22 @@ def unit_findings(model: nn.Module, x: torch.Tensor, when: str) -> tuple[list[Fi
     dead = [v for kind, v in stats if kind == "dead"]
     saturated = [v for kind, v in stats if kind == "saturated"]
     evidence = {"when": when, "dead_fraction_per_layer": dead, "saturated_fraction_per_layer": saturated}
+    kinds = [  # (finding, fractions per layer, error threshold (half of it warns), what the worst layer shows, fix)
+        ("dead_units", dead, DEAD,
+         f"of the ReLU units in a layer are never active on {len(x)} samples ({when}): they get no gradient and "
+         "stay dead",
+         Fix("use leaky ReLU (Maas et al. 2013), a lower learning rate, and biases initialised at 0",
+             {"model.activation": "leaky_relu"})),
+        ("saturated_units", saturated, SATURATED,
+         f"of a sigmoid/tanh layer's outputs are within 0.01 of their limits ({when}): their gradients are near "
+         "zero",
+         Fix("scale the inputs, use Xavier initialisation (Glorot & Bengio 2010) or batch normalization, or switch "
+             "to ReLU", {"model.batch_norm": True})),
+    ]
     findings = []
-    if dead and max(dead) >= DEAD / 2:
-        worst = max(dead)
-        findings.append(Finding("dead_units", "error" if worst >= DEAD else "warning",
-                                f"{worst:.0%} of the ReLU units in a layer are never active on {len(x)} samples "
-                                f"({when}): they get no gradient and stay dead", evidence,
-                                Fix("use leaky ReLU (Maas et al. 2013), a lower learning rate, and biases "
-                                    "initialised at 0", {"model.activation": "leaky_relu"})))
-    if saturated and max(saturated) >= SATURATED / 2:
-        worst = max(saturated)
-        findings.append(Finding("saturated_units", "error" if worst >= SATURATED else "warning",
-                                f"{worst:.0%} of a sigmoid/tanh layer's outputs are within 0.01 of their limits "
-                                f"({when}): their gradients are near zero", evidence,
-                                Fix("scale the inputs, use Xavier initialisation (Glorot & Bengio 2010) or batch "
-                                    "normalization, or switch to ReLU", {"model.batch_norm": True})))
+    for finding, fractions, threshold, shows, fix in kinds:
+        worst = max(fractions, default=0.0)
+        if worst >= threshold / 2:  # thresholds are > 0, so a model without such units finds nothing
+            findings.append(Finding(finding, "error" if worst >= threshold else "warning", f"{worst:.0%} {shows}",
+                                    evidence, fix))
     return findings, evidence

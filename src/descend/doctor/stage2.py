@@ -1,4 +1,4 @@
-"""The short run and what its curves say (lecture good practice: "monitor the learning curves").
+"""The short run and what its learning curves say.
 
 One run of the recipe (up to its epochs, within the budget) with validation, per-step losses and the gradient
 statistics of :class:`~descend.doctor.stage1.GradientStats`, then the same number of epochs on zeroed inputs:
@@ -109,7 +109,7 @@ def _overfitting(train: list[float], val: list[float], evidence: dict, subject: 
 
 
 def _remedies(raw: dict) -> tuple[dict, list[str]]:
-    """The lecture's remedies in order, skipping those the recipe already has; changes for the first two."""
+    """The usual remedies for overfitting in order, skipping those the recipe has; changes for the first two."""
     remedies: list[tuple[str, dict]] = []
     if not raw.get("early_stopping"):
         remedies.append(("early stopping on the validation loss, keeping the best weights",

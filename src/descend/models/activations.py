@@ -1,4 +1,4 @@
-"""Activation functions, by the names the lectures use (lecture 04, "Some Activation Functions").
+"""Activation functions, by their usual names.
 
 ==============  ==================================================  ==========================
 name            formula                                             layer
@@ -34,7 +34,7 @@ class Maxout(nn.Module):
     The input has ``C·k`` channels on dimension 1 (features of a Linear layer, channels of a Conv layer)
     and the output has ``C``. Unit ``c`` takes the maximum over the contiguous pieces ``c·k, …, c·k+k−1``;
     any trailing dimensions (length, height, width) are kept. With ``k = 2`` and a Linear layer in front
-    this is exactly the lecture's ``max(w₁ᵀx + b₁, w₂ᵀx + b₂)``.
+    this is exactly the two-piece unit ``max(w₁ᵀx + b₁, w₂ᵀx + b₂)``.
     """
 
     def __init__(self, k: int = 2) -> None:

@@ -4,12 +4,13 @@ A block is, in this order (each part only when switched on)::
 
     Linear / Conv  →  batch norm  →  activation  →  pooling (CNNs)  →  dropout
 
-* batch norm normalizes the pre-activations z̃ = (z − μ_B)/σ_B, then ẑ = γ ⊙ z̃ + β (lecture 04);
+* batch norm normalizes the pre-activations z̃ = (z − μ_B)/σ_B, then ẑ = γ ⊙ z̃ + β (Ioffe & Szegedy 2015);
   the Linear/Conv in front of it then has no bias, because β already is one;
 * with ``activation="maxout"`` the Linear/Conv makes k pieces per unit, batch norm sees all of them, and
   :class:`~descend.models.activations.Maxout` keeps the largest, so the block still has ``width`` outputs;
 * dropout (``torch.nn.Dropout``, element-wise) zeroes each output with probability p during training and
-  scales the rest by 1/(1 − p) ("inverted" dropout, so nothing changes at test time; lecture 03/04). ``dropout``
+  scales the rest by 1/(1 − p): "inverted" dropout, so nothing changes at test time (Srivastava et al. 2014
+  scale the weights by 1 − p at test time instead, which gives the same expected outputs). ``dropout``
   is one p for every block or a list with one p per block (layer groups: hidden layers, conv blocks, head);
 * ``batch_norm_momentum`` is the running averages' update rate, r ← (1 − m)·r + m·batch statistic (torch's
   convention, default 0.1); ``None`` keeps the cumulative average over all training batches instead.

@@ -1,11 +1,12 @@
-"""Optimizers as the lectures tabulate them: composable parts, named recipes, torch's kernels where exact.
+"""Optimizers: composable parts, named recipes, torch's kernels where exact.
 
 - :func:`create` — ``create("adamw", model, lr=3e-3, weight_decay=0.05)``; without params an
   :class:`OptimizerSpec` to bind later.
 - :mod:`descend.optim.parts` — first moment, second moment, bias correction, weight decay, learning-rate
   scaling; :class:`ComposedOptimizer` runs a chain of them as a ``torch.optim.Optimizer``.
 - :class:`Newton` — damped Newton's method for small models (needs a closure).
-- :func:`table` — lecture 01's property table, generated from the code; :func:`describe` — every option.
+- :func:`table` — which optimizer tracks momentum, second moments, bias correction, generated from the code;
+  :func:`describe` — every option.
 """
 
 from __future__ import annotations

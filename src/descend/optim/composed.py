@@ -44,7 +44,7 @@ def _check_chain(chain: Sequence[Part], defaults: dict[str, Any]) -> None:
 class ComposedOptimizer(torch.optim.Optimizer):
     """``torch.optim.Optimizer`` running ``chain`` (a list of :mod:`descend.optim.parts`) at every step.
 
-    Per parameter the state holds ``step`` (an int, t in the lectures' formulas) and each part's buffers.
+    Per parameter the state holds ``step`` (an int, t in the update formulas) and each part's buffers.
     Parameters of one group whose step counts differ (one had no gradient for a while) are stepped in
     separate batches, so every formula sees its own t.
     """

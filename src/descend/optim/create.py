@@ -37,7 +37,7 @@ def create(name: str, params: Any = None, /, **hyper: Any) -> torch.optim.Optimi
 
     With ``implementation="auto"`` (default) the result is torch's own optimizer (fused or foreach kernels)
     when the request is exactly a torch algorithm, else a :class:`~descend.optim.ComposedOptimizer` of the
-    lecture's parts; ``"torch"`` insists on torch's (error otherwise), ``"composed"`` on descend's.
+    descend's parts; ``"torch"`` insists on torch's (error otherwise), ``"composed"`` on descend's.
     """
     key = canonical_name(name)
     options = validate(key, hyper)

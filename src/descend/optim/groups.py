@@ -1,9 +1,11 @@
 """Which parameters get weight decay: parameter groups built from a model, tensors or group dicts.
 
-Lecture 04 regularizes the weights, "usually not consider biases"; normalisation layers' scale and shift are
-left alone for the same reason. ``exclude_from_decay`` lists fnmatch patterns matched against parameter names
-("0.weight", "3.bias", "bn.weight"); the entry ``"<normalization>"`` means every parameter of a normalisation
-module (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm, LocalResponseNorm), found by module type.
+Weight decay usually penalizes only the weights of connections, not the biases, which need less data to fit
+and whose penalty can cause underfitting (Goodfellow, Bengio & Courville 2016, §7.1); normalisation layers'
+scale and shift are left alone for the same reason. ``exclude_from_decay`` lists fnmatch patterns matched
+against parameter names ("0.weight", "3.bias", "bn.weight"); the entry ``"<normalization>"`` means every
+parameter of a normalisation module (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm,
+LocalResponseNorm), found by module type.
 """
 
 from __future__ import annotations

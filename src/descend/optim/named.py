@@ -6,13 +6,13 @@ gd         w ← w − ηg                               (full-batch GD or SGD: 
 momentum   first_moment(form) [+ nesterov]         heavy_ball v=ρv+g, w−=ηv | velocity v=ρv−ηg, w+=v
                                                     | ema v=βv+(1−β)g, w−=ηv
 nesterov   the same with the look-ahead step
-adagrad    v += g²;  w −= η g/(√v + ε)             (eps_placement="inside": g/√(v + ε), lecture 03)
+adagrad    v += g²;  w −= η g/(√v + ε)             (Duchi et al. 2011; eps_placement="inside": g/√(v + ε))
 rmsprop    v = ρv + (1−ρ)g²;  w −= η g/(√v + ε)    [+ heavy-ball momentum on the scaled gradient, as torch]
 adadelta   v = ρv + (1−ρ)g²;  Δ = √(u+ε)/√(v+ε)·g;  u = ρu + (1−ρ)Δ²;  w −= ηΔ   (ε inside, Zeiler)
 adam       m = β1m + (1−β1)g;  v = β2v + (1−β2)g²;  w −= η m̂/(√v̂ + ε)   (bias_correction=false: m, v)
-adamw      adam with weight_decay_mode="decoupled" and weight_decay=0.01 by default (lecture 03 Alg. 2)
+adamw      adam with decoupled weight decay, weight_decay=0.01 by default (Loshchilov & Hutter 2019, Alg. 2)
 nadam      adam with the look-ahead first moment and μ_t schedule (Dozat 2016, torch.optim.NAdam)
-newton     w −= α (∇²f)⁻¹∇f, damped (lecture 03); see :class:`descend.optim.newton.Newton`
+newton     w −= α (∇²f)⁻¹∇f, damped; see :class:`descend.optim.newton.Newton`
 =========  ==============================================================================================
 
 Every optimizer takes ``weight_decay`` with ``weight_decay_mode`` l2 (g += λw first) or decoupled

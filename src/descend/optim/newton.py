@@ -1,4 +1,4 @@
-"""Damped Newton's method (lecture 03): x ← x − α (∇²f(x))⁻¹ ∇f(x), for small models.
+"""Damped Newton's method: x ← x − α (∇²f(x))⁻¹ ∇f(x), for small models.
 
 The Hessian of all parameters together is formed explicitly (n × n, n = number of parameters), so the method
 is limited to models of a few thousand parameters; above ``max_params`` it refuses with a clear error.

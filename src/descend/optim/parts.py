@@ -1,4 +1,4 @@
-"""The parts optimizers are made of, one idea each, as the lectures tabulate them.
+"""The parts optimizers are made of, one idea each: momentum, second moments, bias correction, weight decay.
 
 An optimizer is a short chain of parts (in the spirit of optax). Each part receives the update so far and
 returns the next one; the chain ends by adding the update to the weights. Parts work on *lists* of tensors
@@ -12,7 +12,7 @@ constructor arguments of a part are structural choices (which momentum formulati
 The update is kept *lazy*: ``scale * num / den``, so the common chains (Adam, RMSProp, AdaGrad, momentum) end
 in a single ``addcdiv_``/``add_`` on the weights, with no more temporaries than torch's own foreach kernels.
 
-Lecture notation: g the gradient, w the weights, η the learning rate, ρ / β the decay rates, t the step
+Notation: g the gradient, w the weights, η the learning rate, ρ / β the decay rates, t the step
 (counted from 1).
 """
 
@@ -94,11 +94,11 @@ class Part:
 
 
 class BiasCorrection(Part):
-    """Bias correction of the moment estimates (lecture 04, Adam Algorithm 1; lecture 05 "since the estimates
-    start from 0"): m̂_t = m_t / (1 − β1^t), v̂_t = v_t / (1 − β2^t).
+    """Bias correction of the moment estimates (Kingma & Ba 2015, Algorithm 1): the moving averages start from
+    0, so early estimates are biased towards 0; m̂_t = m_t / (1 − β1^t), v̂_t = v_t / (1 − β2^t) undo that.
 
     Put it *first* in a chain: it switches correction on for the EMA moment parts that follow.
-    Without it an Adam chain is lecture 01's "Adam (almost)".
+    Without it an Adam chain divides the raw, zero-biased m_t by √v_t.
     """
 
     name = "bias_correction"
@@ -109,11 +109,11 @@ class BiasCorrection(Part):
 
 
 class L2Decay(Part):
-    """L2 regularization in the gradient (lecture 01 "L2 regularization", lecture 04):
-    g ← g + λw, i.e. the gradient of J(w) + λ/2·‖w‖², *before* the optimizer sees it.
+    """L2 regularization in the gradient: g ← g + λw, i.e. the gradient of J(w) + λ/2·‖w‖², *before* the
+    optimizer sees it.
 
     With plain gradient descent this is w ← (1 − ηλ)w − η∇J. Adaptive methods then divide λw by √v like the
-    rest of the gradient, so large-gradient weights are decayed less (lecture 03: "no weight decay effect").
+    rest of the gradient, so weights with large gradients are decayed less (Loshchilov & Hutter 2019).
     """
 
     name = "l2_decay"
@@ -130,9 +130,9 @@ class L2Decay(Part):
 
 
 class DecoupledDecay(Part):
-    """Decoupled weight decay (lecture 03, Algorithm 2 "AdamW"; lecture 01 "Weight Decay"):
+    """Decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 2 "AdamW"):
     w ← w − ηλw, applied to the weights outside the optimizer's scaling, with the same η as the step
-    (torch's convention; lecture 03 writes η_t for the schedule multiplier, the same thing when the schedule
+    (torch's convention; the paper writes η_t for the schedule multiplier, the same thing when the schedule
     is folded into η). Place it after every part that reads the weights.
     """
 
@@ -149,8 +149,10 @@ class DecoupledDecay(Part):
 class SecondMoment(Part):
     """Track the second moment of the gradient, for adaptive per-parameter learning rates.
 
-    - ``kind="sum"`` (AdaGrad, lecture 01): v ← v + g²   (not leaky: the effective step only shrinks)
-    - ``kind="ema"`` (RMSProp "leaky AdaGrad", Adam): v ← ρv + (1 − ρ)g², ρ read from group[``decay``]
+    - ``kind="sum"`` (AdaGrad, Duchi, Hazan & Singer 2011): v ← v + g²   (not leaky: the effective step only
+      shrinks)
+    - ``kind="ema"`` (RMSProp, Tieleman & Hinton 2012, a "leaky AdaGrad"; Adam): v ← ρv + (1 − ρ)g², ρ read
+      from group[``decay``]
 
     The update passes through unchanged; :class:`Precondition` divides by √v later.
     """
@@ -182,11 +184,12 @@ class SecondMoment(Part):
 
 
 class Precondition(Part):
-    """Divide the update element-wise by the root of the tracked second moment (lectures 01, 03, 04):
+    """Divide the update element-wise by the root of the tracked second moment:
 
-    - ``eps="outside"``: u / (√v̂ + ε) — lecture 01's code (``dw / (grad_squared.sqrt() + 1e-7)``),
-      lecture 04's Adam Algorithm 1, lecture 05, and torch's AdaGrad, RMSprop and Adam.
-    - ``eps="inside"``: u / √(v̂ + ε) — lecture 03's AdaGrad and Adam formulas, and Adadelta.
+    - ``eps="outside"``: u / (√v̂ + ε) — Adam as Kingma & Ba 2015 (Algorithm 1) write it, and torch's
+      AdaGrad, RMSprop and Adam.
+    - ``eps="inside"``: u / √(v̂ + ε) — the form with ε inside the root, as some textbooks write AdaGrad and
+      Adam, and Adadelta (Zeiler 2012).
     """
 
     name = "precondition"
@@ -225,15 +228,16 @@ def _nadam_mu(beta: float, psi: float | None, t: int) -> float:
 
 
 class FirstMoment(Part):
-    """Track the first moment of the gradient ("momentum"), in the formulations the lectures show.
+    """Track the first moment of the gradient ("momentum", Polyak 1964), in its three usual formulations.
 
-    - ``form="heavy_ball"`` (lecture 01, 03): v ← ρv + g;  w ← w − ηv
-    - ``form="velocity"`` (lecture 01, 04): v ← ρv − ηg;  w ← w + v   (η enters the velocity)
-    - ``form="ema"`` (lecture 02 "dampened", Adam's m): v ← βv + (1 − β)g;  w ← w − ηv
+    - ``form="heavy_ball"``: v ← ρv + g;  w ← w − ηv   (torch's SGD)
+    - ``form="velocity"``: v ← ρv − ηg;  w ← w + v   (η enters the velocity; Sutskever et al. 2013)
+    - ``form="ema"`` ("dampened" momentum, Adam's m): v ← βv + (1 − β)g;  w ← w − ηv
 
-    ``nesterov=True`` is the look-ahead variant (lecture 01, 05), written with the gradient at the current
-    weights (Sutskever et al. 2013): the step uses g_term + ρ·v_new instead of v_new, where g_term is what
-    the gradient contributes to v (g, −ηg or (1 − β)g). With bias correction on, the EMA form corrects both
+    The first two give the same sequence of weights for a constant η. ``nesterov=True`` is the look-ahead
+    variant (Nesterov 1983), written with the gradient at the current weights (Sutskever et al. 2013): the
+    step uses g_term + ρ·v_new instead of v_new, where g_term is what the gradient contributes to v (g, −ηg
+    or (1 − β)g). With bias correction on, the EMA form corrects both
     terms (NAdam); ``schedule`` names a group key ψ for NAdam's momentum schedule μ_t = β(1 − ½·0.96^(tψ)).
     ρ is read from group[``decay``].
     """
@@ -295,7 +299,7 @@ class FirstMoment(Part):
 
 
 class AdadeltaUnits(Part):
-    """Adadelta's unit correction (Zeiler 2012; lecture 02 lists it): multiply the preconditioned gradient by
+    """Adadelta's unit correction (Zeiler 2012): multiply the preconditioned gradient by
     the RMS of past updates, Δ = √(u_acc + ε) · g / √(v + ε), then u_acc ← ρ·u_acc + (1 − ρ)Δ²."""
 
     name = "adadelta_units"

@@ -1,4 +1,5 @@
-"""Lecture 01's optimizer property table, generated from the parts each named optimizer is made of."""
+"""The optimizers' property table (momentum, adaptive rates, leaky second moments, bias correction,
+curvature), generated from the parts each named optimizer is made of."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def rows() -> list[tuple[str, tuple[bool, ...]]]:
 
 
 def table(file: TextIO | None = None) -> None:
-    """Print the property table (✓/✗), one row per optimizer, with lecture 01's column titles."""
+    """Print the property table (✓/✗), one row per optimizer, one column per property."""
     out = file or sys.stdout
     print("\t".join(("Algorithm",) + COLUMNS), file=out)
     for display, props in rows():

@@ -1,8 +1,8 @@
 """Learning-rate schedules: pure functions of training progress, plus warmup and the plateau controller.
 
-Lecture 02 names three approaches (step decay every few epochs, exponential / cosine decay, reduce when the
-validation loss stops improving) and warmup; lecture 05 gives the formulas of step, cosine, linear,
-exponential and constant; lecture 04 gives the 1/√(t+1) decay.
+Three families cover common practice: step decay every few epochs; smooth decay (exponential, cosine as in
+SGDR, Loshchilov & Hutter 2017, linear, 1/t, 1/√t); and reducing the rate when the validation loss stops
+improving. A linear warmup (Goyal et al. 2017) can precede any of them.
 
 - :mod:`~descend.schedules.base` — :class:`Schedule`, what the trainer calls (``bind``, ``lr``, ``observe``);
 - :mod:`~descend.schedules.decays` — constant, step, multistep, exponential, cosine, linear, polynomial,

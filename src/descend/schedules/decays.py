@@ -1,5 +1,5 @@
-"""Decays: pure functions of progress that only go down (lecture 02's approaches 1 and 2, lecture 05's
-formulas of step, cosine, linear, exponential and constant, lecture 04's 1/√(t+1)).
+"""Decays: pure functions of progress that only go down: constant, step, multi-step, exponential, cosine,
+linear, polynomial, 1/t and 1/√(t + 1).
 
 Each schedule is built by its factory (``step(step_size=30, gamma=0.1)``), whose signature holds the defaults
 and whose option table the arguments are checked against. Every one is a pure function of
@@ -21,7 +21,7 @@ GAMMA = Option("gamma", number(0, 1, closed="right"), doc="γ, the factor of eac
 
 
 class Constant(Schedule):
-    """η_t = η₀ (lecture 05: good for prototyping ideas)."""
+    """η_t = η₀: good for prototyping ideas, before a decay is tuned."""
 
     name = "constant"
 
@@ -32,8 +32,8 @@ class Constant(Schedule):
 class Step(Schedule):
     """Step decay, η_t = η₀ · γ^⌊t / s⌋: multiply by γ every ``step_size`` epochs.
 
-    Lecture 05: "after every 30 epochs, η = 0.1·η" (the defaults); lecture 02: halve every 5 or divide by 10
-    every 20 epochs. Equals ``torch.optim.lr_scheduler.StepLR``.
+    The defaults multiply the rate by 0.1 every 30 epochs; halving it every 5 epochs or dividing it by 10 every
+    20 are other common choices. Equals ``torch.optim.lr_scheduler.StepLR``.
     """
 
     name = "step"
@@ -61,7 +61,7 @@ class MultiStep(Schedule):
 
 
 class Exponential(Schedule):
-    """η_t = η₀ · γ^t; lecture 05 writes it η₀ · (1 − α/100)^t, so ``alpha`` (percent) sets γ = 1 − α/100.
+    """η_t = η₀ · γ^t, also written η₀ · (1 − α/100)^t, so ``alpha`` (percent) sets γ = 1 − α/100.
 
     Give ``gamma`` or ``alpha`` (default γ = 0.95 per epoch). Equals torch's ``ExponentialLR``.
     """
@@ -79,7 +79,8 @@ class Exponential(Schedule):
 class Cosine(Schedule):
     """Cosine decay with a floor: η_t = η_min + ½(η₀ − η_min)(1 + cos(πt/T)); t ≥ T gives η_min.
 
-    Lecture 05: η_t = ½η₀(1 + cos(tπ/T)) (``min_lr=0``). Equals torch's ``CosineAnnealingLR(T_max=T)``.
+    With ``min_lr=0`` this is η_t = ½η₀(1 + cos(tπ/T)), the cosine annealing of SGDR (Loshchilov & Hutter
+    2017) without its restarts. Equals torch's ``CosineAnnealingLR(T_max=T)``.
     """
 
     name = "cosine"
@@ -111,7 +112,7 @@ class Polynomial(Schedule):
 
 
 class Linear(Polynomial):
-    """Linear decay, lecture 05: η_t = η₀(1 − t/T), here with a floor: η_min + (η₀ − η_min)(1 − t/T).
+    """Linear decay, η_t = η₀(1 − t/T), here with a floor: η_min + (η₀ − η_min)(1 − t/T).
 
     Equals torch's ``LinearLR(start_factor=1, end_factor=0, total_iters=T)`` when ``min_lr=0``.
     """
@@ -137,7 +138,7 @@ class InverseTime(Schedule):
 
 
 class InverseSqrt(Schedule):
-    """η_t = η₀ / √(t + 1), lecture 04's decay ("1/t decay: η^t = η/√(t+1)")."""
+    """η_t = η₀ / √(t + 1): the rate shrinks like 1/√t, more slowly than :class:`InverseTime`'s 1/t."""
 
     name = "inverse_sqrt"
 

@@ -1,4 +1,4 @@
-"""Reduce on plateau (lecture 02, approach 3): the one schedule that reads the validation metrics."""
+"""Reduce on plateau: lower the rate when the validation metric stops improving, the one schedule that reads it."""
 
 from __future__ import annotations
 

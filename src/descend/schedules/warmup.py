@@ -1,4 +1,4 @@
-"""Linear warmup in front of any schedule (lecture 02: "gradually increasing the learning rate")."""
+"""Linear warmup in front of any schedule: the rate rises gradually over the first steps (Goyal et al. 2017)."""
 
 from __future__ import annotations
 

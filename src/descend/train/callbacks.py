@@ -83,10 +83,10 @@ class Callback:
 class EarlyStopping(Callback):
     """Stop when the monitored metric has not improved for ``patience`` epochs; keep the best weights.
 
-    Lectures 02 and 05: "stop when the validation accuracy (or loss) has not improved after n epochs; n is
-    called patience", and "pick the snapshot with the best validation performance". An epoch improves on
-    the best value b when ``value < b - min_delta`` (mode ``min``) or ``value > b + min_delta`` (mode
-    ``max``); ``mode="auto"`` infers min for losses and max for accuracies. The first ``start_from_epoch``
+    Usually the metric is the validation loss or accuracy, and the weights kept are those of the epoch with the
+    best validation performance. An epoch improves on the best value b when ``value < b - min_delta`` (mode
+    ``min``) or ``value > b + min_delta`` (mode ``max``); ``mode="auto"`` infers min for losses and max for
+    accuracies. The first ``start_from_epoch``
     epochs (a warmup) are ignored entirely. After ``patience`` epochs in a row without improvement,
     ``trainer.stop_training`` is set. ``best_epoch`` and ``stopped_epoch`` count from 1, as logged.
 

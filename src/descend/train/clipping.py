@@ -1,4 +1,4 @@
-"""Gradient clipping (lecture 7): rescale the whole gradient to a maximum norm, and/or clip each entry to a range.
+"""Gradient clipping: rescale the whole gradient to a maximum norm, and/or clip each entry to a range.
 
 Clipping by norm (Pascanu, Mikolov & Bengio 2013, "On the difficulty of training recurrent neural networks") keeps the
 gradient's direction: g <- g · min(1, c / ||g||). Clipping by value bounds every entry to [-c, c].
