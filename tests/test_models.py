@@ -53,6 +53,13 @@ def test_same_padding_keeps_the_length_for_the_flatten_head():
     assert list(model)[-1].in_features == 5 * 7 * 7
 
 
+def test_pool_every_makes_conv_conv_pool_stages():
+    model = dm.cnn2d([4, 4, 6, 6], input_shape=(1, 28, 28), num_outputs=3, pool_every=2, batch_norm=True)
+    kinds = [type(m).__name__ for m in model if not isinstance(m, (nn.BatchNorm2d, nn.ReLU))]
+    assert kinds == ["Conv2d", "Conv2d", "MaxPool2d", "Conv2d", "Conv2d", "MaxPool2d", "Flatten", "Linear"]
+    assert list(model)[-1].in_features == 6 * 7 * 7  # two poolings, not four
+
+
 # ---------------------------------------------------------------- activations
 
 

@@ -41,6 +41,7 @@ _CNN = (
     Option("kernel_size", integer(1), doc="kernel size of every conv (padding 'same')"),
     Option("pool", OneOf(*POOLS), doc="pooling after each conv block"),
     Option("pool_size", integer(1), doc="pooling window and stride"),
+    Option("pool_every", integer(1), doc="pool after every k-th conv block (2: conv-conv-pool stages, as VGG)"),
     Option("head", OneOf(*HEADS), doc="flatten keeps positions; avg / max pool globally"),
     Option("head_hidden", _WIDTHS, doc="widths of Linear blocks between the conv blocks and the output"),
     *BLOCK_OPTIONS,
@@ -140,8 +141,8 @@ def mlp(hidden: Sequence[int] = (128,), *, input_shape: Sequence[int] | None = N
 
 def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
     """The shared body of :func:`cnn1d` and :func:`cnn2d` (``dims`` spatial dimensions)."""
-    channels, kernel_size, pool, pool_size, head, head_hidden = (
-        local[k] for k in ("channels", "kernel_size", "pool", "pool_size", "head", "head_hidden"))
+    channels, kernel_size, pool, pool_size, pool_every, head, head_hidden = (
+        local[k] for k in ("channels", "kernel_size", "pool", "pool_size", "pool_every", "head", "head_hidden"))
     opts = BlockOptions(*(local[k] for k in ("activation", "batch_norm", "dropout", "init", "init_std",
                                               "maxout_k", "negative_slope", "batch_norm_momentum")))
     dropouts = opts.dropouts(len(channels) + len(head_hidden))
@@ -158,9 +159,9 @@ def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
             layers.append(nn.Unflatten(1, (1, shape[0])))
             shape = (1, *shape)
         n_in, spatial = shape[0], list(shape[1:])
-        for width, p in zip(channels, dropouts):
+        for i, (width, p) in enumerate(zip(channels, dropouts)):
             pooling = None
-            if pool != "none":
+            if pool != "none" and (i + 1) % pool_every == 0:
                 spatial = [s // pool_size for s in spatial]
                 if min(spatial) < 1:
                     raise UserError(f"pool_size {pool_size} after {len(channels)} blocks shrinks "
@@ -186,7 +187,7 @@ def _cnn(name: str, dims: int, local: dict[str, Any]) -> nn.Module | ModelSpec:
 @declare("model 'cnn1d'", *_CNN)
 def cnn1d(channels: Sequence[int] = (32, 32, 32, 32, 32), *, input_shape: Sequence[int] | None = None,
           num_outputs: int | None = None, kernel_size: int = 5, pool: str = "none", pool_size: int = 2,
-          head: str = "flatten", head_hidden: Sequence[int] = (), activation: str = "relu",
+          pool_every: int = 1, head: str = "flatten", head_hidden: Sequence[int] = (), activation: str = "relu",
           batch_norm: bool = False, dropout: float | Sequence[float] = 0.0, init: str = "he_uniform",
           init_std: float = 0.01, maxout_k: int = 2, negative_slope: float = 0.01,
           batch_norm_momentum: float | None = 0.1) -> nn.Module | ModelSpec:
@@ -211,14 +212,16 @@ def cnn1d(channels: Sequence[int] = (32, 32, 32, 32, 32), *, input_shape: Sequen
 @declare("model 'cnn2d'", *_CNN)
 def cnn2d(channels: Sequence[int] = (32, 64), *, input_shape: Sequence[int] | None = None,
           num_outputs: int | None = None, kernel_size: int = 3, pool: str = "max", pool_size: int = 2,
-          head: str = "flatten", head_hidden: Sequence[int] = (), activation: str = "relu",
+          pool_every: int = 1, head: str = "flatten", head_hidden: Sequence[int] = (), activation: str = "relu",
           batch_norm: bool = False, dropout: float | Sequence[float] = 0.0, init: str = "he_uniform",
           init_std: float = 0.01, maxout_k: int = 2, negative_slope: float = 0.01,
           batch_norm_momentum: float | None = 0.1) -> nn.Module | ModelSpec:
     """A 2-D convolutional network for images: a sample is ``(H, W)`` (one channel added) or ``(C, H, W)``.
 
     One block per entry of ``channels``: Conv2d(kernel_size, padding="same") → [BatchNorm2d] → activation →
-    [pool ∈ none, max, avg of ``pool_size`` × ``pool_size``; max by default, halving H and W per block] →
+    [pool ∈ none, max, avg of ``pool_size`` × ``pool_size``; max by default, halving H and W; after every
+    ``pool_every``-th block, so ``channels=[32, 32, 64, 64], pool_every=2`` makes the conv-conv-pool stages of
+    Simonyan & Zisserman's VGG] →
     [Dropout]; then the head as in :func:`cnn1d` and Linear(num_outputs).
     """
     return _cnn("cnn2d", 2, dict(locals()))
