@@ -196,6 +196,13 @@ def test_patience_stops_the_study(files):
     assert result["queued"] == 12 - len(trials)
 
 
+def test_timeout_stops_starting_trials(files):
+    result = run(files, sampler="random", trials=50, timeout=0)
+    assert result["trials"] == [] and result["queued"] == 50 and result["best"] is None
+    result = run(files, sampler="random", trials=50, timeout=0.5)  # the same study: trials start for half a second
+    assert 1 <= len(result["trials"]) < 50 and result["queued"] == 50 - len(result["trials"])
+
+
 def test_a_diverging_trial_fails_alone(files):
     (files / "s.toml").write_text('[optimizer.name]\ncategorical = ["gd"]\n[optimizer.lr]\ncategorical = [0.05, 1e12]')
     result = run(files, sampler="grid")
