@@ -104,3 +104,16 @@ def test_keys_from_a_terminal():
         os.close(parent)
         os.close(child)
     assert got == [("lr", 0.5), ("lr", 2.0), ("stop", True), ("add_epochs", 5)]
+
+
+def test_descend_run_reads_control_toml_in_its_run_directory(tmp_path, capsys):
+    from descend.cli import main
+
+    recipe, out = tmp_path / "c.toml", tmp_path / "run"
+    recipe.write_text(cfg.dump(cfg.validate(RAW)))
+    out.mkdir()
+    (out / "control.toml").write_text('lr = "halve"\nstop = true')   # headless: written before the first epoch ends
+    assert main(["run", str(recipe), "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["control_lr_factor"] == 0.5 and rows[0]["control_stop"] == 1
+    assert (out / "control.applied.toml").is_file() and (out / "checkpoints" / "last.safetensors").is_file()

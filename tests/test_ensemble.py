@@ -113,3 +113,39 @@ def test_ensemble_errors(tmp_path):
             recipe(**bad)
     with pytest.raises(ds.UserError, match="has no ensemble.json"):
         ensemble.load(tmp_path)
+
+
+def test_combined_outputs_read_back_as_the_ensembles_prediction():
+    torch.manual_seed(0)
+    x = torch.randn(30, 3)
+    many = ensemble.Ensemble([nn.Linear(3, 4) for _ in range(3)], "classification")
+    torch.testing.assert_close(many.as_module()(x).softmax(1), many.predict_proba(x))
+    binary = ensemble.Ensemble([nn.Linear(3, 1) for _ in range(3)], "classification",
+                               architecture={"num_outputs": 1})
+    torch.testing.assert_close(binary.as_module()(x).sigmoid(), binary.predict_proba(x)[:, 1:])
+    regressors = ensemble.Ensemble([nn.Linear(3, 2) for _ in range(3)], "regression")
+    torch.testing.assert_close(regressors.as_module()(x), regressors.predict(x))
+
+
+def test_load_run_and_descend_predict_take_an_ensemble_directory(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "recipe.toml"
+    path.write_text(config.dump(config.validate(RAW)))
+    assert main(["ensemble", str(path), "--members", "2", "--out", str(tmp_path / "ens"), "--quiet"]) == 0
+    capsys.readouterr()
+    run = ds.load_run(tmp_path / "ens")
+    raw, scaled = ds.data.load("iris", seed=0, scale="none"), ds.data.load("iris", seed=0)
+    direct = ensemble.load(tmp_path / "ens").predict_proba(scaled.test.x)   # inputs as the members trained on them
+    torch.testing.assert_close(torch.as_tensor(run.predict_proba(raw.test.x)), direct)  # raw ones, scaled on load
+    summary = json.loads((tmp_path / "ens" / "summary.json").read_text())["ensemble"]
+    metrics = run.evaluate()                                                # the recipe's test split
+    assert metrics["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert metrics["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
+    np.savez(tmp_path / "new.npz", x=raw.test.x.numpy())
+    assert main(["predict", str(tmp_path / "ens"), str(tmp_path / "new.npz"), "--proba"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "prediction,p_0,p_1,p_2" and len(lines) == len(raw.test) + 1
+    assert [line.split(",")[0] for line in lines[1:]] == [str(c) for c in direct.argmax(1).tolist()]
+    with pytest.raises(ds.UserError, match="is an ensemble: .* which='final'"):
+        ds.load_run(tmp_path / "ens", which="best")

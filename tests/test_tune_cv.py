@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from descend import config as cfg
-from descend import experiment
+from descend import experiment, load_run
 from descend.cli import main
 from descend.data import Split
 from descend.train.callbacks import Callback
@@ -89,15 +89,20 @@ def test_cross_validate_reports_folds_mean_std_and_keeps_an_ensemble(tmp_path):
     assert not [key for row in report["per_fold"] for key in row if key.startswith("test")]
     assert json.loads((tmp_path / "cv.json").read_text())["summary"] == report["summary"]
     assert (tmp_path / "cv.png").stat().st_size > 1000
-    manifest = json.loads((tmp_path / "ensemble" / "manifest.json").read_text())
-    assert [m["fold"] for m in manifest["members"]] == [0, 1, 2]
-    member = manifest["members"][1]
-    model = experiment.build(cfg.validate(RAW), unscaled(RAW)).trainer.model
-    load_weights(model, tmp_path / "ensemble" / member["weights"])
-    scaler = member["scaler"]
-    x = pooled(unscaled(RAW)).x[:5]
-    shift, scale = (torch.tensor(scaler[k]).reshape(scaler["shape"]) for k in ("shift", "scale"))
-    assert model((x - shift) / scale).shape == (5, 3)
+    manifest = json.loads((tmp_path / "ensemble" / "ensemble.json").read_text())
+    assert manifest["format"] == "descend-ensemble" and manifest["kind"] == "folds"
+    assert [m["fold"] for m in manifest["members"]] == [0, 1, 2] and "scaler" in manifest["members"][1]
+    assert manifest["members"][1]["val_accuracy"] == accuracies[1]
+    # member k reads raw inputs scaled with fold k's scaler, as it was trained: the loaded run averages those
+    folds, x = Folds(RAW, 3), pooled(unscaled(RAW)).x[:7]
+    expected = []
+    for k in range(3):
+        model = experiment.build(cfg.validate(RAW), unscaled(RAW)).trainer.model.eval()
+        load_weights(model, tmp_path / "ensemble" / manifest["members"][k]["weights"])
+        with torch.no_grad():
+            expected.append(model(folds.bundle(k).info.scaler.transform(x)).softmax(1))
+    run = load_run(tmp_path / "ensemble")
+    torch.testing.assert_close(torch.as_tensor(run.predict_proba(x)), torch.stack(expected).mean(0))
 
 
 def test_cli_cv(tmp_path, capsys):

@@ -1,11 +1,14 @@
 """descend tune: every sampler and pruner on a tiny study, resume, patience, outputs, refit, and the test split."""
 
 import json
+from dataclasses import replace
 
 import optuna
 import pytest
+import torch
 
 from descend import config as cfg
+from descend import experiment
 from descend.cli import main
 from descend.errors import UserError
 from descend.train import Trainer
@@ -99,6 +102,18 @@ def test_same_command_continues_the_study_and_more_trials_extend_it(files):
         run(files, sampler="random", trials=5, overrides=["train.batch_size=16"])
 
 
+def test_the_same_command_without_out_continues_in_the_latest_directory(files, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    command = ["tune", "r.toml", "--space", "s.toml", "--sampler", "random", "--trials", "2", "--seed", "0",
+               "--no-runs"]
+    assert main(command) == 0
+    assert "created study 'iris'" in capsys.readouterr().out
+    assert main([*command[:6], "--trials", "3", *command[8:]]) == 0
+    out = capsys.readouterr().out
+    assert "continuing study 'iris'" in out and "2 done" in out and "3 trials: 3 complete" in out
+    assert len(list((files / "runs").glob("tune-iris-*"))) == 1
+
+
 @pytest.mark.slow
 def test_seeded_queue_does_not_depend_on_the_output_directory(files):
     assert by_number(run(files, "a", sampler="qmc", trials=4)) == by_number(run(files, "b", sampler="qmc", trials=4))
@@ -125,8 +140,22 @@ def test_pruners_see_every_epoch(files, pruner):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pruner, trials, folds", [("median", 10, None), ("hyperband", 10, None),
+                                                    ("wilcoxon", 4, 5)])
+def test_each_pruner_stops_hopeless_trials_early(files, pruner, trials, folds):
+    (files / "s.toml").write_text("[optimizer.lr]\ncategorical = [0.05, 1e-6]\n[model.dropout]\nfloat = [0.0, 0.2]")
+    result = run(files, sampler="random", trials=trials, pruner=pruner, folds=folds)
+    budget = 3 * (folds or 1)
+    pruned = [t for t in result["trials"] if t["state"] == "pruned"]
+    assert pruned and all(t["params"]["optimizer.lr"] == 1e-6 and t["epochs"] < budget for t in pruned)
+    assert all(t["epochs"] == budget for t in result["trials"] if t["state"] == "complete")  # none pruned at the end
+    assert result["best"]["params"]["optimizer.lr"] == 0.05
+
+
+@pytest.mark.slow
 def test_wilcoxon_prunes_on_per_fold_scores(files):
-    result = run(files, sampler="random", trials=3, pruner="wilcoxon", folds=3)
+    with pytest.warns(UserWarning, match="with --cv 3 the Wilcoxon pruner never prunes: .* use --cv 5 or more"):
+        result = run(files, sampler="random", trials=3, pruner="wilcoxon", folds=3)
     for t in result["trials"]:
         assert len(t["fold_scores"]) in (2, 3) if t["state"] == "pruned" else len(t["fold_scores"]) == 3
         if t["state"] == "complete":
@@ -146,13 +175,15 @@ def test_pruning_callback_stops_training_when_told():
         def should_prune(self):
             return len(self.reports) >= 2
 
-    import torch
-
     x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
     trainer = Trainer(torch.nn.Linear(4, 3), loss="cross_entropy", callbacks=[Pruning(Told(), "val_loss")],
                       device="cpu")
     history = trainer.fit((x, y), (x, y), epochs=10, batch_size=8)
     assert len(history) == 2 and trainer.callbacks[0].pruned
+    Told.reports = []  # a trial that has run its last epoch is not pruned: its whole budget is spent
+    trainer = Trainer(torch.nn.Linear(4, 3), loss="cross_entropy", callbacks=[Pruning(Told(), "val_loss")],
+                      device="cpu")
+    assert len(trainer.fit((x, y), (x, y), epochs=2, batch_size=8)) == 2 and not trainer.callbacks[0].pruned
 
 
 @pytest.mark.slow
@@ -163,6 +194,13 @@ def test_patience_stops_the_study(files):
     best = result["best"]["number"]
     assert len(trials) < 12 and sum(t["number"] > best for t in trials) == 2
     assert result["queued"] == 12 - len(trials)
+
+
+def test_timeout_stops_starting_trials(files):
+    result = run(files, sampler="random", trials=50, timeout=0)
+    assert result["trials"] == [] and result["queued"] == 50 and result["best"] is None
+    result = run(files, sampler="random", trials=50, timeout=0.5)  # the same study: trials start for half a second
+    assert 1 <= len(result["trials"]) < 50 and result["queued"] == 50 - len(result["trials"])
 
 
 def test_a_diverging_trial_fails_alone(files):
@@ -189,6 +227,35 @@ def test_search_never_reads_the_test_split(files, monkeypatch):
     assert [p for p, _ in seen if p.startswith("test")] == ["test_"]  # once, by the refit after the search
     refit = result["refit"]
     assert 0 <= refit["test_accuracy"] <= 1 and refit["epochs"] == 3
+
+
+class Watched(torch.Tensor):
+    """A tensor that records every torch operation on it (and on what is computed from it), its size aside."""
+
+    uses: list[str] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", str(func))
+        if name not in ("__len__", "__get__", "size", "dim", "__repr__"):
+            cls.uses.append(name)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_no_search_touches_the_test_inputs_only_the_refit_does(files, monkeypatch):
+    load = experiment.load_data
+
+    def watched(config):  # every bundle any part of the search loads: its test inputs are watched
+        bundle = load(config)
+        return replace(bundle, test=replace(bundle.test, x=bundle.test.x.as_subclass(Watched)))
+
+    monkeypatch.setattr(experiment, "load_data", watched)
+    monkeypatch.setattr(Watched, "uses", [])
+    for out, folds in (("plain", None), ("cv", 3)):
+        run(files, out, sampler="random", trials=2, folds=folds, keep_runs=True)
+        assert Watched.uses == [], out
+    run(files, "refit", sampler="random", trials=2, refit=True)
+    assert "cross_entropy" in Watched.uses  # the watch works: the refit's one evaluation reads them
 
 
 def test_cli_errors_exit_2_before_any_trial(files, capsys):

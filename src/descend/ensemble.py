@@ -16,10 +16,15 @@ Three kinds, one :class:`Ensemble` to predict with:
 
   The usual prediction (eval mode) replaces the average by one pass with the expected activations instead.
 
+A fourth kind, **folds**, holds the models of a cross-validation (``descend cv --ensemble``): one per fold, each
+with the feature scaling fitted on its fold's training part, applied to the raw inputs before that member.
+
 Classifiers average the members' probabilities, regressors their outputs. An ensemble directory holds
-``ensemble.json`` (the manifest: format, kind, task, architecture, member files and their metrics) and
+``ensemble.json`` (the manifest: format, kind, task, architecture, member files, their metrics and scalings) and
 ``members/member-<k>.safetensors``; :func:`load` reads it back (no pickle) and ``predict`` / ``predict_proba``
-answer like one model. Training an ensemble from a recipe is :mod:`descend.ensemble_fit`.
+answer like one model. With the recipe (``config.toml``) and ``inference.json`` beside them, the directory is what
+:func:`descend.load_run` and ``descend predict`` take, as for a single run (:meth:`Ensemble.as_module`). Training an
+ensemble from a recipe is :mod:`descend.ensemble_fit`.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ import torch
 from torch import nn
 
 from descend import atomic, models
+from descend.data.scaling import Scaler
 from descend.errors import UserError
 from descend.options import OneOf, Option, Optional, declare, integer
 from descend.train.checkpoint import CheckpointError, load_weights, save_weights
 
-__all__ = ["mc_dropout", "DROPOUT_LAYERS", "KINDS", "EnsembleSpec", "create", "Ensemble", "load", "MANIFEST"]
+__all__ = ["mc_dropout", "DROPOUT_LAYERS", "KINDS", "EnsembleSpec", "create", "Ensemble", "Combined", "load",
+           "is_ensemble", "MANIFEST"]
 
 KINDS = ("members", "snapshots", "mc_dropout")
 MANIFEST = "ensemble.json"
@@ -119,15 +126,22 @@ class Ensemble:
     ``models`` are the members (kind members or snapshots), or the one network of an MC-dropout ensemble, whose
     ``samples`` stochastic passes are its members. ``task`` is classification or regression; ``architecture``
     (``{"name", "options", "input_shape", "num_outputs"}``, a :mod:`descend.models` builder) lets :func:`load`
-    rebuild the members. Inputs are given as the models were trained on them (scaled as the recipe scales).
+    rebuild the members. Inputs are given as the models were trained on them (scaled as the recipe scales);
+    ``scalers`` (one :class:`~descend.data.scaling.Scaler` or None per model) scale them per member first, for
+    members trained on differently scaled data (the folds of a cross-validation).
     """
 
     def __init__(self, models: list[nn.Module], task: str, kind: str = "members", *, samples: int = 1,
-                 architecture: dict | None = None, about: dict | None = None):
+                 architecture: dict | None = None, about: dict | None = None,
+                 scalers: list[Scaler | None] | None = None):
         if not models:
             raise UserError("an ensemble needs at least one model")
         self.models, self.task, self.kind, self.samples = list(models), task, kind, samples
         self.architecture, self.about = architecture, dict(about or {})
+        self.scalers = list(scalers) if scalers is not None else [None] * len(self.models)
+        if len(self.scalers) != len(self.models):
+            raise UserError(f"an ensemble of {len(self.models)} models needs as many scalers (None: inputs as "
+                            f"given), got {len(self.scalers)}")
 
     def __len__(self) -> int:
         return self.samples if self.kind == "mc_dropout" else len(self.models)
@@ -139,14 +153,15 @@ class Ensemble:
         chunks = []
         for i in range(0, len(x), batch_size):
             xb = torch.as_tensor(x[i:i + batch_size]).to(device).float()
+            inputs = [xb if scaler is None else scaler.transform(xb) for scaler in self.scalers]
             if self.kind == "mc_dropout":
-                outs = [mc_dropout(self.models[0], xb, samples=1, output="raw") for _ in range(self.samples)]
+                outs = [mc_dropout(self.models[0], inputs[0], samples=1, output="raw") for _ in range(self.samples)]
             else:
                 outs = []
-                for model in self.models:
+                for model, xm in zip(self.models, inputs):
                     was_training = model.training
                     model.eval()
-                    outs.append(model(xb).float())
+                    outs.append(model(xm).float())
                     model.train(was_training)
             stacked = torch.stack(outs)
             chunks.append(probabilities(stacked.flatten(0, 1)).unflatten(0, stacked.shape[:2])
@@ -185,6 +200,10 @@ class Ensemble:
             result[f"{prefix}disagreement"] = outs.std(dim=0, unbiased=False).mean().item()
         return result
 
+    def as_module(self) -> Combined:
+        """The ensemble as one network whose output is the combined prediction (see :class:`Combined`)."""
+        return Combined(self)
+
     # ------------------------------------------------------------------ on disk
     def save(self, directory: str | Path, members: list[dict] | None = None) -> Path:
         """Write ``members/member-<k>.safetensors`` and the manifest ``ensemble.json`` into ``directory``.
@@ -199,7 +218,8 @@ class Ensemble:
         for k, model in enumerate(self.models):
             name = f"members/member-{k}.safetensors"
             save_weights(model, directory / name)
-            entries.append({"weights": name, **((members or [{}] * len(self.models))[k])})
+            scaling = {} if self.scalers[k] is None else {"scaler": self.scalers[k].to_json()}
+            entries.append({"weights": name, **((members or [{}] * len(self.models))[k]), **scaling})
         manifest = {"format": FORMAT, "version": 1, "kind": self.kind, "task": self.task, "size": len(self),
                     "combine": "mean of probabilities" if self.task == "classification" else "mean of outputs",
                     "samples": self.samples, "architecture": self.architecture, "members": entries, **self.about}
@@ -224,8 +244,9 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Ensemble:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{directory / MANIFEST} is not a descend ensemble manifest (format {FORMAT!r})")
     arch = manifest["architecture"]
-    members = []
+    members, scalers = [], []
     for entry in manifest["members"]:
+        scalers.append(Scaler.from_json(entry["scaler"]) if entry.get("scaler") else None)
         model = models.build(arch["name"], tuple(arch["input_shape"]), arch["num_outputs"], **arch["options"])
         report = load_weights(model, directory / entry["weights"])
         if not report.ok:
@@ -234,7 +255,32 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Ensemble:
     about = {k: v for k, v in manifest.items() if k not in ("format", "version", "kind", "task", "size", "combine",
                                                              "samples", "architecture", "members")}
     return Ensemble(members, manifest["task"], manifest["kind"], samples=manifest.get("samples", 1),
-                    architecture=arch, about=about)
+                    architecture=arch, about=about, scalers=scalers)
+
+
+class Combined(nn.Module):
+    """An :class:`Ensemble` as one network, for code that takes a model (:func:`descend.load_run`, a trainer's
+    ``evaluate``). Its output lives where one member's does, so the usual read-outs give the ensemble's answer:
+
+    - classifiers: log p̄, the logarithm of the mean probabilities (softmax(log p̄) = p̄, its argmax is the
+      ensemble's class, and the cross-entropy of it is the ensemble's negative log-likelihood); with one output
+      (binary cross-entropy), logit(p̄₁), so that the sigmoid gives p̄₁ back;
+    - regressors: the mean output.
+    """
+
+    def __init__(self, ensemble: Ensemble):
+        super().__init__()
+        self.ensemble = ensemble
+        self.members = nn.ModuleList(ensemble.models)  # so that .to(), .eval() and parameters() reach them
+        self.binary = ensemble.task == "classification" and (ensemble.architecture or {}).get("num_outputs") == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = self.ensemble.member_outputs(x).mean(0)
+        if self.ensemble.task != "classification":
+            return mean
+        if self.binary:
+            return torch.logit(mean[:, 1:], eps=1e-7)  # float32: 1 − 1e-7 is the last value below 1
+        return mean.clamp_min(1e-12).log()
 
 
 def _classification(probs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -5,7 +5,8 @@
 ``period = epochs / K``, ``mult = 1``, ``min_lr = 0``: Huang et al. 2017), a snapshot of the weights at the last
 step of every cycle. ``mc_dropout = N``: one experiment, predictions averaged over N dropout passes.
 :func:`fit` returns an :class:`EnsembleResult` (nothing written); :func:`run` also writes the ensemble directory
-(``config.toml``, ``ensemble.json``, ``members/``, ``summary.json``), which :func:`descend.ensemble.load` reads.
+(``config.toml``, ``inference.json``, ``ensemble.json``, ``members/``, ``summary.json``), which
+:func:`descend.ensemble.load`, :func:`descend.load_run` and ``descend predict`` read.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from . import atomic, experiment
 from . import config as cfg
 from .ensemble import Ensemble
 from .errors import UserError
+from .inference import INFERENCE_FILE, inference_record
 from .train.callbacks import Callback
 from .train.metrics import num_outputs, resolve_loss
 
-__all__ = ["SnapshotCollector", "EnsembleResult", "fit", "run", "snapshot_recipe"]
+__all__ = ["SnapshotCollector", "EnsembleResult", "fit", "run", "snapshot_recipe", "records", "write"]
 
 
 class SnapshotCollector(Callback):
@@ -67,6 +69,7 @@ class EnsembleResult:
     seconds: float
     run_dir: Path | None = None
     members: list[dict] = field(default_factory=list)
+    inference: dict = field(default_factory=dict)  # what inference.json holds (scaling, labels, input shape)
 
     def summary(self) -> dict:
         metrics = {k: v for k, v in self.metrics.items() if k != "members"}
@@ -99,10 +102,7 @@ def fit(config: cfg.Config, data=None, *, progress: bool = False, stream=None) -
     spec = config.ensemble.build()
     bundle = data if data is not None else experiment.load_data(config)
     info = bundle.info
-    loss = resolve_loss(config.train.loss, info.task)
-    architecture = {"name": config.model.name, "options": config.model.options,
-                    "input_shape": list(info.input_shape),
-                    "num_outputs": num_outputs(loss, info.task, info.num_classes, bundle.train.y)}
+    architecture, record = records(config, info, bundle.train.y)
     started = time.perf_counter()
     if spec.kind == "members":
         runs, entries = [], []
@@ -134,7 +134,28 @@ def fit(config: cfg.Config, data=None, *, progress: bool = False, stream=None) -
     if spec.kind == "mc_dropout":  # the members are passes; report the network's deterministic prediction
         member_metrics = [runs[0].trainer.evaluate(split, prefix=prefix)] if metrics else [{}]
     members = [{**entry, **m} for entry, m in zip(entries, member_metrics)]
-    return EnsembleResult(ensemble, runs, metrics, seconds, members=members)
+    return EnsembleResult(ensemble, runs, metrics, seconds, members=members, inference=record)
+
+
+def records(config: cfg.Config, info, train_y) -> tuple[dict, dict]:
+    """The members' architecture (for the manifest) and the inference record (``inference.json``) of an ensemble
+    of ``config``'s model trained on data described by ``info`` (training targets ``train_y``)."""
+    loss = resolve_loss(config.train.loss, info.task)
+    outputs = num_outputs(loss, info.task, info.num_classes, train_y)
+    architecture = {"name": config.model.name, "options": config.model.options,
+                    "input_shape": list(info.input_shape), "num_outputs": outputs}
+    return architecture, inference_record(config, info, outputs, loss)
+
+
+def write(out: Path, config: cfg.Config, ensemble: Ensemble, members: list[dict], record: dict) -> None:
+    """An ensemble directory: the recipe, the inference record, the manifest and the members' weights."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the ensemble directory {out}: {e.strerror}") from None
+    atomic.write_text(out / "config.toml", cfg.dump(config), what="recipe")
+    atomic.write_json(out / INFERENCE_FILE, record, what="inference record")
+    ensemble.save(out, members=members)
 
 
 def _with_state(model, state: dict):
@@ -151,12 +172,7 @@ def run(config: cfg.Config, out: str | Path | None = None, *, quiet: bool = Fals
     if (out / "ensemble.json").exists() or (out / "metrics.jsonl").exists():
         raise UserError(f"{out} already holds a run; choose another --out directory")
     result = fit(config, progress=not quiet, stream=stream)  # everything is checked before the directory is made
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the ensemble directory {out}: {e.strerror}") from None
-    atomic.write_text(out / "config.toml", cfg.dump(config), what="recipe")
-    result.ensemble.save(out, members=result.members)
+    write(out, config, result.ensemble, result.members, result.inference)
     result.run_dir = out
     summary = result.summary()
     atomic.write_json(out / "summary.json", summary, what="summary")

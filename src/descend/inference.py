@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import config as cfg
-from . import models
+from . import ensemble, models
 from .data import Split, labels
 from .data.files import csv_target, file_kind, numeric_columns, read_npz, read_table
 from .data.scaling import Scaler, as_float_inputs
@@ -52,7 +52,9 @@ def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.d
     ``which``: ``"final"`` (``model.safetensors``, the weights at the end of training: the best epoch's when early
     stopping restored them), ``"best"`` (the checkpoint of the best monitored epoch) or ``"last"`` (the latest
     checkpoint, also of a run that was stopped). Raises :class:`~descend.errors.UserError` when the directory is
-    not a finished run or lacks the weights asked for.
+    not a finished run or lacks the weights asked for. An ensemble directory (``descend ensemble``, ``descend run``
+    with ``[ensemble]``, ``descend cv --ensemble``) loads the same way, its members combined into one model
+    (:class:`descend.ensemble.Combined`); it has only ``"final"`` weights.
     """
     path = Path(run_dir)
     if which not in WEIGHTS:
@@ -61,15 +63,21 @@ def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.d
         raise UserError(f"{path} is not a run directory (it has no config.toml)")
     if not (path / INFERENCE_FILE).is_file():
         raise UserError(f"{path} has no {INFERENCE_FILE}: it was written by an older descend; train it again")
-    weights = path / WEIGHTS[which]
-    if not weights.is_file():
-        hint = "; the run did not finish: load which='last'" if which == "final" else ""
-        raise UserError(f"{path} holds no {which} weights ({WEIGHTS[which]} is missing){hint}")
     config = cfg.load(path / "config.toml")
     record = _read_json(path / INFERENCE_FILE)
-    model = models.build(config.model.name, tuple(record["input_shape"]), record["num_outputs"],
-                         **config.model.options)
-    load_weights(model, weights, strict=True)
+    if ensemble.is_ensemble(path):  # the members' combined prediction, as one model (descend.ensemble.Combined)
+        if which != "final":
+            raise UserError(f"{path} is an ensemble: its members are its weights; which={which!r} is for single "
+                            "runs (load it with which='final')")
+        model = ensemble.load(path, device=device).as_module()
+    else:
+        weights = path / WEIGHTS[which]
+        if not weights.is_file():
+            hint = "; the run did not finish: load which='last'" if which == "final" else ""
+            raise UserError(f"{path} holds no {which} weights ({WEIGHTS[which]} is missing){hint}")
+        model = models.build(config.model.name, tuple(record["input_shape"]), record["num_outputs"],
+                             **config.model.options)
+        load_weights(model, weights, strict=True)
     model.to(device).eval()
     summary = _read_json(path / "summary.json") if (path / "summary.json").is_file() else {}
     history = History(_read_jsonl(path / "metrics.jsonl"))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 
 def add_parsers(sub) -> None:
-    predict = sub.add_parser("predict", help="predict with a trained run on new raw inputs")
-    predict.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (runs/<name>)")
+    predict = sub.add_parser("predict", help="predict with a trained run (or ensemble) on new raw inputs")
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="a run or ensemble directory (runs/<name>)")
     predict.add_argument("input", metavar="INPUT", help="a .csv (the label column may be absent) or .npz file")
     predict.add_argument("--out", help="write the predictions to this CSV file (default: print them)")
     predict.add_argument("--proba", action="store_true", help="add one probability column per class")
-    evaluate = sub.add_parser("evaluate", help="loss and metrics of a trained run on labelled data")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (runs/<name>)")
+    evaluate = sub.add_parser("evaluate", help="loss and metrics of a trained run (or ensemble) on labelled data")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run or ensemble directory (runs/<name>)")
     evaluate.add_argument("--data", metavar="NAME_OR_PATH",
                           help="a labelled .csv/.npz file or a dataset name (default: the run's own test split)")
     for command in (predict, evaluate):

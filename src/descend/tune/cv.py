@@ -24,7 +24,6 @@ from ..atomic import write_json
 from ..data import DataBundle, Split, kfold_indices
 from ..data.scaling import fit_scaler
 from ..errors import UserError
-from ..train.checkpoint import save_weights
 
 
 def unscaled(raw: dict) -> DataBundle:
@@ -84,42 +83,43 @@ class Folds:
 def cross_validate(config: cfg.Config, k: int, out: Path, *, ensemble: bool = False) -> dict:
     """Per-fold and mean ± std metrics of ``config`` over ``k`` folds; writes ``cv.json`` and ``cv.png`` to ``out``.
 
-    With ``ensemble``, the fold models are kept in ``out/ensemble/``: ``fold-<k>.safetensors`` (weights) and
-    ``manifest.json`` (the recipe, each member's file and its fold's scaler).
+    With ``ensemble``, the fold models are kept in ``out/ensemble/`` as an ensemble directory of kind ``folds``
+    (:mod:`descend.ensemble`): each member with its fold's scaling, so raw inputs go in; ``descend.load_run`` and
+    ``descend predict`` take it. The test split stays unread here too.
     """
     raw = config.model_dump(exclude_none=True)
     folds = Folds(raw, k)
     out.mkdir(parents=True, exist_ok=True)
-    rows, curves, members = [], [], []
+    rows, curves, models = [], [], []
     for fold, result in enumerate(folds.fit(config, out=out)):
         rows.append({"fold": fold, **{key: v for key, v in result.final.items() if key.startswith(("train_", "val_"))},
                      "epochs": len(result.history)})
         curves.append(list(result.history))
         if ensemble:
-            members.append(_keep(out / "ensemble", fold, result, folds))
+            models.append(result.trainer.model)
     metrics = sorted({key for row in rows for key in row if key not in ("fold", "epochs")})
     summary = {key: {"mean": statistics.fmean(r[key] for r in rows),
                      "std": statistics.stdev(r[key] for r in rows) if k > 1 else 0.0} for key in metrics}
     report = {"recipe": config.name, "folds": k, "per_fold": rows, "summary": summary,
               "sizes": [[len(tr), len(va)] for tr, va in folds.index]}
     if ensemble:
-        manifest = {"kind": "cross-validation ensemble", "recipe": raw, "members": members,
-                    "combine": "mean of the members' outputs (probabilities for classifiers)"}
-        write_json(out / "ensemble" / "manifest.json", manifest, what="ensemble manifest")
+        _keep(out / "ensemble", config, folds, models, rows)
         report["ensemble"] = str(out / "ensemble")
     write_json(out / "cv.json", report, what="cross-validation report")
     plot_folds(curves, out / "cv.png")
     return report
 
 
-def _keep(directory: Path, fold: int, result, folds: Folds) -> dict:
-    directory.mkdir(parents=True, exist_ok=True)
-    save_weights(result.trainer.model, directory / f"fold-{fold}.safetensors")
-    scaler = folds.bundle(fold).info.scaler
-    return {"fold": fold, "weights": f"fold-{fold}.safetensors",
-            "scaler": None if scaler is None else {"kind": scaler.kind, "shift": scaler.shift.flatten().tolist(),
-                                                   "scale": scaler.scale.flatten().tolist(),
-                                                   "shape": list(scaler.shift.shape)}}
+def _keep(directory: Path, config: cfg.Config, folds: Folds, models: list, rows: list[dict]) -> None:
+    """The fold models as an ensemble directory: member k with the scaling fitted on fold k's training part."""
+    from ..ensemble import Ensemble
+    from ..ensemble_fit import records, write
+
+    architecture, record = records(config, folds.info, folds.pool.y)  # record: no scaling, each member has its own
+    scalers = [folds.bundle(fold).info.scaler for fold in range(folds.k)]
+    kept = Ensemble(models, folds.info.task, "folds", architecture=architecture, scalers=scalers,
+                    about={"name": config.name, "dataset": folds.info.name})
+    write(directory, config, kept, [{k: v for k, v in row.items() if k != "epochs"} for row in rows], record)
 
 
 def plot_folds(curves: list[list[dict]], path: Path) -> None:

@@ -24,7 +24,10 @@ from .study import DONE, QUEUED, Plan
 
 
 class Pruning(Callback):
-    """Report the metric to the trial after every epoch; stop training when the pruner says so."""
+    """Report the metric to the trial after every epoch; stop training when the pruner says so.
+
+    After the last epoch the pruner is not asked: the trial has spent its whole budget, and its value counts.
+    """
 
     def __init__(self, trial: optuna.Trial, metric: str) -> None:
         self.trial, self.metric, self.pruned = trial, metric, False
@@ -34,7 +37,7 @@ class Pruning(Callback):
         if value is None or not math.isfinite(value):
             return
         self.trial.report(float(value), trainer.epoch)
-        if self.trial.should_prune():
+        if trainer.epoch + 1 < trainer.end_epoch and self.trial.should_prune():
             self.pruned, trainer.stop_training = True, True
 
 

@@ -27,7 +27,7 @@ from . import report
 from . import space as spaces
 from . import study as studies
 from .objective import Objective
-from .study import PRUNERS, SAMPLERS, Plan, canonical, digest, open_study, storage, work
+from .study import PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS, WILCOXON_P, Plan, canonical, digest, open_study, storage, work
 
 DEFAULT_TRIALS = 20
 
@@ -50,6 +50,10 @@ def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, ti
         warnings.warn(f"a grid over {len(space)} dimensions has {len(space.grid())} points and spends most of them "
                       f"on dimensions that do not matter (Bergstra & Bengio 2012); random or qmc cover the same "
                       f"space with far fewer trials", UserWarning, stacklevel=2)
+    if pruner == "wilcoxon" and folds < WILCOXON_MIN_FOLDS:
+        warnings.warn(f"with --cv {folds} the Wilcoxon pruner never prunes: before the last fold it has {folds - 1} "
+                      f"paired scores, and a signed-rank test on {folds - 1} pairs cannot reach p < {WILCOXON_P}; "
+                      f"use --cv {WILCOXON_MIN_FOLDS} or more", UserWarning, stacklevel=2)
     data = experiment.load_data(config)
     space.check(raw, lambda probe: experiment.build(cfg.validate(probe, source="recipe"), data))
     metric = metric or _default_metric(config, data)

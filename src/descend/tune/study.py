@@ -17,6 +17,7 @@ trial killed last is still retried (#6283, #4234).
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -33,6 +34,10 @@ SAMPLERS = ("grid", "random", "qmc", "tpe", "gp")
 QUEUED = ("grid", "random", "qmc")
 PRUNERS = ("none", "median", "hyperband", "wilcoxon")
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+WILCOXON_P = 0.1  # the Wilcoxon pruner prunes when the signed-rank test against the best trial gives p below this
+# before the last of K folds it has K − 1 paired scores, and a one-sided signed-rank test on n pairs cannot give p
+# below 2^−n: the fewest folds with which it can prune at all
+WILCOXON_MIN_FOLDS = 2 + int(math.log2(1 / WILCOXON_P))
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,7 @@ def pruner(plan: Plan) -> optuna.pruners.BasePruner:
         top = plan.folds or plan.epochs
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(top, 2), reduction_factor=3)
     if plan.pruner == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+        return optuna.pruners.WilcoxonPruner(p_threshold=WILCOXON_P, n_startup_steps=2)
     return optuna.pruners.NopPruner()
 
 
