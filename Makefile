@@ -60,6 +60,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 bench: setup
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks
 
 clean:
