@@ -13,6 +13,7 @@ from descend import config
 from descend.data import DataBundle, DatasetInfo, Split
 from descend.doctor import data_checks, fix, lr_range, report, stage1, stage2
 from descend.doctor.findings import Budget, Check, Diagnosis, Finding, Fix, rank
+from descend.doctor.subject import Probe
 from descend.errors import UserError
 
 
@@ -130,6 +131,14 @@ def test_budget_hands_unused_time_to_later_checks():
     first = budget.share("a") - time.perf_counter()
     assert first == pytest.approx(5.0, abs=0.1)
     assert budget.share("b") - time.perf_counter() == pytest.approx(10.0, abs=0.1)  # a used nothing
+
+
+def test_step_time_leaves_the_start_up_out():
+    """A probe of 5 steps after 2 s of start-up: 0.1 s a step, not 0.5 (a range test sized by the latter ran
+    a fifth of its steps and called itself cut short)."""
+    probe = Probe([1.0] * 5, [], None, seconds=2.5, times=[2.1, 2.2, 2.3, 2.4, 2.5])
+    assert probe.step_seconds == pytest.approx(0.1)
+    assert Probe([1.0] * 4, [], None, seconds=2.0).step_seconds == pytest.approx(0.5)
 
 
 RAW = {"name": "r", "data": {"name": "digits"}, "optimizer": {"name": "adam", "lr": 0.5}}

@@ -131,8 +131,8 @@ def range_test(subject: Subject, deadline: float, seeds: int = 3, steps: int = 1
                end: float = 10.0) -> tuple[list[Sweep], bool]:
     """Run the test for ``seeds`` seeds; returns the sweeps and whether the deadline cut it short.
 
-    The sweep length adapts to the time: a 3-step probe measures a step, and each seed gets an equal part of what
-    is left (at least 20 steps; fewer seeds when even that does not fit).
+    The sweep length adapts to the time: a 5-step probe measures a step (between step ends, start-up left out),
+    and each seed gets an equal part of what is left (at least 20 steps; fewer seeds when even that does not fit).
     """
     lo, hi = min(start, (subject.lr or start) / 100), max(end, (subject.lr or end) * 100)
     step_seconds = _step_time(subject, deadline)
@@ -168,8 +168,8 @@ def _diverged(losses: list[float]) -> bool:
 
 def _step_time(subject: Subject, deadline: float) -> float:
     trainer = subject.make(None)
-    result = probe(trainer, subject.data.train, deadline=deadline, steps=4, batch_size=subject.batch_size)
-    return result.seconds / max(len(result.losses), 1)
+    result = probe(trainer, subject.data.train, deadline=deadline, steps=5, batch_size=subject.batch_size)
+    return result.step_seconds
 
 
 def plot(sweeps: list[Sweep], lr: float | None) -> dict:
