@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from benchmarks.doctor_cases import CASES, fix_gain
+from benchmarks.doctor_cases import CASES, digits_recipe, fix_gain
 
 from descend import cli, config, doctor
 
@@ -93,6 +93,15 @@ def test_fixed_recipes_train_clearly_better(name, tmp_path):
     before, after = gain["before"], gain["after"]
     assert after["test_accuracy"] > before["test_accuracy"] + 0.03, gain
     assert after["test_loss"] < 0.7 * before["test_loss"], gain
+
+
+def test_range_test_ignores_a_warmup_longer_than_its_sweep():
+    """A recipe whose warmup lasts more epochs than the range test's probes still gets its LR verdict."""
+    recipe = config.validate(digits_recipe("warm", schedule={"name": "cosine", "warmup_epochs": 5}))
+    d = doctor.examine(recipe, budget=BUDGET)
+    lr_check = next(c for c in d.checks if c.id == "lr_range")
+    assert lr_check.status == "ok", lr_check
+    assert d.evidence["lr_range"]["seeds"] == 3
 
 
 def test_examine_takes_a_built_experiment():
