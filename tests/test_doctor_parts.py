@@ -217,6 +217,15 @@ def test_noise_is_judged_against_the_fall_of_the_loss():
     assert stage2._noise(list(np.full(200, 2.0) + rng.normal(0, 0.2, 200))) is None  # flat: no verdict
 
 
+def test_a_snapshot_ensemble_is_examined_with_its_cosine_cycles():
+    from descend import data, schedules
+    from descend.doctor import subject
+
+    recipe = config.validate({**RAW, "train": {"epochs": 10}, "ensemble": {"snapshots": 5}})
+    s = subject.from_experiment_parts(recipe, data.load("iris", val_fraction=0.2, seed=0))
+    assert isinstance(s.make(None).schedule, schedules.CosineRestarts) and "schedule" not in s.raw
+
+
 def test_clipping_most_steps_asks_for_a_lower_lr():
     stats = stage1.GradientStats()
     stats.total = [torch.tensor(v) for v in (5.0, 4.0, 6.0, 0.5)]

@@ -44,10 +44,17 @@ def from_config(config) -> Subject:
 
 
 def from_experiment_parts(config, data: DataBundle) -> Subject:
-    """A subject from a recipe and its loaded data (e.g. a built Experiment's ``config`` and ``data``)."""
+    """A subject from a recipe and its loaded data (e.g. a built Experiment's ``config`` and ``data``).
+
+    A snapshot ensemble is examined as it trains: with its cosine cycles in place of the recipe's schedule."""
+    trained = config
+    if config.ensemble is not None and (spec := config.ensemble.build()).kind == "snapshots":
+        from ..ensemble_fit import snapshot_recipe
+
+        trained = snapshot_recipe(config, spec.size)
 
     def make(seed: int | None) -> Trainer:
-        c = config if seed is None else config.model_copy(update={"seed": int(seed)})
+        c = trained if seed is None else trained.model_copy(update={"seed": int(seed)})
         return experiment.build(c, data=data).trainer
 
     lr = config.optimizer.options.get("lr") or _spec_lr(config.optimizer.build())
