@@ -32,10 +32,30 @@ def test_each_broken_case_gets_its_finding(case, tmp_path):
                                          "zeroed_inputs"}
 
 
-@pytest.mark.parametrize("recipe", ["digits_mlp", "sine_regression"])
+# The false-alarm check covers every recipe in examples/: the fast ones here, the MNIST-1D ones behind the slow
+# marker (a minute or two each at the default budget), the quickstart through the command line and Fashion-MNIST
+# where its Debian package is installed (both below).
+FAST_EXAMPLES = ["digits_mlp", "sine_regression"]
+SLOW_EXAMPLES = ["mnist1d_fast", "mnist1d_swa", "mnist1d_snapshots"]
+
+
+def test_every_example_recipe_is_checked_for_false_alarms():
+    covered = {*FAST_EXAMPLES, *SLOW_EXAMPLES, "quickstart", "fashion_mnist"}
+    assert {p.stem for p in EXAMPLES.glob("*.toml")} == covered
+
+
+@pytest.mark.parametrize("recipe", FAST_EXAMPLES)
 def test_fast_examples_raise_no_false_alarm(recipe):
     d = doctor.examine(EXAMPLES / f"{recipe}.toml", budget=BUDGET)
     assert d.healthy, d.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", SLOW_EXAMPLES)
+def test_mnist1d_examples_raise_no_false_alarm(recipe):
+    d = doctor.examine(EXAMPLES / f"{recipe}.toml")          # the default budget, as `descend doctor` runs it
+    assert d.healthy, d.summary()
+    assert all(c.status != "failed" for c in d.checks), d.summary()
 
 
 def test_cli_writes_the_report_and_the_fixed_recipe_and_exits_0(tmp_path, capsys):
