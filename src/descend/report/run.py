@@ -53,8 +53,8 @@ def _read(run_dir: Path) -> tuple[list[dict], dict, dict | None, str]:
 
 
 def column(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs, values) of ``key`` in the rows that logged it (one row per epoch)."""
-    kept = [(r["epoch"] + 1, r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+    """(epochs, values) of ``key`` in the rows that logged it (one row per epoch, numbered from 1 as logged)."""
+    kept = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
     if not kept:
         return np.array([]), np.array([])
     epochs, values = zip(*kept)
