@@ -72,7 +72,7 @@ def learning_curves(result: Probe, initial: float | None, subject: Subject) -> t
     val = [row["val_loss"] for row in history if "val_loss" in row]
     start = initial if initial is not None and math.isfinite(initial) else result.losses[0]
     evidence = {"epochs_run": len(history), "initial_loss": start, "final_train_loss": train[-1],
-                **({"final_val_loss": val[-1], "best_val_loss": min(val), "best_val_epoch": int(np.argmin(val))}
+                **({"final_val_loss": val[-1], "best_val_loss": min(val), "best_val_epoch": int(np.argmin(val)) + 1}
                    if val else {})}
     plot = curves(result)
     if train[-1] > 0.8 * start:
@@ -101,7 +101,7 @@ def _overfitting(train: list[float], val: list[float], evidence: dict, subject: 
     if not rising and not (gap > GAP and val[-1] - train[-1] > 0.1):
         return []
     changes, remedies = _remedies(subject.raw or {})
-    why = (f"validation loss rose from {val[best]:.3g} (epoch {best}) to {val[-1]:.3g} while the training loss "
+    why = (f"validation loss rose from {val[best]:.3g} (epoch {best + 1}) to {val[-1]:.3g} while the training loss "
            f"fell to {train[-1]:.3g}") if rising else (
         f"validation loss {val[-1]:.3g} is {gap:.1f}x above the training loss {train[-1]:.3g}")
     # a rise that gives back a sliver of what was learnt (0.03 -> 0.04 after falling from 2.3: over-confidence on a
