@@ -124,7 +124,7 @@ def bias_variance_lab(quick: bool = False) -> LabResult:
 
 
 def _curve(name: str, series: dict) -> object:
-    fig, ax = html.figure(6.0, 3.8)
+    fig, ax = html.figure(7.6, 3.8)
     keys = list(series)
     xs = np.arange(len(keys))
     for term, style in (("bias", "o-"), ("variance", "s-"), ("noise", ":"), ("expected_loss", "k^-")):
@@ -140,7 +140,7 @@ def _curve(name: str, series: dict) -> object:
     ax.set_xticks(xs, [f"{k:g}" for k in keys])
     ax.set_yscale("log")
     ax.set(xlabel=name, ylabel=f"squared error (floor {FLOOR:g})")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))   # beside the axes: no curve hidden
     ax.grid(alpha=0.3)
     return fig
 

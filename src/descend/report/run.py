@@ -78,8 +78,8 @@ def curves_figure(rows: list[dict]):
             epochs, values = column(rows, f"{split}_{name}")
             if len(values):
                 ax.plot(epochs, values, style, ms=3, label=f"{split} {name}")
-        ax.set(xlabel="epoch", ylabel=name)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set(ylabel=name)
+        html.epoch_axis(ax)
         if name == "loss" and len(column(rows, "train_loss")[1]) and np.nanmin(column(rows, "train_loss")[1]) > 0:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
@@ -91,8 +91,8 @@ def series_figure(rows: list[dict], key: str, label: str):
     epochs, values = column(rows, key)
     fig, ax = html.figure(5.2, 3.0)
     ax.plot(epochs, values, "o-", ms=3)
-    ax.set(xlabel="epoch", ylabel=label)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set(ylabel=label)
+    html.epoch_axis(ax)
     ax.grid(alpha=0.3)
     return fig
 
