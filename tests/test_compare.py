@@ -62,6 +62,17 @@ def test_summary_statistics_ranks_and_failures():
     assert shaky["ok"] == 1 and {f["status"] for f in shaky["failed"]} == {"crashed", "diverged"}
 
 
+def test_a_crashing_variant_is_reported_and_the_others_finish(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(IRIS)
+    out = compare_recipe(recipe, ["data.name=iris,missing.csv"], seeds=2, out=tmp_path / "cmp")
+    good, bad = out["variants"]
+    assert good["ok"] == 2 and good["rank"] == 1 and bad["ok"] == 0 and bad["rank"] == 2
+    assert [f["status"] for f in bad["failed"]] == ["crashed", "crashed"] and "not found" in bad["failed"][0]["error"]
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "Runs that failed" in page and "crashed" in page
+
+
 @pytest.mark.slow  # each spawned worker imports torch afresh: ~10 s on a loaded 2-core machine
 def test_compare_in_two_worker_processes(tmp_path):
     recipe = tmp_path / "r.toml"

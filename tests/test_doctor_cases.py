@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from benchmarks.doctor_cases import CASES, fix_gain
+from benchmarks.doctor_cases import CASES, digits_recipe, fix_gain
 
 from descend import cli, config, doctor
 
@@ -32,10 +32,30 @@ def test_each_broken_case_gets_its_finding(case, tmp_path):
                                          "zeroed_inputs"}
 
 
-@pytest.mark.parametrize("recipe", ["digits_mlp", "sine_regression"])
+# The false-alarm check covers every recipe in examples/: the fast ones here, the MNIST-1D ones behind the slow
+# marker (a minute or two each at the default budget), the quickstart through the command line and Fashion-MNIST
+# where its Debian package is installed (both below).
+FAST_EXAMPLES = ["digits_mlp", "sine_regression"]
+SLOW_EXAMPLES = ["mnist1d_fast", "mnist1d_swa", "mnist1d_snapshots"]
+
+
+def test_every_example_recipe_is_checked_for_false_alarms():
+    covered = {*FAST_EXAMPLES, *SLOW_EXAMPLES, "quickstart", "fashion_mnist"}
+    assert {p.stem for p in EXAMPLES.glob("*.toml")} == covered
+
+
+@pytest.mark.parametrize("recipe", FAST_EXAMPLES)
 def test_fast_examples_raise_no_false_alarm(recipe):
     d = doctor.examine(EXAMPLES / f"{recipe}.toml", budget=BUDGET)
     assert d.healthy, d.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", SLOW_EXAMPLES)
+def test_mnist1d_examples_raise_no_false_alarm(recipe):
+    d = doctor.examine(EXAMPLES / f"{recipe}.toml")          # the default budget, as `descend doctor` runs it
+    assert d.healthy, d.summary()
+    assert all(c.status != "failed" for c in d.checks), d.summary()
 
 
 def test_cli_writes_the_report_and_the_fixed_recipe_and_exits_0(tmp_path, capsys):
@@ -76,6 +96,7 @@ def test_quickstart_is_healthy_within_its_budget(tmp_path):
     written = json.loads((tmp_path / "doctor.json").read_text())
     assert written["healthy"], out.stdout
     assert written["seconds"] <= written["budget"] and seconds < written["budget"] + 30
+    assert all(c["status"] == "ok" for c in written["checks"]), out.stdout   # the default budget is ample
 
 
 @pytest.mark.slow
@@ -92,6 +113,15 @@ def test_fixed_recipes_train_clearly_better(name, tmp_path):
     before, after = gain["before"], gain["after"]
     assert after["test_accuracy"] > before["test_accuracy"] + 0.03, gain
     assert after["test_loss"] < 0.7 * before["test_loss"], gain
+
+
+def test_range_test_ignores_a_warmup_longer_than_its_sweep():
+    """A recipe whose warmup lasts more epochs than the range test's probes still gets its LR verdict."""
+    recipe = config.validate(digits_recipe("warm", schedule={"name": "cosine", "warmup_epochs": 5}))
+    d = doctor.examine(recipe, budget=BUDGET)
+    lr_check = next(c for c in d.checks if c.id == "lr_range")
+    assert lr_check.status == "ok", lr_check
+    assert d.evidence["lr_range"]["seeds"] == 3
 
 
 def test_examine_takes_a_built_experiment():

@@ -13,6 +13,7 @@ from descend import config
 from descend.data import DataBundle, DatasetInfo, Split
 from descend.doctor import data_checks, fix, lr_range, report, stage1, stage2
 from descend.doctor.findings import Budget, Check, Diagnosis, Finding, Fix, rank
+from descend.doctor.subject import Probe, Subject
 from descend.errors import UserError
 
 
@@ -132,6 +133,14 @@ def test_budget_hands_unused_time_to_later_checks():
     assert budget.share("b") - time.perf_counter() == pytest.approx(10.0, abs=0.1)  # a used nothing
 
 
+def test_step_time_leaves_the_start_up_out():
+    """A probe of 5 steps after 2 s of start-up: 0.1 s a step, not 0.5 (a range test sized by the latter ran
+    a fifth of its steps and called itself cut short)."""
+    probe = Probe([1.0] * 5, [], None, seconds=2.5, times=[2.1, 2.2, 2.3, 2.4, 2.5])
+    assert probe.step_seconds == pytest.approx(0.1)
+    assert Probe([1.0] * 4, [], None, seconds=2.0).step_seconds == pytest.approx(0.5)
+
+
 RAW = {"name": "r", "data": {"name": "digits"}, "optimizer": {"name": "adam", "lr": 0.5}}
 
 
@@ -206,6 +215,28 @@ def test_noise_is_judged_against_the_fall_of_the_loss():
     assert stage2._noise(list(trend + rng.normal(0, 0.02, 200))) < 0.1
     assert stage2._noise(list(trend + rng.normal(0, 1.0, 200))) > stage2.NOISE
     assert stage2._noise(list(np.full(200, 2.0) + rng.normal(0, 0.2, 200))) is None  # flat: no verdict
+
+
+def test_overfitting_is_an_error_when_validation_gives_back_a_real_share_of_its_fall():
+    def judged(val):
+        history = [{"epoch": e + 1, "train_loss": 1.0 / (e + 1), "val_loss": v} for e, v in enumerate(val)]
+        result = Probe([1.0] * 100, history, None)
+        subject = Subject("s", None, None, len(val), 64, 1e-3, raw={"model": {}, "optimizer": {}})
+        found, _ = stage2.learning_curves(result, 2.3, subject)
+        return {f.id: f.severity for f in found}.get("overfitting")
+
+    assert judged([1.0, 0.5, 0.3, 0.3]) is None
+    assert judged([1.0, 0.3, 0.6, 0.9]) == "error"                          # back up by 0.6 of a 2.0 fall
+    assert judged([0.5, 0.1, 0.03, 0.035, 0.045]) == "warning"              # 0.015 of a 2.27 fall: a sliver
+
+
+def test_a_snapshot_ensemble_is_examined_with_its_cosine_cycles():
+    from descend import data, schedules
+    from descend.doctor import subject
+
+    recipe = config.validate({**RAW, "train": {"epochs": 10}, "ensemble": {"snapshots": 5}})
+    s = subject.from_experiment_parts(recipe, data.load("iris", val_fraction=0.2, seed=0))
+    assert isinstance(s.make(None).schedule, schedules.CosineRestarts) and "schedule" not in s.raw
 
 
 def test_clipping_most_steps_asks_for_a_lower_lr():

@@ -111,6 +111,7 @@ def test_batch_norm_trains_the_deep_sigmoid_network(quick):
 def test_early_stopping_restores_the_best_weights(quick):
     m = quick("early-stopping").measured
     assert m["best_epoch"] < m["stopped_epoch"] < m["epochs"] - 1
+    assert m["stopped_epoch"] == m["best_epoch_before_stop"] + m["patience"]  # epochs counted from 1 throughout
     assert m["val_loss_after_restore"] == pytest.approx(m["best_val_loss"], rel=1e-5)
     assert m["final_val_loss_without_stopping"] > m["best_val_loss"]
 
@@ -136,10 +137,12 @@ def test_lab_command_lists_runs_and_rejects(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
 @pytest.mark.parametrize("name", lab.names())
-def test_every_lab_runs_in_its_time_budget(name, tmp_path):
-    result = lab.run(name, out=tmp_path)
-    assert result.seconds < 120 and result.findings and (tmp_path / "report.html").is_file()
+def test_every_lab_runs_in_its_time_budget(name, quick, tmp_path):
+    """Two minutes for a lab on two cores, 20 s in quick mode."""
+    result = lab.run(name, quick=quick, out=tmp_path)
+    assert result.seconds < (20 if quick else 120) and result.findings and (tmp_path / "report.html").is_file()
 
 
 def test_ridge_helper_matches_numpy():

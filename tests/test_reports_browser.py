@@ -111,6 +111,13 @@ def test_run_report(browser, tmp_path, recipe):
     assert check_page(browser, out / "report.html", tmp_path / f"run-{out.parent.name}.png") >= 3
 
 
+def test_run_report_curves_use_the_logged_epoch_numbers():
+    from descend.report.run import column
+
+    rows = [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.0, "lr": 0.1}]
+    assert column(rows, "train_loss")[0].tolist() == [1, 2] and column(rows, "lr")[0].tolist() == [2]
+
+
 def test_compare_report(browser, tmp_path):
     path = tmp_path / "r.toml"
     path.write_text(SINE)

@@ -131,11 +131,11 @@ def range_test(subject: Subject, deadline: float, seeds: int = 3, steps: int = 1
                end: float = 10.0) -> tuple[list[Sweep], bool]:
     """Run the test for ``seeds`` seeds; returns the sweeps and whether the deadline cut it short.
 
-    The sweep length adapts to the time: a 3-step probe measures a step, and each seed gets an equal part of what
-    is left (at least 20 steps; fewer seeds when even that does not fit).
+    The sweep length adapts to the time: a 5-step probe measures a step (between step ends, start-up left out),
+    and each seed gets an equal part of what is left (at least 20 steps; fewer seeds when even that does not fit).
     """
     lo, hi = min(start, (subject.lr or start) / 100), max(end, (subject.lr or end) * 100)
-    step_seconds = _step_time(subject, deadline)
+    step_seconds = _step_time(subject, deadline, lo, hi)
     per_seed = (deadline - time.perf_counter()) / seeds
     steps = int(min(steps, per_seed / max(step_seconds, 1e-4)))
     cut = steps < 100
@@ -143,8 +143,7 @@ def range_test(subject: Subject, deadline: float, seeds: int = 3, steps: int = 1
         seeds, steps = max(1, int((deadline - time.perf_counter()) / max(step_seconds, 1e-4) / 20)), 20
     sweeps = []
     for seed in range(seeds):
-        trainer = subject.make(seed)
-        trainer.schedule = ExponentialRamp(lo, hi, steps)
+        trainer = _ramped(subject, seed, lo, hi, steps)
         result = probe(trainer, subject.data.train, deadline=deadline, steps=steps, batch_size=subject.batch_size,
                        stop_if=_diverged)
         cut = cut or result.cut_short
@@ -166,10 +165,18 @@ def _diverged(losses: list[float]) -> bool:
     return recent > DIVERGE_FACTOR * 2 * max(min(losses), 1e-8) or not math.isfinite(recent)
 
 
-def _step_time(subject: Subject, deadline: float) -> float:
-    trainer = subject.make(None)
-    result = probe(trainer, subject.data.train, deadline=deadline, steps=4, batch_size=subject.batch_size)
-    return result.seconds / max(len(result.losses), 1)
+def _ramped(subject: Subject, seed: int | None, lo: float, hi: float, steps: int):
+    """A fresh trainer whose rate follows the sweep: the recipe's own schedule (a warmup longer than the short
+    sweep, say) takes no part in a range test."""
+    trainer = subject.make(seed)
+    trainer.schedule = ExponentialRamp(lo, hi, steps)
+    return trainer
+
+
+def _step_time(subject: Subject, deadline: float, lo: float, hi: float) -> float:
+    trainer = _ramped(subject, None, lo, hi, 100)
+    result = probe(trainer, subject.data.train, deadline=deadline, steps=5, batch_size=subject.batch_size)
+    return result.step_seconds
 
 
 def plot(sweeps: list[Sweep], lr: float | None) -> dict:

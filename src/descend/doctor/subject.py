@@ -44,10 +44,17 @@ def from_config(config) -> Subject:
 
 
 def from_experiment_parts(config, data: DataBundle) -> Subject:
-    """A subject from a recipe and its loaded data (e.g. a built Experiment's ``config`` and ``data``)."""
+    """A subject from a recipe and its loaded data (e.g. a built Experiment's ``config`` and ``data``).
+
+    A snapshot ensemble is examined as it trains: with its cosine cycles in place of the recipe's schedule."""
+    trained = config
+    if config.ensemble is not None and (spec := config.ensemble.build()).kind == "snapshots":
+        from ..ensemble_fit import snapshot_recipe
+
+        trained = snapshot_recipe(config, spec.size)
 
     def make(seed: int | None) -> Trainer:
-        c = config if seed is None else config.model_copy(update={"seed": int(seed)})
+        c = trained if seed is None else trained.model_copy(update={"seed": int(seed)})
         return experiment.build(c, data=data).trainer
 
     lr = config.optimizer.options.get("lr") or _spec_lr(config.optimizer.build())
@@ -113,6 +120,14 @@ class Probe:
     cut_short: bool = False
     diverged_at: int | None = None
     seconds: float = 0.0
+    times: list[float] | None = None  # time.perf_counter() at the end of each step
+
+    @property
+    def step_seconds(self) -> float:
+        """Seconds per optimizer step, from the gaps between step ends: ``fit``'s start-up (building the loop,
+        the first step's one-off kernel set-up) is left out, so a few steps predict a long sweep's time."""
+        gaps = sorted(b - a for a, b in zip(self.times or [], (self.times or [])[1:]))
+        return gaps[len(gaps) // 2] if gaps else self.seconds / max(len(self.losses), 1)
 
 
 class _Recorder(Callback):
@@ -121,11 +136,13 @@ class _Recorder(Callback):
     def __init__(self, deadline: float, max_steps: int | None, stop_if: Callable[[list[float]], bool] | None):
         self.deadline, self.max_steps, self.stop_if = deadline, max_steps, stop_if
         self.losses: list[float] = []
+        self.times: list[float] = []
         self.cut_short, self.diverged_at = False, None
 
     def on_batch_end(self, trainer) -> None:
         loss = float(trainer.step_loss)  # a host sync per step: the doctor's probes are short and need each value
         self.losses.append(loss)
+        self.times.append(time.perf_counter())
         if not math.isfinite(loss):
             self.diverged_at = len(self.losses) - 1
             raise Stop
@@ -160,7 +177,7 @@ def probe(trainer: Trainer, train: Split, val: Split | None = None, *, deadline:
     except DivergenceError:
         recorder.diverged_at = len(recorder.losses)
     return Probe(recorder.losses, list(trainer.history), trainer, recorder.cut_short, recorder.diverged_at,
-                 time.perf_counter() - started)
+                 time.perf_counter() - started, recorder.times)
 
 
 def _size(batch_size: int | str, n: int) -> int:

@@ -57,15 +57,20 @@ def network_terms(reps: int, inits: int, *, widths=(), epochs: int = 1000, snaps
         values = pred.numpy().reshape(reps, inits, -1) * Y_HALF + Y_MID
         return decompose(values, draws, truth=truth(X_TEST), bootstrap=200, seed=seed)
 
-    out = {}
+    # one training per distinct (width, epochs, decay): the width sweep, the epoch snapshots and the decay sweep
+    # share their common run (width ``width``, no decay), each predicting at every epoch any of them asks for
+    plan: dict[tuple[int, int, float], set[int]] = {}
     for w in widths:
-        out[("width", w)] = terms(batched.fit(x, y, grid, seeds=seeds, width=w, epochs=epochs, lr=LR)[epochs])
+        plan.setdefault((w, epochs, 0.0), set())
     if snapshots:
-        preds = batched.fit(x, y, grid, seeds=seeds, width=width, epochs=max(snapshots), snapshots=snapshots, lr=LR)
-        out.update({("epochs", e): terms(preds[e]) for e in snapshots})
+        plan.setdefault((width, max(snapshots), 0.0), set()).update(snapshots)
     for lam in decays:
-        out[("decay", lam)] = terms(batched.fit(x, y, grid, seeds=seeds, width=width, epochs=epochs, lr=LR,
-                                                weight_decay=lam)[epochs])
+        plan.setdefault((width, epochs, float(lam)), set())
+    preds = {(w, e, lam): batched.fit(x, y, grid, seeds=seeds, width=w, epochs=e, lr=LR, weight_decay=lam,
+                                      snapshots=sorted(at)) for (w, e, lam), at in plan.items()}
+    out = {("width", w): terms(preds[(w, epochs, 0.0)][epochs]) for w in widths}
+    out.update({("epochs", e): terms(preds[(width, max(snapshots), 0.0)][e]) for e in snapshots})
+    out.update({("decay", lam): terms(preds[(width, epochs, float(lam))][epochs]) for lam in decays})
     return out
 
 
@@ -119,7 +124,7 @@ def bias_variance_lab(quick: bool = False) -> LabResult:
 
 
 def _curve(name: str, series: dict) -> object:
-    fig, ax = html.figure(6.0, 3.8)
+    fig, ax = html.figure(7.6, 3.8)
     keys = list(series)
     xs = np.arange(len(keys))
     for term, style in (("bias", "o-"), ("variance", "s-"), ("noise", ":"), ("expected_loss", "k^-")):
@@ -135,7 +140,7 @@ def _curve(name: str, series: dict) -> object:
     ax.set_xticks(xs, [f"{k:g}" for k in keys])
     ax.set_yscale("log")
     ax.set(xlabel=name, ylabel=f"squared error (floor {FLOOR:g})")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))   # beside the axes: no curve hidden
     ax.grid(alpha=0.3)
     return fig
 

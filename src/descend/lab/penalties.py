@@ -140,10 +140,11 @@ def weight_decay_lab(quick: bool = False) -> LabResult:
                 "test_loss": [r[2] for r in rows], "weight_norm": [r[3] for r in rows], "l2_vs_decoupled": pairs}
     fig, (a1, a2) = html.figure(9.5, 3.4, ncols=2)
     for lam, (tr, te) in curves.items():
-        a1.semilogy(tr, label=f"λ = {lam:g}")
-        a2.semilogy(te, label=f"λ = {lam:g}")
-    a1.set(title="training loss", xlabel="epoch")
-    a2.set(title="test loss", xlabel="epoch")
+        a1.semilogy(range(1, len(tr) + 1), tr, label=f"λ = {lam:g}")
+        a2.semilogy(range(1, len(te) + 1), te, label=f"λ = {lam:g}")
+    a1.set(title="training loss")
+    a2.set(title="test loss")
+    html.epoch_axis(a1, a2)
     a2.legend(fontsize=7)
     fig_l, ax = html.figure(5.5, 3.4)
     ax.semilogy([str(v) for v in lams], measured["train_loss"], "o-", label="train")

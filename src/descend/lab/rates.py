@@ -39,8 +39,9 @@ def learning_rates_lab(quick: bool = False) -> LabResult:
     for label, (loss, accuracy) in curves.items():
         a1.semilogy(range(1, len(loss) + 1), loss, "o-", ms=3, label=f"{label} (lr {RATES[label]:g})")
         a2.plot(range(1, len(accuracy) + 1), accuracy, "o-", ms=3, label=label)
-    a1.set(xlabel="epoch", ylabel="training loss", title="training loss")
-    a2.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
+    a1.set(ylabel="training loss", title="training loss")
+    a2.set(ylabel="validation accuracy", title="validation accuracy")
+    html.epoch_axis(a1, a2)
     a1.legend(fontsize=7)
     runs = measured["runs"]
     return LabResult(

@@ -45,8 +45,9 @@ def batchnorm_lab(quick: bool = False) -> LabResult:
         a1.plot(range(1, epochs + 1), history["train_loss"], "o-", ms=3, label=label)
         a2.plot(range(1, epochs + 1), history["val_accuracy"], "o-", ms=3, label=label)
         a3.semilogy(range(1, depth + 2), grads[label], "o-", ms=3, label=label)
-    a1.set(xlabel="epoch", ylabel="training loss")
-    a2.set(xlabel="epoch", ylabel="validation accuracy")
+    a1.set(ylabel="training loss")
+    a2.set(ylabel="validation accuracy")
+    html.epoch_axis(a1, a2)
     a3.set(xlabel="layer (input side first)", ylabel="‖∂L/∂W‖ at initialisation")
     a1.legend(fontsize=7)
     without, with_bn = measured["final"]["without batch norm"], measured["final"]["with batch norm"]
@@ -91,7 +92,7 @@ def early_stopping_lab(quick: bool = False) -> LabResult:
     trainer.fit(train, val, epochs=epochs, batch_size=32)
     stopper, replay = EarlyStopping(monitor="val_loss", patience=patience, restore_best=False), SimpleNamespace()
     for row in trainer.history:
-        replay.epoch, replay.stop_training = row["epoch"], False
+        replay.epoch, replay.stop_training = row["epoch"] - 1, False   # the trainer counts from 0, the log from 1
         stopper.on_epoch_end(replay, row)
         if replay.stop_training:
             break
@@ -105,12 +106,14 @@ def early_stopping_lab(quick: bool = False) -> LabResult:
                 "val_accuracy_restored": restored["accuracy"],
                 "val_accuracy_without_stopping": trainer.history[-1]["val_accuracy"]}
     fig, ax = html.figure(6.5, 3.8)
-    ax.plot(trainer.history["train_loss"], label="training loss (30% noisy labels)")
-    ax.plot(curve, label="validation loss")
+    logged = trainer.history["epoch"]                         # from 1, as best_epoch and stopped_epoch
+    ax.plot(logged, trainer.history["train_loss"], label="training loss (30% noisy labels)")
+    ax.plot(logged, curve, label="validation loss")
     ax.axvline(keeper.best_epoch, color="C2", ls="--", label=f"best epoch {keeper.best_epoch}")
     if stopper.stopped_epoch is not None:
         ax.axvline(stopper.stopped_epoch, color="C3", ls=":", label=f"stopped (patience {patience})")
-    ax.set(xlabel="epoch", ylabel="cross-entropy", ylim=(0, max(curve) * 1.1))
+    ax.set(ylabel="cross-entropy", ylim=(0, max(curve) * 1.1))
+    html.epoch_axis(ax)
     ax.legend(fontsize=8)
     m = measured
     return LabResult(

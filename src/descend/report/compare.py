@@ -35,7 +35,8 @@ def curves_figure(summary: dict):
             if len(epochs):
                 ax.plot(epochs, mean, color=f"C{i % 10}", label=row["name"])
                 ax.fill_between(epochs, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
-        ax.set(xlabel="epoch", ylabel=key)
+        ax.set(ylabel=key)
+        html.epoch_axis(ax)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     return fig

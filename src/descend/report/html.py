@@ -24,7 +24,8 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; max-width: 640px; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f4f4f4; } td.text, td:first-child, th:first-child { text-align: left; }
+th { background: #f4f4f4; } td.text, th.text, td:first-child, th:first-child { text-align: left; }
+td { white-space: nowrap; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 .note { color: #555; font-size: 0.9em; } .bad { color: #b00; }
 """
@@ -39,6 +40,13 @@ def figure(width: float = 6.0, height: float = 3.8, *, ncols: int = 1, nrows: in
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=True)
     return fig, axes
+
+
+def epoch_axis(*axes) -> None:
+    """Label the x axis "epoch" and tick it at whole epochs only (a 3-epoch run shows 1, 2, 3, not 1.25, 1.5)."""
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
 
 
 def png(fig, dpi: int = 100) -> bytes:
@@ -80,15 +88,18 @@ def fmt(value) -> str:
     return str(value)
 
 
-def _cell(value) -> str:
+def _align(value) -> str:
     """Numbers right-aligned (the stylesheet's default), text left-aligned."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return f"<td>{html.escape(fmt(value))}</td>" if number else f'<td class="text">{html.escape(fmt(value))}</td>'
+    return "" if number else ' class="text"'
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence], caption: str = "") -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+    rows = [list(row) for row in rows]
+    aligned = rows[0] if rows else [0] * len(header)          # a header aligns as its column's first cell
+    head = "".join(f"<th{_align(v)}>{html.escape(str(h))}</th>" for h, v in zip(header, aligned))
+    body = "".join("<tr>" + "".join(f"<td{_align(v)}>{html.escape(fmt(v))}</td>" for v in row) + "</tr>"
+                   for row in rows)
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

@@ -53,8 +53,8 @@ def _read(run_dir: Path) -> tuple[list[dict], dict, dict | None, str]:
 
 
 def column(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs, values) of ``key`` in the rows that logged it (one row per epoch)."""
-    kept = [(r["epoch"] + 1, r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+    """(epochs, values) of ``key`` in the rows that logged it (one row per epoch, numbered from 1 as logged)."""
+    kept = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
     if not kept:
         return np.array([]), np.array([])
     epochs, values = zip(*kept)
@@ -78,8 +78,8 @@ def curves_figure(rows: list[dict]):
             epochs, values = column(rows, f"{split}_{name}")
             if len(values):
                 ax.plot(epochs, values, style, ms=3, label=f"{split} {name}")
-        ax.set(xlabel="epoch", ylabel=name)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set(ylabel=name)
+        html.epoch_axis(ax)
         if name == "loss" and len(column(rows, "train_loss")[1]) and np.nanmin(column(rows, "train_loss")[1]) > 0:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
@@ -91,8 +91,8 @@ def series_figure(rows: list[dict], key: str, label: str):
     epochs, values = column(rows, key)
     fig, ax = html.figure(5.2, 3.0)
     ax.plot(epochs, values, "o-", ms=3)
-    ax.set(xlabel="epoch", ylabel=label)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set(ylabel=label)
+    html.epoch_axis(ax)
     ax.grid(alpha=0.3)
     return fig
 

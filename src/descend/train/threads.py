@@ -70,11 +70,16 @@ def choose(setting: int | str, model: nn.Module, x: torch.Tensor) -> int:
     return current
 
 
-@contextlib.contextmanager
 def use(setting: int | str, model: nn.Module, x: torch.Tensor):
     """Run the block with the chosen number of intra-op threads, then restore torch's setting."""
+    return fixed(choose(setting, model, x))
+
+
+@contextlib.contextmanager
+def fixed(count: int):
+    """Run the block on ``count`` intra-op threads, then restore torch's setting."""
     before = torch.get_num_threads()
-    torch.set_num_threads(choose(setting, model, x))
+    torch.set_num_threads(count)
     try:
         yield
     finally:

@@ -133,7 +133,7 @@ def plot_folds(curves: list[list[dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(5 * max(len(keys), 1), 3.5), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for fold, rows in enumerate(curves):
-            epochs = [row["epoch"] + 1 for row in rows]
+            epochs = [row["epoch"] for row in rows]  # from 1, as logged
             line, = ax.plot(epochs, [row.get(f"val_{key}") for row in rows], label=f"fold {fold} val")
             if f"train_{key}" in rows[0]:
                 ax.plot(epochs, [row.get(f"train_{key}") for row in rows], "--", color=line.get_color(), alpha=0.5)
