@@ -158,3 +158,12 @@ def test_a_generated_set_larger_than_memory_is_refused_before_it_is_made(name, o
     with pytest.raises(UserError, match=rf"dataset '{name}' with [\d,]+ samples .* more than the memory limit of "
                                         r"4.0 GiB"):
         dd.load(name, **options)
+
+
+@pytest.mark.parametrize("header", ["a,a,label", ",,label", "a,label,a"])
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path, header):
+    """Columns are chosen and matched by name (target, features, prediction inputs in any order): a second column
+    of one name would be silently ignored, and predictions made from the first one twice."""
+    (tmp_path / "twice.csv").write_text("\n".join([header, "1,2,0", "3,4,1", "5,6,0", "7,8,1"]) + "\n")
+    with pytest.raises(UserError, match="names the column '.*' more than once in its header"):
+        dd.load(str(tmp_path / "twice.csv"))

@@ -13,6 +13,7 @@ import math
 import os
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,10 @@ def read_table(path: str | Path, *, delimiter: str = ",") -> tuple[Path, list[st
         rows = rows[1:]
     if not rows:
         raise UserError(f"CSV file {str(p)!r} has a header but no data rows")
+    twice = [name for name, count in Counter(header or []).items() if count > 1]
+    if twice:  # columns are chosen and matched by name: a second one of a name would be silently ignored
+        raise UserError(f"CSV file {str(p)!r} names the column {twice[0]!r} more than once in its header; "
+                        "give each column its own name")
     ncols = len(header) if header is not None else len(rows[0])
     first_line = 2 if header is not None else 1
     for i, row in enumerate(rows):
