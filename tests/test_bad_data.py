@@ -167,3 +167,10 @@ def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path, header):
     (tmp_path / "twice.csv").write_text("\n".join([header, "1,2,0", "3,4,1", "5,6,0", "7,8,1"]) + "\n")
     with pytest.raises(UserError, match="names the column '.*' more than once in its header"):
         dd.load(str(tmp_path / "twice.csv"))
+
+
+@pytest.mark.parametrize("features", [["a", "a"], ["a", 0], [1, "b"]])
+def test_features_naming_a_column_twice_are_refused(tmp_path, features):
+    path = _csv(tmp_path / "f.csv", ["1,2,0", "3,4,1", "5,6,0", "7,8,1"])
+    with pytest.raises(UserError, match="features names a column more than once"):
+        dd.load(path, features=features)

@@ -232,6 +232,8 @@ def read_csv(
         cols = [_column_index(c, header, ncols, "features") for c in features]
         if t in cols:
             raise UserError(f"features must not contain the target column {target!r}")
+        if len(set(cols)) != len(cols):  # a column twice is a mistake, and would be named twice in the run
+            raise UserError(f"features names a column more than once: {features!r}")
     names = [header[c] if header is not None else f"x{c}" for c in cols]
     return numeric_columns(p, header, rows, cols), target_column(p, header, rows, t), names
 
