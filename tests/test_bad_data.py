@@ -174,3 +174,20 @@ def test_features_naming_a_column_twice_are_refused(tmp_path, features):
     path = _csv(tmp_path / "f.csv", ["1,2,0", "3,4,1", "5,6,0", "7,8,1"])
     with pytest.raises(UserError, match="features names a column more than once"):
         dd.load(path, features=features)
+
+
+def test_a_compressed_npz_inflating_past_the_memory_limit_is_refused_from_its_header(tmp_path, monkeypatch):
+    """64 MiB of zeros compress to about 64 KiB; the array's .npy header says how large it is before it is read."""
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, x=np.zeros((1 << 14, 1 << 10), dtype=np.float32), y=np.zeros(1 << 14, dtype=np.int64))
+    assert path.stat().st_size < 1 << 20
+    monkeypatch.setenv("DESCEND_MEMORY_LIMIT", "8M")
+    tracemalloc.start()
+    try:
+        with pytest.raises(UserError, match=r"array 'x' of NPZ file .* needs about 64.0 MiB, more than the memory "
+                                            r"limit of 8.0 MiB"):
+            dd.load(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"peak {peak} bytes: the array was inflated"

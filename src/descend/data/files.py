@@ -269,11 +269,23 @@ def read_npz(path: str | Path, keys: list[str], *, optional: tuple[str, ...] = (
                     f"NPZ file {str(p)!r} has no array {missing[0]!r}; its arrays: "
                     f"{', '.join(available) or '(none)'}"
                 )
-            return {k: z[k] for k in (*keys, *optional) if k in available}
+            wanted = [k for k in (*keys, *optional) if k in available]
+            for k in wanted:  # a compressed array inflates to what its header says: checked before it is read
+                check_fits_memory(f"array {k!r} of NPZ file {str(p)!r}", _npy_bytes(z.zip, k))
+            return {k: z[k] for k in wanted}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         if isinstance(e, UserError):
             raise
         raise UserError(f"cannot read NPZ file {str(p)!r}: {e}") from None
+
+
+def _npy_bytes(archive: zipfile.ZipFile, key: str) -> int:
+    """The bytes array ``key`` of an NPZ archive takes once loaded, from its ``.npy`` header alone."""
+    with archive.open(key if key in archive.namelist() else f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return math.prod(shape) * dtype.itemsize
 
 
 def check_finite(name: str, array: np.ndarray) -> None:
