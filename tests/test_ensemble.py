@@ -113,3 +113,12 @@ def test_ensemble_errors(tmp_path):
             recipe(**bad)
     with pytest.raises(ds.UserError, match="has no ensemble.json"):
         ensemble.load(tmp_path)
+
+
+@pytest.mark.parametrize(("options", "what"), [({"members": 10**11}, "members"), ({"snapshots": 10**11}, "snapshots")])
+def test_an_ensemble_larger_than_memory_is_refused_before_the_first_member_trains(monkeypatch, options, what):
+    trained = []
+    monkeypatch.setattr(ensemble_fit.experiment, "build", lambda *a, **k: trained.append(a))
+    with pytest.raises(ds.UserError, match=rf"an ensemble of 100,000,000,000 {what} of .* more than the memory limit"):
+        ensemble_fit.fit(recipe(**options))
+    assert trained == []
