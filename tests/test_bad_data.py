@@ -158,3 +158,36 @@ def test_a_generated_set_larger_than_memory_is_refused_before_it_is_made(name, o
     with pytest.raises(UserError, match=rf"dataset '{name}' with [\d,]+ samples .* more than the memory limit of "
                                         r"4.0 GiB"):
         dd.load(name, **options)
+
+
+@pytest.mark.parametrize("header", ["a,a,label", ",,label", "a,label,a"])
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path, header):
+    """Columns are chosen and matched by name (target, features, prediction inputs in any order): a second column
+    of one name would be silently ignored, and predictions made from the first one twice."""
+    (tmp_path / "twice.csv").write_text("\n".join([header, "1,2,0", "3,4,1", "5,6,0", "7,8,1"]) + "\n")
+    with pytest.raises(UserError, match="names the column '.*' more than once in its header"):
+        dd.load(str(tmp_path / "twice.csv"))
+
+
+@pytest.mark.parametrize("features", [["a", "a"], ["a", 0], [1, "b"]])
+def test_features_naming_a_column_twice_are_refused(tmp_path, features):
+    path = _csv(tmp_path / "f.csv", ["1,2,0", "3,4,1", "5,6,0", "7,8,1"])
+    with pytest.raises(UserError, match="features names a column more than once"):
+        dd.load(path, features=features)
+
+
+def test_a_compressed_npz_inflating_past_the_memory_limit_is_refused_from_its_header(tmp_path, monkeypatch):
+    """64 MiB of zeros compress to about 64 KiB; the array's .npy header says how large it is before it is read."""
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, x=np.zeros((1 << 14, 1 << 10), dtype=np.float32), y=np.zeros(1 << 14, dtype=np.int64))
+    assert path.stat().st_size < 1 << 20
+    monkeypatch.setenv("DESCEND_MEMORY_LIMIT", "8M")
+    tracemalloc.start()
+    try:
+        with pytest.raises(UserError, match=r"array 'x' of NPZ file .* needs about 64.0 MiB, more than the memory "
+                                            r"limit of 8.0 MiB"):
+            dd.load(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"peak {peak} bytes: the array was inflated"

@@ -93,3 +93,24 @@ def test_compare_user_errors_exit_2(tmp_path, capsys):
     assert main(["compare", str(recipe), "--seeds", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("descend: error:") == 3 and "nope" in err
+
+
+def test_more_seeds_than_can_run_start_at_once_and_jobs_are_bounded_by_the_cpus(tmp_path, monkeypatch):
+    """The runs are made as they are needed: asking for 10^20 seeds starts the first run at once (memory grows with
+    the runs done, not with the number asked for), as asking for 10^9 epochs does."""
+    import os
+
+    from descend.lab import compare
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(IRIS)
+
+    def first_run(task):
+        raise KeyboardInterrupt(task[3])
+
+    monkeypatch.setattr(compare, "run_one", first_run)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        compare_recipe(recipe, [], seeds=10**20, out=tmp_path / "cmp")
+    assert stopped.value.args == (0,)
+    with pytest.raises(UserError, match="--jobs must be at most the .* CPUs of this machine"):
+        compare_recipe(recipe, [], seeds=2, jobs=(os.cpu_count() or 1) + 1, out=tmp_path / "cmp")

@@ -1,5 +1,6 @@
 """Babysitting: control.toml and keys change a running fit (learning rate, epochs, stop), logged, kept on resume."""
 
+import io
 import json
 import os
 import pty
@@ -69,6 +70,31 @@ def test_add_epochs_and_stop(tmp_path):
 def test_a_broken_control_file_is_reported_not_fatal(tmp_path):
     _, history = fit(tmp_path, "lr = -3", at=0)
     assert len(history) == 4 and all("control_lr_factor" not in row for row in history)
+
+
+class MakeAt(Callback):
+    """Make the control file something no editor writes (a directory, binary bytes) at the end of an epoch."""
+
+    order = 5
+
+    def __init__(self, path, make):
+        self.path, self.make = path, make
+
+    def on_epoch_end(self, trainer, logs):
+        if trainer.epoch == 0:
+            self.make(self.path)
+
+
+@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: p.write_bytes(b"lr = 0.5\n\xff\xfe\x00")],
+                         ids=["directory", "binary"])
+def test_an_unreadable_control_file_is_reported_not_fatal(tmp_path, make):
+    path, said = tmp_path / "control.toml", io.StringIO()
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    trainer = Trainer(torch.nn.Linear(4, 3), loss="cross_entropy", device="cpu",
+                      callbacks=[MakeAt(path, make), Control(path, stream=said)])
+    history = trainer.fit((x, y), (x, y), epochs=3, batch_size=16)
+    assert len(history) == 3 and all("control_lr_factor" not in row for row in history)
+    assert said.getvalue().startswith(f"control: ignored: cannot read {path}")
 
 
 def test_changes_survive_resume(tmp_path):

@@ -149,3 +149,12 @@ def test_load_run_and_descend_predict_take_an_ensemble_directory(tmp_path, capsy
     assert [line.split(",")[0] for line in lines[1:]] == [str(c) for c in direct.argmax(1).tolist()]
     with pytest.raises(ds.UserError, match="is an ensemble: .* which='final'"):
         ds.load_run(tmp_path / "ens", which="best")
+
+
+@pytest.mark.parametrize(("options", "what"), [({"members": 10**11}, "members"), ({"snapshots": 10**11}, "snapshots")])
+def test_an_ensemble_larger_than_memory_is_refused_before_the_first_member_trains(monkeypatch, options, what):
+    trained = []
+    monkeypatch.setattr(ensemble_fit.experiment, "build", lambda *a, **k: trained.append(a))
+    with pytest.raises(ds.UserError, match=rf"an ensemble of 100,000,000,000 {what} of .* more than the memory limit"):
+        ensemble_fit.fit(recipe(**options))
+    assert trained == []

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +140,97 @@ def test_bad_inputs_give_one_message_and_exit_2(wine_run, tmp_path, capsys):
         assert re.search(message, err), err
     with pytest.raises(ds.UserError, match="NaN or infinite"):
         ds.load_run(run).predict(np.full((2, 13), np.nan))
+
+
+def _edited(run: Path, folder: Path, name: str, file: str, change) -> str:
+    """A copy of ``run`` with ``file`` changed by ``change`` (the parsed JSON in, the new text or value out)."""
+    copy = folder / name
+    shutil.copytree(run, copy)
+    path = copy / file
+    new = change(json.loads(path.read_text()) if file.endswith(".json") else path.read_text())
+    path.write_text(new if isinstance(new, str) else json.dumps(new))
+    return str(copy)
+
+
+EDITS = {  # an edited run file -> what the one message says
+    "field missing": ("inference.json", lambda r: {k: v for k, v in r.items() if k != "input_shape"},
+                      "input_shape must be a non-empty list of integers >= 1, got None"),
+    "not an object": ("inference.json", lambda r: [1, 2], "holds a JSON list, not an object"),
+    "task unknown": ("inference.json", lambda r: {**r, "task": "ranking"}, "task must be one of classification"),
+    "labels of another count": ("inference.json", lambda r: {**r, "labels": ["a"]}, "labels names 1 classes"),
+    "labels twice": ("inference.json", lambda r: {**r, "labels": ["a", "a", "b"]}, "a list of distinct strings"),
+    "outputs of another count": ("inference.json", lambda r: {**r, "num_outputs": 5}, "cannot have 5 outputs"),
+    "feature names of a type": ("inference.json", lambda r: {**r, "feature_names": 7}, "feature_names must be"),
+    "feature names of another count": ("inference.json", lambda r: {**r, "feature_names": ["a"]},
+                                       "feature_names names 1 columns"),
+    "scaling of another shape": ("inference.json", lambda r: {**r, "scaler": {**r["scaler"], "shift": [0.0]}},
+                                 "saved feature scaling must hold finite statistics of shape (13,)"),
+    "scaling by zero": ("inference.json", lambda r: {**r, "scaler": {**r["scaler"], "scale": [0.0] * 13}},
+                        "scale > 0"),
+    "not JSON": ("inference.json", lambda r: "{", "cannot read the inference record"),
+    "deep JSON": ("inference.json", lambda r: "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "metrics line": ("metrics.jsonl", lambda text: text + "{oops\n", "line 4 is not a JSON object"),
+    "summary a list": ("summary.json", lambda r: [r], "summary"),
+}
+
+
+@pytest.mark.parametrize("case", EDITS)
+def test_an_edited_run_file_is_one_message_for_predict_evaluate_and_report(wine_run, tmp_path, capsys, case):
+    folder = wine_run[0]
+    file, change, message = EDITS[case]
+    run = _edited(folder / "run", tmp_path, "edited", file, change)
+    commands = [["predict", run, str(folder / "new.csv")], ["evaluate", run]]
+    commands += [["report", run]] if file != "inference.json" else []
+    for argv in commands:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("descend: error: ") and len(err.splitlines()) == 1 and message in err, (argv, err)
+
+
+@pytest.fixture(scope="module")
+def numeric_runs(tmp_path_factory):
+    """Runs on data with labels 0..K-1 (iris) and on a regression (diabetes)."""
+    folder = tmp_path_factory.mktemp("numeric")
+    for name in ("iris", "diabetes"):
+        raw = {"data": {"name": name}, "model": {"hidden": [4]}, "train": {"epochs": 1, "device": "cpu"}}
+        experiment.build(config.validate(raw)).fit(out=folder / name)
+    return folder
+
+
+@pytest.mark.parametrize(("run", "y", "message"), [
+    ("iris", [0, 1.5, 2], "whole numbers 0..K-1, got 1.5"),
+    ("iris", [0, 1, 7], "labels must be in [0, 2], got 7"),
+    ("iris", [0, 1, np.nan], "1 NaN or infinite values"),
+    ("iris", ["a", "b", "c"], "must hold real numbers"),
+    ("iris", [0, 1], "has 3 inputs but 2 targets"),
+    ("iris", np.zeros((3, 2), dtype=int), "labels must be one column"),
+    ("diabetes", [1.0, np.inf, 2.0], "1 NaN or infinite values"),
+    ("diabetes", ["a", "b", "c"], "must hold real numbers"),
+    ("diabetes", [1.0, 2.0], "has 3 inputs but 2 targets"),
+    ("diabetes", [1.0, 1e39, 2.0], "beyond float32's range"),
+])
+def test_labelled_data_to_evaluate_on_is_checked_as_training_data_is(numeric_runs, tmp_path, capsys, run, y,
+                                                                    message):
+    width = 4 if run == "iris" else 10
+    np.savez(tmp_path / "labelled.npz", x=np.zeros((3, width)), y=np.asarray(y))
+    assert main(["evaluate", str(numeric_runs / run), "--data", str(tmp_path / "labelled.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("descend: error: ") and len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize(("x", "message"), [
+    (np.array([["1.0"] * 13]), "must be real numbers, got values of type <U3"),
+    (np.zeros((2, 13), dtype=complex), "must be real numbers, got values of type complex128"),
+    (np.zeros((0, 13)), "no rows to predict on"),
+])
+def test_npz_inputs_that_are_not_real_numbers_or_hold_no_rows_are_refused(wine_run, tmp_path, x, message):
+    np.savez(tmp_path / "x.npz", x=x)
+    with pytest.raises(ds.UserError, match=re.escape(message)):
+        ds.load_run(wine_run[0] / "run").predict(tmp_path / "x.npz")
+
+
+def test_a_header_holding_a_line_break_still_gives_a_one_line_error(wine_run, tmp_path, capsys):
+    (tmp_path / "odd.csv").write_text('"alco\nhol",b\n1,2\n')
+    assert main(["predict", str(wine_run[0] / "run"), str(tmp_path / "odd.csv")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "its columns: alco hol, b" in err, err

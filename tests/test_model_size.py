@@ -42,9 +42,10 @@ def test_the_limit_can_be_set_and_the_estimate_is_the_parameter_count(monkeypatc
         models.build("mlp", (4,), 3, hidden=[8])
 
 
-def test_a_memory_limit_that_is_not_a_size_is_one_message(monkeypatch):
-    monkeypatch.setenv("DESCEND_MEMORY_LIMIT", "lots")
-    with pytest.raises(UserError, match="DESCEND_MEMORY_LIMIT must be a size in bytes"):
+@pytest.mark.parametrize("limit", ["lots", "1e400", "-5G", "0", "nan", "inf"])
+def test_a_memory_limit_that_is_not_a_positive_size_is_one_message(monkeypatch, limit):
+    monkeypatch.setenv("DESCEND_MEMORY_LIMIT", limit)
+    with pytest.raises(UserError, match="DESCEND_MEMORY_LIMIT must be a positive size in bytes"):
         models.build("mlp", (4,), 3)
 
 

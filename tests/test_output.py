@@ -120,3 +120,41 @@ def test_a_run_prints_its_model_and_logs_loss_and_lr_every_log_every_steps(tmp_p
     epochs = EventAccumulator(str(out / "tb"))
     epochs.Reload()
     assert [e.step for e in epochs.Scalars("loss/train")] == [1, 2]
+
+
+def test_ctrl_c_ends_the_progress_bar_and_its_line_before_any_message():
+    """On a terminal the bar redraws itself; a Ctrl-C must stop it and end its line, so the message printed next
+    (the resume hint) is not drawn over."""
+    import io
+
+    from rich.console import Console
+
+    from descend.train.callbacks import Callback
+    from descend.train.logs import ProgressBar
+
+    class CtrlCAt(Callback):
+        def on_batch_end(self, trainer):
+            if trainer.global_step == 3:
+                raise KeyboardInterrupt
+
+    screen = io.StringIO()
+    bar = ProgressBar()
+    bar.console, bar.plain = Console(file=screen, force_terminal=True, width=100), False
+    x = torch.randn(64, 3)
+    trainer = ds.Trainer(nn.Linear(3, 1), device="cpu", callbacks=[bar, CtrlCAt()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit((x, x.sum(1, keepdim=True)), epochs=2, batch_size=16)
+    assert bar._progress is None                           # stopped: nothing redraws over what follows
+    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue())  # the text without terminal codes
+    assert "2/8" in shown and shown.endswith("\n")                # the step before the Ctrl-C, then a new line
+
+
+def test_relative_data_paths_are_read_from_the_recipes_folder_and_set_paths_from_the_working_one(tmp_path,
+                                                                                                  monkeypatch):
+    (tmp_path / "recipes" / "data").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "recipes" / "r.toml").write_text('[data]\nname = "data/x.csv"\n')
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert config.load("../recipes/r.toml").data.name == str(tmp_path / "recipes" / "data" / "x.csv")
+    assert config.load("../recipes/r.toml", ['data.name="y.csv"']).data.name == str(tmp_path / "elsewhere" / "y.csv")
+    assert config.load("../recipes/r.toml", ['data.name="iris"']).data.name == "iris"   # a dataset name stays

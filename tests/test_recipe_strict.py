@@ -77,3 +77,39 @@ def test_a_deep_value_that_parses_is_refused_by_depth_not_by_a_recursion(tmp_pat
 ])
 def test_dataset_options_of_the_wrong_type_are_refused_when_the_recipe_loads(data, message):
     assert message in _error({"data": data})
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere/x", "a/b", "a\\b", "a\x00b", "", "  ", "..", "x" * 201])
+def test_a_run_name_that_is_not_a_plain_directory_name_is_refused(name):
+    """The name becomes runs/<name>-<time>: a path in it would write the run outside runs/ (or crash mkdir)."""
+    assert "name = " in _error({"name": name}) and "must be a plain name" in _error({"name": name})
+
+
+def test_a_plain_run_name_is_kept():
+    assert config.validate({"data": {"name": "iris"}, "name": "wine try 2.1_a"}).name == "wine try 2.1_a"
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"train": {"epochs": 10**400}}, "train.epochs = 1000000000"),
+    ({"seed": -(2**63) - 1}, "seed = -9223372036854775809"),
+    ({"model": {"hidden": [4, 2**64]}}, "model.hidden[1] = 18446744073709551616"),
+])
+def test_integers_beyond_tomls_64_bits_are_refused(raw, message):
+    assert message in _error(raw) and "beyond TOML's 64-bit integers" in _error(raw)
+
+
+def test_a_data_path_the_system_refuses_is_one_message(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\nname = "a\\u0000b.csv"\n')
+    with pytest.raises(UserError, match=r"data.name: cannot use the path 'a\\x00b.csv': embedded null byte"):
+        config.load(recipe)
+
+
+@pytest.mark.parametrize("override", ["model.hidden=" + "x" * 100_000, "model." + "k" * 100_000 + "=1",
+                                      "train." + "k" * 100_000 + "=1", "seed='" + "s" * 100_000 + "'"])
+def test_a_huge_value_or_name_is_cut_short_in_the_message(tmp_path, override):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\nname = "iris"\n')
+    with pytest.raises(UserError) as err:
+        config.load(recipe, [override])
+    assert len(str(err.value)) < 600 and "..." in str(err.value)

@@ -140,3 +140,18 @@ def test_mistakes_found_before_anything_is_written(case, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("descend: error: ") and message in err and "Traceback" not in err
     assert not out.exists(), f"{case}: left {sorted(p.name for p in out.iterdir())}"
+
+
+def test_a_directory_where_the_last_checkpoint_belongs_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Not "no checkpoint yet, starting afresh" (which failed later, at the first checkpoint, after writing logs)."""
+    r, out = recipe(tmp_path), tmp_path / "run"
+    assert main(["run", r, "--out", str(out), "--quiet"]) == 0
+    (out / "summary.json").unlink()
+    (out / "checkpoints" / "last.safetensors").unlink()
+    (out / "checkpoints" / "last.safetensors").mkdir()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    for argv in (["resume", str(out)], ["run", r, "--resume", str(out)], ["run", r, "--out", str(out)]):
+        assert main([*argv, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("descend: error: ") and "is where the last checkpoint belongs" in err, err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

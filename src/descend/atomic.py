@@ -1,4 +1,6 @@
-"""One atomic writer for every file descend writes: checkpoints, weights, summaries, recipes, cached data.
+"""One atomic writer for every file descend writes: checkpoints, weights, summaries, recipes, cached data; and
+the reader of the JSON files it wrote (:func:`read_json`, :func:`read_jsonl`), for which a file that is not what
+descend writes (edited, truncated, not JSON) is one :class:`~descend.errors.UserError`.
 
 A file is written to a temporary name in its own directory, flushed and fsynced, renamed over the target with
 ``os.replace`` and the directory fsynced, so a process killed at any moment leaves either the previous file or
@@ -65,6 +67,41 @@ def write_text(path: str | Path, text: str, *, what: str = "file") -> None:
 def write_json(path: str | Path, value: Any, *, what: str = "file") -> None:
     """Write ``value`` as indented JSON (with a final newline) atomically to ``path``."""
     write_text(path, json.dumps(value, indent=2) + "\n", what=what)
+
+
+def read_json(path: str | Path, *, what: str = "file", kind: type = dict) -> Any:
+    """The JSON value in ``path``, which must be a ``kind`` (an object by default); a file that is missing,
+    unreadable, not JSON, nested past Python's recursion limit or of another kind is a :class:`UserError`."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        reason = getattr(e, "strerror", None) or ("nested too deeply" if isinstance(e, RecursionError) else e)
+        raise UserError(f"cannot read the {what} {str(path)!r}: {reason}") from None
+    if not isinstance(value, kind):
+        raise UserError(f"the {what} {str(path)!r} is not what descend writes: it holds a JSON "
+                        f"{type(value).__name__}, not {'an object' if kind is dict else 'a ' + kind.__name__}")
+    return value
+
+
+def read_jsonl(path: str | Path, *, what: str = "file") -> list[dict]:
+    """The JSON objects of ``path``, one a line (blank lines skipped; no file: none); a line that is not a JSON
+    object is a :class:`UserError` naming the line."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines() if Path(path).exists() else []
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read the {what} {str(path)!r}: {getattr(e, 'strerror', None) or e}") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            row = None
+        if not isinstance(row, dict):
+            raise UserError(f"the {what} {str(path)!r} line {number} is not a JSON object: was the file edited?")
+        rows.append(row)
+    return rows
 
 
 def _failure(path: Path, e: OSError, what: str) -> str:

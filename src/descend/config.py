@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from . import averaging, ensemble, models, optim, regularization, schedules, transfer
 from . import data as datasets
 from .data import augment
-from .errors import UserError
+from .errors import UserError, short
 from .options import Option
 from .options import validate as validate_options
 from .train import Trainer
@@ -198,7 +198,16 @@ EarlyStoppingConfig = _table_section("EarlyStoppingConfig", "EarlyStopping", Ear
 
 
 class Config(_Section):
-    name: str | None = None
+    name: str | None = None  # names the run's directory (runs/<name>-<time>), so it is a plain file name
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v):
+        if v is not None and (not v.strip() or len(v) > 200 or v in (".", "..") or
+                              any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in v)):
+            raise ValueError("must be a plain name for the run's directory: 1 to 200 characters, no '/' or '\\', "
+                             "no control characters, not '.' or '..'")
+        return v
     seed: int = Field(0, ge=0)
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -246,7 +255,10 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
     for key in ("name", "labels"):
         value = data.get(key)
         if isinstance(value, str) and file_kind(value) is not None and not Path(value).expanduser().is_absolute():
-            data[key] = str((folder / value).resolve())
+            try:
+                data[key] = str((folder / value).resolve())
+            except (OSError, ValueError) as e:  # a NUL byte, a loop of links: the system refuses the path
+                raise UserError(f"data.{key}: cannot use the path {short(value)}: {e}") from None
 
 
 #: How deep a recipe's values may nest: a section, a list of lists, a table of options (a few levels at most).
@@ -261,22 +273,25 @@ def _toml(text: str) -> dict:
         raise tomllib.TOMLDecodeError(f"values nest too deeply (a recipe nests at most {MAX_DEPTH} levels)") from None
 
 
-def _too_deep(value: Any, path: str, depth: int = 0) -> str | None:
-    """The path of the first value nested deeper than :data:`MAX_DEPTH` levels, or None."""
+def _out_of_bounds(value: Any, path: str, depth: int = 0) -> str | None:
+    """Why the first value that no recipe field holds is refused, with its path, or None: nested deeper than
+    :data:`MAX_DEPTH` levels, or an integer beyond TOML's 64 bits (Python's parser reads any size)."""
     if depth > MAX_DEPTH:
-        return path
+        return f"{path.lstrip('.')} nests deeper than {MAX_DEPTH} levels; no recipe field does"
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return f"{path.lstrip('.')} = {short(value, 40)} is beyond TOML's 64-bit integers; no recipe field needs it"
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        found = _too_deep(item, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]", depth + 1)
+        found = _out_of_bounds(item, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]", depth + 1)
         if found:
             return found
     return None
 
 
 def validate(raw: dict, source: str = "config") -> Config:
-    deep = _too_deep(raw, "") if isinstance(raw, dict) else None
-    if deep:
-        raise UserError(f"{source}: {deep.lstrip('.')} nests deeper than {MAX_DEPTH} levels; no recipe field does")
+    refused = _out_of_bounds(raw, "") if isinstance(raw, dict) else None
+    if refused:
+        raise UserError(f"{source}: {refused}")
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
@@ -308,13 +323,13 @@ def describe(error: dict) -> str:
     field = ".".join(loc) or "config"
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(_fields(loc[:-1]))
-        return f"unknown field {field!r}; allowed here: {allowed}"
+        return f"unknown field {short(field)}; allowed here: {allowed}"
     if error["type"] == "missing":
         return f"missing required field {field!r}"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "value_error" and isinstance(error.get("input"), dict):
         return f"[{field}] {message}"
-    return f"{field} = {error.get('input')!r}: {message}"
+    return f"{field} = {short(error.get('input'))}: {message}"
 
 
 def _path(loc: tuple) -> list[str]:

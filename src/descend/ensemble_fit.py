@@ -16,11 +16,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import atomic, experiment
+import torch
+
+from . import atomic, experiment, models
 from . import config as cfg
 from .ensemble import Ensemble
 from .errors import UserError
 from .inference import INFERENCE_FILE, inference_record
+from .models.networks import BYTES_PER_PARAMETER
+from .resources import check_fits_memory
 from .train.callbacks import Callback
 from .train.metrics import num_outputs, resolve_loss
 
@@ -95,6 +99,19 @@ def snapshot_recipe(config: cfg.Config, cycles: int) -> cfg.Config:
     return cfg.validate(raw)
 
 
+def _check_memory(spec, architecture: dict) -> None:
+    """K members keep K trained models (and their optimizers' state) until the end, K snapshots K copies of the
+    weights: refused before the first trains when that is more than the machine holds."""
+    if spec.kind == "mc_dropout":
+        return
+    with torch.device("meta"):  # shapes only: the size is known before anything is allocated
+        size = models.count_parameters(models.build(architecture["name"], tuple(architecture["input_shape"]),
+                                                    architecture["num_outputs"], **architecture["options"]))
+    kept = BYTES_PER_PARAMETER if spec.kind == "members" else 4
+    check_fits_memory(f"an ensemble of {spec.size:,} {spec.kind} of {size:,} parameters ({kept} bytes each kept)",
+                      spec.size * size * kept, f"use fewer {spec.kind}")
+
+
 def fit(config: cfg.Config, data=None, *, progress: bool = False, stream=None) -> EnsembleResult:
     """Train the ensemble the recipe's ``[ensemble]`` section describes; nothing is written."""
     if config.ensemble is None:
@@ -103,6 +120,7 @@ def fit(config: cfg.Config, data=None, *, progress: bool = False, stream=None) -
     bundle = data if data is not None else experiment.load_data(config)
     info = bundle.info
     architecture, record = records(config, info, bundle.train.y)
+    _check_memory(spec, architecture)
     started = time.perf_counter()
     if spec.kind == "members":
         runs, entries = [], []

@@ -8,6 +8,14 @@ From Python it is a ``ValueError``, so ``except ValueError`` keeps working.
 
 import signal
 from pathlib import Path
+from typing import Any
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """repr of a value a user or a file gave, cut short: a hostile recipe or file must not produce a message
+    thousands of characters long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class UserError(ValueError):

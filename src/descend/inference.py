@@ -16,17 +16,18 @@ Loading reads JSON and safetensors only: it never runs code from the run directo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import atomic, ensemble, models
 from . import config as cfg
-from . import ensemble, models
 from .data import Split, labels
-from .data.files import csv_target, file_kind, numeric_columns, read_npz, read_table
+from .data.core import TASKS, RawData
+from .data.files import check_finite, check_float32_range, csv_target, file_kind, numeric_columns, read_npz, read_table
+from .data.loader import check_targets
 from .data.scaling import Scaler, as_float_inputs
 from .errors import UserError
 from .train.checkpoint import load_weights
@@ -64,7 +65,7 @@ def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.d
     if not (path / INFERENCE_FILE).is_file():
         raise UserError(f"{path} has no {INFERENCE_FILE}: it was written by an older descend; train it again")
     config = cfg.load(path / "config.toml")
-    record = _read_json(path / INFERENCE_FILE)
+    record = _checked_record(atomic.read_json(path / INFERENCE_FILE, what="inference record"), path / INFERENCE_FILE)
     if ensemble.is_ensemble(path):  # the members' combined prediction, as one model (descend.ensemble.Combined)
         if which != "final":
             raise UserError(f"{path} is an ensemble: its members are its weights; which={which!r} is for single "
@@ -79,8 +80,8 @@ def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.d
                              **config.model.options)
         load_weights(model, weights, strict=True)
     model.to(device).eval()
-    summary = _read_json(path / "summary.json") if (path / "summary.json").is_file() else {}
-    history = History(_read_jsonl(path / "metrics.jsonl"))
+    summary = atomic.read_json(path / "summary.json", what="summary") if (path / "summary.json").is_file() else {}
+    history = History(atomic.read_jsonl(path / "metrics.jsonl", what="metrics log"))
     return LoadedRun(path, which, model, config, summary, history, record, torch.device(device))
 
 
@@ -111,7 +112,7 @@ class LoadedRun:
 
     @property
     def scaler(self) -> Scaler | None:
-        return Scaler.from_json(self.record["scaler"]) if self.record["scaler"] else None
+        return _scaler(self.record)
 
     def inputs(self, x) -> torch.Tensor:
         """Raw inputs as the model's scaled float32 tensor (checked: shape, columns, finite values)."""
@@ -188,9 +189,21 @@ class LoadedRun:
             keys = [d.options.get("x_key", "x"), d.options.get("y_key", "y")]
             arrays = read_npz(path, keys)
             x, y = self.inputs(arrays[keys[0]]), arrays[keys[1]]
+        if len(y) != len(x):
+            raise UserError(f"{str(path)!r} has {len(x)} inputs but {len(y)} targets")
         if self.task == "classification":
-            y = labels.encode(y, self.record["labels"])[0] if self.record["labels"] else np.asarray(y, np.int64)
-            return Split(x, torch.as_tensor(y.reshape(-1)), "classification", self.record["num_classes"])
+            if self.record["labels"]:
+                if y.ndim != 1 and y.shape[1:] != (1,):
+                    raise UserError(f"the labels of {str(path)!r} must be one column, got shape {y.shape}")
+                y = labels.encode(y, self.record["labels"])[0]
+            else:  # labels 0..K-1, checked as the training data's were
+                check_finite(f"the labels of {str(path)!r}", y)
+                check_targets(RawData(x=np.empty((len(y), 0)), y=y, task="classification", source=str(path),
+                                      num_classes=self.record["num_classes"]))
+            return Split(x, torch.as_tensor(y.reshape(-1).astype(np.int64)), "classification",
+                         self.record["num_classes"])
+        check_finite(f"the targets of {str(path)!r}", y)
+        check_float32_range(f"the targets of {str(path)!r}", y)
         return Split(x, torch.as_tensor(np.asarray(y, np.float32).reshape(len(x), -1)), "regression")
 
 
@@ -219,9 +232,9 @@ def _as_tensor(x, feature_names: list[str] | None, x_key: str, delimiter: str = 
         kind = file_kind(x)
         if kind == "csv":
             return torch.as_tensor(_csv_features(Path(x), feature_names, delimiter), dtype=torch.float32)
-        if kind == "npz":
-            return as_float_inputs(read_npz(x, [x_key])[x_key])
-        raise UserError(f"cannot read inputs from {str(x)!r}: give a .csv or .npz file, an array or a tensor")
+        if kind != "npz":
+            raise UserError(f"cannot read inputs from {str(x)!r}: give a .csv or .npz file, an array or a tensor")
+        x = read_npz(x, [x_key])[x_key]
     if hasattr(x, "columns") and hasattr(x, "to_numpy"):  # a DataFrame (pandas, polars): columns by name
         columns = [str(c) for c in x.columns]
         if feature_names and all(name in columns for name in feature_names):
@@ -232,9 +245,11 @@ def _as_tensor(x, feature_names: list[str] | None, x_key: str, delimiter: str = 
         x = x.to_numpy()
     array = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
     if array.dtype.kind not in "biuf":
-        raise UserError(f"the inputs must be numbers, got values of type {array.dtype}")
+        raise UserError(f"the inputs must be real numbers, got values of type {array.dtype}")
     if array.ndim < 2:
         raise UserError(f"the inputs must have shape (N, features...), got {array.shape}: one row per sample")
+    if len(array) == 0:
+        raise UserError(f"the inputs have shape {array.shape}: no rows to predict on")
     return as_float_inputs(array)
 
 
@@ -257,14 +272,42 @@ def _csv_features(path: Path, feature_names: list[str] | None, delimiter: str = 
     return numeric_columns(p, header, rows, index)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
+def _checked_record(record: dict, path: Path) -> dict:
+    """``inference.json`` as descend wrote it: each field of its type, and the fields consistent with each other
+    (a class label per class, a scaling statistic per feature or channel, a name per CSV column). An edited file
+    is one UserError naming the field, not a KeyError in prediction or silently wrong classes."""
+    def texts(v):
+        return v is None or (isinstance(v, list) and all(isinstance(t, str) for t in v) and len(set(v)) == len(v))
+
+    def count(v, low):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    fields = {"task": (lambda v: v in TASKS, "one of " + ", ".join(TASKS)),
+              "input_shape": (lambda v: isinstance(v, list) and v and all(count(n, 1) for n in v),
+                              "a non-empty list of integers >= 1"),
+              "num_outputs": (lambda v: count(v, 1), "an integer >= 1"),
+              "num_classes": (lambda v: v is None or count(v, 2), "an integer >= 2 or null"),
+              "scaler": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+              "labels": (texts, "a list of distinct strings or null"),
+              "feature_names": (texts, "a list of distinct strings or null")}
+    for field, (ok, wanted) in fields.items():
+        if not ok(record.get(field)):
+            raise UserError(f"{path}: {field} must be {wanted}, got {str(record.get(field))[:60]}; was it edited?")
+    shape, k, names = record["input_shape"], record["num_classes"], record["feature_names"]
+    if record["task"] == "classification" and (k is None or record["num_outputs"] not in (k, 1 if k == 2 else k)):
+        raise UserError(f"{path}: a classifier of {k} classes cannot have {record['num_outputs']} outputs")
+    if record["labels"] is not None and len(record["labels"]) != k:
+        raise UserError(f"{path}: labels names {len(record['labels'])} classes, num_classes says {k}")
+    if names is not None and [len(names)] != shape:
+        raise UserError(f"{path}: feature_names names {len(names)} columns, input_shape is {shape}")
+    scaler = _scaler(record)
+    want = (shape[0], *(1,) * (len(shape) - 1))  # per feature, or per channel
+    if scaler is not None and not (scaler.shift.shape == scaler.scale.shape == want and
+                                   bool(torch.isfinite(scaler.shift).all()) and bool((scaler.scale > 0).all())):
+        raise UserError(f"{path}: the saved feature scaling must hold finite statistics of shape {want} (scale > 0) "
+                        f"for inputs of shape {tuple(shape)}; was it edited?")
+    return record
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _scaler(record: dict) -> Scaler | None:
+    return Scaler.from_json(record["scaler"]) if record["scaler"] else None

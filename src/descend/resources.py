@@ -21,10 +21,13 @@ def memory_limit() -> int:
     if text:
         unit = text[-1] if text[-1] in _UNITS else ""
         try:
-            return int(float(text.removesuffix(unit)) * _UNITS[unit])
+            limit = float(text.removesuffix(unit)) * _UNITS[unit]
         except ValueError:
-            raise UserError(f"DESCEND_MEMORY_LIMIT must be a size in bytes (e.g. 8G), got "
+            limit = float("nan")
+        if not 0 < limit < 2**63:  # NaN, inf, zero and negative sizes too
+            raise UserError(f"DESCEND_MEMORY_LIMIT must be a positive size in bytes (e.g. 8G), got "
                             f"{os.environ['DESCEND_MEMORY_LIMIT']!r}") from None
+        return int(limit)
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # no sysconf (Windows): no limit known

@@ -13,7 +13,6 @@ best epoch, seconds, size, versions), ``predictions.json`` (confusion matrix or 
 from __future__ import annotations
 
 import inspect
-import json
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -136,11 +135,11 @@ def status(path: Path) -> str:
 
 
 def read_summary(path: Path) -> dict | None:
+    """The run's summary, or None where it has none (or one a killed process or an editor left unreadable)."""
     try:
-        summary = json.loads((path / "summary.json").read_text())
-    except (OSError, ValueError):
+        return atomic.read_json(path / "summary.json", what="summary")
+    except UserError:
         return None
-    return summary if isinstance(summary, dict) else None
 
 
 def check_resume(config: cfg.Config, out: Path) -> dict[str, tuple]:

@@ -40,21 +40,26 @@ def _one_line_warnings():
     """Warnings as ``descend: warning: <message>`` lines, not Python's file:line and source excerpt."""
 
     def one_line(message, category, filename, lineno, line=None) -> str:
-        return "descend: warning: " + " ".join(str(message).split()) + "\n"
+        return f"descend: warning: {_one_line(message)}\n"
 
     with warnings.catch_warnings():
         warnings.formatwarning = one_line  # the format, not the display: recording warnings keeps working
         yield
 
 
+def _one_line(message) -> str:
+    """A message on one line (a value quoted from a file may hold line breaks), spaces collapsed."""
+    return " ".join(str(message).split())
+
+
 def _main(args) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"descend: error: {e}", file=sys.stderr)
+        print(f"descend: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except DivergenceError as e:
-        print(f"descend: {e}", file=sys.stderr)
+        print(f"descend: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except Interrupted as e:
         print(f"descend: {e}", file=sys.stderr)

@@ -13,6 +13,7 @@ import math
 import os
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,10 @@ def read_table(path: str | Path, *, delimiter: str = ",") -> tuple[Path, list[st
         rows = rows[1:]
     if not rows:
         raise UserError(f"CSV file {str(p)!r} has a header but no data rows")
+    twice = [name for name, count in Counter(header or []).items() if count > 1]
+    if twice:  # columns are chosen and matched by name: a second one of a name would be silently ignored
+        raise UserError(f"CSV file {str(p)!r} names the column {twice[0]!r} more than once in its header; "
+                        "give each column its own name")
     ncols = len(header) if header is not None else len(rows[0])
     first_line = 2 if header is not None else 1
     for i, row in enumerate(rows):
@@ -227,6 +232,8 @@ def read_csv(
         cols = [_column_index(c, header, ncols, "features") for c in features]
         if t in cols:
             raise UserError(f"features must not contain the target column {target!r}")
+        if len(set(cols)) != len(cols):  # a column twice is a mistake, and would be named twice in the run
+            raise UserError(f"features names a column more than once: {features!r}")
     names = [header[c] if header is not None else f"x{c}" for c in cols]
     return numeric_columns(p, header, rows, cols), target_column(p, header, rows, t), names
 
@@ -262,11 +269,23 @@ def read_npz(path: str | Path, keys: list[str], *, optional: tuple[str, ...] = (
                     f"NPZ file {str(p)!r} has no array {missing[0]!r}; its arrays: "
                     f"{', '.join(available) or '(none)'}"
                 )
-            return {k: z[k] for k in (*keys, *optional) if k in available}
+            wanted = [k for k in (*keys, *optional) if k in available]
+            for k in wanted:  # a compressed array inflates to what its header says: checked before it is read
+                check_fits_memory(f"array {k!r} of NPZ file {str(p)!r}", _npy_bytes(z.zip, k))
+            return {k: z[k] for k in wanted}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         if isinstance(e, UserError):
             raise
         raise UserError(f"cannot read NPZ file {str(p)!r}: {e}") from None
+
+
+def _npy_bytes(archive: zipfile.ZipFile, key: str) -> int:
+    """The bytes array ``key`` of an NPZ archive takes once loaded, from its ``.npy`` header alone."""
+    with archive.open(key if key in archive.namelist() else f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return math.prod(shape) * dtype.itemsize
 
 
 def check_finite(name: str, array: np.ndarray) -> None:

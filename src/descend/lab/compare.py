@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import multiprocessing
+import os
 import time
 import traceback
 from datetime import datetime
@@ -161,19 +162,22 @@ def compare_recipe(recipe: str | Path, vary: list[str], overrides: list[str] = (
 
     if seeds < 1 or jobs < 1:
         raise UserError(f"--seeds and --jobs must be at least 1, got {seeds} and {jobs}")
+    if jobs > (os.cpu_count() or 1):  # each worker is a process with its own torch: more than CPUs only costs memory
+        raise UserError(f"--jobs must be at most the {os.cpu_count() or 1} CPUs of this machine, got {jobs}")
     combos = variants(vary)
     names = [", ".join(c) or "recipe as given" for c in combos]
     for combo in combos:                      # every variant's recipe is checked before anything trains
         base = cfg.load(recipe, [*overrides, *combo])
     stamp = f"compare-{base.name or 'recipe'}-{datetime.now():%Y%m%d-%H%M%S}"
     out = Path(out) if out is not None else Path("runs") / stamp
-    tasks = [(str(recipe), [*overrides, *combo], i, seed) for i, combo in enumerate(combos) for seed in range(seeds)]
+    # made as they are needed: memory grows with the runs done, not with the number asked for
+    tasks = ((str(recipe), [*overrides, *combo], i, seed) for i, combo in enumerate(combos) for seed in range(seeds))
     started = time.perf_counter()
     if jobs == 1:
         runs = [run_one(t) for t in tasks]
     else:
-        with multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks))) as pool:
-            runs = pool.map(run_one, tasks, chunksize=1)
+        with multiprocessing.get_context("spawn").Pool(min(jobs, len(combos) * seeds)) as pool:
+            runs = list(pool.imap(run_one, tasks, chunksize=1))
     summary = summarize(names, runs, seeds)
     summary.update({"recipe": str(recipe), "vary": list(vary), "overrides": list(overrides), "jobs": jobs,
                     "wall_seconds": time.perf_counter() - started,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from descend.errors import UserError
+from descend.errors import UserError, short
 from descend.options.constraints import (
     Boolean,
     Constraint,
@@ -74,8 +74,8 @@ class Option:
 
 
 def refusal(where: str, name: str, allowed: str, value: Any) -> str:
-    """The message template: "<where>: option '<name>' must be <allowed>; got <value!r>."."""
-    return f"{where}: option {name!r} must be {allowed}; got {value!r}."
+    """The message template: "<where>: option '<name>' must be <allowed>; got <value!r>." (a long value cut short)."""
+    return f"{where}: option {name!r} must be {allowed}; got {short(value)}."
 
 
 Table = Sequence[Option]
@@ -91,7 +91,7 @@ def validate(where: str, table: Table, given: dict[str, Any]) -> dict[str, Any]:
     unknown = [name for name in given if name not in options]
     if unknown:
         valid = ", ".join(options) or "none"
-        raise UserError(f"{where}: unknown option {unknown[0]!r}; valid options: {valid}.")
+        raise UserError(f"{where}: unknown option {short(unknown[0])}; valid options: {valid}.")
     checked = {name: options[name].check(where, value) for name, value in given.items()}
     missing = [o for o in table if o.name not in given and o.default is REQUIRED]
     if missing:
@@ -125,7 +125,7 @@ def declare(where: str, *table: Option) -> Callable[[Callable], Callable]:
             unknown = [k for k in kwargs if k not in known]
             if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
                 valid = ", ".join(o.name for o in completed)
-                raise UserError(f"{where}: unknown option {unknown[0]!r}; valid options: {valid}.")
+                raise UserError(f"{where}: unknown option {short(unknown[0])}; valid options: {valid}.")
             bound = signature.bind(*args, **kwargs)
             given = {k: v for k, v in bound.arguments.items() if k in names}
             bound.arguments.update(validate(where, completed, given))

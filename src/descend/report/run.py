@@ -3,7 +3,6 @@ predicted vs true, the resolved recipe, timings and versions — all read back f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +44,14 @@ def _read(run_dir: Path) -> tuple[list[dict], dict, dict | None, str]:
     if not (run_dir / "metrics.jsonl").is_file():
         raise UserError(f"{run_dir} is not a run directory (no metrics.jsonl); give the directory `descend run` "
                         "wrote")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = atomic.read_jsonl(run_dir / "metrics.jsonl", what="metrics log")
     summary_path, pred_path, recipe = run_dir / "summary.json", run_dir / "predictions.json", run_dir / "config.toml"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    preds = json.loads(pred_path.read_text()) if pred_path.is_file() else None
-    return rows, summary, preds, recipe.read_text() if recipe.is_file() else ""
+    summary = atomic.read_json(summary_path, what="summary") if summary_path.is_file() else {}
+    preds = atomic.read_json(pred_path, what="predictions file") if pred_path.is_file() else None
+    try:
+        return rows, summary, preds, recipe.read_text(encoding="utf-8") if recipe.is_file() else ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {recipe}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def column(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -120,9 +120,11 @@ class Control(Callback):
         if mtime == self._seen:
             return []
         self._seen = mtime
-        text = self.path.read_text()
         try:
-            commands = parse(text, str(self.path))
+            commands = parse(self.path.read_text(encoding="utf-8"), str(self.path))
+        except (OSError, UnicodeDecodeError) as e:  # a directory, a binary file: reported like a typo
+            print(f"control: ignored: cannot read {self.path}: {getattr(e, 'strerror', None) or e}", file=self.stream)
+            return []
         except UserError as e:
             print(f"control: ignored: {e}", file=self.stream)  # a typo must not kill a long run
             return []

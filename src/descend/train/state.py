@@ -50,9 +50,6 @@ def restore(trainer, saved: dict) -> None:
     """Put ``saved`` (from :func:`capture`) back into ``trainer``; data and model must be those it was saved with."""
     checkpoint.check_state(saved, trainer)  # every field, before anything reaches torch
     position = saved["position"]
-    if position["steps_per_epoch"] != trainer.steps_per_epoch:
-        raise UserError(f"the checkpoint was written with {position['steps_per_epoch']} batches per epoch, this "
-                        f"run has {trainer.steps_per_epoch}: the data, batch_size and drop_last must stay the same")
     report = trainer.model.load_state_dict(saved["model"], strict=False)
     if report.missing_keys or report.unexpected_keys:
         raise UserError(f"the checkpoint's model does not match this model: missing {report.missing_keys}, "

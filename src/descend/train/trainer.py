@@ -27,7 +27,7 @@ from .checks import logged_names, prepare_data, require_logged, resolve_device, 
 from .clipping import clip_gradients
 from .evaluation import Evaluation
 from .history import History
-from .logs import progress_bar
+from .logs import ProgressBar, progress_bar
 from .metrics import MetricSums, check_loss
 from .streams import Stream
 
@@ -191,8 +191,9 @@ class Trainer(Evaluation):
                 self._event("on_fit_end")
             finally:
                 lr.finish(self)
+                for shown in (cb for cb in self.callbacks if isinstance(cb, ProgressBar)):
+                    shown.close()  # the fit's bar or the user's: its line ends before any message (Ctrl-C)
                 if bar is not None:
-                    bar.close()
                     self.callbacks.remove(bar)
         return self.history
 

@@ -35,7 +35,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from descend import atomic
-from descend.errors import UserError
+from descend.errors import UserError, short
 
 MAX_HEADER_BYTES = 100 * 2**20  # a checkpoint's JSON is kilobytes; a bigger claim is corruption or hostile
 DTYPES = (
@@ -55,12 +55,6 @@ _TENSOR_FIELDS = {"dtype", "shape", "data_offsets"}
 
 class CheckpointError(UserError):
     """A checkpoint or weights file could not be written or read; the message names the file and problem."""
-
-
-def short(value: Any, limit: int = 80) -> str:
-    """repr of a value from a file, cut short: hostile files must not produce megabyte-long messages."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def names(items: list[str], limit: int = 20) -> str:

@@ -80,20 +80,27 @@ class Checkpoints(Callback):
         self.best_value = state.get("checkpoints", {}).get("best_value")
 
 
+class _NoCheckpoint(UserError):
+    """Nothing at all where a checkpoint would be (as opposed to something there that is not a file)."""
+
+
 def find(path: str | Path) -> Path:
     """The checkpoint to resume from: a file, a checkpoints directory, or a run directory holding one."""
     path = Path(path)
     for candidate in (path, path / "last.safetensors", path / "checkpoints" / "last.safetensors"):
         if candidate.is_file():
             return candidate
-    raise UserError(f"no checkpoint to resume from at {path}: expected a .safetensors file, or a run directory with "
-                    f"checkpoints/last.safetensors (was checkpointing on?)")
+        if candidate.name == "last.safetensors" and candidate.exists():  # a directory, a device: never "no checkpoint"
+            raise UserError(f"{candidate} is where the last checkpoint belongs, but it is not a file; move it away")
+    raise _NoCheckpoint(f"no checkpoint to resume from at {path}: expected a .safetensors file, or a run directory "
+                        "with checkpoints/last.safetensors (was checkpointing on?)")
 
 
 def has_checkpoint(path: str | Path) -> bool:
-    """Whether :func:`find` would find a checkpoint to resume from at ``path``."""
+    """Whether :func:`find` would find a checkpoint to resume from at ``path``; something in a checkpoint's place
+    that is not a file is a UserError, so a run is not started afresh over it."""
     try:
         find(path)
-    except UserError:
+    except _NoCheckpoint:
         return False
     return True

@@ -21,12 +21,15 @@ naming the field and the mismatch:
   has are left alone (one added or removed on resume).
 - ``rng``: the streams as :func:`descend.train.rng.validated` requires, the augmentation generator's state as
   the template's; ``position``, ``base_lrs``, ``rollbacks``, ``history``, ``epoch_sums``: non-negative ints, one
-  base learning rate per group, a list of ``{name: number}`` rows, tensors as the template's.
+  finite, non-negative base learning rate per group, a list of ``{name: number}`` rows, tensors as the template's;
+  the counts agree (one history row per finished epoch, the global step made of the fit's epochs and batches, this
+  run's batches per epoch).
 - every tensor on the CPU or the trainer's device; model and optimizer tensors finite.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -62,8 +65,12 @@ def check_state(saved: Any, trainer) -> None:
             if count < 0:
                 raise _fail(f"position.{key}", f"is {value}; it counts, so it must be >= 0")
     checker.like(saved["base_lrs"], template["base_lrs"], "base_lrs")
+    for i, rate in enumerate(saved["base_lrs"]):
+        if not math.isfinite(rate) or rate < 0:
+            raise _fail(f"base_lrs[{i}]", f"is {rate}; a learning rate is a finite number >= 0")
     checker.like(saved["rollbacks"], template["rollbacks"], "rollbacks")
     checker.history(saved["history"])
+    _check_counts(saved["position"], len(saved["history"]), trainer.steps_per_epoch)
     checker.like(saved["epoch_sums"], template["epoch_sums"], "epoch_sums")
     if "checkpoints" in saved:
         checker.like(saved["checkpoints"], _OPTIONAL["checkpoints"], "checkpoints")
@@ -225,6 +232,28 @@ class _Checker:
         for i, row in enumerate(saved):
             if not isinstance(row, dict) or not all(isinstance(k, str) and _number(v) for k, v in row.items()):
                 raise _fail(f"history[{i}]", f"must map metric names to numbers, got {_kind(row)}")
+
+
+def _check_counts(position: dict, rows: int, steps_per_epoch: int) -> None:
+    """The counts of ``position`` agree with each other, with the history and with this run's batches per epoch:
+    one finished epoch, one history row; the steps of this fit are its whole epochs and the batches of the current
+    one. A file whose counts disagree would resume at a place no run reaches (and a huge one would overflow)."""
+    epoch, index, step, per = (position[k] for k in ("epoch", "batch_index", "global_step", "steps_per_epoch"))
+    start_epoch, start_step = position["fit_start"]
+    if per != steps_per_epoch:
+        raise _fail("position.steps_per_epoch", f"is {per}, this run has {steps_per_epoch} batches per epoch: the "
+                    "data, batch_size and drop_last must stay the same")
+    if index > per:
+        raise _fail("position.batch_index", f"is {index}, past the {per} batches of an epoch")
+    if start_epoch > epoch or start_step > step:
+        raise _fail("position.fit_start", f"is {[start_epoch, start_step]}, after the position itself "
+                    f"(epoch {epoch}, step {step})")
+    expected = start_step + (epoch - start_epoch) * per + index
+    if step != expected:
+        raise _fail("position.global_step", f"is {step}, but epoch {epoch}, batch {index} and fit_start "
+                    f"{[start_epoch, start_step]} make it {expected}")
+    if rows != epoch:
+        raise _fail("history", f"has {rows} epoch rows, but position.epoch says {epoch} epochs finished")
 
 
 def _probe(optimizer: torch.optim.Optimizer) -> list[list[dict]] | None:
