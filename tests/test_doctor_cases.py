@@ -37,10 +37,11 @@ def test_each_broken_case_gets_its_finding(case, tmp_path):
 # where its Debian package is installed (both below).
 FAST_EXAMPLES = ["digits_mlp", "sine_regression"]
 SLOW_EXAMPLES = ["mnist1d_fast", "mnist1d_swa", "mnist1d_snapshots"]
+FASHION_EXAMPLES = ["fashion_mnist", "fashion_mnist_long"]
 
 
 def test_every_example_recipe_is_checked_for_false_alarms():
-    covered = {*FAST_EXAMPLES, *SLOW_EXAMPLES, "quickstart", "fashion_mnist"}
+    covered = {*FAST_EXAMPLES, *SLOW_EXAMPLES, "quickstart", *FASHION_EXAMPLES}
     assert {p.stem for p in EXAMPLES.glob("*.toml")} == covered
 
 
@@ -100,8 +101,9 @@ def test_quickstart_is_healthy_within_its_budget(tmp_path):
 
 
 @pytest.mark.slow
-def test_fashion_mnist_example_raises_no_false_alarm(fashion_mnist_dir):
-    d = doctor.examine(EXAMPLES / "fashion_mnist.toml", budget=120)
+@pytest.mark.parametrize("recipe", FASHION_EXAMPLES)
+def test_fashion_mnist_examples_raise_no_false_alarm(fashion_mnist_dir, recipe):
+    d = doctor.examine(EXAMPLES / f"{recipe}.toml", budget=120)
     assert d.healthy, d.summary()
 
 

@@ -159,3 +159,12 @@ def test_gradient_clipping_bounds_the_step_and_logs_the_norm():
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm() <= 1e-3 * (1 + 1e-5)   # one SGD step of lr 1 on a gradient clipped to 1e-3
     assert trainer.history[0]["grad_norm"] > 1e-3          # logged before clipping
+
+
+def test_a_fresh_data_pair_is_never_taken_for_an_earlier_one():
+    # (x, y) tuples made for each call: the first one is freed after its fit, and its id may be reused by the next
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    trainer = ds.Trainer(torch.nn.Linear(4, 2), threads=1)
+    trainer.fit((x[:8], y[:8]), epochs=1, batch_size=8, progress=False)
+    trainer.fit((x, y), epochs=1, batch_size=8, progress=False)
+    assert trainer.global_step == 1 + 8 and trainer.history[-1]["step"] == 9

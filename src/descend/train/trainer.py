@@ -119,7 +119,7 @@ class Trainer(Evaluation):
         self._train: Split | None = None
         self.val_data: Split | None = None  # the running fit's validation split (for callbacks)
         self._batch_size: int | str = 128
-        self._plan = None          # (arguments, train split, val split, batches) of the last prepare()
+        self._plan = None          # (train, val, arguments, train split, val split, batches) of the last prepare()
 
     @property
     def checkpoints(self) -> state.Checkpoints | None:
@@ -137,16 +137,18 @@ class Trainer(Evaluation):
         """
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise UserError(f"epochs must be a positive integer, got {epochs!r}")
-        key = (id(train), id(val), epochs, batch_size, shuffle, drop_last)
-        if self._plan is None or self._plan[0] != key:
+        # the plan is reused only for the very same data objects (kept in the plan, so an (x, y) pair made afresh
+        # for a later call can never pass for an earlier one that happened to have the same id)
+        arguments = (epochs, batch_size, shuffle, drop_last)
+        if self._plan is None or self._plan[0] is not train or self._plan[1] is not val or self._plan[2] != arguments:
             split, batches = prepare_data(self, train, "train")
             held = prepare_data(self, val, "val")[1] if val is not None else None
             if batches is None:
                 batches = self._batches(split, batch_size, shuffle=shuffle, drop_last=drop_last)
             if hasattr(self.augment, "check"):  # descend's Augment; any callable (x, generator) -> x is welcome
                 self.augment.check((1, *split.x.shape[1:]), split.x.dtype)
-            self._plan = (key, split, held, batches)
-        _, split, held, batches = self._plan
+            self._plan = (train, val, arguments, split, held, batches)
+        split, held, batches = self._plan[3:]
         self.steps_per_epoch = len(batches)
         if self.schedule is not None and not isinstance(self.schedule, lr.TorchSchedule):
             self.schedule.bind(self.steps_per_epoch, self.steps_per_epoch * epochs)  # over this fit's steps
@@ -169,7 +171,7 @@ class Trainer(Evaluation):
         :class:`~descend.callbacks.ProgressBar` is among the callbacks already).
         """
         self.prepare(train, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
-        _, _, val, batches = self._plan
+        val, batches = self._plan[4:]
         bar = progress_bar(self.callbacks, progress)
         self.callbacks += [bar] if bar is not None else []
         sample = next(iter(batches.epoch(0)))[0]  # a batch, for the thread policy's estimate of a step's work
