@@ -45,10 +45,29 @@ def test_auto_uses_one_thread_on_a_busy_machine(two_threads, monkeypatch):
 
 def test_idle_cores_leaves_out_this_process(monkeypatch):
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(threads, "_runnable_now", lambda: None)  # a system without /proc/loadavg
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.0, 0.0, 0.0))
     assert threads.idle_cores() == 2.0
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.5, 0.0, 0.0))
     assert threads.idle_cores() == 0.5
+
+
+def test_a_machine_quiet_now_is_not_taken_for_busy_by_the_lagging_load_average(monkeypatch):
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.97, 1.5, 1.0))  # a run that ended a moment ago
+    monkeypatch.setattr(threads, "_runnable_now", lambda: 1)                # only this process runs now
+    assert threads.idle_cores() == 2.0
+    monkeypatch.setattr(threads, "_runnable_now", lambda: 3)                # a spinning process is in both
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.2, 1.5, 1.0))
+    assert threads.idle_cores() == pytest.approx(0.8)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # one look at a busy queue: the average
+    monkeypatch.setattr(threads, "_runnable_now", lambda: 4)
+    assert threads.idle_cores() == 2.0
+
+
+def test_the_run_queue_is_read_from_the_system():
+    runnable = threads._runnable_now()
+    assert runnable is None or runnable >= 1  # this process is running while it reads
 
 
 @pytest.mark.parametrize("bad", [0, -1, "two", True])

@@ -5,7 +5,7 @@ op. A small model's step is hundreds of tiny ops, so when another process holds 
 descheduled thread: a 60-epoch wine MLP that trains in 1.9 s on one thread took 10-17 s on two while one other
 process was busy. ``"auto"`` therefore uses one thread when a step is too small to split (under
 :data:`SMALL_STEP_FLOPS`, counted once on one batch) or when the machine has no idle core
-(load average), and leaves torch's own setting (``OMP_NUM_THREADS``, ``torch.set_num_threads``) otherwise. A number
+(:func:`idle_cores`: load average and run queue), and leaves torch's own setting (``OMP_NUM_THREADS``, ``torch.set_num_threads``) otherwise. A number
 asks for exactly that many. The setting is restored when the fit ends.
 """
 
@@ -49,11 +49,31 @@ def step_flops(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def idle_cores() -> float:
-    """Cores this process may use that other processes leave free: the cores less the one-minute load average,
-    less this process's own share of it (one runnable thread, the caller)."""
+    """Cores this process may use that other processes leave free: the cores less the other processes' demand.
+
+    The demand is the smaller of the one-minute load average and the processes runnable right now (both less this
+    process's own thread, the caller): the average alone lags a minute behind, so a fit started just after another
+    one ended would see the finished run as load and give up its second thread; the instantaneous count alone
+    misses a busy process that happens to wait at the moment of the look. A process spinning on a core is in both.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    others = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
-    return max(0.0, cores - others)
+    if not hasattr(os, "getloadavg"):
+        return float(cores)
+    demand = os.getloadavg()[0]
+    runnable = _runnable_now()
+    if runnable is not None:
+        demand = min(demand, runnable)
+    return max(0.0, cores - max(0.0, demand - 1.0))
+
+
+def _runnable_now() -> int | None:
+    """Threads runnable on the whole machine at this instant (the 4th field of /proc/loadavg: running/total), or
+    None where the system does not say."""
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def choose(setting: int | str, model: nn.Module, x: torch.Tensor) -> int:
