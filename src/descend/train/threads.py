@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import torch
 from torch import nn
 
 from ..errors import UserError
 
+LOOKS = 5  # looks at the run queue, 2 ms apart, when a step is large enough for the machine's load to matter
 SMALL_STEP_FLOPS = 5e7  # forward + backward of one batch; below this, one thread is as fast as two on a quiet machine
 
 
@@ -51,29 +53,39 @@ def step_flops(model: nn.Module, x: torch.Tensor) -> float:
 def idle_cores() -> float:
     """Cores this process may use that other processes leave free: the cores less the other processes' demand.
 
-    The demand is the smaller of the one-minute load average and the processes runnable right now (both less this
-    process's own thread, the caller): the average alone lags a minute behind, so a fit started just after another
-    one ended would see the finished run as load and give up its second thread; the instantaneous count alone
-    misses a busy process that happens to wait at the moment of the look. A process spinning on a core is in both.
+    The demand is the smaller of the one-minute load average (less this process's own thread, the caller) and the
+    other processes' threads runnable right now: the average alone lags a minute behind, so a fit started just
+    after another one ended would see the finished run as load and give up its second thread; the instantaneous
+    count alone misses a busy process that happens to wait at the moment of the look. A process spinning on a
+    core is in both.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if not hasattr(os, "getloadavg"):
         return float(cores)
-    demand = os.getloadavg()[0]
-    runnable = _runnable_now()
-    if runnable is not None:
-        demand = min(demand, runnable)
-    return max(0.0, cores - max(0.0, demand - 1.0))
+    others = max(0.0, os.getloadavg()[0] - 1.0)
+    looks = []
+    for _ in range(LOOKS):
+        looks.append(_others_runnable_now())
+        time.sleep(0.002)
+    if None not in looks:  # the fewest over a few milliseconds: a system task's blip is not a busy process
+        others = min(others, min(looks))
+    return max(0.0, cores - others)
 
 
-def _runnable_now() -> int | None:
-    """Threads runnable on the whole machine at this instant (the 4th field of /proc/loadavg: running/total), or
-    None where the system does not say."""
+def _others_runnable_now() -> int | None:
+    """Threads of other processes runnable at this instant: the machine's (4th field of /proc/loadavg,
+    running/total) less this process's own (its OpenMP workers spin, runnable, for a while after each parallel
+    op), or None where the system does not say."""
     try:
         with open("/proc/loadavg") as f:
-            return int(f.read().split()[3].split("/")[0])
+            total = int(f.read().split()[3].split("/")[0])
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as f:
+                own += f.read().rpartition(")")[2].split()[0] == "R"
     except (OSError, ValueError, IndexError):
         return None
+    return max(0, total - own)
 
 
 def choose(setting: int | str, model: nn.Module, x: torch.Tensor) -> int:
