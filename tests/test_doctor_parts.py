@@ -246,3 +246,14 @@ def test_clipping_most_steps_asks_for_a_lower_lr():
     assert [f.id for f in found] == ["aggressive_clipping"]
     assert found[0].evidence["clipped_fraction"] == 0.75 and found[0].fix.changes == {"optimizer.lr": 0.023}
     assert stage2.clipping(stats, 10.0, 0.1) == [] and stage2.clipping(stats, None, 0.1) == []
+
+
+@pytest.mark.parametrize("extra, expected", [({"label_smoothing": 0.1}, "cross_entropy"),
+                                             ({"class_weights": [1.0] * 10}, "cross_entropy")])
+def test_the_loss_at_init_is_judged_with_label_smoothing_or_class_weights(extra, expected):
+    # the recipe's label smoothing or class weights make torch's CrossEntropyLoss module, still cross-entropy
+    from descend.doctor.subject import from_config
+    raw = {"name": "d", "data": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]}, "train": extra}
+    findings, evidence = stage1.initial_loss(from_config(config.validate(raw)))
+    assert evidence["loss"] == expected and abs(evidence["initial_loss"] - math.log(10)) < 0.7 and not findings
+    assert stage1.builtin_loss_name(lambda out, y: out.sum()) is None

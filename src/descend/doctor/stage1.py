@@ -37,7 +37,9 @@ def initial_loss(subject: Subject, unscaled: bool = False) -> tuple[list[Finding
     """
     trainer = subject.make(None)
     model, train = trainer.model, subject.data.train
-    loss_name = resolve_loss(trainer.loss, train.task)
+    loss_name = builtin_loss_name(resolve_loss(trainer.loss, train.task))
+    if loss_name is None:  # the user's own loss: no known value at initialisation to compare with
+        return [], {"loss": "custom"}
     x, y = train.x[:512].to(trainer.device), train.y[:512].to(trainer.device)
     model.to(trainer.device).train()
     out = model(x).float()
@@ -84,6 +86,16 @@ def initial_loss(subject: Subject, unscaled: bool = False) -> tuple[list[Finding
     if off > 0.5 and abs(value - expected) > 0.7:
         return [_init_scale(value, expected, evidence, subject, unscaled)], evidence
     return [], evidence
+
+
+# torch's modules of the built-in losses: a recipe's label smoothing or class weights make a CrossEntropyLoss
+_MODULES = {nn.CrossEntropyLoss: "cross_entropy", nn.BCEWithLogitsLoss: "binary_cross_entropy", nn.MSELoss: "mse",
+            nn.L1Loss: "mae"}
+
+
+def builtin_loss_name(loss) -> str | None:
+    """The built-in loss that ``loss`` (a name or a torch loss module) computes, or None for the user's own."""
+    return loss if isinstance(loss, str) else _MODULES.get(type(loss))
 
 
 def _init_scale(value: float, expected: float, evidence: dict, subject: Subject, unscaled: bool) -> Finding:

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ def channels_last(model: nn.Module, split: Split) -> Split:
         raise UserError(f"channels_last is for 2-D convolutional models on image batches (N, C, H, W); these "
                         f"inputs have per-sample shape {tuple(split.x.shape[1:])}: set channels_last = false")
     model.to(memory_format=torch.channels_last)
-    return Split(split.x.contiguous(memory_format=torch.channels_last), split.y, split.task, split.num_classes)
+    return replace(split, x=split.x.contiguous(memory_format=torch.channels_last))
 
 
 def compiled(model: nn.Module) -> nn.Module:
