@@ -74,8 +74,9 @@ def test_speed_fields_are_booleans(tmp_path, capsys, field, value):
 def test_compile_trains_one_model_with_the_plain_losses():
     plain, expected = _fit()
     compiled, losses = _fit(compile=True)
-    # Inductor fuses the batch-norm and optimizer-free forward into other kernels: float32 reassociation only
-    assert losses == pytest.approx(expected, rel=1e-4)
+    # Inductor fuses batch norm and the activations into generated kernels: float32 reassociation only, which 12
+    # SGD steps through batch norm on batches of 64 grow to 1.8e-4 measured (as for channels-last above)
+    assert losses == pytest.approx(expected, rel=1e-3)
     assert list(compiled.model.state_dict()) == list(plain.model.state_dict())  # no "_orig_mod." prefix
     for a, b in zip(compiled.model.parameters(), plain.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
