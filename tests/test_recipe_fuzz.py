@@ -110,7 +110,7 @@ TRAIN = section({"epochs": field(st.sampled_from([1, 2, 10**9])), "batch_size": 
     "loss": field(st.sampled_from(["cross_entropy", "mse", "binary_cross_entropy"])), "device": field(st.just("cpu")),
     "clip_grad_norm": field(st.sampled_from([0.1, 1.0, 1e30])), "log_every": field(st.integers(1, 5)),
     "checkpoint_every": field(st.sampled_from([1, 10**9])), "checkpoint_unit": field(st.sampled_from(
-        ["epoch", "step"])), "deterministic": field(st.booleans())})
+        ["epoch", "step"])), "deterministic": field(st.booleans()), "channels_last": field(st.booleans())})
 OPTIMIZER = section({"name": field(st.sampled_from(["sgd", "momentum", "adam", "adamw", "rmsprop", "newton"])),
                      "lr": field(st.sampled_from([1e-3, 0.1, 1e30])), "weight_decay": field(st.sampled_from(
                          [0.0, 0.01]))})
