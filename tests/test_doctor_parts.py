@@ -257,3 +257,13 @@ def test_the_loss_at_init_is_judged_with_label_smoothing_or_class_weights(extra,
     findings, evidence = stage1.initial_loss(from_config(config.validate(raw)))
     assert evidence["loss"] == expected and abs(evidence["initial_loss"] - math.log(10)) < 0.7 and not findings
     assert stage1.builtin_loss_name(lambda out, y: out.sum()) is None
+
+
+def test_the_loss_floor_of_label_smoothing_is_what_the_best_model_reaches():
+    loss, classes = nn.CrossEntropyLoss(label_smoothing=0.1), 10
+    floor = stage1.loss_floor(loss, classes)
+    q = torch.full((1, classes), 0.1 / classes)
+    q[0, 3] += 0.9                               # the smoothed target: the best prediction there is
+    assert loss(q.log(), torch.tensor([3])).item() == pytest.approx(floor, rel=1e-6)
+    assert floor == pytest.approx(0.5003, abs=1e-4)
+    assert stage1.loss_floor(nn.CrossEntropyLoss(), classes) == 0.0 and stage1.loss_floor("cross_entropy", 10) == 0.0

@@ -119,14 +119,15 @@ def overfit_subset(subject: Subject, deadline: float) -> tuple[list[Finding], di
     subset = train.subset(list(range(min(SUBSET, len(train)))))
     trainer = Trainer(base.model, loss=base.loss, optimizer=optim.create("adam", lr=SUBSET_LR), device=base.device,
                       seed=0)
+    floor = loss_floor(base.loss, train.num_classes)  # judged above the least value the loss can take
     result = probe(trainer, subset, deadline=deadline, steps=SUBSET_STEPS, batch_size="full",
-                   stop_if=lambda losses: _recent(losses) < 0.02 * losses[0])
+                   stop_if=lambda losses: _recent(losses) - floor < 0.02 * (losses[0] - floor))
     # judged in training mode, as it trains: batch norm's running statistics lag behind a few fast steps
     first = result.losses[0] if result.losses else math.nan
     final = _recent(result.losses) if result.diverged_at is None and result.losses else math.nan
-    ratio = final / first if first > 0 else math.nan
+    ratio = (final - floor) / (first - floor) if first > floor else math.nan
     evidence = {"samples": len(subset), "steps": len(result.losses), "optimizer": f"adam lr={SUBSET_LR}",
-                "initial_loss": first, "final_loss": final, "final_over_initial": ratio}
+                "initial_loss": first, "final_loss": final, "loss_floor": floor, "final_over_initial": ratio}
     curve = {"title": f"overfitting {len(subset)} samples", "xlabel": "step", "ylabel": "training loss",
              "ylog": True, "series": {"loss": (list(range(len(result.losses))), result.losses)}}
     if math.isfinite(ratio) and ratio < 0.1:
@@ -139,6 +140,16 @@ def overfit_subset(subject: Subject, deadline: float) -> tuple[list[Finding], di
                     "capacity", evidence, Fix("check the head and the loss first (logits into cross-entropy), then "
                                               "give the model more capacity (wider or more layers)"), curve)], \
         evidence, result.cut_short
+
+
+def loss_floor(loss, classes: int | None) -> float:
+    """The least value the loss can take: 0, but with label smoothing ε over C classes the entropy of the smoothed
+    targets (1 − ε + ε/C on the label, ε/C elsewhere; Szegedy et al. 2016), which no model goes below."""
+    eps = loss.label_smoothing if isinstance(loss, nn.CrossEntropyLoss) else 0.0
+    if not eps or not classes or classes < 2:
+        return 0.0
+    high, low = 1 - eps + eps / classes, eps / classes
+    return -(high * math.log(high) + (classes - 1) * low * math.log(low))
 
 
 def _recent(losses: list[float]) -> float:
