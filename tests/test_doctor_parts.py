@@ -15,6 +15,7 @@ from descend.doctor import data_checks, fix, lr_range, report, stage1, stage2
 from descend.doctor.findings import Budget, Check, Diagnosis, Finding, Fix, rank
 from descend.doctor.subject import Probe, Subject
 from descend.errors import UserError
+from descend.train.metrics import builtin_loss_name
 
 
 def sweep_curve(lrs, best=1e-2, blow=1.0, spike_at=None):
@@ -256,7 +257,7 @@ def test_the_loss_at_init_is_judged_with_label_smoothing_or_class_weights(extra,
     raw = {"name": "d", "data": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]}, "train": extra}
     findings, evidence = stage1.initial_loss(from_config(config.validate(raw)))
     assert evidence["loss"] == expected and abs(evidence["initial_loss"] - math.log(10)) < 0.7 and not findings
-    assert stage1.builtin_loss_name(lambda out, y: out.sum()) is None
+    assert builtin_loss_name(lambda out, y: out.sum()) is None
 
 
 def test_the_loss_floor_of_label_smoothing_is_what_the_best_model_reaches():

@@ -18,7 +18,7 @@ from torch import nn
 from .. import optim
 from ..train import Trainer
 from ..train.callbacks import Callback
-from ..train.metrics import LOSSES, resolve_loss
+from ..train.metrics import LOSSES, builtin_loss_name, resolve_loss
 from .findings import Finding, Fix
 from .subject import Subject, probe
 
@@ -86,16 +86,6 @@ def initial_loss(subject: Subject, unscaled: bool = False) -> tuple[list[Finding
     if off > 0.5 and abs(value - expected) > 0.7:
         return [_init_scale(value, expected, evidence, subject, unscaled)], evidence
     return [], evidence
-
-
-# torch's modules of the built-in losses: a recipe's label smoothing or class weights make a CrossEntropyLoss
-_MODULES = {nn.CrossEntropyLoss: "cross_entropy", nn.BCEWithLogitsLoss: "binary_cross_entropy", nn.MSELoss: "mse",
-            nn.L1Loss: "mae"}
-
-
-def builtin_loss_name(loss) -> str | None:
-    """The built-in loss that ``loss`` (a name or a torch loss module) computes, or None for the user's own."""
-    return loss if isinstance(loss, str) else _MODULES.get(type(loss))
 
 
 def _init_scale(value: float, expected: float, evidence: dict, subject: Subject, unscaled: bool) -> Finding:

@@ -74,9 +74,19 @@ def loss_function(loss):
     return loss
 
 
+# torch's modules of the built-in losses: a recipe's label smoothing or class weights make a CrossEntropyLoss
+_MODULES = {nn.CrossEntropyLoss: "cross_entropy", nn.BCEWithLogitsLoss: "binary_cross_entropy", nn.MSELoss: "mse",
+            nn.L1Loss: "mae"}
+
+
+def builtin_loss_name(loss) -> str | None:
+    """The built-in loss that ``loss`` (a name or a torch loss module) computes, or None for the user's own."""
+    return loss if isinstance(loss, str) else _MODULES.get(type(loss))
+
+
 def is_binary(loss) -> bool:
     """Whether the loss takes one logit per sample (binary cross-entropy)."""
-    return loss == "binary_cross_entropy" or isinstance(loss, nn.BCEWithLogitsLoss)
+    return builtin_loss_name(loss) == "binary_cross_entropy"
 
 
 def make_loss(name: str | None, task: str, *, label_smoothing: float = 0.0, class_weights=None):
