@@ -11,6 +11,8 @@ import torch
 torch.set_num_threads(2)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+pytest_plugins = ["datafiles"]  # fixtures of the data tests
+
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 

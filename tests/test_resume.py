@@ -244,7 +244,7 @@ def test_a_signal_in_python_stops_at_a_step_boundary_as_a_keyboard_interrupt(tmp
     class CtrlCAt(Callback):
         def on_batch_end(self, trainer):
             if trainer.global_step == 4:
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)  # delivered to this thread, before it returns
 
     trainer = make_trainer(tmp_path, unit="epoch", callbacks=[CtrlCAt()])
     data = ds.data.load("iris", seed=0)
