@@ -36,7 +36,7 @@ def _model():
 
 
 def _same_trajectory(fast, plain, start, losses, expected):
-    """Float32 reassociation only: measured 1.5e-6 of the distance the weights travelled, losses within 1e-6."""
+    """Float32 reassociation only: measured 1.5e-6 of the distance the weights travelled, losses within 1e-7."""
     assert losses == pytest.approx(expected, rel=1e-5)
     assert list(fast.model.state_dict()) == list(plain.model.state_dict())  # no "_orig_mod." prefix
     moved, apart = (_flat(plain.model) - start.weights).norm(), (_flat(fast.model) - _flat(plain.model)).norm()
