@@ -13,7 +13,7 @@ from descend import config
 from descend.data import DataBundle, DatasetInfo, Split
 from descend.doctor import data_checks, fix, lr_range, report, stage1, stage2
 from descend.doctor.findings import Budget, Check, Diagnosis, Finding, Fix, rank
-from descend.doctor.subject import Probe, Subject
+from descend.doctor.subject import Probe, Subject, from_config
 from descend.errors import UserError
 from descend.train.metrics import builtin_loss_name
 
@@ -253,7 +253,6 @@ def test_clipping_most_steps_asks_for_a_lower_lr():
                                              ({"class_weights": [1.0] * 10}, "cross_entropy")])
 def test_the_loss_at_init_is_judged_with_label_smoothing_or_class_weights(extra, expected):
     # the recipe's label smoothing or class weights make torch's CrossEntropyLoss module, still cross-entropy
-    from descend.doctor.subject import from_config
     raw = {"name": "d", "data": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]}, "train": extra}
     findings, evidence = stage1.initial_loss(from_config(config.validate(raw)))
     assert evidence["loss"] == expected and abs(evidence["initial_loss"] - math.log(10)) < 0.7 and not findings

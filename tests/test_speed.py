@@ -61,15 +61,20 @@ def test_channels_last_trains_in_nhwc_with_the_plain_losses():
     _same_trajectory(nhwc, plain, start, losses, expected)
 
 
-def test_channels_last_gives_the_same_gradients():
+def _same_gradients(speed_up, x=X[:64]):
+    """One backward pass of a model and of ``speed_up(its copy)`` on ``x``: float32 reassociation only."""
     torch.manual_seed(0)
     model = _model().build((3, 12, 12), 4)
-    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    x = X[:64].contiguous(memory_format=torch.channels_last)
-    for m, inputs in ((model, X[:64]), (nhwc, x)):
+    twin = copy.deepcopy(model)
+    for m, inputs in ((model, X[:64]), (speed_up(twin), x)):
         torch.nn.functional.cross_entropy(m(inputs), Y[:64]).backward()
-    for a, b in zip(model.parameters(), nhwc.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6)  # float32 reassociation only
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_channels_last_gives_the_same_gradients():
+    _same_gradients(lambda m: m.to(memory_format=torch.channels_last),
+                    X[:64].contiguous(memory_format=torch.channels_last))
 
 
 def test_channels_last_is_refused_for_inputs_that_are_not_images():
@@ -105,11 +110,4 @@ def test_compile_trains_one_model_with_the_plain_losses():
 
 @pytest.mark.slow
 def test_compile_gives_the_same_gradients():
-    torch.manual_seed(0)
-    model = _model().build((3, 12, 12), 4)
-    twin = copy.deepcopy(model)
-    fast = torch.compile(twin)
-    for m in (model, fast):
-        torch.nn.functional.cross_entropy(m(X[:64]), Y[:64]).backward()
-    for a, b in zip(model.parameters(), twin.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6)  # float32 reassociation only
+    _same_gradients(torch.compile)  # the compiled module shares the copy's parameters
