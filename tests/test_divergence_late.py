@@ -11,6 +11,7 @@ from torch import nn
 from descend.errors import DivergenceError
 from descend.train import Trainer
 from descend.train.callbacks import Callback
+from descend.train.divergence import all_finite
 
 
 class _Poison(Callback):
@@ -44,3 +45,22 @@ def test_a_validation_loss_that_overflows_is_divergence():
                       device="cpu")
     with pytest.raises(DivergenceError, match=r"the validation loss is (nan|inf) after step 4 \(epoch 1\)"):
         trainer.fit(_data(), _data(8), epochs=2, batch_size=8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_all_finite_finds_one_non_finite_value_in_any_float_dtype(dtype, bad):
+    tensors = [torch.randn(3, 5).to(dtype), torch.randn(40).to(dtype), torch.zeros(0, dtype=dtype),
+               torch.arange(6)]  # integers and empty tensors hold nothing non-finite
+    assert all_finite(tensors)
+    tensors[1][17] = bad
+    assert not all_finite(tensors)
+
+
+def test_all_finite_is_exact_where_a_float64_sum_overflows():
+    # float32/16 maxima can never sum past the float64 range; float64 maxima can, and are still finite
+    assert all_finite([torch.full((1000,), torch.finfo(torch.float32).max), torch.full((3,), 65504.0).half()])
+    huge = torch.full((4,), torch.finfo(torch.float64).max, dtype=torch.float64)
+    assert huge.sum().isinf() and all_finite([huge])
+    huge[2] = float("nan")
+    assert not all_finite([huge])

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from descend.errors import DivergenceError
 from descend.train.divergence import Watch
+from descend.train.metric_fns import predicted_class
 from descend.train.metrics import MetricSums
 
 
@@ -72,3 +73,18 @@ def test_the_watch_names_the_first_non_finite_step_and_keeps_raising():
     for _ in range(2):
         with pytest.raises(DivergenceError, match=r"step 14 \(epoch 2\); the last finite loss was 0.25"):
             watch.check(_Trainer(1))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows, classes", [(7, 3), (4096, 10), (3000, 1000)])
+def test_the_predicted_class_is_argmax_with_ties_and_nan(rows, classes, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = torch.randint(0, 3, (rows, classes), generator=torch.Generator().manual_seed(rows)).float()  # ties
+        out[::7, 1], out[::11, classes - 1] = math.nan, math.nan
+        assert torch.equal(predicted_class(out), out.argmax(dim=1))
+    finally:
+        torch.set_num_threads(before)
+    logit = torch.tensor([[-0.5], [0.0], [2.0]])
+    assert predicted_class(logit).tolist() == [0, 0, 1]  # one output unit: logit > 0

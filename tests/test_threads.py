@@ -66,6 +66,17 @@ def test_a_machine_quiet_now_is_not_taken_for_busy_by_the_lagging_load_average(m
     assert threads.idle_cores() == 2.0
 
 
+def test_a_quiet_load_average_needs_no_look_at_the_run_queue(monkeypatch):
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.9, 1.0, 1.0))  # this process alone
+
+    def look():
+        raise AssertionError("looked at the run queue")
+
+    monkeypatch.setattr(threads, "_others_runnable_now", look)
+    assert threads.idle_cores() == 2.0
+
+
 def test_the_run_queue_leaves_out_this_process_s_own_threads():
     torch.set_num_threads(2)
     torch.randn(512, 512) @ torch.randn(512, 512)  # OpenMP workers now spin, runnable, for a while

@@ -11,6 +11,7 @@ from torch import nn
 import descend as ds
 from descend.data import Split
 from descend.train.callbacks import Callback
+from descend.train.rng import seed_torch
 
 
 def blobs(n=64, d=5, classes=3, seed=0):
@@ -62,6 +63,14 @@ def test_model_spec_is_built_from_the_data_with_the_seed():
         trainer.fit(blobs(), epochs=1, batch_size=32)
         weights.append(torch.cat([p.flatten() for p in trainer.model.parameters()]))
     assert torch.equal(weights[0], weights[1])
+
+
+def test_seeding_draws_what_torch_manual_seed_draws():
+    """descend seeds only the back-ends present (torch.manual_seed also queues seedings for absent ones)."""
+    seed_torch(11)
+    ours = torch.rand(5), torch.randn(3)
+    torch.manual_seed(11)
+    assert torch.equal(ours[0], torch.rand(5)) and torch.equal(ours[1], torch.randn(3))
 
 
 def test_regression_metrics_match_their_formulas():

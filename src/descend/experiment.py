@@ -31,6 +31,7 @@ from .train import History, Trainer
 from .train.callbacks import EarlyStopping
 from .train.checks import resolve_device
 from .train.metrics import make_loss, num_outputs
+from .train.rng import seed_torch
 
 
 @contextlib.contextmanager
@@ -62,7 +63,7 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
     with _section("train"):
         loss = recipe_loss(c, info.task, info.num_classes)
     with _section("model"):
-        torch.manual_seed(c.seed)
+        seed_torch(c.seed)
         model = models.build(c.model.name, info.input_shape,
                              num_outputs(loss, info.task, info.num_classes, bundle.train.y), **c.model.options)
     if c.schedule is not None:

@@ -31,6 +31,8 @@ from .data.loader import check_targets
 from .data.scaling import Scaler, as_float_inputs
 from .errors import UserError
 from .train.checkpoint import load_weights
+from .train.divergence import all_finite
+from .train.metric_fns import predicted_class
 from .train.history import History
 
 INFERENCE_FILE = "inference.json"
@@ -122,7 +124,7 @@ class LoadedRun:
         if tuple(t.shape[1:]) != want:
             raise UserError(f"the inputs have shape {tuple(t.shape)}; this model takes rows of shape {want} "
                             f"(N, {', '.join(map(str, want))})")
-        if not bool(torch.isfinite(t).all()):
+        if not all_finite([t]):
             bad = int((~torch.isfinite(t)).any(dim=tuple(range(1, t.dim()))).nonzero()[0])
             raise UserError(f"the inputs hold NaN or infinite values (first in row {bad}); clean or impute them")
         scaler = self.scaler
@@ -141,7 +143,7 @@ class LoadedRun:
         out = self.outputs(x, batch_size=batch_size)
         if self.task != "classification":
             return (out[:, 0] if out.shape[1] == 1 else out).numpy()
-        codes = (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(dim=1)
+        codes = predicted_class(out)
         return labels.decode(codes.numpy(), self.record["labels"])
 
     def predict_proba(self, x, *, batch_size: int = 1024) -> np.ndarray:

@@ -105,9 +105,8 @@ class Batches:
 
     def _slices(self, order: torch.Tensor, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = order.to(self.split.x.device)  # one host-to-device copy per epoch
-        x, y, b = self.split.x, self.split.y, self.batch_size
-        for i in range(start, len(self)):
-            idx = order[i * b : (i + 1) * b]
+        x, y = self.split.x, self.split.y
+        for idx in order.split(self.batch_size)[start:len(self)]:  # the epoch's index views, made in one op
             yield x.index_select(0, idx), y.index_select(0, idx)
 
 

@@ -32,9 +32,8 @@ class ShardedBatches(Batches):
 
     def _slices(self, order: torch.Tensor, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = order.to(self.split.x.device)  # one host-to-device copy per epoch
-        x, y, b = self.split.x, self.split.y, self.batch_size
-        for i in range(start, len(self)):
-            batch = order[i * b : (i + 1) * b]
+        x, y = self.split.x, self.split.y
+        for batch in order.split(self.batch_size)[start:len(self)]:
             chunk = batch.tensor_split(self.world)[self.rank]
             self.weight = len(chunk) / len(batch)
             yield x.index_select(0, chunk), y.index_select(0, chunk)

@@ -12,6 +12,7 @@ from torch import nn
 from ..data import Split
 from ..train import Trainer
 from ..train.metrics import MetricSums
+from ..train.rng import seed_torch
 from .sharding import ShardedBatches
 
 
@@ -94,7 +95,7 @@ class DistributedTrainer(Trainer):
             # dropout and augmentation: a different stream on every rank, drawn afresh from (seed, rank, epoch) at
             # every epoch start, so a run resumed from an epoch's checkpoint continues every rank's stream exactly
             state = np.random.SeedSequence([self.seed, self.rank, self.epoch]).generate_state(1, dtype=np.uint64)
-            torch.manual_seed(int(state[0]))
+            seed_torch(int(state[0]))
             self._augment_rng.manual_seed(int(state[0]))
         super()._run_epoch(batches, val)
 

@@ -11,6 +11,7 @@ import torch
 from descend import atomic
 from descend.errors import UserError
 from descend.report import html
+from descend.train.metric_fns import predicted_class
 
 MAX_POINTS = 2000  # predicted-vs-true points kept in predictions.json
 
@@ -21,7 +22,7 @@ def predictions(trainer, split, task: str, class_names=None) -> dict:
     out = trainer.predict(split.x)
     if task == "classification":
         k = int(split.num_classes or out.shape[1])
-        guess = out.argmax(dim=1) if out.ndim == 2 and out.shape[1] > 1 else (out.reshape(-1) > 0).long()
+        guess = predicted_class(out)
         matrix = torch.zeros(k, k, dtype=torch.long)
         matrix.index_put_((split.y.reshape(-1).cpu().long(), guess.cpu()), torch.ones_like(guess.cpu()),
                           accumulate=True)

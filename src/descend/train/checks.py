@@ -15,7 +15,8 @@ from torch import nn
 
 from ..data import Split
 from ..errors import UserError
-from . import metric_fns, speed
+from . import metric_fns, rng, speed
+from .divergence import all_finite
 from .metrics import loss_function, num_outputs, resolve_loss
 from .streams import Stream, is_stream
 
@@ -59,7 +60,7 @@ def check_data(split: Split, loss: str, outputs: int) -> None:
     """Non-empty, finite inputs, and class labels the loss can take."""
     if len(split) == 0:
         raise UserError("the data is empty: no samples to train or evaluate on")
-    if not bool(torch.isfinite(split.x).all()):
+    if not all_finite([split.x]):
         raise UserError("the inputs contain NaN or infinite values; clean or impute them before training")
     if split.task == "classification":
         lo, hi = int(split.y.min()), int(split.y.max())
@@ -145,7 +146,7 @@ def prepare_split(trainer, split: Split) -> Split:
     outputs = num_outputs(trainer.loss, split.task, split.num_classes, split.y)
     check_data(split, trainer.loss, outputs)
     if trainer.model is None:
-        torch.manual_seed(trainer.seed)
+        rng.seed_torch(trainer.seed)
         trainer.model = trainer._model_spec.build(tuple(split.x.shape[1:]), outputs)
     trainer.model.to(trainer.device)
     if trainer.optimizer is None:

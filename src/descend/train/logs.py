@@ -143,5 +143,16 @@ def progress_bar(callbacks, progress: bool | None) -> ProgressBar | None:
     notebook; none when one is among ``callbacks`` already or ``progress=False``."""
     if progress is False or any(isinstance(cb, ProgressBar) for cb in callbacks):
         return None
-    bar = ProgressBar()
-    return bar if progress or not bar.plain else None
+    return ProgressBar() if progress or _interactive(sys.stdout) else None
+
+
+_last_look: tuple = (None, False)  # (stream, whether it is a terminal or notebook): rich takes ~0.1 ms to tell
+
+
+def _interactive(stream) -> bool:
+    """Whether ``stream`` shows a live bar (a terminal, or a notebook), as rich judges it; remembered per stream."""
+    global _last_look
+    if _last_look[0] is not stream:
+        console = Console(file=stream)
+        _last_look = (stream, console.is_terminal or console.is_jupyter)
+    return _last_look[1]

@@ -36,6 +36,17 @@ NAMED = {"precision": "classification", "recall": "classification", "f1": "class
 _TOP_K = re.compile(r"top(\d+)_accuracy$")
 
 
+def predicted_class(out: torch.Tensor) -> torch.Tensor:
+    """The predicted class of each row of logits: the first largest, or logit > 0 for one output unit.
+
+    ``max(dim=1).indices`` is ``argmax(dim=1)`` (first maximum, NaN counts as largest), about twice as fast on the
+    CPU for the few columns of a classifier's outputs.
+    """
+    if out.dim() < 2 or out.shape[1] == 1:
+        return (out.reshape(-1) > 0).long()
+    return out.max(dim=1).indices
+
+
 def check(metrics, task: str) -> list:
     """The requested metrics for ``task``, checked (names known and fitting the task; callables as they are)."""
     if isinstance(metrics, (str, bytes)) or not hasattr(metrics, "__iter__"):
@@ -93,7 +104,7 @@ class Accumulator:
                                                       device=out.device)])
         else:  # precision / recall / f1: the confusion matrix, rows true class, columns predicted
             k = max(out.shape[1], 2)
-            pred = (out.reshape(-1) > 0).long() if out.shape[1] == 1 else out.argmax(dim=1)
+            pred = predicted_class(out)
             part = torch.bincount(y.reshape(-1) * k + pred, minlength=k * k).double()
         self.state = part if self.state is None else self.state + part
 

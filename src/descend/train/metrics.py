@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .metric_fns import Accumulator
+from .metric_fns import Accumulator, predicted_class
 
 
 def _bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -152,8 +152,7 @@ class MetricSums:
         out, y = torch.cat([o.float() for o in outs]), torch.cat(ys)
         zero = torch.zeros((), dtype=torch.float64, device=out.device)
         if self.classification:
-            pred = (out.reshape(-1) > 0).long() if out.shape[1] == 1 else out.argmax(dim=1)
-            a, b, sy, syy = (pred == y).sum().double(), zero, zero, zero
+            a, b, sy, syy = (predicted_class(out) == y).sum().double(), zero, zero, zero
         else:
             y = y.reshape(out.shape).double()
             err = out.double() - y

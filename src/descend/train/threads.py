@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import UserError
 
-LOOKS = 5  # looks at the run queue, 2 ms apart, when a step is large enough for the machine's load to matter
+LOOKS = 3  # looks at the run queue, 1 ms apart, when a step is large enough for the machine's load to matter
 SMALL_STEP_FLOPS = 5e7  # forward + backward of one batch; below this, one thread is as fast as two on a quiet machine
 
 
@@ -63,10 +63,12 @@ def idle_cores() -> float:
     if not hasattr(os, "getloadavg"):
         return float(cores)
     others = max(0.0, os.getloadavg()[0] - 1.0)
+    if others == 0:  # the looks could only lower the demand further
+        return float(cores)
     looks = []
     for _ in range(LOOKS):
         looks.append(_others_runnable_now())
-        time.sleep(0.002)
+        time.sleep(0.001)
     if None not in looks:  # the fewest over a few milliseconds: a system task's blip is not a busy process
         others = min(others, min(looks))
     return max(0.0, cores - others)
@@ -88,21 +90,22 @@ def _others_runnable_now() -> int | None:
     return max(0, total - own)
 
 
-def choose(setting: int | str, model: nn.Module, x: torch.Tensor) -> int:
-    """The number of threads for training ``model`` on batches like ``x`` (see the module's docstring)."""
+def choose(setting: int | str, model: nn.Module, x: torch.Tensor | None) -> int:
+    """The number of threads for training ``model`` on batches like ``x`` (see the module's docstring; ``x`` is
+    needed for ``"auto"`` only, and None means the training does not run on the CPU)."""
     if setting != "auto":
         if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
             raise UserError(f"threads must be a positive integer or 'auto', got {setting!r}")
         return setting
     current = torch.get_num_threads()
-    if current == 1 or x.device.type != "cpu":
+    if current == 1 or x is None or x.device.type != "cpu":
         return current
     if step_flops(model, x) < SMALL_STEP_FLOPS or idle_cores() < current:
         return 1
     return current
 
 
-def use(setting: int | str, model: nn.Module, x: torch.Tensor):
+def use(setting: int | str, model: nn.Module, x: torch.Tensor | None):
     """Run the block with the chosen number of intra-op threads, then restore torch's setting."""
     return fixed(choose(setting, model, x))
 
@@ -111,6 +114,9 @@ def use(setting: int | str, model: nn.Module, x: torch.Tensor):
 def fixed(count: int):
     """Run the block on ``count`` intra-op threads, then restore torch's setting."""
     before = torch.get_num_threads()
+    if count == before:  # nothing to set or restore (torch.set_num_threads reconfigures OpenMP and MKL each call)
+        yield
+        return
     torch.set_num_threads(count)
     try:
         yield

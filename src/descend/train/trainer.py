@@ -21,7 +21,7 @@ from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
 from ..options import Boolean, Either, OneOf, Option, Optional, declare, integer, number
-from . import checkpoint, divergence, lr, speed, state, threads
+from . import checkpoint, divergence, lr, rng, speed, state, threads
 from .callbacks import EVENTS, Callback
 from .checks import logged_names, prepare_data, require_logged, resolve_device, schedule_monitor
 from .clipping import clip_gradients
@@ -174,7 +174,8 @@ class Trainer(Evaluation):
         val, batches = self._plan[4:]
         bar = progress_bar(self.callbacks, progress)
         self.callbacks += [bar] if bar is not None else []
-        sample = next(iter(batches.epoch(0)))[0]  # a batch, for the thread policy's estimate of a step's work
+        # a batch, for the "auto" thread policy's estimate of a step's work on the CPU
+        sample = next(iter(batches.epoch(0)))[0] if self.threads == "auto" and self.device.type == "cpu" else None
         with self._determinism(), state.stop_on_signals(self), threads.use(self.threads, self.model, sample):
             self._start(batches, epochs)
             if resume is not None:
@@ -342,7 +343,7 @@ class Trainer(Evaluation):
         continuing = bool(self.history)
         if not continuing:
             self.epoch, self.global_step, self.history = 0, 0, History()
-            torch.manual_seed(self.seed)
+            rng.seed_torch(self.seed)
             self._augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
         self.fit_start_epoch, self.fit_start_step = self.epoch, self.global_step
         self.end_epoch = self.epoch + epochs
