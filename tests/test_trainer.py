@@ -177,3 +177,20 @@ def test_a_fresh_data_pair_is_never_taken_for_an_earlier_one():
     trainer.fit((x[:8], y[:8]), epochs=1, batch_size=8, progress=False)
     trainer.fit((x, y), epochs=1, batch_size=8, progress=False)
     assert trainer.global_step == 1 + 8 and trainer.history[-1]["step"] == 9
+
+
+def test_evaluation_reads_the_data_in_batches_and_puts_the_mode_back():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+    trainer, data = ds.Trainer(model, device="cpu"), blobs(n=70)
+    with torch.no_grad():
+        out = model.eval()(data.x)
+    want = {"loss": torch.nn.functional.cross_entropy(out, data.y).item(),
+            "accuracy": (out.argmax(1) == data.y).double().mean().item()}
+    model.train()
+    for batch_size in (1, 16, 70, 1024):
+        assert trainer.evaluate(data, batch_size=batch_size) == pytest.approx(want, rel=1e-6)
+        assert model.training
+    with pytest.raises(ds.UserError, match="batch_size must be a positive integer, got 0"):
+        trainer.evaluate(data, batch_size=0)
+    assert model.training and torch.equal(data.x, blobs(n=70).x)  # the data read as views is untouched

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data import Batches, Split
+from ..data import Split
 from ..errors import UserError
 from .checks import prepare_data
 from .streams import Stream
@@ -23,15 +23,16 @@ class Evaluation:
 
     @torch.inference_mode()
     def _evaluate(self, data: Split | Stream, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
-        was_training = self.model.training
+        batches = data.epoch(0) if isinstance(data, Stream) else in_order(data, batch_size)
+        sums, was_training = self._metric_sums(), self.model.training
         self.model.eval()
-        sums = self._metric_sums()
-        batches = data if isinstance(data, Stream) else Batches(data, min(batch_size, len(data)), shuffle=False)
-        for x, y in batches.epoch(0):
-            with self._autocast():
-                out = self.model(x)
-                sums.update(out, y, self._loss_fn(out, y))
-        self.model.train(was_training)
+        try:
+            for x, y in batches:
+                with self._autocast():
+                    out = self.model(x)
+                    sums.update(out, y, self._loss_fn(out, y))
+        finally:
+            self.model.train(was_training)
         return sums.compute(prefix)
 
     @torch.inference_mode()
@@ -47,3 +48,10 @@ class Evaluation:
                     for i in range(0, len(x), batch_size)]
         self.model.train(was_training)
         return torch.cat(outs).to(x.device)
+
+
+def in_order(split: Split, batch_size: int):
+    """The split's ``(x, y)`` batches in order, as views (evaluation reads them; gathering copies would cost)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return ((split.x[i:i + batch_size], split.y[i:i + batch_size]) for i in range(0, len(split), batch_size))
