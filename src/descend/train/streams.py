@@ -11,11 +11,15 @@ What that costs, against in-memory data (a :class:`~descend.data.Split`, sliced 
   per epoch): a resumed run reads and skips the batches done before the stop;
 - a classifier's number of classes is the width of the model's output, so the model must be a ready
   ``torch.nn.Module`` (build a spec with ``spec.build(input_shape, num_classes)``).
+
+On a CUDA device each batch is copied from pinned (page-locked) host memory on a side stream, one batch ahead
+(:func:`one_ahead`): the copy of batch i + 1 runs while batch i trains, and the compute stream waits for a batch's
+copy only when it uses it. A loader with ``pin_memory=True`` saves the pinning copy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -40,6 +44,7 @@ class Stream:
             raise UserError("the training data is a one-shot iterator (a generator?); give a DataLoader, a list of "
                             "(x, y) batches, or an object whose __iter__ starts over every epoch")
         self.source, self.device = source, device
+        self._side = None  # the CUDA stream batches are copied on
         self._len = len(source) if hasattr(source, "__len__") else sum(1 for _ in source)  # one counting pass
         if self._len == 0:
             raise UserError("the data has no batches")
@@ -49,16 +54,37 @@ class Stream:
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of an epoch from batch ``start`` on (earlier ones are read and skipped)."""
-        for index, batch in enumerate(self.source):
-            if index >= start:
-                yield self._pair(batch)
+        batches = (batch for index, batch in enumerate(self.source) if index >= start)
+        if self.device.type == "cuda":
+            return one_ahead(batches, self._start_copy, self._finish_copy)
+        return map(self._pair, batches)
 
     def _pair(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise UserError(f"each batch must be an (inputs, targets) pair, got {type(batch).__name__}")
-        x, y = (torch.as_tensor(v) for v in batch)
+        x, y = _tensors(batch)
         x = x.to(self.device, non_blocking=True)
         return (x.float() if not x.is_floating_point() else x), y.to(self.device, non_blocking=True)
+
+    def _start_copy(self, batch):
+        """Queue the batch's copy to the GPU on the side stream (from pinned memory, so the host goes on)."""
+        x, y = _tensors(batch)
+        if self._side is None:
+            self._side = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._side):
+            x, y = (_pinned(t).to(self.device, non_blocking=True) for t in (x, y))
+            x = x.float() if not x.is_floating_point() else x
+            copied = torch.cuda.Event()
+            copied.record(self._side)
+        return x, y, copied
+
+    def _finish_copy(self, started) -> tuple[torch.Tensor, torch.Tensor]:
+        """The copied batch, for the compute stream: it waits for this copy only, and the tensors allocated on the
+        side stream are kept from reuse until the compute stream is done with them."""
+        x, y, copied = started
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_event(copied)
+        x.record_stream(compute)
+        y.record_stream(compute)
+        return x, y
 
     def probe(self, model: torch.nn.Module | None) -> Split:
         """The first batch as a split, for the trainer's checks (task from the targets' type)."""
@@ -73,3 +99,28 @@ class Stream:
             classes = int(model.eval().to(self.device)(x[:2]).shape[1])
             model.train(was_training)
         return Split(x, y.long(), "classification", max(classes, 2))
+
+
+def _tensors(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise UserError(f"each batch must be an (inputs, targets) pair, got {type(batch).__name__}")
+    x, y = (torch.as_tensor(v) for v in batch)
+    return x, y
+
+
+def _pinned(t: torch.Tensor) -> torch.Tensor:
+    """A host tensor in page-locked memory (copied there unless it is already), so a copy from it is asynchronous."""
+    return t if t.device.type != "cpu" or t.is_pinned() else t.pin_memory()
+
+
+def one_ahead(items: Iterable, start: Callable, finish: Callable) -> Iterator:
+    """``finish(start(item))`` for each item in order, with ``start`` called on the next item before the current
+    one is finished and handed out: the next batch's copy is under way while the caller trains on this one."""
+    pending, has_pending = None, False
+    for item in items:
+        started = start(item)
+        if has_pending:
+            yield finish(pending)
+        pending, has_pending = started, True
+    if has_pending:
+        yield finish(pending)
