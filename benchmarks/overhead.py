@@ -8,8 +8,8 @@ the epoch's loss summed on the device (and, in the rows with validation, an eval
 losses must equal descend's to 5 decimals. "loop + DataLoader" is the same loop fed by
 ``DataLoader(TensorDataset)``; Lightning (the ``bench`` extra, skipped when absent) runs its own Trainer over that
 DataLoader with logging, checkpoints and progress bars off. Each repeat runs every side once, in a rotating order,
-so a busy machine slows them alike; the table shows median wall times of whole ``fit`` calls over the repeats,
-as ratios to the hand-written loop.
+so a busy machine slows them alike; the table shows, for whole ``fit`` calls, the median over the repeats of each
+side's time over the hand-written loop's in the same repeat, and the quartiles of descend's.
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def lightning(case: Case, train, val, epochs: int, seed: int) -> float:
     return float("nan")
 
 
-def measure(case: Case, data, epochs: int, repeats: int) -> tuple[dict[str, float], float, float]:
-    """Median seconds per side, and the final training losses of the raw loop and descend (seed 0)."""
+def measure(case: Case, data, epochs: int, repeats: int) -> tuple[dict[str, list[float]], float, float]:
+    """Seconds per side and repeat, and the final training losses of the raw loop and descend (seed 0)."""
     torch.set_num_threads(case.threads)
     sides = {"raw": raw, "descend": trainer, "loop + DataLoader": lambda *a: raw(*a, loader=True)}
     if L is not None:
@@ -145,7 +145,14 @@ def measure(case: Case, data, epochs: int, repeats: int) -> tuple[dict[str, floa
             loss = sides[name](case, data.train, data.val, epochs, 0)
             times[name].append(time.perf_counter() - started)
             losses[name] = loss
-    return {name: statistics.median(t) for name, t in times.items()}, losses["raw"], losses["descend"]
+    return times, losses["raw"], losses["descend"]
+
+
+def ratios(times: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Each side's time over the raw loop's in the same repeat: sides timed moments apart share the machine's
+    speed of the moment, which on a VM drifts by 10-20% within minutes, so these ratios vary less than the
+    ratio of the medians."""
+    return {name: [t / r for t, r in zip(ts, times["raw"], strict=True)] for name, ts in times.items()}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -166,17 +173,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     raw(CASES[0], data.train, data.val, 1, 0)  # warm-up: kernels, allocator
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load_before:.1f} at the start; "
           f"MNIST-1D train split ({len(data.train)} samples), {epochs} epochs, median of {repeats} interleaved repeats")
-    header = ["case", "threads", "raw s", "descend", "Lightning", "loop+DataLoader", "loss raw", "loss descend"]
+    header = ["case", "threads", "raw s", "descend", "(quartiles)", "Lightning", "loop+DataLoader", "loss raw",
+              "loss descend"]
     print(f"{header[0]:<34}{header[1]:>8}{header[2]:>8}" + "".join(f"{h:>16}" for h in header[3:]))
     rows = []
     for case in cases:
-        median, loss_raw, loss_ours = measure(case, data, epochs, repeats)
-        r = median["raw"]
-        ratio = {name: median[name] / r for name in median}
+        times, loss_raw, loss_ours = measure(case, data, epochs, repeats)
+        per_repeat = ratios(times)
+        ratio = {name: statistics.median(values) for name, values in per_repeat.items()}
+        low, _, high = statistics.quantiles(per_repeat["descend"], n=4) if repeats > 1 else [ratio["descend"]] * 3
         lit = f"{ratio['Lightning']:.2f}x" if "Lightning" in ratio else "-"
         same = "" if round(loss_raw, 5) == round(loss_ours, 5) else "  LOSSES DIFFER"
-        print(f"{case.name:<34}{case.threads:>8}{r:>8.3f}{ratio['descend']:>15.2f}x{lit:>16}"
-              f"{ratio['loop + DataLoader']:>15.2f}x{loss_raw:>16.5f}{loss_ours:>16.5f}{same}", flush=True)
+        print(f"{case.name:<34}{case.threads:>8}{statistics.median(times['raw']):>8.3f}{ratio['descend']:>15.2f}x"
+              f"{f'{low:.2f}-{high:.2f}':>16}{lit:>16}{ratio['loop + DataLoader']:>15.2f}x{loss_raw:>16.5f}"
+              f"{loss_ours:>16.5f}{same}", flush=True)
         rows.append({"case": case.name, "descend": ratio["descend"], "equal_loss": not same})
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return rows
