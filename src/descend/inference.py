@@ -32,8 +32,8 @@ from .data.scaling import Scaler, as_float_inputs
 from .errors import UserError
 from .train.checkpoint import load_weights
 from .train.divergence import all_finite
-from .train.metric_fns import predicted_class
 from .train.history import History
+from .train.metric_fns import predicted_class
 
 INFERENCE_FILE = "inference.json"
 WEIGHTS = {"final": "model.safetensors", "best": "checkpoints/best.safetensors",
