@@ -115,6 +115,34 @@ def test_ensemble_errors(tmp_path):
         ensemble.load(tmp_path)
 
 
+def _saved_ensemble(directory):
+    arch = {"name": "mlp", "input_shape": [4], "num_outputs": 3, "options": {"hidden": [8]}}
+    members = [ds.models.build("mlp", (4,), 3, hidden=[8]) for _ in range(2)]
+    ensemble.Ensemble(members, "classification", architecture=arch).save(directory)
+    return json.loads((directory / "ensemble.json").read_text())
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m: m.pop("architecture"), "architecture must be an object, got None"),
+    (lambda m: m["architecture"].update(input_shape=[0]), "architecture.input_shape must be a non-empty list"),
+    (lambda m: m["architecture"].update(num_outputs="3"), "architecture.num_outputs must be an integer >= 1"),
+    (lambda m: m.update(task="ranking"), "task must be one of classification, regression"),
+    (lambda m: m.update(kind="bagging"), "kind must be one of members, snapshots, mc_dropout"),
+    (lambda m: m.update(samples=0), "samples must be an integer >= 1"),
+    (lambda m: m.update(members=[]), "members must be a non-empty list"),
+    (lambda m: m["members"][1].update(weights="../../model.safetensors"), "a path inside the ensemble"),
+    (lambda m: m["members"][1].update(weights="/etc/passwd"), "a path inside the ensemble"),
+    (lambda m: m["members"][0].update(weights="members/gone.safetensors"), "gone.safetensors, which are missing"),
+])
+def test_an_edited_manifest_is_one_error_naming_the_field(tmp_path, edit, words):
+    manifest = _saved_ensemble(tmp_path)
+    assert len(ensemble.load(tmp_path)) == 2
+    edit(manifest)
+    (tmp_path / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(ds.UserError, match=words):
+        ensemble.load(tmp_path)
+
+
 def test_combined_outputs_read_back_as_the_ensembles_prediction():
     torch.manual_seed(0)
     x = torch.randn(30, 3)

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from descend import atomic, models
+from descend.data.core import TASKS
 from descend.data.scaling import Scaler
 from descend.errors import UserError
 from descend.options import OneOf, Option, Optional, declare, integer
@@ -243,11 +244,13 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Ensemble:
         raise UserError(f"cannot read {directory / MANIFEST}: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{directory / MANIFEST} is not a descend ensemble manifest (format {FORMAT!r})")
-    arch = manifest["architecture"]
+    arch = _checked_manifest(manifest, directory / MANIFEST)["architecture"]
     members, scalers = [], []
     for entry in manifest["members"]:
         scalers.append(Scaler.from_json(entry["scaler"]) if entry.get("scaler") else None)
         model = models.build(arch["name"], tuple(arch["input_shape"]), arch["num_outputs"], **arch["options"])
+        if not (directory / entry["weights"]).is_file():
+            raise UserError(f"{directory / MANIFEST} names the member weights {entry['weights']}, which are missing")
         report = load_weights(model, directory / entry["weights"])
         if not report.ok:
             raise CheckpointError(f"{directory / entry['weights']} does not fit the ensemble's architecture: {report}")
@@ -256,6 +259,36 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Ensemble:
                                                              "samples", "architecture", "members")}
     return Ensemble(members, manifest["task"], manifest["kind"], samples=manifest.get("samples", 1),
                     architecture=arch, about=about, scalers=scalers)
+
+
+def _checked_manifest(manifest: dict, path: Path) -> dict:
+    """``ensemble.json`` as :meth:`Ensemble.save` wrote it, field by field: an edited or damaged file is one
+    UserError naming the field, not a KeyError, and member weights are read from inside the ensemble only."""
+    def count(v, low):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    def inside(name):  # a relative path that stays in the ensemble's directory
+        return isinstance(name, str) and name and not Path(name).is_absolute() and ".." not in Path(name).parts
+
+    arch = manifest.get("architecture")
+    parts = arch if isinstance(arch, dict) else {}
+    fields = {"kind": (manifest.get("kind"), lambda v: v in KINDS, "one of " + ", ".join(KINDS)),
+              "task": (manifest.get("task"), lambda v: v in TASKS, "one of " + ", ".join(TASKS)),
+              "samples": (manifest.get("samples", 1), lambda v: count(v, 1), "an integer >= 1"),
+              "architecture": (arch, lambda v: isinstance(v, dict), "an object"),
+              "architecture.name": (parts.get("name"), lambda v: isinstance(v, str), "a model name"),
+              "architecture.input_shape": (parts.get("input_shape"),
+                                           lambda v: isinstance(v, list) and v and all(count(n, 1) for n in v),
+                                           "a non-empty list of integers >= 1"),
+              "architecture.num_outputs": (parts.get("num_outputs"), lambda v: count(v, 1), "an integer >= 1"),
+              "architecture.options": (parts.get("options"), lambda v: isinstance(v, dict), "an object"),
+              "members": (manifest.get("members"), lambda v: isinstance(v, list) and v and all(
+                  isinstance(e, dict) and inside(e.get("weights")) and isinstance(e.get("scaler") or {}, dict)
+                  for e in v), "a non-empty list of {weights: a path inside the ensemble, scaler: an object}")}
+    for field, (value, ok, wanted) in fields.items():
+        if not ok(value):
+            raise UserError(f"{path}: {field} must be {wanted}, got {str(value)[:60]}; was it edited?")
+    return manifest
 
 
 class Combined(nn.Module):
