@@ -104,8 +104,7 @@ class Stream:
 def _tensors(batch) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise UserError(f"each batch must be an (inputs, targets) pair, got {type(batch).__name__}")
-    x, y = (torch.as_tensor(v) for v in batch)
-    return x, y
+    return torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
 
 
 def _pinned(t: torch.Tensor) -> torch.Tensor:
