@@ -127,7 +127,7 @@ def _saved_ensemble(directory):
     (lambda m: m["architecture"].update(input_shape=[0]), "architecture.input_shape must be a non-empty list"),
     (lambda m: m["architecture"].update(num_outputs="3"), "architecture.num_outputs must be an integer >= 1"),
     (lambda m: m.update(task="ranking"), "task must be one of classification, regression"),
-    (lambda m: m.update(kind="bagging"), "kind must be one of members, snapshots, mc_dropout"),
+    (lambda m: m.update(kind="bagging"), "kind must be one of members, snapshots, mc_dropout, folds"),
     (lambda m: m.update(samples=0), "samples must be an integer >= 1"),
     (lambda m: m.update(members=[]), "members must be a non-empty list"),
     (lambda m: m["members"][1].update(weights="../../model.safetensors"), "a path inside the ensemble"),

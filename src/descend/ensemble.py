@@ -48,6 +48,7 @@ __all__ = ["mc_dropout", "DROPOUT_LAYERS", "KINDS", "EnsembleSpec", "create", "E
            "is_ensemble", "MANIFEST"]
 
 KINDS = ("members", "snapshots", "mc_dropout")
+SAVED_KINDS = (*KINDS, "folds")  # and the fold models that cross-validation keeps (descend.tune.cv)
 MANIFEST = "ensemble.json"
 FORMAT = "descend-ensemble"
 
@@ -272,7 +273,7 @@ def _checked_manifest(manifest: dict, path: Path) -> dict:
 
     arch = manifest.get("architecture")
     parts = arch if isinstance(arch, dict) else {}
-    fields = {"kind": (manifest.get("kind"), lambda v: v in KINDS, "one of " + ", ".join(KINDS)),
+    fields = {"kind": (manifest.get("kind"), lambda v: v in SAVED_KINDS, "one of " + ", ".join(SAVED_KINDS)),
               "task": (manifest.get("task"), lambda v: v in TASKS, "one of " + ", ".join(TASKS)),
               "samples": (manifest.get("samples", 1), lambda v: count(v, 1), "an integer >= 1"),
               "architecture": (arch, lambda v: isinstance(v, dict), "an object"),
