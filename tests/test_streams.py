@@ -57,9 +57,3 @@ def test_streamed_batches_on_cuda_train_as_in_memory_ones(pin_memory):
         assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
         assert got["train_accuracy"] == want["train_accuracy"]
 
-
-def test_streamed_batches_on_the_cpu_train_as_in_memory_ones():
-    x, y = _data()
-    streamed = _history("cpu", DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False))
-    in_memory = _history("cpu", (x, y), batch_size=16, shuffle=False)
-    assert [h["train_loss"] for h in streamed] == pytest.approx([h["train_loss"] for h in in_memory], rel=1e-6)

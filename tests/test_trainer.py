@@ -194,3 +194,17 @@ def test_evaluation_reads_the_data_in_batches_and_puts_the_mode_back():
     with pytest.raises(ds.UserError, match="batch_size must be a positive integer, got 0"):
         trainer.evaluate(data, batch_size=0)
     assert model.training and torch.equal(data.x, blobs(n=70).x)  # the data read as views is untouched
+
+
+class _FailsOnBigBatches(nn.Linear):
+    def forward(self, x):
+        if len(x) > 2:  # the two-sample shape check passes; the evaluation's first batch fails
+            raise RuntimeError("out of memory")
+        return super().forward(x)
+
+
+def test_a_failing_evaluation_batch_puts_the_mode_back():
+    model = nn.Sequential(_FailsOnBigBatches(5, 3))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        ds.Trainer(model, device="cpu").evaluate(blobs(n=70), batch_size=16)
+    assert model.training
