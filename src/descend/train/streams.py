@@ -66,12 +66,10 @@ class Stream:
 
     def _start_copy(self, batch):
         """Queue the batch's copy to the GPU on the side stream (from pinned memory, so the host goes on)."""
-        x, y = _tensors(batch)
         if self._side is None:
             self._side = torch.cuda.Stream(self.device)
         with torch.cuda.stream(self._side):
-            x, y = (_pinned(t).to(self.device, non_blocking=True) for t in (x, y))
-            x = x.float() if not x.is_floating_point() else x
+            x, y = self._pair([_pinned(t) for t in _tensors(batch)])
             copied = torch.cuda.Event()
             copied.record(self._side)
         return x, y, copied
