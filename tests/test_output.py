@@ -94,12 +94,27 @@ def test_datasets_are_listed_whole_when_piped(capsys):
 def test_model_summary_lists_layers_shapes_and_parameters():
     model = ds.models.mlp([8], input_shape=(4,), num_outputs=3)
     summary = ds.models.summary(model, (4,))
-    assert [(kind, shape) for _, kind, shape, _ in summary.rows if kind == "Linear"] == [("Linear", (2, 8)),
-                                                                                          ("Linear", (2, 3))]
+    assert [(kind, shape) for _, kind, shape, _ in summary.rows if kind == "Linear"] == [("Linear", (8,)),
+                                                                                          ("Linear", (3,))]
     assert summary.total == summary.trainable == 4 * 8 + 8 + 8 * 3 + 3 == sum(r[3] for r in summary.rows)
     assert str(summary).splitlines()[-1] == "total 67 parameters (67 trainable)"
+    assert "(B, 8)" in str(summary) and "(2, 8)" not in str(summary)    # the probe's batch of 2 is not shown
+    assert "(128, 8)" in str(ds.models.summary(model, (4,), batch_size=128))
     with pytest.raises(ds.UserError, match=r"cannot take inputs of shape \(5,\)"):
         ds.models.summary(model, (5,))
+
+
+def test_model_summary_columns_line_up_past_ten_layers():
+    """Every column starts at the same character on every line, with one- and two-digit layer names."""
+    model = ds.models.mlp([8] * 12, input_shape=(4,), num_outputs=3)
+    lines = str(ds.models.summary(model, (4,))).splitlines()[:-1]
+    assert len(lines) > 12 and any(line.startswith("10 ") for line in lines)
+    header = lines[0]
+    starts = [header.index(word) for word in ("type", "output shape")]
+    for line in lines[1:]:
+        for start in starts:
+            assert line[start - 2:start] == "  " and line[start] != " ", (line, start)
+        assert line.endswith(line.split()[-1]) and len(line) == len(header)   # parameters right-aligned
 
 
 def test_a_run_prints_its_model_and_logs_loss_and_lr_every_log_every_steps(tmp_path, capsys):

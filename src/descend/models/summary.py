@@ -1,11 +1,12 @@
 """``summary(model, input_shape)``: the layers of a model, the shape of what each gives, and its parameters.
 
 One forward pass of a batch of two zero samples, in eval mode and without gradients, with a hook on every leaf
-module (a module without children), as Keras' ``model.summary()`` and torchinfo show it::
+module (a module without children), as Keras' ``model.summary()`` and torchinfo show it. The batch dimension is
+shown as ``B`` (any batch size), or as the run's batch size when one is given::
 
-    layer                 output shape    parameters
-    0  Linear             (2, 32)                448
-    1  ReLU               (2, 32)                  0
+    layer  type    output shape  parameters
+    0      Linear  (B, 32)              448
+    1      ReLU    (B, 32)                0
     ...
     total 2,435 parameters (2,435 trainable)
 """
@@ -20,32 +21,42 @@ from torch import nn
 
 from ..errors import UserError
 
+HEADER = ("layer", "type", "output shape", "parameters")
+
 
 @dataclass
 class ModelSummary:
-    """The rows ``(name, type, output shape, parameters)`` of :func:`summary`, printed as a table by ``str()``."""
+    """The rows ``(name, type, output shape, parameters)`` of :func:`summary`, printed as a table by ``str()``.
+
+    An output shape leaves out the batch dimension (``(8,)`` for a ``(batch, 8)`` output); ``batch`` is what the
+    table prints in its place (``"B"`` unless a batch size was given).
+    """
 
     rows: list[tuple[str, str, tuple[int, ...], int]]
     total: int
     trainable: int
+    batch: str = "B"
+
+    def shape_text(self, shape: tuple[int, ...]) -> str:
+        return "(" + ", ".join([self.batch, *map(str, shape)]) + ")" if shape else "-"
 
     def __str__(self) -> str:
-        named = [(f"{name}  {kind}", str(shape), f"{count:,}") for name, kind, shape, count in self.rows]
-        width = max([len("layer"), *(len(a) for a, _, _ in named)])
-        shape_width = max([len("output shape"), *(len(b) for _, b, _ in named)])
-        lines = [f"{'layer':<{width}}  {'output shape':<{shape_width}}  {'parameters':>12}"]
-        lines += [f"{a:<{width}}  {b:<{shape_width}}  {c:>12}" for a, b, c in named]
+        cells = [HEADER] + [(name, kind, self.shape_text(shape), f"{count:,}")
+                            for name, kind, shape, count in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]
+        lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d:>{widths[3]}}" for a, b, c, d in cells]
         lines.append(f"total {self.total:,} parameters ({self.trainable:,} trainable)")
         return "\n".join(lines)
 
 
 @torch.no_grad()
-def summary(model: nn.Module, input_shape: Sequence[int]) -> ModelSummary:
-    """The model's leaf layers in call order, with their output shapes for a batch of 2 and their parameters."""
+def summary(model: nn.Module, input_shape: Sequence[int], batch_size: int | None = None) -> ModelSummary:
+    """The model's leaf layers in call order, with their output shapes (the batch dimension shown as ``B``, or as
+    ``batch_size`` when given) and their parameters. A batch of two samples goes through the model."""
     rows, hooks = [], []
 
     def record(module, inputs, output):
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+        shape = tuple(output.shape)[1:] if isinstance(output, torch.Tensor) and output.dim() else ()
         rows.append((names[module], type(module).__name__, shape,
                      sum(p.numel() for p in module.parameters(recurse=False))))
 
@@ -65,4 +76,5 @@ def summary(model: nn.Module, input_shape: Sequence[int]) -> ModelSummary:
             hook.remove()
         model.train(was_training)
     total = sum(p.numel() for p in model.parameters())
-    return ModelSummary(rows, total, sum(p.numel() for p in model.parameters() if p.requires_grad))
+    return ModelSummary(rows, total, sum(p.numel() for p in model.parameters() if p.requires_grad),
+                        "B" if batch_size is None else str(batch_size))
