@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from descend.cli import main
 from descend.errors import UserError
 from descend.lab.compare import compare_recipe, split_values, summarize, variants
+from descend.lab.stats import probability_interval, probability_of_improvement
 
 IRIS = """
 name = "iris-compare"
@@ -55,12 +58,48 @@ def test_summary_statistics_ranks_and_failures():
     assert s["metric"] == "val_accuracy" and s["higher_is_better"]
     base, better, shaky = s["variants"]
     assert better["final"]["mean"] == pytest.approx(0.9) and better["final"]["std"] == pytest.approx(0.1)
-    assert better["p_beats_baseline"] == pytest.approx(1.0) and base["p_beats_baseline"] == pytest.approx(0.5, abs=0.05)
+    assert better["p_beats_baseline"] == pytest.approx(1.0) and base["p_beats_baseline"] == 0.5
     assert better["final"]["ci"][0] <= 0.9 <= better["final"]["ci"][1]
     assert better["best"]["mean"] == pytest.approx(0.9)
     assert (better["rank"], base["rank"], shaky["rank"]) == (1, 2, 3)
     assert shaky["ok"] == 1 and {f["status"] for f in shaky["failed"]} == {"crashed", "diverged"}
 
+
+
+# few distinct values, so that ties between seeds are common (accuracies on small validation sets tie often)
+scores = st.lists(st.sampled_from([0.5, 0.6, 0.7, 0.75, 0.8, 1.0]), min_size=1, max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=scores, b=scores, higher=st.booleans())
+def test_probability_of_improvement_is_symmetric_and_the_baseline_against_itself_is_one_half(a, b, higher):
+    ab = probability_of_improvement(a, b, higher_is_better=higher)
+    ba = probability_of_improvement(b, a, higher_is_better=higher)
+    assert ab + ba == pytest.approx(1.0, abs=1e-12)
+    assert probability_of_improvement(a, a, higher_is_better=higher) == 0.5
+    # the definition, pair by pair: wins count 1 and ties one half
+    won = sum((x > y if higher else x < y) + 0.5 * (x == y) for x in a for y in b)
+    assert ab == pytest.approx(won / (len(a) * len(b)), abs=1e-12)
+    low, high = probability_interval(a, b, higher_is_better=higher, count=200)
+    assert 0.0 <= low <= high <= 1.0
+
+
+def test_probability_of_improvement_ties_and_an_empty_side():
+    assert probability_of_improvement([0.7, 0.8, 0.9], [0.8], higher_is_better=True) == 0.5
+    assert probability_of_improvement([0.1, 0.2], [0.2, 0.3], higher_is_better=False) == (1 + 0.5 + 1 + 1) / 4
+    assert probability_of_improvement([], [0.5], higher_is_better=True) != probability_of_improvement(
+        [], [0.5], higher_is_better=True)  # nan: nothing to compare
+
+
+def test_the_baseline_row_reads_one_half_with_ties_between_its_seeds():
+    runs = [_run(0, s, v) for s, v in enumerate([0.6, 0.6, 0.7, 0.9, 0.6])]
+    runs += [_run(1, s, v) for s, v in enumerate([0.6, 0.7, 0.7, 0.8, 0.9])]
+    base, other = summarize(["base", "other"], runs, 5)["variants"]
+    assert base["p_beats_baseline"] == 0.5
+    low, high = base["p_beats_baseline_ci"]
+    assert low < 0.5 < high
+    # 0.6: three ties; each 0.7: three wins and a tie; 0.8: four wins; 0.9: four wins and a tie
+    assert other["p_beats_baseline"] == pytest.approx((1.5 + 3.5 + 3.5 + 4 + 4.5) / 25)
 
 def test_a_crashing_variant_is_reported_and_the_others_finish(tmp_path):
     recipe = tmp_path / "r.toml"

@@ -5,7 +5,8 @@
 load the data once. The data split stays the recipe's (its ``seed``); the seed of each run changes the
 initialisation, the batch order, dropout and augmentation. A variant that crashes or diverges is reported, and
 the others go on. Statistics follow Agarwal et al. (2021, rliable): mean ± std, a 95% percentile-bootstrap
-interval over seeds, the probability that a run of the variant beats a run of the baseline, and ranks.
+interval over seeds, the probability that a run of the variant beats a run of the baseline (with its bootstrap
+interval), and ranks.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from descend import atomic
 from descend import config as cfg
 from descend.errors import DivergenceError, UserError
 from descend.lab.base import jsonable
-from descend.lab.stats import bootstrap_ci, probability_of_improvement, ranks
+from descend.lab.stats import bootstrap_ci, probability_interval, probability_of_improvement, ranks
 
 _DATA: dict[str, object] = {}  # per process: data section -> DataBundle, so each process loads a data set once
 
@@ -133,8 +134,9 @@ def summarize(names: list[str], runs: list[dict], seeds: int) -> dict:
                      else math.nan})
     baseline = np.array(rows[0]["final_per_seed"]) if rows else np.array([])
     for row in rows:
-        row["p_beats_baseline"] = probability_of_improvement(row["final_per_seed"], baseline,
-                                                             higher_is_better=higher) if row["ok"] else math.nan
+        mine = row["final_per_seed"]
+        row["p_beats_baseline"] = probability_of_improvement(mine, baseline, higher_is_better=higher)
+        row["p_beats_baseline_ci"] = list(probability_interval(mine, baseline, higher_is_better=higher))
     order = ranks({r["name"]: r["final"]["mean"] for r in rows}, higher_is_better=higher)
     for row in rows:
         row["rank"] = order[row["name"]]

@@ -58,17 +58,23 @@ def seeds_figure(summary: dict):
     return fig
 
 
+def _probability(row: dict) -> str:
+    low, high = row.get("p_beats_baseline_ci", (np.nan, np.nan))
+    return f"{html.fmt(row['p_beats_baseline'])} ({html.fmt(low)} .. {html.fmt(high)})"
+
+
 def write_compare_report(out: str | Path, summary: dict) -> Path:
     metric, rows = summary["metric"], summary["variants"]
     direction = "higher" if summary["higher_is_better"] else "lower"
     table = [[r["rank"], r["name"], f"{r['ok']}/{r['runs']}", r["final"]["mean"], r["final"]["std"],
               f"{html.fmt(r['final']['ci'][0])} .. {html.fmt(r['final']['ci'][1])}", r["best"]["mean"],
-              r["p_beats_baseline"], r["seconds"]] for r in sorted(rows, key=lambda r: r["rank"])]
+              _probability(r), r["seconds"]] for r in sorted(rows, key=lambda r: r["rank"])]
     blocks = [
         html.paragraph(f"Recipe {summary['recipe']}, {summary['seeds']} seeds per variant; {metric} ({direction} is "
                        f"better); baseline: {summary['baseline']}. Intervals are 95% percentile-bootstrap intervals "
                        "over seeds; P(beats baseline) is the probability that a run of the variant scores better "
-                       "than a run of the baseline (ties count half), as in Agarwal et al. 2021 (rliable)."),
+                       "than a run of the baseline over all pairs of seeds (ties count half; the baseline against "
+                       "itself is 0.5), with its 95% bootstrap interval, as in Agarwal et al. 2021 (rliable)."),
         html.table(["rank", "variant", "ok runs", f"final {metric} mean", "std", "95% CI", f"best {metric} mean",
                     "P(beats baseline)", "training seconds per run"], table),
         html.img(curves_figure(summary), "learning curves: mean over seeds, band ±1 std"),
