@@ -10,7 +10,7 @@ import torch
 
 from descend import atomic
 from descend.errors import UserError
-from descend.report import html
+from descend.report import confusion, html
 from descend.train.metric_fns import predicted_class
 
 MAX_POINTS = 2000  # predicted-vs-true points kept in predictions.json
@@ -102,19 +102,7 @@ def series_figure(rows: list[dict], key: str, label: str):
 
 def predictions_figure(preds: dict):
     if preds["task"] == "classification":
-        matrix = np.array(preds["confusion"])
-        fig, ax = html.figure(4.8, 4.2)
-        image = ax.imshow(matrix, cmap="Blues")
-        fig.colorbar(image, ax=ax, shrink=0.8)
-        names = [str(n) for n in preds["class_names"]]
-        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=90 if len(names) > 10 else 0)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        if len(names) <= 12:
-            for (i, j), v in np.ndenumerate(matrix):
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                        color="white" if v > matrix.max() / 2 else "black")
-        ax.set(xlabel="predicted", ylabel="true")
-        return fig
+        return confusion.figure(preds["confusion"], preds["class_names"])
     true, pred = np.array(preds["y_true"]), np.array(preds["y_pred"])
     fig, ax = html.figure(4.6, 4.2)
     ax.scatter(true, pred, s=8, alpha=0.6)
