@@ -24,6 +24,7 @@ import torch
 
 from . import atomic, ensemble, models
 from . import config as cfg
+from . import export as export_
 from .data import Split, labels
 from .data.core import TASKS, RawData
 from .data.files import check_finite, check_float32_range, csv_target, file_kind, numeric_columns, read_npz, read_table
@@ -170,16 +171,33 @@ class LoadedRun:
         trainer = evaluation_trainer(self.config, self.model, self.task, self.device)
         return trainer.evaluate(split, prefix=prefix)
 
-    def _test_split(self, name: str | None) -> Split:
-        """The test split of the recipe's data (or of dataset ``name``), scaled with the run's saved scaling."""
+    def export(self, path: str | Path | None = None, format: str = "onnx", **options) -> export_.Exported:
+        """Write this run as an ONNX, TorchScript or ``torch.export`` model that takes raw inputs, checked against
+        this PyTorch model first (:func:`descend.export.export`, which takes ``tolerance`` and ``rows``)."""
+        return export_.export(self, path, format, **options)
+
+    def held_out_inputs(self) -> torch.Tensor:
+        """Raw inputs of the recipe's held-out rows: its test split, else its validation split (float32)."""
+        bundle = self._raw_bundle(None)
+        split = next((s for s in (bundle.test, bundle.val) if s is not None and len(s)), None)
+        if split is None:
+            raise UserError(f"the data {self.config.data.name!r} has no held-out rows (no test or validation split)")
+        return split.x
+
+    def _raw_bundle(self, name: str | None):
+        """The recipe's data (or dataset ``name``), split as in training and not scaled."""
         from . import data as datasets
 
         d, seed = self.config.data, self.config.seed
         options = {"target": d.target, "features": d.features, "task": d.task, **d.options} if name is None else {}
-        bundle = datasets.load(name or d.name, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                               scale="none", seed=seed, **options)
+        return datasets.load(name or d.name, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                             scale="none", seed=seed, **options)
+
+    def _test_split(self, name: str | None) -> Split:
+        """The test split of the recipe's data (or of dataset ``name``), scaled with the run's saved scaling."""
+        bundle = self._raw_bundle(name)
         if bundle.test is None:
-            raise UserError(f"the data {name or d.name!r} has no test split to evaluate on")
+            raise UserError(f"the data {name or self.config.data.name!r} has no test split to evaluate on")
         return replace(bundle.test, x=self.inputs(bundle.test.x))
 
     def _labelled(self, path: Path) -> Split:

@@ -1,6 +1,6 @@
 """The ``descend`` command. Thin: parse the arguments, call the library, turn user errors into one message.
 
-``descend COMMAND --help`` for each: run, resume, ensemble, show, datasets (:mod:`.training`); predict, evaluate
+``descend COMMAND --help`` for each: run, resume, ensemble, show, datasets (:mod:`.training`); predict, evaluate, export
 (:mod:`.using`); doctor, report, compare, lab, tune, cv (:mod:`.studies`).
 Exit codes: 0 done, 2 a user error (bad recipe, data, option), 3 training diverged, 130/143 interrupted.
 """

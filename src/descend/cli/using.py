@@ -1,4 +1,5 @@
-"""``descend predict`` and ``descend evaluate``: use a trained run (or ensemble) on new data."""
+"""``descend predict``, ``descend evaluate`` and ``descend export``: use a trained run (or ensemble) on new data,
+or write it for serving."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ def add_parsers(sub) -> None:
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run or ensemble directory (runs/<name>)")
     evaluate.add_argument("--data", metavar="NAME_OR_PATH",
                           help="a labelled .csv/.npz file or a dataset name (default: the run's own test split)")
-    for command in (predict, evaluate):
+    export = sub.add_parser("export", help="write a trained run as an ONNX, TorchScript or torch.export model "
+                                           "(raw inputs in, scaling folded in), checked against PyTorch first")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run or ensemble directory (runs/<name>)")
+    export.add_argument("--format", choices=("onnx", "torchscript", "exported"), default="onnx",
+                        help="onnx (default; runs in onnxruntime), torchscript, or exported (torch.export, .pt2)")
+    export.add_argument("--out", help="the file to write (default: model.onnx, model.torchscript.pt or model.pt2 "
+                                      "in the run directory)")
+    export.add_argument("--tolerance", type=float, default=1e-4, metavar="T",
+                        help="largest difference from the PyTorch model allowed, times max(1, |largest output|)")
+    for command in (predict, evaluate, export):
         command.add_argument("--which", choices=("final", "best", "last"), default="final",
                              help="which weights: final (default), the best epoch's checkpoint, or the last one")
 
@@ -39,4 +49,11 @@ def _evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"predict": _predict, "evaluate": _evaluate}
+def _export(args) -> int:
+    from ..inference import load_run
+
+    print(f"exported {load_run(args.run_dir, args.which).export(args.out, args.format, tolerance=args.tolerance)}")
+    return 0
+
+
+COMMANDS = {"predict": _predict, "evaluate": _evaluate, "export": _export}
