@@ -27,6 +27,8 @@ from descend.data import DataBundle
 from descend.ensemble import Ensemble
 from descend.ensemble_fit import fit as fit_ensemble
 
+from . import machine
+
 
 def recipe(base: dict, seed: int, **sections) -> config.Config:
     raw = json.loads(json.dumps(base))
@@ -74,6 +76,7 @@ def main() -> None:
     parser.add_argument("--test-subset", type=int, default=0, help="test on N (shuffled) test samples")
     parser.add_argument("--json", help="write the raw numbers here")
     args = parser.parse_args()
+    print(machine.line(), flush=True)
 
     base = config.load(args.recipe).model_dump(exclude_none=True)
     base["train"]["epochs"] = args.epochs

@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import descend as ds
 from descend.data import Batches
 
+from . import machine
+
 
 def in_memory(split, batch: int, epochs: int) -> float:
     batches = Batches(split, batch, seed=0)
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     epochs, repeats = (2, 3) if args.quick else (args.epochs, args.repeats)
     torch.set_num_threads(1)
+    print(machine.line(), flush=True)
     split = ds.data.load("mnist1d", val_fraction=0.1).train
     samples = len(split) * epochs
     print(f"torch {torch.__version__}, 1 thread, load average {os.getloadavg()[0]:.1f}; MNIST-1D train split "

@@ -23,6 +23,8 @@ from torch import nn
 
 from descend import config, data, doctor, experiment
 
+from . import machine
+
 DIGITS = {"name": "digits", "val_fraction": 0.2, "test_fraction": 0.2}
 
 
@@ -172,6 +174,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30.0)
     parser.add_argument("--fix", action="store_true")
     args = parser.parse_args()
+    print(machine.line(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         print(f"{'case':16} {'expect':22} {'s':>5}  findings (error / warning)")

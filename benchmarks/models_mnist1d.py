@@ -21,6 +21,8 @@ from mnist1d.data import get_dataset_args, make_dataset
 
 from descend.models import cnn1d, count_parameters
 
+from . import machine
+
 
 def load() -> tuple[torch.Tensor, ...]:
     d = make_dataset(get_dataset_args())
@@ -96,6 +98,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    print(machine.line(), flush=True)
     data = load()
     print(vars(args))
     for seed in args.seeds:

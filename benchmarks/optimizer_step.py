@@ -20,6 +20,8 @@ from torch import nn
 import descend.optim as O
 from descend import models
 
+from . import machine
+
 
 def quickstart_model() -> nn.Module:
     """The model of examples/quickstart.toml: cnn1d(channels=[64, 64, 64], batch_norm=True) on MNIST-1D."""
@@ -96,6 +98,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    print(machine.line(), flush=True)
     sets = {"quickstart": [p.shape for p in quickstart_model().parameters()],
             "10x1M": [torch.Size([1_000_000])] * 10}
     big_steps = max(2, args.steps // 4)

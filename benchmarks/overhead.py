@@ -30,6 +30,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import descend as ds
 from descend.data.batches import epoch_seed
 
+from . import machine
+
 try:  # the optional `bench` extra
     import lightning as L
 except ImportError:
@@ -162,6 +164,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, help="run every row with this many threads (e.g. 1 on a busy machine)")
     args = parser.parse_args(argv)
+    print(machine.line(), flush=True)
     cases, epochs, repeats = (QUICK, 2, 3) if args.quick else (CASES, args.epochs, args.repeats)
     if args.threads:
         cases = list({(c.model, c.batch, c.validate): replace(c, threads=args.threads) for c in cases}.values())

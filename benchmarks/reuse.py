@@ -15,12 +15,15 @@ import time
 
 from descend import config, experiment
 
+from . import machine
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fits", type=int, default=20)
     parser.add_argument("--recipe", default="examples/quickstart.toml")
     args = parser.parse_args()
+    print(machine.line(), flush=True)
     recipe = config.load(args.recipe, ["train.epochs=1", "train.device='cpu'", "schedule.warmup_epochs=0.2"])
     experiment.build(recipe).fit()  # warm the dataset cache and torch's kernels, so both sides start alike
 

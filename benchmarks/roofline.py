@@ -2,9 +2,10 @@
 
     PYTHONPATH=src python -m benchmarks.roofline [--quick] [--threads 2]
 
-The peak is the best of several timed float32 matrix products (2048 × 2048); the training figure counts the
-multiply-adds of the linear layers (forward, and twice that for the backward pass: :func:`descend.train.threads.
-step_flops`) over the steps of a fit, divided by its wall time. Both are measured in the same run.
+The peak is the best of several timed float32 matrix products (2048 × 2048, :func:`benchmarks.machine.
+matmul_gflops`); the training figure counts the multiply-adds of the linear layers (forward, and twice that for the
+backward pass: :func:`descend.train.threads.step_flops`) over the steps of a fit, divided by its wall time. Both are
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -19,16 +20,7 @@ from torch import nn
 import descend as ds
 from descend.train.threads import step_flops
 
-
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
+from . import machine
 
 
 def training_rate(width: int, batch: int, steps: int, threads: int) -> float:
@@ -53,9 +45,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps = 10 if args.quick else 40
-    peak = matmul_peak()
+    print(machine.line(), flush=True)
+    peak = machine.matmul_gflops(2048)
     rate = training_rate(args.width, args.batch, steps, args.threads)
-    peak_after = matmul_peak()
+    peak_after = machine.matmul_gflops(2048)
     top = max(peak, peak_after)
     print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}")
     print(f"matmul peak (float32, 2048²): {top:.1f} GFLOP/s; training MLP {args.width}-{args.width}-{args.width}-10, "

@@ -23,6 +23,8 @@ from descend import config as cfg
 from descend.tune import search
 from descend.tune import space as spaces
 
+from . import machine
+
 STRATEGIES = {"grid": ("grid", "none"), "random": ("random", "none"), "qmc": ("qmc", "none"),
               "tpe": ("tpe", "none"), "tpe + hyperband": ("tpe", "hyperband")}
 
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, help="epochs a trial (default 8, or 4 with --quick)")
     args = parser.parse_args()
+    print(machine.line(), flush=True)
     epochs = args.epochs or (4 if args.quick else 8)
     config, sp = recipe(epochs), space(args.quick)
     grid_size = len(sp.grid())

@@ -21,6 +21,8 @@ import torch
 import descend as ds
 from descend import config
 
+from . import machine
+
 VARIANTS = {"fp32": {}, "channels_last": {"channels_last": True}, "bf16": {"precision": "bf16"},
             "channels_last + bf16": {"channels_last": True, "precision": "bf16"}, "compile": {"compile": True}}
 
@@ -46,8 +48,11 @@ class _Clock(ds.callbacks.Callback):
         self.marks[-1] = time.perf_counter() - self.marks[-1]
 
 
-def measure(data: ds.data.Split, options: dict, epochs: int, batch: int, threads: int) -> dict:
-    spec = config.load("examples/fashion_mnist.toml").model
+def measure(data: ds.data.Split, options: dict, epochs: int, batch: int, threads: int,
+            recipe: str = "examples/fashion_mnist.toml") -> dict:
+    """Images/s of the first epoch and the median of the later ones, and the final training loss, of ``recipe``'s
+    ``[model]`` trained on ``data`` with AdamW and the speed ``options``."""
+    spec = config.load(recipe).model
     clock = _Clock()
     trainer = ds.Trainer(ds.models.spec(spec.name, **spec.options), optimizer=ds.optim.create("adamw", lr=2e-3),
                          callbacks=[clock], seed=0, threads=threads, device="cpu", **options)
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    print(machine.line(), flush=True)
     n = 2048 if args.quick else args.images
     data = images(n)
     variants = {k: v for k, v in VARIANTS.items() if not (args.quick and "compile" in v)}

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import machine
+
 WINE = """
 name = "wine"
 seed = 0
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=60)
     args = parser.parse_args(argv)
+    print(machine.line(), flush=True)
     repeats = 1 if args.quick else args.repeats
     times: dict[tuple, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import machine
 from benchmarks.averaging_ensembles import mean_std
 from descend import config, experiment
 from descend.data import DataBundle, Split
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--all-methods", action="store_true", help="also lr_scale 1 and gradual with trainable BN")
     parser.add_argument("--json")
     args = parser.parse_args()
+    print(machine.line(), flush=True)
 
     base = config.load("examples/fashion_mnist.toml").model_dump(exclude_none=True)
     base.pop("early_stopping")
