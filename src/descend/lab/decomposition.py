@@ -21,7 +21,12 @@ For a test point x, training sets D drawn from the data distribution, and random
 
       E[−log h(y)] = H(p) + KL(p ‖ h̄) + E KL(h̄ ‖ h)      (noise, bias, variance; exact)
 
-Estimates are averaged over the test points; intervals come from the bootstrap over training sets.
+Estimates are averaged over the test points; intervals come from the bootstrap over training sets. A term is
+*resolved* when its 95% interval is within ±50% of its value (or within a tenth of the noise, for terms near
+zero); :func:`bias_variance` draws more training sets, up to ``max_repetitions``, until bias and variance are
+resolved. Where the fitted models have heavy-tailed predictions (a high-degree polynomial on 20 points) the variance
+estimate keeps growing with the repetitions and never resolves: such points must be reported as unresolved, not
+read as findings.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ from descend.errors import UserError
 from descend.lab.stats import resamples
 
 LOSSES = ("squared", "zero_one", "cross_entropy")
+#: a term is resolved when its interval's half-width is at most this fraction of its value ...
+RELATIVE_TOLERANCE = 0.5
+#: ... or at most this fraction of the noise (terms near zero, where a relative width means nothing)
+NOISE_TOLERANCE = 0.1
 TERMS = ("expected_loss", "bias", "variance", "noise", "variance_init", "variance_data")
 
 
@@ -44,7 +53,7 @@ class Decomposition:
 
     ``variance_init`` / ``variance_data`` split the variance when more than one initialisation per data set was
     trained (else None). For the 0-1 loss ``net_variance`` (c2·V) and ``noise_term`` (c1·N) are what add up.
-    ``intervals`` holds a (low, high) bootstrap interval per term.
+    ``intervals`` holds a (low, high) bootstrap interval per term; ``repetitions`` the training sets measured.
     """
 
     loss: str
@@ -57,6 +66,20 @@ class Decomposition:
     net_variance: float | None = None
     noise_term: float | None = None
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    repetitions: int = 0
+
+    def unresolved(self, terms=("bias", "variance"), *, relative: float = RELATIVE_TOLERANCE,
+                   noise_fraction: float = NOISE_TOLERANCE) -> list[str]:
+        """The ``terms`` whose interval's half-width exceeds ``relative`` × |value| and ``noise_fraction`` × the
+        noise: estimates too uncertain to state (their interval, not their value, is what was measured)."""
+        floor = noise_fraction * abs(self.noise)
+        out = []
+        for term in terms:
+            if term in self.intervals:
+                low, high = self.intervals[term]
+                if (high - low) / 2 > max(relative * abs(getattr(self, term)), floor):
+                    out.append(term)
+        return out
 
     @property
     def total(self) -> float:
@@ -67,13 +90,15 @@ class Decomposition:
 
     def as_dict(self) -> dict:
         out = {k: getattr(self, k) for k in (*TERMS, "net_variance", "noise_term") if getattr(self, k) is not None}
-        return {"loss": self.loss, **out, "total": self.total,
-                "intervals": {k: list(v) for k, v in self.intervals.items()}}
+        return {"loss": self.loss, **out, "total": self.total, "repetitions": self.repetitions,
+                "intervals": {k: list(v) for k, v in self.intervals.items()},
+                "unresolved": self.unresolved(tuple(self.intervals))}
 
 
 def bias_variance(model_factory: Callable, sampler: Callable, *, x_test, target: Callable, truth=None,
                   loss: str = "squared", repetitions: int = 50, inits: int = 1, noise_draws: int = 200,
-                  bootstrap: int = 500, level: float = 0.95, seed: int = 0) -> Decomposition:
+                  bootstrap: int = 500, level: float = 0.95, seed: int = 0,
+                  max_repetitions: int | None = None) -> Decomposition:
     """Decompose the expected loss of a learning procedure into bias, variance and noise.
 
     ``sampler(rng) -> (x, y)`` draws one training set; ``model_factory(x, y, seed) -> predict`` trains a model
@@ -83,7 +108,9 @@ def bias_variance(model_factory: Callable, sampler: Callable, *, x_test, target:
     given inputs (``noise_draws`` of them per test point estimate the noise); ``truth`` optionally gives E[y|x]
     at ``x_test`` (labels of y* for ``zero_one``, probabilities for ``cross_entropy``), else it is estimated
     from the draws. ``repetitions`` training sets, each trained ``inits`` times with different seeds (two or
-    more split the variance into initialisation and data parts).
+    more split the variance into initialisation and data parts). With ``max_repetitions``, the number of training
+    sets doubles (the first ones kept: set r is always the same draw) while bias or variance is unresolved
+    (:meth:`Decomposition.unresolved`), up to that budget.
 
     Example — the bias and variance of a cubic fit to the sine set::
 
@@ -98,16 +125,23 @@ def bias_variance(model_factory: Callable, sampler: Callable, *, x_test, target:
         raise UserError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if repetitions < 2 or inits < 1:
         raise UserError(f"need repetitions >= 2 and inits >= 1, got {repetitions} and {inits}")
+    budget = repetitions if max_repetitions is None else max_repetitions
+    if budget < repetitions:
+        raise UserError(f"max_repetitions ({budget}) must be at least repetitions ({repetitions})")
     rng = np.random.default_rng(seed)
     x_test = np.asarray(x_test)
-    predictions = []
-    for r in range(repetitions):
-        x, y = sampler(np.random.default_rng([seed, 1, r]))
-        row = [np.asarray(model_factory(x, y, int(seed * 1_000_003 + r * inits + k))(x_test)) for k in range(inits)]
-        predictions.append(row)
     draws = np.stack([np.asarray(target(x_test, rng)) for _ in range(noise_draws)])
-    return decompose(np.asarray(predictions), draws, truth=truth, loss=loss, bootstrap=bootstrap, level=level,
-                     seed=seed)
+    predictions, wanted = [], repetitions
+    while True:
+        for r in range(len(predictions), wanted):
+            x, y = sampler(np.random.default_rng([seed, 1, r]))
+            predictions.append([np.asarray(model_factory(x, y, int(seed * 1_000_003 + r * inits + k))(x_test))
+                                for k in range(inits)])
+        result = decompose(np.asarray(predictions), draws, truth=truth, loss=loss, bootstrap=bootstrap,
+                           level=level, seed=seed)
+        if wanted >= budget or not result.unresolved():
+            return result
+        wanted = min(2 * wanted, budget)
 
 
 def decompose(predictions, draws, *, truth=None, loss: str = "squared", bootstrap: int = 500, level: float = 0.95,
@@ -129,7 +163,7 @@ def decompose(predictions, draws, *, truth=None, loss: str = "squared", bootstra
         if value is not None:
             values = np.array([b[name] for b in boot])
             intervals[name] = (float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail)))
-    return Decomposition(loss=loss, intervals=intervals, **result)
+    return Decomposition(loss=loss, intervals=intervals, repetitions=p.shape[0], **result)
 
 
 def _shaped(p: np.ndarray, y: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,91 @@
+"""Every sentence a lab writes is supported by its own numbers at its own intervals: the bias-variance lab's
+claims are checked against the intervals in its measured results, in quick and full mode, and no estimate that its
+intervals leave unresolved is stated, shown negative, or left unmarked."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from descend import lab
+from descend.lab import claims, complexity
+from descend.lab.decomposition import Decomposition
+
+
+@pytest.fixture(scope="module")
+def quick_bias_variance():
+    return lab.run("bias-variance", quick=True)
+
+
+def test_a_change_is_claimed_only_where_the_intervals_separate():
+    a, b, c = claims.Estimate(1.0, 0.9, 1.1), claims.Estimate(0.5, 0.4, 0.6), claims.Estimate(0.95, 0.5, 1.5)
+    assert claims.direction(a, b) == claims.FALLS and claims.direction(b, a) == claims.RISES
+    assert claims.direction(a, c) == claims.NO_CHANGE
+    sentence = claims.Claim("degree", "bias", 0, 3, a, c).sentence("Bias²", "degree")
+    assert "no measurable change" in sentence and "falls" not in sentence
+    assert claims.Estimate(-0.2, -0.5, 0.3).text(clip_at_zero=True) == "0 [0, 0.3]"
+
+
+def test_an_estimate_is_unresolved_when_its_interval_is_wider_than_half_its_value():
+    d = Decomposition("squared", expected_loss=2.0, bias=1.0, variance=0.8, noise=0.2,
+                      intervals={"bias": (0.9, 1.1), "variance": (0.1, 5.0), "expected_loss": (1.5, 2.5)})
+    assert d.unresolved(("bias", "variance", "expected_loss")) == ["variance"]
+    tiny = Decomposition("squared", expected_loss=0.2, bias=0.001, variance=0.001, noise=0.2,
+                         intervals={"bias": (-0.005, 0.01), "variance": (0.0, 0.01)})
+    assert tiny.unresolved() == []          # within a tenth of the noise: resolved although relatively wide
+
+
+def test_more_training_sets_are_drawn_while_the_variance_is_unresolved():
+    terms = {d: lab.bias_variance(complexity.polynomial(d), complexity.sampler, x_test=complexity.X_TEST,
+                                  target=complexity.target, truth=complexity.truth(complexity.X_TEST),
+                                  repetitions=20, max_repetitions=160, bootstrap=50) for d in (1, 11)}
+    assert terms[1].repetitions < 160 and not terms[1].unresolved()
+    assert terms[11].repetitions == 160 and "variance" in terms[11].unresolved()   # heavy tails: never resolves
+
+
+def check_claims(result) -> None:
+    """The lab's sentences against the lab's numbers (lab.json's content), whatever the numbers came out as."""
+    m, text = result.measured, " ".join(result.findings)
+    assert m["claims"], "the lab states no measured change at all"
+    for c in m["claims"]:
+        start, end = m[c["axis"]][str(c["start"])], m[c["axis"]][str(c["end"])]
+        for point in (start, end):
+            assert c["quantity"] not in point["unresolved"], c       # never compares an unresolved estimate
+        (lo_a, hi_a), (lo_b, hi_b) = start["intervals"][c["quantity"]], end["intervals"][c["quantity"]]
+        expected = "falls" if hi_b < lo_a else "rises" if lo_b > hi_a else "no measurable change"
+        assert c["direction"] == expected, c
+        label, word = complexity.LABELS[c["quantity"]], complexity.SWEEPS[c["axis"]][0]
+        claim = claims.Claim(c["axis"], c["quantity"], c["start"], c["end"], claims.Estimate(**c["before"]),
+                             claims.Estimate(**c["after"]))
+        assert claim.sentence(label, word, clip_at_zero=c["quantity"] == "bias") in text
+    stated = re.findall(r"\b(falls|rises) from", text)
+    assert len(stated) == sum(c["direction"] != "no measurable change" for c in m["claims"])   # nothing else
+    for axis, (word, _) in complexity.SWEEPS.items():
+        keys = {claims.key_text(float(k)) if "." in k else k: v for k, v in m[axis].items()}
+        for best, rest in re.findall(rf"lowest at {re.escape(word)} (\S+) \(.*?\)(?:, not distinguished from "
+                                     rf"{re.escape(word)} ([^(]*) \()?", text):
+            for key in [best, *filter(None, rest.split(", "))]:   # the minimum and its ties: resolved test losses
+                assert "expected_loss" not in keys[key.strip()]["unresolved"], (axis, key)
+    assert not re.search(r"bias² -|−", text)                    # never a negative bias² in the text
+    header, rows = result.tables[0][1], result.tables[0][2]
+    for row in rows:
+        record = dict(zip(header, row))
+        assert record["bias²"] >= 0 and not record["bias² 95%"].startswith("[-")
+        assert (record["estimate"] == "resolved") == (not m["degree"][str(record["degree"])]["unresolved"])
+
+
+def test_the_quick_bias_variance_lab_states_only_what_its_intervals_support(quick_bias_variance):
+    check_claims(quick_bias_variance)
+    m = quick_bias_variance.measured
+    bias = next(c for c in m["claims"] if c["axis"] == "degree" and c["quantity"] == "bias")
+    assert bias["direction"] == "falls" and bias["start"] == 0
+    assert m["degree"]["11"]["unresolved"]                       # the heavy-tailed fit is marked, not a finding
+
+
+@pytest.mark.slow  # the full lab: about a minute on two cores
+def test_the_full_bias_variance_lab_states_only_what_its_intervals_support():
+    result = lab.run("bias-variance")
+    check_claims(result)
+    width = {c["quantity"]: c for c in result.measured["claims"] if c["axis"] == "MLP width"}
+    assert width["expected_loss"]["direction"] == "falls"
