@@ -184,14 +184,20 @@ def _with_state(model, state: dict):
 
 def run(config: cfg.Config, out: str | Path | None = None, *, quiet: bool = False, stream=None) -> dict:
     """Train the recipe's ensemble and write its directory (what ``descend run`` does with ``[ensemble]``)."""
-    from .rundir import default_run_dir
+    from .rundir import default_run_dir, owned
 
     out = Path(out) if out is not None else default_run_dir(config)
-    if (out / "ensemble.json").exists() or (out / "metrics.jsonl").exists():
-        raise UserError(f"{out} already holds a run; choose another --out directory")
+    _check_empty(out)
     result = fit(config, progress=not quiet, stream=stream)  # everything is checked before the directory is made
-    write(out, config, result.ensemble, result.members, result.inference)
-    result.run_dir = out
-    summary = result.summary()
-    atomic.write_json(out / "summary.json", summary, what="summary")
+    with owned(out):
+        _check_empty(out)  # again, as owner: another process may have written it meanwhile
+        write(out, config, result.ensemble, result.members, result.inference)
+        result.run_dir = out
+        summary = result.summary()
+        atomic.write_json(out / "summary.json", summary, what="summary")
     return {**summary, "run_dir": str(out), "final": summary["ensemble"], "changed": {}}
+
+
+def _check_empty(out: Path) -> None:
+    if any((out / name).exists() for name in ("ensemble.json", "metrics.jsonl")):
+        raise UserError(f"{out} already holds a run; choose another --out directory")

@@ -181,28 +181,30 @@ class Experiment:
         trainer.callbacks += extra
         fit_args = {"epochs": c.train.epochs, "batch_size": c.train.batch_size, "shuffle": c.train.shuffle,
                     "drop_last": c.train.drop_last}
-        try:
-            trainer.prepare(self.data.train, self.data.val, **fit_args)  # every check before anything is written
-            trainer.on_divergence = c.train.on_divergence if trainer.checkpoints is not None else "stop"
-            trainer.max_rollbacks = c.train.max_rollbacks
-            if writer is not None:
-                resume_from = writer.resume_from() if resume else None
-                writer.start(self)
-            started = time.perf_counter()
+        with contextlib.ExitStack() as owner:
             try:
-                trainer.fit(self.data.train, self.data.val, resume=resume_from, progress=False, **fit_args)
-            except Exception as e:
+                trainer.prepare(self.data.train, self.data.val, **fit_args)  # every check before anything is written
+                trainer.on_divergence = c.train.on_divergence if trainer.checkpoints is not None else "stop"
+                trainer.max_rollbacks = c.train.max_rollbacks
                 if writer is not None:
-                    writer.failed(self, e)
-                raise
-        finally:
-            for cb in extra:
-                if hasattr(cb, "close"):
-                    cb.close()  # a progress bar ends its line before any message (Ctrl-C, an error)
-            trainer.callbacks = [cb for cb in trainer.callbacks if cb not in extra]
-        result = self._result(time.perf_counter() - started)
-        if writer is not None:
-            writer.finish(self, result)  # adds test_* to result.final and sets result.run_dir
+                    owner.enter_context(writer.owned())  # one process writes a run directory at a time
+                    resume_from = writer.resume_from() if resume else None
+                    writer.start(self)
+                started = time.perf_counter()
+                try:
+                    trainer.fit(self.data.train, self.data.val, resume=resume_from, progress=False, **fit_args)
+                except Exception as e:
+                    if writer is not None:
+                        writer.failed(self, e)
+                    raise
+            finally:
+                for cb in extra:
+                    if hasattr(cb, "close"):
+                        cb.close()  # a progress bar ends its line before any message (Ctrl-C, an error)
+                trainer.callbacks = [cb for cb in trainer.callbacks if cb not in extra]
+            result = self._result(time.perf_counter() - started)
+            if writer is not None:
+                writer.finish(self, result)  # adds test_* to result.final and sets result.run_dir
         return result
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
@@ -247,22 +249,38 @@ def run(config: cfg.Config, out: str | Path | None = None, *, resume: bool = Fal
             raise UserError("an ensemble run cannot be resumed; train it again (each member takes one run)")
         return run_ensemble(config, out, quiet=quiet, stream=stream)
     out = Path(out) if out is not None else rundir.default_run_dir(config)
+    changed, already = _check_out(config, out, resume, warn=True)  # before building: a quick refusal
+    if already is not None:
+        return already
+    exp = build(config)
+    with rundir.owned(out, doing="resume" if resume else "write"):
+        changed, already = _check_out(config, out, resume)  # again, as owner: another process may have written it
+        if already is not None:
+            return already
+        if not quiet:
+            print(models.summary(exp.trainer.model, exp.data.info.input_shape), file=stream or sys.stdout)
+        result = exp.fit(callbacks, out, resume=resume, progress=not quiet, stream=stream)
+    return {**result.summary(), "run_dir": str(out), "changed": changed}
+
+
+def _check_out(config: cfg.Config, out: Path, resume: bool, warn: bool = False) -> tuple[dict, dict | None]:
+    """What ``out`` holds against what the command asks: the resumed fields that change, and the summary of a
+    run that has already ended (nothing to resume), or a :class:`UserError` for a directory that holds a run."""
+    from . import rundir
+
     held = rundir.status(out)
     changed = rundir.check_resume(config, out) if resume else {}
     if resume:
         summary = rundir.read_summary(out) or {}
         if held == "stopped_early" or (held == "finished" and summary.get("epochs_run", 0) >= config.train.epochs):
-            return {**summary, "run_dir": str(out), "changed": changed, "already": held}
+            return changed, {**summary, "run_dir": str(out), "changed": changed, "already": held}
     elif held == "unstarted":
-        warnings.warn(f"{out} holds a run that stopped before its first checkpoint: starting it afresh",
-                      UserWarning, stacklevel=2)
+        if warn:
+            warnings.warn(f"{out} holds a run that stopped before its first checkpoint: starting it afresh",
+                          UserWarning, stacklevel=3)
     elif held != "empty":
         raise UserError(f"{out} already holds a run; choose another --out directory, or continue it with --resume")
-    exp = build(config)
-    if not quiet:
-        print(models.summary(exp.trainer.model, exp.data.info.input_shape), file=stream or sys.stdout)
-    result = exp.fit(callbacks, out, resume=resume, progress=not quiet, stream=stream)
-    return {**result.summary(), "run_dir": str(out), "changed": changed}
+    return changed, None
 
 
 def versions() -> dict[str, str]:

@@ -8,11 +8,18 @@ schedule, and at the end ``model.safetensors`` (final weights), ``summary.json``
 best epoch, seconds, size, versions), ``predictions.json`` (confusion matrix or predicted vs true) and
 ``report.html`` (:mod:`descend.report.run`; also after a divergence). Every file is written atomically
 (:mod:`descend.atomic`).
+
+While a process writes a run directory it owns it (:func:`owned`): an exclusive ``fcntl.flock`` on
+``.descend.lock`` inside it, which the kernel releases when the process ends in any way (a crash or ``kill -9``
+leaves no stale owner, unlike a PID file). A second ``descend run --out`` or ``descend resume`` of the same
+directory is refused (exit code 2) with the owner's PID instead of interleaving its files with the owner's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +65,79 @@ def _toml_values(tree):
     return [_toml_values(v) for v in tree] if isinstance(tree, (list, tuple)) else tree
 
 
+LOCK_FILE = ".descend.lock"
+_HELD: dict[str, int] = {}  # directories this process owns (real path -> nesting), so owning is re-entrant
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a run directory there has no owner
+    fcntl = None
+
+
+@contextlib.contextmanager
+def owned(path: str | Path, *, doing: str = "write"):
+    """Own the run directory ``path`` (created if needed) for the ``with`` block: an exclusive lock on
+    :data:`LOCK_FILE`, held by this process only. Another process owning it is a :class:`UserError` naming the
+    directory and that process's PID (``doing`` says what was refused: "write", "resume"). A directory this
+    call created and left empty (a check failed before anything was written) is removed again."""
+    path = Path(path)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run directory {path}: {e.strerror}") from None
+    key = os.path.realpath(path)
+    if fcntl is None or key in _HELD:
+        _HELD[key] = _HELD.get(key, 0) + 1
+        try:
+            yield path
+        finally:
+            _HELD[key] -= 1
+            if not _HELD[key]:
+                del _HELD[key]
+        return
+    fd = _lock(path, doing)
+    _HELD[key] = 1
+    try:
+        yield path
+    finally:
+        del _HELD[key]
+        with contextlib.suppress(OSError):
+            os.unlink(path / LOCK_FILE)  # while still held: a process waiting on this file sees it gone and retries
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if empty: nothing was written
+
+
+def _lock(path: Path, doing: str) -> int:
+    """An open descriptor of ``path/LOCK_FILE`` holding its exclusive flock, the file naming this process."""
+    lock = path / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            raise UserError(f"cannot lock the run directory {path} ({lock}: {e.strerror}); a run directory must "
+                            "be writable and its lock file a plain file") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f"process {owner}" if owner.isdigit() else "another process"
+            raise UserError(f"cannot {doing} {path}: {who} is training in it now (it holds {LOCK_FILE}); wait "
+                            "for it to end, stop it, or choose another --out directory") from None
+        try:
+            same = os.stat(lock, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except OSError:
+            same = False
+        if same:  # not a file its previous owner removed between our open and our lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)
+
+
 def default_run_dir(config: cfg.Config, root: str | Path = "runs") -> Path:
     return Path(root) / f"{config.name or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
 
@@ -74,6 +154,10 @@ class RunDirectory:
         keeper = Checkpoints(self.path / "checkpoints", every=c.train.checkpoint_every, unit=c.train.checkpoint_unit,
                              monitor=stopper.monitor if stopper else None, mode=stopper.mode if stopper else "auto")
         return [MetricsFile(self.path / "metrics.jsonl"), TensorBoard(self.path / "tb"), keeper]
+
+    def owned(self):
+        """Own the directory while writing it (:func:`owned`)."""
+        return owned(self.path, doing="resume" if self.resume else "write")
 
     def resume_from(self) -> Path | None:
         """The checkpoint to continue from; a run killed before its first checkpoint starts again, with a note."""
