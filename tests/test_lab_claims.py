@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from descend import lab
@@ -89,3 +90,19 @@ def test_the_full_bias_variance_lab_states_only_what_its_intervals_support():
     check_claims(result)
     width = {c["quantity"]: c for c in result.measured["claims"] if c["axis"] == "MLP width"}
     assert width["expected_loss"]["direction"] == "falls"
+
+
+def test_the_double_descent_sentences_follow_its_intervals():
+    result = lab.run("double-descent", quick=True)
+    m, text = result.measured, " ".join(result.findings)
+    widths, intervals = m["widths"], dict(zip(m["widths"], m["test_error_interval"]))
+    peak = m["peak_width"]
+    separated = all(intervals[w][1] < intervals[peak][0] for w in (widths[0], widths[-1]))
+    assert ("a peak." in text) == separated and ("no peak is resolved" in text) == (not separated)
+    assert f"highest at width {peak} " in text
+    fitted = next(w for j, w in enumerate(widths) if all(e == 0 for e in m["train_error_max"][j:]))
+    assert f"from width {fitted} on" in text
+    # a made-up sweep whose highest point is within the noise: no peak is claimed
+    flat = complexity.double_descent_findings([1, 2, 3], np.array([[0.5, 0.6, 0.5], [0.6, 0.5, 0.6]]),
+                                              np.ones((2, 3)), 10)
+    assert "no peak is resolved" in flat[0] and flat[1] == "No width fits every training label."

@@ -10,6 +10,7 @@ from descend.data import synthetic
 from descend.lab import batched, claims
 from descend.lab.base import LabResult
 from descend.lab.decomposition import Decomposition, bias_variance, decompose
+from descend.lab.stats import bootstrap_ci
 from descend.report import html
 
 N_TRAIN, X_RANGE = 20, (0.0, 10.0)
@@ -255,8 +256,9 @@ def double_descent_lab(quick: bool = False) -> LabResult:
     mean = errors.mean(axis=0)
     peak = widths[int(mean.argmax())]
     measured = {"widths": widths, "test_error": mean, "train_error": train_errors.mean(axis=0),
-                "test_error_std": errors.std(axis=0), "n_train": n, "label_noise": noise, "peak_width": peak}
-    at = dict(zip(widths, mean))
+                "test_error_std": errors.std(axis=0), "n_train": n, "label_noise": noise, "peak_width": peak,
+                "test_error_interval": [bootstrap_ci(errors[:, j], seed=j) for j in range(len(widths))],
+                "train_error_max": train_errors.max(axis=0)}
     fig, ax = html.figure(6.0, 3.8)
     ax.semilogx(widths, mean, "o-", label="test error")
     ax.fill_between(widths, mean - errors.std(axis=0), mean + errors.std(axis=0), alpha=0.2)
@@ -276,5 +278,25 @@ def double_descent_lab(quick: bool = False) -> LabResult:
         measured, [("Test and training error vs width (mean ± std over feature seeds)", fig)],
         [("Error by width", ["width", "test error", "training error"],
           [[w, e, t] for w, e, t in zip(widths, mean, train_errors.mean(axis=0))])],
-        [f"Test error peaks at width {peak} ({mean.max():.3f}); at width 10 it is {at[10]:.3f} and at width "
-         f"{widths[-1]} {mean[-1]:.3f}; the training error reaches 0 from width {n} on."])
+        double_descent_findings(widths, errors, train_errors, n))
+
+
+def double_descent_findings(widths: list[int], errors: np.ndarray, train_errors: np.ndarray, n: int) -> list[str]:
+    """Sentences from the measured errors (rows: feature seeds, columns: widths), each as strong as the 95%
+    bootstrap intervals over the seeds allow."""
+    points = {w: claims.Estimate(float(errors[:, j].mean()), *bootstrap_ci(errors[:, j], seed=j))
+              for j, w in enumerate(widths)}
+    peak = max(widths, key=lambda w: points[w].value)
+    ends = [w for w in (widths[0], widths[-1]) if w != peak]
+    above = [w for w in ends if claims.direction(points[w], points[peak]) == claims.RISES]
+    text = (f"The test error is highest at width {peak} ({points[peak].text()} over {errors.shape[0]} feature "
+            "seeds)")
+    if above == ends:
+        text += ", above " + " and ".join(f"width {w} ({points[w].text()})" for w in ends) + ": a peak."
+    else:
+        text += (", not separated from " + " and ".join(f"width {w} ({points[w].text()})" for w in ends if w not in
+                                                        above) + " (overlapping intervals): no peak is resolved.")
+    fits = [w for j, w in enumerate(widths) if np.all(train_errors[:, j:] == 0)]
+    fitted = (f"The training error is 0 for every seed from width {fits[0]} on (the training set has {n} samples)."
+              if fits else "No width fits every training label.")
+    return [text, fitted]
