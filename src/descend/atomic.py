@@ -7,6 +7,11 @@ A file is written to a temporary name in its own directory, flushed and fsynced,
 the complete new one, never a torn one. A failed write (disk full, permission denied) removes the temporary file,
 keeps the previous file and raises :class:`WriteError`, a :class:`~descend.errors.UserError` naming the file and
 the reason. Temporary files left by killed writers are removed by the next write to the same path.
+
+A run directory may come from someone else (an archive, a shared disk), so its files are used only where they
+are: :func:`inside` refuses a path that a symbolic link leads out of its directory, :func:`links_out` finds every
+such link in a directory, and :func:`append_text` never appends through a link (``O_NOFOLLOW``). An atomic
+write replaces a link at the target's name by the new file; it never writes through it.
 """
 
 from __future__ import annotations
@@ -57,6 +62,53 @@ def write_bytes(path: str | Path, chunks: bytes | Iterable[Any], *, what: str = 
         raise
     _fsync_directory(directory)
     _remove_stale_temps(path)
+
+
+def inside(root: str | Path, path: str | Path, *, what: str = "file") -> Path:
+    """``path`` as given, once checked that it stays inside the directory ``root`` with every symbolic link on
+    its way followed (links that stay inside are fine; ``root`` itself may be a link). A path that leaves it is a
+    :class:`UserError` naming the link's target: descend reads and writes a run's files only inside its run."""
+    path, real_root = Path(path), os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise UserError(f"the {what} {str(path)!r} leads outside {str(root)!r} (a symbolic link to {real!r}): "
+                        "descend neither reads nor writes a run's files through a link that leaves its directory; "
+                        "put the file itself there, or remove the link")
+    return path
+
+
+def links_out(root: str | Path) -> list[str]:
+    """The symbolic links in the directory tree ``root`` (links not followed) that lead outside it."""
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs + files:
+            entry = os.path.join(directory, name)
+            if os.path.islink(entry):
+                try:
+                    inside(root, entry)
+                except UserError:
+                    found.append(os.path.relpath(entry, root))
+    return sorted(found)
+
+
+def append_text(path: str | Path, text: str, *, what: str = "file") -> None:
+    """Append ``text`` (UTF-8) to ``path`` (created if missing), never through a symbolic link at ``path``."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"could not append to the {what} {path}: it is a symbolic link (to "
+                            f"{os.readlink(path)!r}); descend never writes through a link: remove it") from None
+        raise WriteError(_failure(Path(path), e, what)) from e
+    try:
+        view = memoryview(text.encode("utf-8"))
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        raise WriteError(_failure(Path(path), e, what)) from e
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | Path, text: str, *, what: str = "file") -> None:

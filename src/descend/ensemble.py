@@ -238,7 +238,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Ensemble:
     """The ensemble saved in ``directory`` (by :meth:`Ensemble.save` or ``descend run`` with ``[ensemble]``)."""
     directory = Path(directory)
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
+        manifest = json.loads(atomic.inside(directory, directory / MANIFEST, what="ensemble manifest").read_text())
     except FileNotFoundError:
         raise UserError(f"{directory} is not an ensemble: it has no {MANIFEST}") from None
     except (OSError, ValueError) as e:
@@ -250,9 +250,10 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Ensemble:
     for entry in manifest["members"]:
         scalers.append(Scaler.from_json(entry["scaler"]) if entry.get("scaler") else None)
         model = models.build(arch["name"], tuple(arch["input_shape"]), arch["num_outputs"], **arch["options"])
-        if not (directory / entry["weights"]).is_file():
+        weights = atomic.inside(directory, directory / entry["weights"], what="member weights")
+        if not weights.is_file():
             raise UserError(f"{directory / MANIFEST} names the member weights {entry['weights']}, which are missing")
-        report = load_weights(model, directory / entry["weights"])
+        report = load_weights(model, weights)
         if not report.ok:
             raise CheckpointError(f"{directory / entry['weights']} does not fit the ensemble's architecture: {report}")
         members.append(model.to(device).eval())

@@ -184,13 +184,14 @@ def _with_state(model, state: dict):
 
 def run(config: cfg.Config, out: str | Path | None = None, *, quiet: bool = False, stream=None) -> dict:
     """Train the recipe's ensemble and write its directory (what ``descend run`` does with ``[ensemble]``)."""
-    from .rundir import default_run_dir, owned
+    from .rundir import check_links, default_run_dir, owned
 
     out = Path(out) if out is not None else default_run_dir(config)
     _check_empty(out)
     result = fit(config, progress=not quiet, stream=stream)  # everything is checked before the directory is made
     with owned(out):
         _check_empty(out)  # again, as owner: another process may have written it meanwhile
+        check_links(out)
         write(out, config, result.ensemble, result.members, result.inference)
         result.run_dir = out
         summary = result.summary()

@@ -67,15 +67,16 @@ def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.d
         raise UserError(f"{path} is not a run directory (it has no config.toml)")
     if not (path / INFERENCE_FILE).is_file():
         raise UserError(f"{path} has no {INFERENCE_FILE}: it was written by an older descend; train it again")
-    config = cfg.load(path / "config.toml")
-    record = _checked_record(atomic.read_json(path / INFERENCE_FILE, what="inference record"), path / INFERENCE_FILE)
+    config = cfg.load(atomic.inside(path, path / "config.toml", what="recipe"))
+    record_path = atomic.inside(path, path / INFERENCE_FILE, what="inference record")
+    record = _checked_record(atomic.read_json(record_path, what="inference record"), record_path)
     if ensemble.is_ensemble(path):  # the members' combined prediction, as one model (descend.ensemble.Combined)
         if which != "final":
             raise UserError(f"{path} is an ensemble: its members are its weights; which={which!r} is for single "
                             "runs (load it with which='final')")
         model = ensemble.load(path, device=device).as_module()
     else:
-        weights = path / WEIGHTS[which]
+        weights = atomic.inside(path, path / WEIGHTS[which], what=f"{which} weights")
         if not weights.is_file():
             hint = "; the run did not finish: load which='last'" if which == "final" else ""
             raise UserError(f"{path} holds no {which} weights ({WEIGHTS[which]} is missing){hint}")
@@ -83,8 +84,10 @@ def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.d
                              **config.model.options)
         load_weights(model, weights, strict=True)
     model.to(device).eval()
-    summary = atomic.read_json(path / "summary.json", what="summary") if (path / "summary.json").is_file() else {}
-    history = History(atomic.read_jsonl(path / "metrics.jsonl", what="metrics log"))
+    summary_path = atomic.inside(path, path / "summary.json", what="summary")
+    summary = atomic.read_json(summary_path, what="summary") if summary_path.is_file() else {}
+    history = History(atomic.read_jsonl(atomic.inside(path, path / "metrics.jsonl", what="metrics log"),
+                                        what="metrics log"))
     return LoadedRun(path, which, model, config, summary, history, record, torch.device(device))
 
 

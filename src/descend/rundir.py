@@ -138,6 +138,17 @@ def _lock(path: Path, doing: str) -> int:
         os.close(fd)
 
 
+def check_links(path: Path) -> None:
+    """Refuse a run directory holding symbolic links that lead outside it (:func:`descend.atomic.links_out`):
+    a run writes and reads its own files only, not files elsewhere that a link in a received directory names."""
+    leaving = atomic.links_out(path)
+    if leaving:
+        shown = ", ".join(leaving[:5]) + (f" and {len(leaving) - 5} more" if len(leaving) > 5 else "")
+        raise UserError(f"{path} holds symbolic links that lead outside it ({shown}); descend neither reads nor "
+                        "writes a run's files through them (the directory may come from someone else): put the "
+                        "files themselves there, or remove the links")
+
+
 def default_run_dir(config: cfg.Config, root: str | Path = "runs") -> Path:
     return Path(root) / f"{config.name or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
 
@@ -155,9 +166,12 @@ class RunDirectory:
                              monitor=stopper.monitor if stopper else None, mode=stopper.mode if stopper else "auto")
         return [MetricsFile(self.path / "metrics.jsonl"), TensorBoard(self.path / "tb"), keeper]
 
+    @contextlib.contextmanager
     def owned(self):
-        """Own the directory while writing it (:func:`owned`)."""
-        return owned(self.path, doing="resume" if self.resume else "write")
+        """Own the directory while writing it (:func:`owned`), once checked that no link in it leads out."""
+        with owned(self.path, doing="resume" if self.resume else "write"):
+            check_links(self.path)
+            yield
 
     def resume_from(self) -> Path | None:
         """The checkpoint to continue from; a run killed before its first checkpoint starts again, with a note."""
@@ -221,7 +235,7 @@ def status(path: Path) -> str:
 def read_summary(path: Path) -> dict | None:
     """The run's summary, or None where it has none (or one a killed process or an editor left unreadable)."""
     try:
-        return atomic.read_json(path / "summary.json", what="summary")
+        return atomic.read_json(atomic.inside(path, path / "summary.json", what="summary"), what="summary")
     except UserError:
         return None
 
@@ -231,7 +245,7 @@ def check_resume(config: cfg.Config, out: Path) -> dict[str, tuple]:
     recorded = out / "config.toml"
     if not recorded.is_file():
         raise UserError(f"cannot resume: {out} holds no run (no config.toml); give the run directory to --resume")
-    before = _flat(resolved_recipe(cfg.load(recorded)).model_dump())
+    before = _flat(resolved_recipe(cfg.load(atomic.inside(out, recorded, what="recorded recipe"))).model_dump())
     now = _flat(resolved_recipe(config).model_dump())
     changed = {key: (before.get(key), now.get(key)) for key in sorted(set(before) | set(now))
                if before.get(key) != now.get(key)}

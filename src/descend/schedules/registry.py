@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import io
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from descend import atomic
 from descend.errors import UserError
 from descend.options import Option, validate
 from descend.options import describe as describe_table
@@ -80,6 +82,8 @@ def plot(schedule: Schedule, *, steps_per_epoch: int, total_steps: int, base_lr:
     ax.set(xlabel="epoch", ylabel="learning rate", title=repr(schedule))
     ax.title.set_fontsize(8)
     ax.grid(alpha=0.3)
-    if path is not None:
-        fig.savefig(path, dpi=120)
+    if path is not None:  # atomically, as every file of a run: never through a link at ``path``
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=120)
+        atomic.write_bytes(path, buffer.getvalue(), what="schedule figure")
     return fig
