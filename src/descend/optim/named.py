@@ -13,7 +13,14 @@ adam       m = β1m + (1−β1)g;  v = β2v + (1−β2)g²;  w −= η m̂/(√v
 adamw      adam with decoupled weight decay, weight_decay=0.01 by default (Loshchilov & Hutter 2019, Alg. 2)
 nadam      adam with the look-ahead first moment and μ_t schedule (Dozat 2016, torch.optim.NAdam)
 newton     w −= α (∇²f)⁻¹∇f, damped; see :class:`descend.optim.newton.Newton`
+lion       w −= η sign(β1m + (1−β1)g);  m = β2m + (1−β2)g   (Chen et al. 2023; :mod:`descend.optim.lion`)
 =========  ==============================================================================================
+
+The newer methods that are not a chain of parts each have their own module: ``muon``
+(:mod:`~descend.optim.muon`), ``adafactor`` (torch.optim.Adafactor), ``schedule_free_sgd`` and
+``schedule_free_adamw`` (:mod:`~descend.optim.schedule_free`), ``prodigy`` (:mod:`~descend.optim.prodigy`),
+``dadapt_sgd`` (:mod:`~descend.optim.dadaptation`); SAM and Lookahead go around any of them
+(:mod:`~descend.optim.wrappers`).
 
 Every optimizer takes ``weight_decay`` with ``weight_decay_mode`` l2 (g += λw first) or decoupled
 (w −= ηλw outside the scaling), and ``exclude_from_decay`` (biases and normalisation layers by default).
@@ -27,9 +34,11 @@ import torch
 
 from descend.optim import parts as P
 from descend.optim.composed import ComposedOptimizer
+from descend.optim.lion import sign_momentum
 from descend.optim.parts import Part
 
 STRUCTURAL = ("weight_decay_mode", "exclude_from_decay", "implementation", "momentum_form", "nesterov",
+              "sam_rho", "lookahead_k", "lookahead_alpha",
               "bias_correction", "eps_placement", "max_params")
 
 
@@ -65,6 +74,8 @@ def chain(name: str, o: dict[str, Any]) -> list[Part]:
         body = [P.second_moment("ema", decay="beta2"),
                 P.first_moment("ema", nesterov=nesterov, decay="beta1", schedule=schedule),
                 P.precondition(o["eps_placement"]), P.scale_by_lr()]
+    elif name == "lion":
+        body = [sign_momentum(), P.scale_by_lr()]
     else:
         raise KeyError(name)
     return head + body + tail

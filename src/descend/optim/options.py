@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from descend.errors import UserError
-from descend.options import Boolean, OneOf, Option, Patterns, integer, number
+from descend.options import Boolean, OneOf, Option, Optional, Patterns, integer, number
 from descend.options import describe as describe_table
 from descend.options import validate as validate_table
 
@@ -83,6 +83,86 @@ OPTIONS: dict[str, list[Option]] = {
 for _name in OPTIONS:
     if _name != "newton":
         OPTIONS[_name].append(IMPLEMENTATION)
+
+
+def _fixed_decay(mode: str, default: float = 0.0) -> list[Option]:
+    """Weight decay of an optimizer that has one form of it (``mode``, the authors')."""
+    return [Option("weight_decay", number(0), default, doc=f"λ ({mode} weight decay, as the authors')"),
+            Option("weight_decay_mode", OneOf(mode), mode, doc=f"{mode} only (the authors' form)"),
+            Option("exclude_from_decay", Patterns(), list(DEFAULT_EXCLUDE),
+                   doc="parameters never decayed: biases and normalisation layers by default")]
+
+
+_NO_LIMIT = Optional(number(1, closed="both"), none="no limit")
+_WARMUP = Option("warmup_steps", integer(0), 0, doc="linear warm-up of η over this many steps (0: none)")
+_SF = [_WARMUP, Option("r", number(0), 0.0, doc="polynomial weighting (k+1)^r of the average"),
+       Option("weight_lr_power", number(0), 2.0, doc="average weights ∝ η_max^power (warm-up steps count less)")]
+OPTIONS.update({
+    "lion": [_lr(1e-4, "Chen et al. 2023 / lion-pytorch: 1e-4"),
+             _rate("beta1", 0.9, "interpolation of momentum and gradient in the sign (Chen et al. 2023: 0.9)"),
+             _rate("beta2", 0.99, "decay of the tracked momentum (Chen et al. 2023: 0.99)")]
+    + _decay(0.0, "decoupled") + [IMPLEMENTATION],
+    "muon": [_lr(1e-3, "torch.optim.Muon: 1e-3"),
+             _rate("momentum", 0.95, "μ of the momentum buffer (Jordan et al. 2024: 0.95)"),
+             Option("nesterov", Boolean(), True, doc="look-ahead: orthogonalise g + μ(B − g), not B"),
+             Option("ns_steps", integer(1, 99), 5, doc="Newton–Schulz iterations (Jordan et al. 2024: 5)"),
+             Option("ns_eps", number(0, closed="neither"), 1e-7, doc="ε of the Newton–Schulz normalisation"),
+             Option("adjust_lr", OneOf("original", "match_rms_adamw"), "original",
+                    doc="original: η·√max(1, rows/cols) (Jordan); match_rms_adamw: 0.2·η·√max(rows, cols) (Liu)"),
+             Option("adamw_lr", Optional(number(0), none="lr"), None, doc="η of AdamW for the other parameters"),
+             _rate("beta1", 0.9, "AdamW's β1 for the other parameters"),
+             _rate("beta2", 0.999, "AdamW's β2 for the other parameters"),
+             _eps(1e-8, "AdamW's, for the other parameters")]
+    + _fixed_decay("decoupled", 0.1),
+    "adafactor": [_lr(1e-2, "torch.optim.Adafactor: 0.01"),
+                  Option("beta2_decay", number(None, 0), -0.8, doc="β2_t = 1 − t^decay (Shazeer & Stern 2018: -0.8)"),
+                  Option("eps1", Optional(number(0), none="the dtype's machine epsilon"), None,
+                         doc="ε1 added to the squared gradient's factors"),
+                  Option("eps2", number(0), 1e-3, doc="ε2: the smallest relative step (Shazeer & Stern 2018: 1e-3)"),
+                  Option("clip_threshold", number(0, closed="neither"), 1.0,
+                         doc="d: the update's RMS is clipped to d (Shazeer & Stern 2018: 1)")]
+    + _fixed_decay("decoupled"),
+    "schedule_free_sgd": [_lr(1.0, "schedulefree.SGDScheduleFree: 1.0"),
+                          _rate("momentum", 0.9, "β: interpolation between the average x and z")] + _SF
+    + _fixed_decay("l2"),
+    "schedule_free_adamw": [_lr(0.0025, "schedulefree.AdamWScheduleFree: 0.0025"),
+                            _rate("beta1", 0.9, "β1: interpolation between the average x and z"),
+                            _rate("beta2", 0.999, "second-moment decay β2"), _eps(1e-8, "Defazio et al. 2024")]
+    + _SF + _fixed_decay("decoupled"),
+    "prodigy": [_lr(1.0, "Mishchenko & Defazio 2024: 1.0, a multiplier of the estimated step size d"),
+                _rate("beta1", 0.9, "first-moment decay β1"), _rate("beta2", 0.999, "second-moment decay β2"),
+                Option("beta3", Optional(_rate("beta3", 0.0, "").constraint, none="√β2"), None,
+                       doc="decay of the step-size estimate's sums"),
+                _eps(1e-8, "Mishchenko & Defazio 2024"),
+                Option("bias_correction", Boolean(), False, doc="Adam's bias correction folded into d·η"),
+                Option("safeguard_warmup", Boolean(), False, doc="leave η out of the denominator sum (for warm-up)"),
+                Option("d0", number(0, closed="neither"), 1e-6, doc="initial step-size estimate d₀"),
+                Option("d_coef", number(0, closed="neither"), 1.0, doc="multiplier of the estimate d̂"),
+                Option("growth_rate", _NO_LIMIT, None, doc="largest factor d may grow by per step")]
+    + _decay(0.0, "decoupled"),
+    "dadapt_sgd": [_lr(1.0, "Defazio & Mishchenko 2023: 1.0, a multiplier of the estimated step size d"),
+                   _rate("momentum", 0.0, "momentum of the primal average (dadaptation: 0; 0.9 is usual)"),
+                   Option("d0", number(0, closed="neither"), 1e-6, doc="initial distance estimate d₀"),
+                   Option("growth_rate", _NO_LIMIT, None, doc="largest factor d may grow by per step")]
+    + _fixed_decay("l2"),
+})
+SCHEDULE_FREE = ("schedule_free_sgd", "schedule_free_adamw")
+_SAM_RHO = Option("sam_rho", number(0), 0.0, doc="SAM's neighbourhood radius ρ (Foret et al. 2021; 0: off)")
+_LOOKAHEAD = [Option("lookahead_k", integer(0), 0, doc="Lookahead: sync the slow weights every k steps (0: off)"),
+              Option("lookahead_alpha", number(0, 1, closed="right"), 0.5, doc="Lookahead's slow step α")]
+for _name, _opts in OPTIONS.items():  # the wrappers go around every first-order optimizer
+    if _name != "newton":
+        _opts.append(_SAM_RHO)
+        if _name not in SCHEDULE_FREE:  # schedule-free keeps its own average of the iterates
+            _opts.extend(_LOOKAHEAD)
+# SAM and Lookahead by name: as in their papers, around SGD with momentum and around Adam
+OPTIONS["sam"] = [o if o.name != "sam_rho" else
+                  Option("sam_rho", number(0, closed="neither"), 0.05, doc="ρ (Foret et al. 2021: 0.05)")
+                  for o in OPTIONS["momentum"]]
+OPTIONS["lookahead"] = [o if o.name != "lookahead_k" else
+                        Option("lookahead_k", integer(1), 5, doc="k (Zhang et al. 2019: 5)")
+                        for o in OPTIONS["adam"]]
+WRAPPED = {"sam": "momentum", "lookahead": "adam"}
 
 ALIASES = {"sgd": "gd"}
 
