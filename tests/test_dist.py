@@ -131,3 +131,14 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_if_it_never_stopped(tm
     (tmp_path / "killed.log").write_text(output)
     assert run.returncode == 0, output
     assert_close(straight, load_file(tmp_path / "killed" / "model.safetensors"), atol=0)
+
+
+@pytest.mark.parametrize("nproc", ["0", "-2"])
+def test_a_process_count_below_one_is_refused(tmp_path, capsys, nproc):
+    from descend.cli import main
+
+    recipe = tmp_path / "digits.toml"
+    recipe.write_text(DIGITS.format(epochs=1))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run"), "--nproc", nproc]) == 2
+    assert f"--nproc {nproc}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

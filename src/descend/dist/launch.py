@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -12,8 +16,13 @@ def launch(args) -> int:
     """Run ``descend run`` in ``args.nproc`` processes per node through ``torch.distributed.run`` (torchrun).
 
     The run directory is fixed here, before the processes start, so every rank (and every restart after a failed
-    worker, ``--max-restarts``) agrees on it; a restarted run resumes from its last checkpoint.
+    worker, ``--max-restarts``) agrees on it; a restarted run resumes from its last checkpoint. torchrun's own log
+    lines (its OMP_NUM_THREADS banner, its report of a failed worker) are kept off the terminal: the workers say
+    what went wrong in ``descend:`` lines, and a worker killed by a signal is reported here.
     """
+    if args.nproc < 1 or args.nnodes < 1 or args.max_restarts < 0:
+        raise UserError(f"--nproc and --nnodes must be >= 1 and --max-restarts >= 0; got --nproc {args.nproc}, "
+                        f"--nnodes {args.nnodes}, --max-restarts {args.max_restarts}")
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
@@ -21,8 +30,6 @@ def launch(args) -> int:
     from ..rundir import default_run_dir
 
     recipe = config.load(args.recipe, args.overrides)  # a bad recipe fails once, here, not in every process
-    if args.nproc < 1 or args.nnodes < 1 or args.max_restarts < 0:
-        raise UserError("--nproc and --nnodes must be >= 1, --max-restarts >= 0")
     out = args.resume or args.out or str(default_run_dir(recipe))
     rendezvous = (["--rdzv-backend", "c10d", "--rdzv-endpoint", args.rdzv_endpoint] if args.rdzv_endpoint
                   else ["--standalone"])
@@ -30,11 +37,31 @@ def launch(args) -> int:
     command += [item for override in args.overrides for item in ("--set", override)]
     command += (["--resume", out] if args.resume else []) + (["--quiet"] if args.quiet else [])
     try:
-        torchrun.main(["--nproc-per-node", str(args.nproc), "--nnodes", str(args.nnodes),
-                       "--max-restarts", str(args.max_restarts), *rendezvous, *command])
+        with _quiet_torchrun():
+            torchrun.main(["--nproc-per-node", str(args.nproc), "--nnodes", str(args.nnodes),
+                           "--max-restarts", str(args.max_restarts), *rendezvous, *command])
     except ChildFailedError as failed:
-        return failed.get_first_failure()[1].exitcode or 1
+        rank, failure = failed.get_first_failure()
+        if failure.exitcode is not None and failure.exitcode < 0:  # the worker left no message of its own
+            name = signal.Signals(-failure.exitcode).name if -failure.exitcode in signal.valid_signals() else \
+                f"signal {-failure.exitcode}"
+            print(f"descend: error: the process of rank {rank} was killed by {name}; `descend resume {out}` "
+                  f"continues from the last checkpoint, if one was written", file=sys.stderr)
+            return 128 - failure.exitcode
+        return failure.exitcode or 1
     return 0
+
+
+@contextlib.contextmanager
+def _quiet_torchrun():
+    """No log records while torchrun runs in this process: its loggers set their own levels and handlers, so
+    they are switched off here (this process only waits for the workers) and back on afterwards."""
+    before = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 def run_worker(recipe, out: str | Path, *, resume: bool, quiet: bool) -> dict | None:

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..data import Split
 from ..train import Trainer
-from ..train.metrics import MetricSums
+from ..train.metric_fns import OneProcess
 from ..train.rng import seed_torch
 from .sharding import ShardedBatches
 
@@ -44,9 +44,25 @@ def _join(backend_name: str) -> None:
                             world_size=size)
 
 
-def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    dist.all_reduce(tensor)
-    return tensor
+class ProcessGroup(OneProcess):
+    """An epoch's running training values over every process of the group (each rank calls these at the same
+    point: they are collective operations)."""
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(tensor)
+        return tensor
+
+    def cat(self, tensor: torch.Tensor) -> torch.Tensor:
+        # all_gather needs equal sizes: every rank pads its rows to the longest, and the padding is cut off after
+        size = torch.tensor([tensor.shape[0]], device=tensor.device)
+        sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+        dist.all_gather(sizes, size)
+        longest = int(max(sizes))
+        padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+        padded[:tensor.shape[0]] = tensor
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        return torch.cat([part[:int(n)] for part, n in zip(parts, sizes, strict=True)])
 
 
 def _weighted_all_reduce(trainer, bucket):  # no annotations: DDP checks them, and these would be strings here
@@ -76,6 +92,7 @@ class DistributedTrainer(Trainer):
         if not dist.is_initialized():
             _join(backend(self.device))
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self._processes = ProcessGroup()  # the training sums, metrics and logs are those of the whole global batch
         self._ddp: nn.Module | None = None
         self._sharded: ShardedBatches | None = None
 
@@ -101,8 +118,3 @@ class DistributedTrainer(Trainer):
 
     def _forward_module(self) -> nn.Module:
         return self._ddp
-
-    def _fresh_sums(self) -> dict:
-        sums = super()._fresh_sums()
-        sums["metrics"] = MetricSums(self.loss, self.device, reduce=_all_reduce_sum)
-        return sums

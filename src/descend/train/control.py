@@ -29,38 +29,46 @@ import queue
 import select
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import tomllib
 
 from ..errors import UserError
+from ..options import Boolean, Either, OneOf, Option, Optional, integer, number, validate
+from . import lr
 from .callbacks import Callback
 
 KEYS = {"-": ("lr", 0.5), "+": ("lr", 2.0), "e": ("add_epochs", 5), "s": ("stop", True)}
 NAMED = {"halve": 0.5, "double": 2.0}
+#: The most epochs a run may reach by additions: more would train for years, and is a typo (10**30, 2**63 - 1).
+MAX_EPOCHS = 100_000
+#: A control file's commands, checked like a recipe's options (:mod:`descend.options`).
+COMMANDS = (
+    Option("lr", Optional(Either(OneOf(*NAMED), number(1e-4, 1e4))), None,
+           "multiply the learning rate by this factor (\"halve\", \"double\")"),
+    Option("add_epochs", Optional(integer(1, MAX_EPOCHS)), None, "train this many epochs more"),
+    Option("stop", Boolean(), False, "stop after this epoch (the last checkpoint holds it)"),
+)
+#: What a checkpoint keeps of the babysitting (a file from elsewhere: checked with the same bounds).
+STATE = (Option("added", integer(0, MAX_EPOCHS), 0, "epochs added so far"),
+         Option("stopped", Boolean(), False, "stopped by a command, to be resumed"))
 
 
 def parse(text: str, where: str = "control.toml") -> list[tuple[str, object]]:
-    """The commands in a control file, in a fixed order (learning rate, epochs, stop)."""
+    """The commands in a control file, in a fixed order (learning rate, epochs, stop); a file with any
+    mistake is refused whole (:class:`UserError`), like a recipe."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{where} is not valid TOML: {e}") from None
-    unknown = sorted(set(raw) - {"lr", "add_epochs", "stop"})
-    if unknown:
-        raise UserError(f"{where}: unknown command {unknown[0]!r}; allowed: lr, add_epochs, stop")
+    given = validate(where, COMMANDS, raw)
     commands = []
-    if "lr" in raw:
-        factor = NAMED.get(raw["lr"], raw["lr"])
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
-            raise UserError(f"{where}: lr = {raw['lr']!r}: give a factor > 0, \"halve\" or \"double\"")
-        commands.append(("lr", float(factor)))
-    if "add_epochs" in raw:
-        n = raw["add_epochs"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise UserError(f"{where}: add_epochs = {n!r}: give a positive integer")
-        commands.append(("add_epochs", n))
-    if raw.get("stop") is True:
+    if given["lr"] is not None:
+        commands.append(("lr", float(NAMED.get(given["lr"], given["lr"]))))
+    if given["add_epochs"] is not None:
+        commands.append(("add_epochs", given["add_epochs"]))
+    if given["stop"]:
         commands.append(("stop", True))
     return commands
 
@@ -73,7 +81,7 @@ class Control(Callback):
     def __init__(self, path: str | Path, *, keys: bool = False, stream=None) -> None:
         self.path = Path(path)
         self.keys = keys
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream = stream  # None: sys.stderr as it is when a message is printed (a live progress bar's proxy)
         self.added = 0
         self.stopped = False
         self._seen: float | None = None
@@ -88,29 +96,43 @@ class Control(Callback):
         if self.keys and _KeyReader.possible():
             self._reader = _KeyReader(self._pending)
             self._reader.start()
-            print("keys: - halve lr, + double lr, e 5 more epochs, s stop after this epoch", file=self.stream)
+            self._say("keys: - halve lr, + double lr, e 5 more epochs, s stop after this epoch")
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
         commands = self._from_file()
         while not self._pending.empty():
             commands.append(self._pending.get_nowait())
         for name, value in commands:
+            done = trainer.epoch + 1
             if name == "lr":
                 trainer.scale_lr(value)
                 logs["control_lr_factor"] = logs.get("control_lr_factor", 1.0) * value
+                self._say(f"control: learning rate x{value:g} after epoch {done}")
             elif name == "add_epochs":
+                if trainer.end_epoch + value > MAX_EPOCHS:
+                    warnings.warn(f"control: add_epochs = {value} refused: the run would reach "
+                                  f"{trainer.end_epoch + value} epochs, more than {MAX_EPOCHS:,}", stacklevel=2)
+                    continue
                 trainer.add_epochs(value)
                 self.added += value
                 logs["control_add_epochs"] = logs.get("control_add_epochs", 0) + value
+                self._say(f"control: {value} epochs added after epoch {done}: the run now ends at epoch "
+                          f"{trainer.end_epoch}")
+                _warn_if_decayed(trainer, value)
             else:
                 trainer.stop_training, self.stopped = True, True
                 logs["control_stop"] = 1
-            print(f"control: {name} {value} after epoch {trainer.epoch + 1}", file=self.stream)
+                self._say(f"control: stop after epoch {done}")
 
     def on_fit_end(self, trainer) -> None:
         if self._reader is not None:
             self._reader.stop()
             self._reader = None
+
+    def _say(self, message: str) -> None:
+        """One line of its own: printed through sys.stderr as it is now, which a live progress bar redirects
+        above itself (the bar's line is never written into)."""
+        print(message, file=self.stream or sys.stderr, flush=True)
 
     def _from_file(self) -> list[tuple[str, object]]:
         try:
@@ -123,10 +145,12 @@ class Control(Callback):
         try:
             commands = parse(self.path.read_text(encoding="utf-8"), str(self.path))
         except (OSError, UnicodeDecodeError) as e:  # a directory, a binary file: reported like a typo
-            print(f"control: ignored: cannot read {self.path}: {getattr(e, 'strerror', None) or e}", file=self.stream)
+            warnings.warn(f"control: cannot read {self.path} ({getattr(e, 'strerror', None) or e}); nothing was "
+                          "changed, training goes on", stacklevel=2)
             return []
-        except UserError as e:
-            print(f"control: ignored: {e}", file=self.stream)  # a typo must not kill a long run
+        except UserError as e:  # a typo must not kill a long run: the file is left for the user to fix
+            warnings.warn(f"control: {e} Nothing was changed; fix the file to apply it, training goes on",
+                          stacklevel=2)
             return []
         os.replace(self.path, self.path.with_name("control.applied.toml"))
         return commands
@@ -135,7 +159,22 @@ class Control(Callback):
         return {"added": self.added, "stopped": self.stopped}
 
     def load_state_dict(self, state: dict) -> None:
-        self.added, self.stopped = int(state.get("added", 0)), bool(state.get("stopped", False))
+        """The babysitting state of a checkpoint, checked with the control file's own bounds."""
+        if not isinstance(state, dict):
+            raise UserError(f"checkpoint: the babysitting state must be a table, got {type(state).__name__}")
+        checked = validate("checkpoint: babysitting state", STATE, state)
+        self.added, self.stopped = checked["added"], checked["stopped"]
+
+
+def _warn_if_decayed(trainer, added: int) -> None:
+    """Epochs added past a schedule's end train at its last rate; if that is (nearly) 0 they change nothing."""
+    end = lr.rate_after_end(trainer)
+    if end is None or end[0] > 1e-3 * end[1]:
+        return
+    warnings.warn(f"control: the {added} added epochs train at learning rate {end[0]:.3g}, where the schedule ended "
+                  f"(it keeps its length and had decayed from {end[1]:.3g}), so they change almost nothing. To train "
+                  "on, stop and resume with a longer run (descend resume RUN --set train.epochs=N stretches the "
+                  "schedule) or give the schedule a floor (min_lr)", stacklevel=3)
 
 
 class _KeyReader:

@@ -14,7 +14,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .. import atomic
 from .callbacks import Callback
 
 
@@ -35,11 +34,12 @@ class MetricsFile(Callback):
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def on_fit_start(self, trainer):  # atomic: a symbolic link at the path is replaced, never written through
-        atomic.write_text(self.path, "".join(_row(logs) for logs in trainer.history), what="metrics log")
+    def on_fit_start(self, trainer):
+        self.path.write_text("".join(_row(logs) for logs in trainer.history))
 
     def on_epoch_end(self, trainer, logs):
-        atomic.append_text(self.path, _row(logs), what="metrics log")
+        with self.path.open("a") as f:
+            f.write(_row(logs))
 
 
 def _row(logs: dict) -> str:
@@ -91,7 +91,8 @@ class TensorBoard(Callback):
 
 class ProgressBar(Callback):
     """A rich progress bar (epoch, step, loss, metrics, ETA) on a terminal or in a notebook; one plain line per
-    epoch otherwise. ``total_epochs`` defaults to the fit's own (learned at its start)."""
+    epoch otherwise. ``total_epochs`` defaults to the fit's own (learned at its start, and followed when epochs are
+    added while it runs: babysitting's ``add_epochs``)."""
 
     order = 90
 
@@ -106,12 +107,12 @@ class ProgressBar(Callback):
             self.total_epochs = trainer.end_epoch
         if self.plain:
             return
-        self._progress = Progress(TextColumn("epoch {task.fields[epoch]}/" + str(self.total_epochs)),
+        self._progress = Progress(TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
                                   BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                                   TimeRemainingColumn(), console=self.console, transient=False)
         self._progress.start()
         self._task = self._progress.add_task("train", total=trainer.total_steps, completed=trainer.global_step,
-                                             epoch=trainer.epoch + 1, info="")
+                                             epoch=trainer.epoch + 1, epochs=self.total_epochs, info="")
 
     def on_batch_end(self, trainer):
         if self._progress is not None:
@@ -119,6 +120,10 @@ class ProgressBar(Callback):
             self._progress.update(self._task, completed=trainer.global_step, epoch=trainer.epoch + 1, info=info)
 
     def on_epoch_end(self, trainer, logs):
+        if trainer.end_epoch > self.total_epochs:  # epochs added while training (babysitting)
+            self.total_epochs = trainer.end_epoch
+            if self._progress is not None:
+                self._progress.update(self._task, total=trainer.total_steps, epochs=self.total_epochs)
         line = f"epoch {trainer.epoch + 1}/{self.total_epochs}  {_shown(logs)}  {logs.get('seconds', 0):.1f}s"
         if self._progress is not None:
             self._progress.update(self._task, info=f"loss {trainer.last_loss:.4g}")

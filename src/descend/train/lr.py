@@ -129,3 +129,13 @@ def scale(trainer, factor: float) -> None:
     if trainer.schedule is None or isinstance(trainer.schedule, TorchSchedule):
         for group in trainer.optimizer.param_groups:
             group["lr"] *= factor
+
+
+def rate_after_end(trainer) -> tuple[float, float] | None:
+    """``(rate, base)``: the first group's rate a descend schedule gives past the end of its fit (where epochs added
+    by babysitting train: the schedule keeps its length) and its base rate; None without a descend schedule."""
+    schedule = trainer.schedule
+    if schedule is None or isinstance(schedule, TorchSchedule) or not trainer._base_lrs:
+        return None
+    return schedule.lr(trainer._base_lrs[0], schedule.total_steps), trainer._base_lrs[0]
+

@@ -76,6 +76,19 @@ def metric_name(metric) -> str:
     return metric if isinstance(metric, str) else getattr(metric, "__name__", type(metric).__name__)
 
 
+class OneProcess:
+    """How a pass's running values combine over the processes of a data-parallel run: in one process they are
+    the whole (:class:`descend.dist.trainer.ProcessGroup` sums and concatenates them over every process)."""
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``tensor`` over the processes."""
+        return tensor
+
+    def cat(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The processes' ``tensor`` s concatenated along the first dimension, in rank order."""
+        return tensor
+
+
 class Accumulator:
     """One metric's running state for one pass, on the device: ``update`` per batch, ``compute`` once."""
 
@@ -117,21 +130,24 @@ class Accumulator:
         self.state = state["state"].to(self.device) if "state" in state else None
         self._scores = [(state["out"].to(self.device), state["y"].to(self.device))] if "out" in state else []
 
-    def compute(self) -> float:
-        """The pass's value (one host sync)."""
-        m = self.metric
+    def compute(self, processes: OneProcess | None = None) -> float:
+        """The pass's value (one host sync), over every process of a data-parallel run with ``processes``
+        (each process calls it at the same point: the sums travel through collective operations)."""
+        m, processes = self.metric, processes or OneProcess()
         if m == "auroc":
-            return _auroc(self._scores)
+            return _auroc([tuple(processes.cat(torch.cat(part)) for part in zip(*self._scores))] if self._scores
+                          else [])
         if self.state is None:
             return math.nan
+        state = processes.sum(self.state.clone())
         if callable(m) or _TOP_K.match(m):
-            total, n = self.state.tolist()
+            total, n = state.tolist()
             return total / n if n else math.nan
         if m == "rmse":
-            total, n = self.state.tolist()
+            total, n = state.tolist()
             return math.sqrt(total / n) if n else math.nan
-        k = int(round(math.sqrt(self.state.numel())))
-        cm = self.state.reshape(k, k)
+        k = int(round(math.sqrt(state.numel())))
+        cm = state.reshape(k, k)
         tp, actual, predicted = cm.diagonal(), cm.sum(dim=1), cm.sum(dim=0)
         present = (actual + predicted) > 0
         precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))

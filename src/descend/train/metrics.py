@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .metric_fns import Accumulator, predicted_class
+from .metric_fns import Accumulator, OneProcess, predicted_class
 
 
 def _bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -118,12 +118,13 @@ class MetricSums:
     outputs pass ``budget`` elements. On a small model a step is a few hundred microseconds, and the dozen tiny
     kernels a per-step update would launch (argmax, compare, sum, casts, stack, add) cost a tenth of it.
     ``metrics`` are extra metrics (names or callables, see :mod:`descend.train.metric_fns`), checked by the caller;
-    they are updated every step, so they cost device work only when asked for.
+    they are updated every step, so they cost device work only when asked for. ``processes`` combines the sums
+    over the processes of a data-parallel run (:class:`~descend.train.metric_fns.OneProcess` by default).
     """
 
     def __init__(self, loss, device: torch.device, *, task: str | None = None, metrics=(), budget: int = 1 << 22,
-                 reduce=None):
-        self.loss, self.reduce = loss, reduce  # reduce: sums -> sums over all processes (data parallelism)
+                 processes: OneProcess | None = None):
+        self.loss, self.processes = loss, processes or OneProcess()
         self.classification = task == "classification" if task is not None else loss in CLASSIFICATION_LOSSES
         self.budget = budget
         # samples, Σ batch-loss·batch-size, correct | Σ(ŷ−y)², Σ|ŷ−y|, Σy, Σy², target values
@@ -178,8 +179,7 @@ class MetricSums:
     def compute(self, prefix: str = "") -> dict[str, float]:
         """The pass's mean loss and metrics, as Python floats (one host sync, and one per extra metric)."""
         self._reduce()
-        sums = self._sums if self.reduce is None else self.reduce(self._sums.clone())
-        n, loss, a, b, sy, syy, values = sums.tolist()
+        n, loss, a, b, sy, syy, values = self.processes.sum(self._sums.clone()).tolist()
         if n == 0:
             return {}
         logs = {f"{prefix}loss": loss / n}
@@ -191,5 +191,5 @@ class MetricSums:
             logs[f"{prefix}mae"] = b / values
             logs[f"{prefix}r2"] = 1.0 - a / sst if sst > 0 else math.nan
         for metric in self.extra:
-            logs[f"{prefix}{metric.name}"] = metric.compute()
+            logs[f"{prefix}{metric.name}"] = metric.compute(self.processes)
         return logs

@@ -28,7 +28,7 @@ from .clipping import clip_gradients
 from .evaluation import Evaluation
 from .history import History
 from .logs import ProgressBar, progress_bar
-from .metrics import MetricSums, check_loss
+from .metrics import MetricSums, OneProcess, check_loss
 from .streams import Stream
 
 PRECISIONS = ("fp32", "bf16")
@@ -100,6 +100,7 @@ class Trainer(Evaluation):
         self.on_divergence, self.max_rollbacks, self.threads = on_divergence, max_rollbacks, threads
         self.channels_last, self.compile = channels_last, compile
         self._compiled: nn.Module | None = None  # torch.compile's wrapper of self.model (same parameters)
+        self._processes = OneProcess()  # how the epoch's training sums combine (data parallelism: over processes)
         self.rollbacks = 0         # divergence rollbacks so far
         self.stop_signal = None    # set by SIGINT/SIGTERM during fit; the loop stops at the next step boundary
         self.history = History()
@@ -269,17 +270,17 @@ class Trainer(Evaluation):
         self.check_finite()
         logs = sums["metrics"].compute("train_")  # note: the epoch's one host sync for the training sums
         if self.regularizer is not None:
-            total, samples = sums["penalty"].tolist()
+            total, samples = self._processes.sum(sums["penalty"].clone()).tolist()
             logs["train_penalty"] = total / max(samples, 1.0)
         if self.clip_grad_norm is not None or self.clip_grad_value is not None:
-            total, steps = sums["grad_norm"].tolist()
+            total, steps = self._processes.sum(sums["grad_norm"].clone()).tolist()
             logs["grad_norm"] = total / max(steps, 1.0)
         self.last_loss = logs.get("train_loss", math.nan)
         return logs
 
     def _fresh_sums(self) -> dict:
         """The epoch's running sums, on the device: metrics, (Σ penalty·n, n), (Σ pre-clip grad norm, steps)."""
-        return {"metrics": self._metric_sums(), "penalty": torch.zeros(2, device=self.device),
+        return {"metrics": self._metric_sums(self._processes), "penalty": torch.zeros(2, device=self.device),
                 "grad_norm": torch.zeros(2, device=self.device)}
 
     def scale_lr(self, factor: float) -> None:
@@ -293,7 +294,7 @@ class Trainer(Evaluation):
 
     def add_epochs(self, n: int) -> None:
         """Train ``n`` epochs more than fit() was asked for (a schedule keeps its length and stays at its end)."""
-        self.end_epoch += n
+        self.end_epoch, self.total_steps = self.end_epoch + n, self.total_steps + n * self.steps_per_epoch
 
     def _batches(self, train: Split, batch_size: int | str, **options) -> Batches:
         """The training batches (:class:`descend.dist.DistributedTrainer` shards them across processes)."""
@@ -377,8 +378,8 @@ class Trainer(Evaluation):
     def _loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self._loss_callable(out.float(), y)
 
-    def _metric_sums(self) -> MetricSums:
-        return MetricSums(self.loss, self.device, task=self.task, metrics=self.metrics)
+    def _metric_sums(self, processes: OneProcess | None = None) -> MetricSums:
+        return MetricSums(self.loss, self.device, task=self.task, metrics=self.metrics, processes=processes)
 
     def _closure_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():

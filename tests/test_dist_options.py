@@ -1,0 +1,133 @@
+"""Every option that touches the loss, the metrics or the logs means the same in one process and in N: the same
+recipes run through torchrun with ``--nproc 1`` and ``--nproc 2`` log the same keys every epoch, and end with
+the same weights where the arithmetic is the same (slow: real gloo processes, as in test_dist.py).
+
+Why the weights agree: each rank's chunk gradient is weighted by its share of the global batch before DDP's
+all-reduce, so a step is the one-process step up to the order of float32 additions (a few ulp per step, over
+~100 steps of Adam on weights of order 0.1: 1e-5 is ~100x the differences seen, and 100x below a one-step
+change of lr·sign ≈ 3e-3). With ``class_weights`` a chunk's weighted mean is normalised by its own chunk's class
+weights, not the global batch's, so that recipe's weights are compared by keys only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+CLASSIFICATION = """
+name = "digits_options"
+seed = 3
+[data]
+name = "digits"
+val_fraction = 0.1
+[model]
+name = "mlp"
+hidden = [32]
+[train]
+epochs = 3
+batch_size = 40
+device = "cpu"
+threads = 1
+clip_grad_norm = 5.0
+{train}
+[optimizer]
+name = "adamw"
+lr = 0.003
+[regularization]
+kind = "l2"
+strength = 1e-3
+[early_stopping]
+monitor = "train_f1"
+patience = 1
+restore_best = false
+"""
+
+REGRESSION = """
+name = "diabetes_options"
+seed = 1
+[data]
+name = "diabetes"
+val_fraction = 0.2
+[model]
+name = "mlp"
+hidden = [16]
+[train]
+epochs = 3
+batch_size = 32
+device = "cpu"
+threads = 1
+loss = "mae"
+metrics = ["rmse"]
+[optimizer]
+name = "adam"
+lr = 0.01
+[early_stopping]
+monitor = "train_rmse"
+"""
+
+RECIPES = {
+    # label smoothing: a CrossEntropyLoss module; metrics beyond accuracy, each a different kind of running sum
+    "smoothing": (
+        CLASSIFICATION.format(train='label_smoothing = 0.1\nmetrics = ["f1", "top5_accuracy", "auroc"]'),
+        True,
+    ),
+    "class_weights": (
+        CLASSIFICATION.format(
+            train="class_weights = [1.0, 2.0, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 1.0, "
+            '0.5]\nmetrics = ["f1", "precision", "recall"]'
+        ),
+        False,
+    ),
+    "regression": (REGRESSION, True),
+}
+
+
+def run(tmp_path: Path, name: str, nproc: int) -> tuple[list[dict], dict]:
+    recipe = tmp_path / f"{name}.toml"
+    recipe.write_text(RECIPES[name][0])
+    out = tmp_path / f"{name}-{nproc}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "descend.cli",
+        "run",
+        str(recipe),
+        "--out",
+        str(out),
+        "--quiet",
+        "--nproc",
+        str(nproc),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # torchrun's banner and log lines stay off the terminal: every line on stderr is descend's own
+    assert all(line.startswith("descend: ") for line in done.stderr.splitlines()), done.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return rows, load_file(out / "model.safetensors")
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_one_and_two_processes_log_the_same_keys_and_end_with_the_same_weights(tmp_path, name):
+    one_rows, one_weights = run(tmp_path, name, 1)
+    two_rows, two_weights = run(tmp_path, name, 2)
+    assert [sorted(row) for row in one_rows] == [sorted(row) for row in two_rows]
+    assert {"train_loss", "val_loss"} <= set(one_rows[0])
+    if name != "regression":
+        assert {"train_f1", "val_f1", "train_penalty", "grad_norm"} <= set(one_rows[0])
+    if RECIPES[name][1]:
+        for key in one_weights:
+            torch.testing.assert_close(one_weights[key], two_weights[key], rtol=0, atol=1e-5)
+        for one, two in zip(one_rows, two_rows, strict=True):
+            for key in one:
+                if key != "seconds":  # logged values: the same sums over the same samples
+                    assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
