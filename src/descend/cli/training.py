@@ -45,14 +45,14 @@ def add_parsers(sub) -> None:
 
 
 def _run(args) -> int:
-    from .. import config, dist, experiment
+    from .. import atomic, config, dist, experiment
     from ..rundir import default_run_dir
     from ..train.control import Control
 
     if getattr(args, "nproc", None) is not None and not dist.is_worker():
         return dist.launch(args)  # data-parallel: the same command in N processes through torchrun
     if args.command == "resume":  # the run's recorded recipe (with the --set it was run with), and new --set
-        recorded = Path(args.run_dir) / "config.toml"
+        recorded = atomic.inside(args.run_dir, Path(args.run_dir) / "config.toml", what="recorded recipe")
         if not recorded.is_file():
             raise UserError(f"cannot resume: {args.run_dir} holds no run (no config.toml)")
         args.recipe, args.resume, args.out = recorded, args.run_dir, None

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .. import atomic
 from .callbacks import Callback
 
 
@@ -34,12 +35,11 @@ class MetricsFile(Callback):
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def on_fit_start(self, trainer):
-        self.path.write_text("".join(_row(logs) for logs in trainer.history))
+    def on_fit_start(self, trainer):  # atomic: a symbolic link at the path is replaced, never written through
+        atomic.write_text(self.path, "".join(_row(logs) for logs in trainer.history), what="metrics log")
 
     def on_epoch_end(self, trainer, logs):
-        with self.path.open("a") as f:
-            f.write(_row(logs))
+        atomic.append_text(self.path, _row(logs), what="metrics log")
 
 
 def _row(logs: dict) -> str:
