@@ -1,7 +1,7 @@
 """The thread policy: "auto" picks one thread for small steps or a busy machine, a number is obeyed, and the
 process's setting is restored after the fit; descend's package import stays light."""
 
-import os
+import io
 import subprocess
 import sys
 
@@ -77,11 +77,37 @@ def test_a_quiet_load_average_needs_no_look_at_the_run_queue(monkeypatch):
     assert threads.idle_cores() == 2.0
 
 
-def test_the_run_queue_leaves_out_this_process_s_own_threads():
-    torch.set_num_threads(2)
-    torch.randn(512, 512) @ torch.randn(512, 512)  # OpenMP workers now spin, runnable, for a while
-    runnable = threads._others_runnable_now()
-    assert runnable is None or runnable < len(os.sched_getaffinity(0))  # a quiet test machine has idle cores
+def _fake_proc(monkeypatch, runnable: int, tasks: dict[str, str] | None = None):
+    """/proc/loadavg says ``runnable`` threads run machine-wide; ``tasks`` (thread id: state) replace this process's
+    own threads, or the real /proc/self/task is read. Nothing depends on what else the machine runs."""
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        if path == "/proc/loadavg":
+            return io.StringIO(f"0.50 0.40 0.30 {runnable}/300 4242\n")
+        if tasks is not None and path.startswith("/proc/self/task/"):
+            tid = path.split("/")[4]
+            return io.StringIO(f"{tid} (py thread) {tasks[tid]} 1 2 3\n")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(threads, "open", fake_open, raising=False)
+    if tasks is not None:
+        monkeypatch.setattr(threads.os, "listdir", lambda path: list(tasks))
+
+
+def test_the_run_queue_leaves_out_this_process_s_own_threads(monkeypatch):
+    # 5 runnable machine-wide, 2 of them ours (the caller and a spinning OpenMP worker; a third thread sleeps)
+    _fake_proc(monkeypatch, 5, {"100": "R", "101": "S", "102": "R"})
+    assert threads._others_runnable_now() == 3
+    _fake_proc(monkeypatch, 1, {"100": "R"})  # only the caller runs: nobody else
+    assert threads._others_runnable_now() == 0
+
+
+def test_the_calling_thread_counts_as_its_own(monkeypatch):
+    # the real /proc/self/task: the thread that reads its own state is running, so a machine where only it runs
+    # has no other runnable thread, however busy the real machine is
+    _fake_proc(monkeypatch, 1)
+    assert threads._others_runnable_now() in (0, None)
 
 
 @pytest.mark.parametrize("bad", [0, -1, "two", True])

@@ -97,9 +97,9 @@ class TrainConfig(_Section):
     class_weights: list[float] | None = None
     metrics: list[str] = Field(default_factory=list)
     device: Literal["auto", "cpu", "cuda", "mps"] = _default(Trainer, "device")
-    precision: Literal["fp32", "bf16"] = _default(Trainer, "precision")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _default(Trainer, "precision")
     threads: int | Literal["auto"] = _default(Trainer, "threads")
-    channels_last: bool = _default(Trainer, "channels_last")
+    channels_last: bool | Literal["auto"] = _default(Trainer, "channels_last")
     compile: bool = _default(Trainer, "compile")
     deterministic: bool = _default(Trainer, "deterministic")
     clip_grad_norm: float | None = Field(_default(Trainer, "clip_grad_norm"), gt=0.0)

@@ -146,6 +146,7 @@ class Result:
             "parameters": models.count_parameters(trainer.model),
             **({"sparsity": trainer.regularizer.sparsity(trainer.model)} if trainer.regularizer is not None else {}),
             "device": str(trainer.device),
+            "speed": trainer.speed.record() if trainer.speed is not None else None,  # what the fit chose, and why
             "versions": versions(),
         }
 
@@ -175,9 +176,10 @@ class Experiment:
         writer = RunDirectory(Path(out), c, resume=resume) if out is not None else None
         extra = list(callbacks) + (writer.callbacks(self) if writer is not None else [])
         if progress:
+            from .train.hardware import SpeedLine
             from .train.logs import ProgressBar
 
-            extra.append(ProgressBar(stream=stream))
+            extra += [SpeedLine(stream), ProgressBar(stream=stream)]
         trainer.callbacks += extra
         fit_args = {"epochs": c.train.epochs, "batch_size": c.train.batch_size, "shuffle": c.train.shuffle,
                     "drop_last": c.train.drop_last}

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data import Split
 from ..errors import UserError
-from . import metric_fns, rng, speed
+from . import hardware, metric_fns, rng, speed
 from .divergence import all_finite
 from .metrics import loss_function, num_outputs, resolve_loss
 from .streams import Stream, is_stream
@@ -153,4 +153,5 @@ def prepare_split(trainer, split: Split) -> Split:
         trainer.optimizer = trainer._optimizer_spec.build(trainer.model)
     check_shapes(trainer.model, split, trainer.loss, outputs, trainer.device)
     split = split.to(trainer.device)
-    return speed.channels_last(trainer.model, split) if trainer.channels_last else split
+    layout, _ = hardware.layout_choice(trainer.channels_last, trainer.device.type, trainer.model, split.x)
+    return speed.channels_last(trainer.model, split) if layout else split

@@ -4,7 +4,9 @@ A checkpoint holds everything the next step depends on: model, optimizer, schedu
 controller), every callback's state, the RNG streams (python, numpy, torch CPU and CUDA, and the augmentation
 generator), the data-order position (epoch and batches done; the order of an epoch is a function of the seed and
 the epoch, so nothing else is needed), the base learning rates, the history, and the partial sums of the epoch
-running. Restoring all of it makes a resumed run end bit-identical to one that never stopped (CPU, deterministic).
+running, the speed settings the run chose (:mod:`descend.train.hardware`: a resumed run keeps them) and fp16's
+gradient scale. Restoring all of it makes a resumed run end bit-identical to one that never stopped (CPU,
+deterministic).
 
 When it is written is the checkpoint policy's business (:mod:`descend.train.checkpoint.policy`); the file format
 is :mod:`descend.train.checkpoint` (no pickle, atomic).
@@ -43,6 +45,8 @@ def capture(trainer) -> dict:
         "history": list(trainer.history),
         "epoch_sums": {"metrics": sums["metrics"].state_dict(), "penalty": sums["penalty"],
                        "grad_norm": sums["grad_norm"]},
+        "speed": trainer.speed.record() if trainer.speed is not None else {},  # reused on resume
+        "scaler": trainer._scaler.state_dict() if trainer._scaler is not None else {},  # fp16's loss scale
     }
 
 
@@ -72,6 +76,8 @@ def restore(trainer, saved: dict) -> None:
     sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
     sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
     trainer._watch = divergence.Watch(trainer.global_step)
+    if trainer._scaler is not None and saved.get("scaler"):
+        trainer._scaler.load_state_dict(saved["scaler"])
     if trainer.checkpoints is not None:
         trainer.checkpoints.restore(saved)
 

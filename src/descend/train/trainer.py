@@ -21,7 +21,7 @@ from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
 from ..options import Boolean, Either, OneOf, Option, Optional, declare, integer, number
-from . import checkpoint, divergence, lr, rng, speed, state, threads
+from . import checkpoint, divergence, hardware, lr, rng, speed, state, threads
 from .callbacks import EVENTS, Callback
 from .checks import logged_names, prepare_data, require_logged, resolve_device, schedule_monitor
 from .clipping import clip_gradients
@@ -31,7 +31,6 @@ from .logs import ProgressBar, progress_bar
 from .metrics import MetricSums, OneProcess, check_loss
 from .streams import Stream
 
-PRECISIONS = ("fp32", "bf16")
 PER_STEP = ("on_after_backward", "on_batch_end")
 
 
@@ -48,10 +47,13 @@ class Trainer(Evaluation):
     ``seed`` fixes initialisation of spec models, data order, dropout and augmentation; ``deterministic=True``
     also asks torch for deterministic kernels, so two runs on the CPU are bit-identical. ``checkpoints`` (a
     :class:`~descend.train.state.Checkpoints`) is a callback like any other, given here for convenience;
-    ``on_divergence="rollback"`` needs one, to reload from. ``threads``: CPU threads, or "auto" (one thread for
-    small steps or a busy machine; see :mod:`descend.train.threads`). ``channels_last`` (2-D convolutional models)
-    and ``compile`` (torch.compile of the training forward) change how the work runs, not what it computes
-    (:mod:`descend.train.speed` says when each pays); ``precision="bf16"`` runs forward and loss under bf16 autocast.
+    ``on_divergence="rollback"`` needs one, to reload from. ``precision`` ("fp32", "bf16" autocast, "fp16" autocast
+    with gradient scaling), ``channels_last`` (NHWC memory for 2-D convolutional models) and ``threads`` (CPU
+    threads) are "auto" by default: decided from what the hardware computes natively and the model's size, and
+    with ``deterministic=True`` never from the machine's load (:mod:`descend.train.hardware`; the choice and its
+    reasons are ``trainer.speed`` once a fit starts, kept in checkpoints and reused on resume). ``compile``
+    (torch.compile of the training forward) changes how the work runs, not what it computes
+    (:mod:`descend.train.speed` says when it pays).
 
     ``schedule`` is a descend schedule (:mod:`descend.schedules`) or a torch LR scheduler (stepped per epoch, or
     per step with :class:`~descend.train.lr.TorchSchedule`); :mod:`descend.train.lr` says exactly who owns
@@ -60,7 +62,7 @@ class Trainer(Evaluation):
     """
 
     @declare("Trainer",
-             Option("precision", OneOf(*PRECISIONS), doc="fp32, or bf16 autocast"),
+             Option("precision", OneOf(*hardware.PRECISIONS), doc="auto, fp32, bf16 or fp16 autocast"),
              Option("clip_grad_norm", Optional(number(0, closed="right")), doc="clip the gradients' global norm"),
              Option("clip_grad_value", Optional(number(0, closed="right")), doc="clip each gradient element"),
              Option("seed", integer(0), doc="initialisation, data order, dropout and augmentation"),
@@ -69,15 +71,16 @@ class Trainer(Evaluation):
              Option("on_divergence", OneOf(*divergence.ACTIONS), doc="stop, or reload the last checkpoint"),
              Option("max_rollbacks", integer(0), doc="rollbacks before giving up"),
              Option("threads", Either(OneOf("auto"), integer(1)), doc="CPU threads, or auto"),
-             Option("channels_last", Boolean(), doc="NHWC memory format for 2-D convolutional models"),
+             Option("channels_last", Either(OneOf("auto"), Boolean()),
+                    doc="NHWC memory format for 2-D convolutional models, or auto"),
              Option("compile", Boolean(), doc="torch.compile the model's forward pass"))
     def __init__(self, model, *, loss=None, optimizer=None, schedule=None,
                  callbacks: Sequence[Callback] = (), metrics: Sequence = (), regularizer=None, augment=None,
                  clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
-                 device: str | torch.device = "auto", precision: str = "fp32", seed: int = 0,
+                 device: str | torch.device = "auto", precision: str = "auto", seed: int = 0,
                  deterministic: bool = False, log_every: int = 50, checkpoints: state.Checkpoints | None = None,
                  on_divergence: str = "stop", max_rollbacks: int = 3, threads: int | str = "auto",
-                 channels_last: bool = False, compile: bool = False):
+                 channels_last: bool | str = "auto", compile: bool = False):
         check_loss(loss)
         if on_divergence == "rollback" and checkpoints is None:
             raise UserError("on_divergence='rollback' reloads the last checkpoint: pass checkpoints=Checkpoints(...)")
@@ -100,6 +103,8 @@ class Trainer(Evaluation):
         self.on_divergence, self.max_rollbacks, self.threads = on_divergence, max_rollbacks, threads
         self.channels_last, self.compile = channels_last, compile
         self._compiled: nn.Module | None = None  # torch.compile's wrapper of self.model (same parameters)
+        self.speed: hardware.Settings | None = None  # the settings the last fit chose (hardware.decide)
+        self._scaler: torch.amp.GradScaler | None = None  # fp16's gradient scaling
         self._processes = OneProcess()  # how the epoch's training sums combine (data parallelism: over processes)
         self.rollbacks = 0         # divergence rollbacks so far
         self.stop_signal = None    # set by SIGINT/SIGTERM during fit; the loop stops at the next step boundary
@@ -175,12 +180,12 @@ class Trainer(Evaluation):
         val, batches = self._plan[4:]
         bar = progress_bar(self.callbacks, progress)
         self.callbacks += [bar] if bar is not None else []
-        # a batch, for the "auto" thread policy's estimate of a step's work on the CPU
-        sample = next(iter(batches.epoch(0)))[0] if self.threads == "auto" and self.device.type == "cpu" else None
-        with self._determinism(), state.stop_on_signals(self), threads.use(self.threads, self.model, sample):
+        saved = checkpoint.load(state.find(resume), device=self.device) if resume is not None else None
+        self._choose_speed(batches, saved)
+        with self._determinism(), state.stop_on_signals(self), threads.fixed(self.speed.threads):
             self._start(batches, epochs)
-            if resume is not None:
-                self.load_state_dict(checkpoint.load(state.find(resume), device=self.device))
+            if saved is not None:
+                self.load_state_dict(saved)
                 self.end_epoch = self.fit_start_epoch + epochs  # the fit the checkpoint was written in
                 self.total_steps = self.fit_start_step + self.steps_per_epoch * epochs
             try:
@@ -225,7 +230,7 @@ class Trainer(Evaluation):
     def _train_epoch(self, batches: Batches) -> dict[str, float]:
         model, opt, sums, forward = self.model, self.optimizer, self._sums, self._training_forward()
         after_backward, batch_end = self._handlers["on_after_backward"], self._handlers["on_batch_end"]
-        closure, autocast = getattr(opt, "needs_closure", False), self._autocast()
+        closure, autocast, scaler = getattr(opt, "needs_closure", False), self._autocast(), self._scaler
         scheduled = self.schedule is not None and not isinstance(self.schedule, lr.TorchSchedule)
         step_schedule = isinstance(self.schedule, lr.TorchSchedule) and self.schedule.per == "step"
         model.train()
@@ -240,7 +245,11 @@ class Trainer(Evaluation):
             penalty = self.regularizer.penalty(model) if self.regularizer is not None else None
             loss = data_loss if penalty is None else data_loss + penalty
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is None:
+                loss.backward()
+            else:  # fp16: the loss scaled up so small gradients do not underflow, the gradients scaled back
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
             if after_backward or batch_end:
                 self.step_loss = loss.detach()
                 for handler in after_backward:
@@ -248,6 +257,9 @@ class Trainer(Evaluation):
             norm = clip_gradients(model, self.clip_grad_norm, self.clip_grad_value)
             if closure:
                 opt.step(lambda x=x, y=y: self._closure_loss(x, y))
+            elif scaler is not None:
+                scaler.step(opt)  # skipped when a gradient overflowed; the scale then shrinks
+                scaler.update()
             else:
                 opt.step()
             if step_schedule:
@@ -369,10 +381,31 @@ class Trainer(Evaluation):
             torch.use_deterministic_algorithms(before)
 
     def _autocast(self):
-        """bf16 autocast, or a no-op context (entering a disabled torch.autocast still costs microseconds)."""
-        if self.precision != "bf16":
+        """bf16 or fp16 autocast, or a no-op context (entering a disabled torch.autocast still costs microseconds).
+
+        Before a fit has chosen, "auto" evaluates in fp32."""
+        precision = self.speed.precision if self.speed is not None else self.precision
+        if precision not in ("bf16", "fp16"):
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+    def _choose_speed(self, batches: Batches | Stream, saved: dict | None) -> None:
+        """Decide precision, layout and threads for this fit (:func:`hardware.decide`); a resumed fit keeps the
+        precision and, when deterministic, the thread count its checkpoint recorded."""
+        automatic = "auto" in (self.precision, self.threads) or self.channels_last == "auto"
+        sample = next(iter(batches.epoch(0)))[0] if automatic else None  # for the estimate of a step's work
+        self.speed = hardware.decide(self.device, precision=self.precision, channels_last=self.channels_last,
+                                     threads=self.threads, deterministic=self.deterministic, model=self.model,
+                                     sample=sample)
+        if isinstance(saved, dict) and saved.get("speed"):
+            self.speed = hardware.resumed(self.speed, saved["speed"], deterministic=self.deterministic)
+        if self.speed.precision == "fp16" and getattr(self.optimizer, "needs_closure", False):
+            raise UserError("precision 'fp16' scales gradients, which an optimizer that needs a closure cannot "
+                            "take; use precision = \"bf16\" or \"fp32\"")
+        if self.speed.precision != "fp16":
+            self._scaler = None
+        elif self._scaler is None:
+            self._scaler = torch.amp.GradScaler(self.device.type)
 
     # ------------------------------------------------------------------ step parts
     def _loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

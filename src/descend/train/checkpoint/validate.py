@@ -41,13 +41,14 @@ from .codec import non_finite
 from .container import CheckpointError, dtype_name, names, short
 
 _OPTIONAL = {"checkpoints": {"best_value": None}}  # written by the Checkpoints policy, not by the trainer
+_SINCE = {"speed", "scaler"}  # entries checkpoints written before the automatic speed settings lack
 
 
 def check_state(saved: Any, trainer) -> None:
     """Raise :class:`CheckpointError` unless ``saved`` is a state this trainer can load (see the module doc)."""
     template = trainer.state_dict()
     checker = _Checker({"cpu", trainer.device.type})
-    checker.keys(saved, {**template, **_OPTIONAL}, "checkpoint", optional=set(_OPTIONAL))
+    checker.keys(saved, {**template, **_OPTIONAL}, "checkpoint", optional=set(_OPTIONAL) | _SINCE)
     checker.tensors(saved["model"], template["model"], "model")
     checker.optimizer(saved["optimizer"], template["optimizer"], trainer.optimizer)
     if not (isinstance(saved["schedule"], dict) and not saved["schedule"]):  # {}: the run had no schedule state
@@ -74,6 +75,9 @@ def check_state(saved: Any, trainer) -> None:
     checker.like(saved["epoch_sums"], template["epoch_sums"], "epoch_sums")
     if "checkpoints" in saved:
         checker.like(saved["checkpoints"], _OPTIONAL["checkpoints"], "checkpoints")
+    for key in _SINCE:  # {}: no record (a trainer saved before its first fit), or no gradient scaling
+        if key in saved and not (isinstance(saved[key], dict) and not saved[key]) and template[key]:
+            checker.like(saved[key], template[key], key)
     bad = non_finite(checker.finite)
     if bad:
         raise _fail(names(bad), "hold non-finite values (NaN or infinity); a descend checkpoint never does")
