@@ -100,6 +100,25 @@ def series_figure(rows: list[dict], key: str, label: str):
     return fig
 
 
+CONTROL_MARKS = (("control_lr_factor", lambda v: f"lr x{v:g}"), ("control_add_epochs", lambda v: f"+{v:g} epochs"),
+                 ("control_stop", lambda v: "stop"))
+
+
+def lr_figure(rows: list[dict]):
+    """The learning rates that ran, as logged with each epoch (its last step's rate): a babysitting change, a
+    divergence rollback, a stop or a resume with more epochs shows where it happened, unlike the schedule planned
+    at the start. Babysitting commands are marked at the epoch after which they took effect."""
+    fig = series_figure(rows, "lr", "learning rate (each epoch's last step)")
+    ax = fig.axes[0]
+    for row in rows:
+        said = [mark(row[key]) for key, mark in CONTROL_MARKS if isinstance(row.get(key), (int, float))]
+        if said and isinstance(row.get("epoch"), (int, float)):
+            ax.axvline(row["epoch"] + 0.5, color="0.6", ls="--", lw=1)
+            ax.annotate(", ".join(said), (row["epoch"] + 0.5, 1), xycoords=("data", "axes fraction"),
+                        rotation=90, va="top", ha="right", fontsize=7, color="0.3")
+    return fig
+
+
 def predictions_figure(preds: dict):
     if preds["task"] == "classification":
         return confusion.figure(preds["confusion"], preds["class_names"])
@@ -132,10 +151,8 @@ def write_run_report(run_dir: str | Path) -> Path:
                                      f"{best.get('best_epoch')}."))
     if rows:
         blocks += [html.heading("Learning curves"), html.img(curves_figure(rows), "train and validation per epoch")]
-        if (run_dir / "schedule.png").is_file():
-            blocks.append(html.img((run_dir / "schedule.png").read_bytes(), "learning-rate schedule, every step"))
-        elif len(column(rows, "lr")[1]):
-            blocks.append(html.img(series_figure(rows, "lr", "learning rate"), "learning rate at each epoch's end"))
+        if len(column(rows, "lr")[1]):
+            blocks.append(html.img(lr_figure(rows), "the learning rate that ran in each epoch, as logged"))
         if len(column(rows, "grad_norm")[1]):
             blocks.append(html.img(series_figure(rows, "grad_norm", "gradient norm (before clipping)"),
                                    "gradient norm"))
