@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,47 @@ def test_relative_data_paths_are_read_from_the_recipes_folder_and_set_paths_from
     assert config.load("../recipes/r.toml").data.name == str(tmp_path / "recipes" / "data" / "x.csv")
     assert config.load("../recipes/r.toml", ['data.name="y.csv"']).data.name == str(tmp_path / "elsewhere" / "y.csv")
     assert config.load("../recipes/r.toml", ['data.name="iris"']).data.name == "iris"   # a dataset name stays
+
+
+READ_ONLY = """
+import numpy as np, pandas as pd, sklearn.datasets
+import descend as ds
+wine = sklearn.datasets.load_wine()
+x = np.asarray(wine.data, dtype=np.float32)
+x.setflags(write=False)                                   # as a DataFrame's values under copy-on-write
+y = wine.target.copy()
+y.setflags(write=False)
+trainer = ds.Trainer(ds.models.mlp(hidden=[8]), seed=0)
+trainer.fit((x, y), (x[::9], y[::9]), epochs=1, batch_size=32, progress=False)
+trainer.predict(x)
+frame = pd.DataFrame(wine.data, columns=wine.feature_names)
+print(trainer.predict(frame.to_numpy()).shape[0])
+"""
+
+
+def test_read_only_arrays_and_data_frames_give_no_torch_warning(tmp_path):
+    """torch warns once per process when it is handed a non-writable array: a fresh process, warnings as errors."""
+    done = subprocess.run([sys.executable, "-W", "error", "-c", READ_ONLY], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "178", done.stderr[-2000:]
+    assert done.stderr == ""
+
+
+def test_a_notebook_without_ipywidgets_gets_plain_epoch_lines_and_no_rich_warning(monkeypatch):
+    import importlib.util
+
+    import rich.console
+
+    monkeypatch.setattr(rich.console, "_is_jupyter", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ipywidgets" else real(name, *a))
+    bar = ds.train.logs.ProgressBar()
+    assert bar.console.is_jupyter and bar.plain
+    lines = []
+    monkeypatch.setattr(bar.console, "print", lambda line, **kw: lines.append(line))   # a notebook's display
+    data = ds.data.load("iris", val_fraction=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds.Trainer(ds.models.mlp(hidden=[4]), callbacks=[bar], seed=0).fit(data.train, data.val, epochs=2,
+                                                                            batch_size=32)
+    assert [line[:9] for line in lines] == ["epoch 1/2", "epoch 2/2"]

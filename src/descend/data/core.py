@@ -18,6 +18,20 @@ TASKS = ("classification", "regression")
 KINDS = ("image", "signal", "tabular")
 
 
+def as_tensor(values) -> torch.Tensor:
+    """``torch.as_tensor`` for array-likes (numpy arrays, pandas or polars frames and series, lists, tensors),
+    copying a read-only numpy array instead of sharing it: torch tensors are always writable, so torch cannot share
+    memory it may not write and warns instead. Read-only arrays are common: a DataFrame's values under pandas'
+    copy-on-write, a memory-mapped or broadcast array, ``np.frombuffer``."""
+    if isinstance(values, torch.Tensor):
+        return values
+    if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):
+        values = values.to_numpy()
+    if isinstance(values, np.ndarray) and not values.flags.writeable:
+        values = values.copy()
+    return torch.as_tensor(values)
+
+
 def kind_of(sample_shape: tuple[int, ...]) -> str:
     """The kind a sample's shape suggests where the data does not say: (F,) tabular, (C, L) signal, else image."""
     return {1: "tabular", 2: "signal"}.get(len(sample_shape), "image")

@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import torch
 
+from descend.data.core import as_tensor
 from descend.errors import UserError
 
 SCALES = ("standardize", "minmax", "none")
@@ -25,7 +26,7 @@ SCALES = ("standardize", "minmax", "none")
 
 def as_float_inputs(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Raw inputs as float32; 8-bit images (uint8, 0..255) become floats in [0, 1]."""
-    t = torch.as_tensor(x)
+    t = as_tensor(x)
     if t.dtype == torch.uint8:
         return t.to(torch.float32) / 255.0
     return t.to(torch.float32)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..data import Split
+from ..data.core import as_tensor
 from ..errors import UserError
 from . import hardware, metric_fns, rng, speed
 from .divergence import all_finite
@@ -48,7 +49,7 @@ def as_split(data, what: str) -> Split:
     if isinstance(data, Split):
         return data
     if isinstance(data, Sequence) and len(data) == 2:
-        x, y = (torch.as_tensor(v) for v in data)
+        x, y = (as_tensor(v) for v in data)
         if y.dtype.is_floating_point:
             return Split(x.float(), y.float(), "regression", None)
         classes = int(y.max()) + 1 if y.numel() else 0

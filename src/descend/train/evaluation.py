@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..data import Split
+from ..data.core import as_tensor
 from ..errors import UserError
 from .checks import prepare_data
 from .streams import Stream
@@ -40,7 +41,7 @@ class Evaluation:
         """The model's outputs (logits for classifiers) for inputs ``x``, in eval mode, on x's device."""
         if self.model is None:
             raise UserError("the model is not built yet: call fit() first, or pass a torch.nn.Module")
-        x = torch.as_tensor(x)
+        x = as_tensor(x)
         was_training = self.model.training
         self.model.eval()
         with self._autocast():

@@ -6,6 +6,7 @@ Each is a callback. They see only the per-epoch values the trainer has already b
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -99,7 +100,7 @@ class ProgressBar(Callback):
     def __init__(self, total_epochs: int | None = None, *, stream=None, force_plain: bool = False):
         self.total_epochs = total_epochs
         self.console = Console(file=stream or sys.stdout)
-        self.plain = force_plain or not (self.console.is_terminal or self.console.is_jupyter)
+        self.plain = force_plain or not _live(self.console)
         self._progress = None
 
     def on_fit_start(self, trainer):
@@ -151,6 +152,15 @@ def progress_bar(callbacks, progress: bool | None) -> ProgressBar | None:
     return ProgressBar() if progress or _interactive(sys.stdout) else None
 
 
+def _live(console: Console) -> bool:
+    """Whether ``console`` can show a live bar: a terminal, or a notebook with ipywidgets (rich draws its bar there
+    in an ipywidgets Output; without the package it warns 'install "ipywidgets" for Jupyter support' at every
+    refresh, so the notebook gets the plain lines instead)."""
+    if console.is_terminal:
+        return True
+    return console.is_jupyter and importlib.util.find_spec("ipywidgets") is not None
+
+
 _last_look: tuple = (None, False)  # (stream, whether it is a terminal or notebook): rich takes ~0.1 ms to tell
 
 
@@ -159,5 +169,5 @@ def _interactive(stream) -> bool:
     global _last_look
     if _last_look[0] is not stream:
         console = Console(file=stream)
-        _last_look = (stream, console.is_terminal or console.is_jupyter)
+        _last_look = (stream, _live(console))
     return _last_look[1]
