@@ -88,7 +88,7 @@ class ModelConfig(_PartSection):
 class TrainConfig(_Section):
     """``Trainer.fit``'s, ``Trainer``'s and ``Checkpoints``' arguments; their defaults are theirs."""
 
-    epochs: int = Field(_default(Trainer.fit, "epochs"), ge=1)
+    epochs: int = Field(_default(Trainer.fit, "epochs"), ge=1, le=1_000_000)
     batch_size: int | Literal["full"] = _default(Trainer.fit, "batch_size")
     shuffle: bool = _default(Trainer.fit, "shuffle")
     drop_last: bool = _default(Trainer.fit, "drop_last")

@@ -54,9 +54,11 @@ FORMAT = "descend-ensemble"
 
 #: torch's dropout layers: Dropout, Dropout1d/2d/3d, AlphaDropout, FeatureAlphaDropout.
 DROPOUT_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
+MAX_MEMBERS = 1000  # networks kept in memory and run on every prediction
+MAX_PASSES = 10_000  # forward passes per prediction
 
 
-@declare("mc_dropout", Option("samples", integer(1), doc="stochastic forward passes averaged"),
+@declare("mc_dropout", Option("samples", integer(1, MAX_PASSES), doc="stochastic forward passes averaged"),
          Option("output", OneOf("probabilities", "raw"), doc="average softmax(logits), or the raw outputs"))
 def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20,
                output: str = "probabilities") -> torch.Tensor:
@@ -99,9 +101,10 @@ class EnsembleSpec:
     size: int
 
 
-@declare("ensemble", Option("members", Optional(integer(2), "not this kind"), doc="K networks from K seeds"),
-         Option("snapshots", Optional(integer(2), "not this kind"), doc="K snapshots at cosine-cycle ends"),
-         Option("mc_dropout", Optional(integer(1), "not this kind"), doc="N stochastic dropout passes"))
+@declare("ensemble",
+         Option("members", Optional(integer(2, MAX_MEMBERS), "not this kind"), doc="K networks from K seeds"),
+         Option("snapshots", Optional(integer(2, MAX_MEMBERS), "not this kind"), doc="K snapshots at cycle ends"),
+         Option("mc_dropout", Optional(integer(1, MAX_PASSES), "not this kind"), doc="N stochastic dropout passes"))
 def create(members: int | None = None, snapshots: int | None = None, mc_dropout: int | None = None) -> EnsembleSpec:
     """Exactly one of ``members = K`` (independent seeds), ``snapshots = K`` (cosine cycles in one run) or
     ``mc_dropout = N`` (stochastic passes of one network)."""

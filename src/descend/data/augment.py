@@ -47,6 +47,10 @@ _IMAGE_ONLY = ("vflip", "crop_padding", "rotation", "translate")
 _SIGNAL_ONLY = ("shift", "scale")
 _ORDERED = ("hflip",)  # reverses the last axis of images and signals alike
 _FLIP = Either(number(0, 1), Boolean())
+# sizes that multiply a batch's memory (a crop pads every image by k on each side) or index arithmetic:
+# bounded, so a typo such as 10**9 is one message, not an allocator's traceback
+MAX_CROP_PADDING = 64  # pixels; 4 is usual for 32x32 images, a tenth of the side for larger ones
+MAX_SHIFT = 100_000  # samples of a 1-D signal
 
 
 def is_digit_dataset(name: str | None) -> bool:
@@ -63,10 +67,11 @@ class Augment:
     @declare("augment",
              Option("hflip", _FLIP, doc="probability of reversing the last axis; true means 0.5"),
              Option("vflip", _FLIP, doc="probability of reversing the height axis (images); true means 0.5"),
-             Option("crop_padding", integer(0), doc="pixels of zero padding before a random crop (images)"),
+             Option("crop_padding", integer(0, MAX_CROP_PADDING),
+                    doc="pixels of zero padding before a random crop (images)"),
              Option("rotation", number(0, 180), doc="largest rotation in degrees (images)"),
              Option("translate", number(0, 1), doc="largest shift as a fraction of the size (images)"),
-             Option("shift", integer(0), doc="largest shift in samples (1-D signals)"),
+             Option("shift", integer(0, MAX_SHIFT), doc="largest shift in samples (1-D signals)"),
              Option("shift_mode", OneOf("circular", "zeros"), doc="what fills a shifted signal"),
              Option("scale", number(0, 1, closed="left"), doc="largest relative change of amplitude (signals)"),
              Option("noise_std", number(0), doc="σ of additive Gaussian noise"))

@@ -186,17 +186,21 @@ class Patterns(Constraint):
 
 @dataclass(frozen=True)
 class ListOf(Constraint):
-    """A list whose every item meets ``item``; ``length`` fixes its length, ``increasing`` asks a < b < …"""
+    """A list whose every item meets ``item``; ``length`` fixes its length, ``max_length`` bounds it (a list whose
+    length multiplies work or memory), ``increasing`` asks a < b < …"""
 
     item: Constraint
     min_length: int = 0
     length: int | None = None
     increasing: bool = False
+    max_length: int | None = None
 
     def _convert(self, value: Any) -> Any:
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
             raise _Refused
         if len(value) < self.min_length or (self.length is not None and len(value) != self.length):
+            raise _Refused
+        if self.max_length is not None and len(value) > self.max_length:
             raise _Refused
         out = []
         for v in value:
@@ -213,7 +217,8 @@ class ListOf(Constraint):
         plural = item.replace("integer", "integers", 1).replace("number", "numbers", 1)
         size = f"{self.length} " if self.length else ""
         nonempty = "non-empty " if self.min_length and not self.length else ""
-        return f"a {nonempty}list of {size}{plural}" + (", strictly increasing" if self.increasing else "")
+        most = f" (at most {self.max_length})" if self.max_length is not None else ""
+        return f"a {nonempty}list of {size}{plural}{most}" + (", strictly increasing" if self.increasing else "")
 
     def wrong_type(self) -> Any:
         return "text"

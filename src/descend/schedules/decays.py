@@ -18,6 +18,7 @@ from descend.schedules.base import PER, Schedule
 
 MIN_LR = Option("min_lr", number(0), doc="η_min, the floor the rate decays to")
 GAMMA = Option("gamma", number(0, 1, closed="right"), doc="γ, the factor of each decay")
+MAX_MILESTONES = 1000  # more decays than a long run has epochs is a mistake; a list that long costs in each lr()
 
 
 class Constant(Schedule):
@@ -53,11 +54,15 @@ class MultiStep(Schedule):
 
     def __init__(self, *, milestones: list[float], gamma: float, per: str) -> None:
         self.milestones, self.gamma = milestones, gamma
+        self._bounds: list[float] = []
         super().__init__(per, milestones=list(milestones), gamma=gamma)
 
+    def bind(self, steps_per_epoch: int, total_steps: int) -> None:
+        super().bind(steps_per_epoch, total_steps)
+        self._bounds = [self._units(m) for m in self.milestones]  # once per fit, not once per step
+
     def _at(self, base_lr: float, t: int) -> float:
-        passed = bisect.bisect_right([self._units(m) for m in self.milestones], t)
-        return base_lr * self.gamma**passed
+        return base_lr * self.gamma ** bisect.bisect_right(self._bounds, t)
 
 
 class Exponential(Schedule):
@@ -163,7 +168,8 @@ def step(*, step_size: float = 30, gamma: float = 0.1, per: str = "epoch") -> Sc
 
 
 @declare("schedule 'multistep'",
-         Option("milestones", ListOf(number(0, closed="right"), min_length=1, increasing=True),
+         Option("milestones", ListOf(number(0, closed="right"), min_length=1, increasing=True,
+                                     max_length=MAX_MILESTONES),
                 doc="epochs at which the rate is multiplied by γ"), GAMMA, PER)
 def multistep(*, milestones: Sequence[float], gamma: float = 0.1, per: str = "epoch") -> Schedule:
     """η₀ · γ^(milestones passed) (:class:`MultiStep`)."""
