@@ -85,10 +85,16 @@ def _run(args) -> int:
 
 
 def _show(args) -> int:
-    from .. import config
+    from .. import config, experiment
     from ..rundir import resolved_recipe
 
-    print(config.dump(resolved_recipe(config.load(args.recipe, args.overrides))), end="")
+    recipe = config.load(args.recipe, args.overrides)
+    print(config.dump(resolved_recipe(recipe)), end="")
+    exp = experiment.build(recipe)  # the data and the model: what the automatic speed settings decide from
+    c = recipe.train
+    exp.trainer.prepare(exp.data.train, exp.data.val, epochs=c.epochs, batch_size=c.batch_size, shuffle=c.shuffle,
+                        drop_last=c.drop_last)
+    print(f"# {exp.trainer.decide_speed().line()}")
     return 0
 
 

@@ -167,8 +167,8 @@ def decide(
     chosen_precision, reasons["precision"] = _precision(precision, hw, flops)
     layout, reasons["channels_last"] = layout_choice(channels_last, hw.kind, model, sample)
     count, reasons["threads"] = _threads(threads, hw, deterministic, model, sample, flops)
-    for message in slow_choices(hw, precision=precision):
-        warnings.warn(message, UserWarning, stacklevel=3)
+    for message in slow_choices(hw, precision=precision, channels_last=channels_last, threads=threads):
+        warnings.warn(message, UserWarning, stacklevel=4)  # the line that called Trainer.fit
     return Settings(chosen_precision, layout, count, hw, reasons)
 
 
@@ -214,9 +214,17 @@ def _threads(setting, hw: Machine, deterministic: bool, model, sample, flops) ->
     return current, "torch's count for this machine's cores; deterministic, so the load is not consulted"
 
 
-def slow_choices(hw: Machine, *, precision: str = "auto", channels_last: bool | str = "auto") -> list[str]:
-    """Explicit speed settings this hardware only emulates, each as a message saying what to use instead."""
+def slow_choices(
+    hw: Machine, *, precision: str = "auto", channels_last: bool | str = "auto", threads: int | str = "auto"
+) -> list[str]:
+    """Explicit speed settings that are slow on this hardware (a precision it only emulates, more threads than
+    cores), each as a message saying what to use instead."""
     found = []
+    if hw.kind == "cpu" and isinstance(threads, int) and not isinstance(threads, bool) and threads > hw.cores:
+        found.append(
+            f"threads = {threads} on a CPU with {hw.cores} cores: the extra threads wait for a core at every "
+            'operation; use threads = "auto"'
+        )
     if precision == "bf16" and not hw.bf16:
         found.append(
             f'precision = "bf16" on {hw.describe()}: this {hw.kind} has no native bf16 and emulates '

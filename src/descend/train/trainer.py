@@ -181,7 +181,7 @@ class Trainer(Evaluation):
         bar = progress_bar(self.callbacks, progress)
         self.callbacks += [bar] if bar is not None else []
         saved = checkpoint.load(state.find(resume), device=self.device) if resume is not None else None
-        self._choose_speed(batches, saved)
+        self._choose_speed(saved)
         with self._determinism(), state.stop_on_signals(self), threads.fixed(self.speed.threads):
             self._start(batches, epochs)
             if saved is not None:
@@ -389,14 +389,21 @@ class Trainer(Evaluation):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
-    def _choose_speed(self, batches: Batches | Stream, saved: dict | None) -> None:
-        """Decide precision, layout and threads for this fit (:func:`hardware.decide`); a resumed fit keeps the
-        precision and, when deterministic, the thread count its checkpoint recorded."""
+    def decide_speed(self) -> hardware.Settings:
+        """The speed settings a fit with the data of the last :meth:`prepare` would choose now, with their reasons
+        (:func:`descend.train.hardware.decide`; ``descend show`` prints them)."""
+        if self._plan is None:
+            raise UserError("decide_speed() needs the data: call prepare() or fit() first")
         automatic = "auto" in (self.precision, self.threads) or self.channels_last == "auto"
-        sample = next(iter(batches.epoch(0)))[0] if automatic else None  # for the estimate of a step's work
-        self.speed = hardware.decide(self.device, precision=self.precision, channels_last=self.channels_last,
-                                     threads=self.threads, deterministic=self.deterministic, model=self.model,
-                                     sample=sample)
+        sample = next(iter(self._plan[5].epoch(0)))[0] if automatic else None  # for the estimate of a step's work
+        return hardware.decide(self.device, precision=self.precision, channels_last=self.channels_last,
+                               threads=self.threads, deterministic=self.deterministic, model=self.model,
+                               sample=sample)
+
+    def _choose_speed(self, saved: dict | None) -> None:
+        """Decide precision, layout and threads for this fit; a resumed fit keeps the precision and, when
+        deterministic, the thread count its checkpoint recorded."""
+        self.speed = self.decide_speed()
         if isinstance(saved, dict) and saved.get("speed"):
             self.speed = hardware.resumed(self.speed, saved["speed"], deterministic=self.deterministic)
         if self.speed.precision == "fp16" and getattr(self.optimizer, "needs_closure", False):
