@@ -179,10 +179,13 @@ def test_load_run_and_descend_predict_take_an_ensemble_directory(tmp_path, capsy
         ds.load_run(tmp_path / "ens", which="best")
 
 
-@pytest.mark.parametrize(("options", "what"), [({"members": 10**11}, "members"), ({"snapshots": 10**11}, "snapshots")])
+@pytest.mark.parametrize(("options", "what"), [({"members": 1000}, "members"), ({"snapshots": 1000}, "snapshots")])
 def test_an_ensemble_larger_than_memory_is_refused_before_the_first_member_trains(monkeypatch, options, what):
     trained = []
     monkeypatch.setattr(ensemble_fit.experiment, "build", lambda *a, **k: trained.append(a))
-    with pytest.raises(ds.UserError, match=rf"an ensemble of 100,000,000,000 {what} of .* more than the memory limit"):
-        ensemble_fit.fit(recipe(**options))
+    monkeypatch.setenv("DESCEND_MEMORY_LIMIT", "256K")  # 1000 snapshots of 131 parameters take 512 KiB
+    raw = {**json.loads(json.dumps(RAW)), "ensemble": options}
+    raw["train"]["epochs"] = 1000  # a whole number of cosine cycles for the snapshots
+    with pytest.raises(ds.UserError, match=rf"an ensemble of 1,000 {what} of .* more than the memory limit"):
+        ensemble_fit.fit(config.validate(raw))
     assert trained == []
