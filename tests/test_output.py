@@ -218,3 +218,23 @@ def test_a_notebook_without_ipywidgets_gets_plain_epoch_lines_and_no_rich_warnin
         ds.Trainer(ds.models.mlp(hidden=[4]), callbacks=[bar], seed=0).fit(data.train, data.val, epochs=2,
                                                                             batch_size=32)
     assert [line[:9] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("sine", {}, r"validation split of 'sine' has 2 rows: its mean loss rests on 2 samples.*data.val_fraction"),
+    ("iris", {"val_fraction": 0.05, "test_fraction": 0.2}, r"validation split of 'iris' has 6 rows: one row moves "
+                                                            r"its accuracy by 17%.*at least 10 rows"),
+    ("iris", {"test_fraction": 0.033}, r"test split of 'iris' has 5 rows.*data.test_fraction"),
+    ("digits", {"val_fraction": 0.005}, r"has 7 rows: fewer rows than the 10 classes, so some class is missing"),
+])
+def test_tiny_validation_and_test_splits_are_warned_about_with_their_size(name, options, message):
+    with pytest.warns(UserWarning, match=message):
+        ds.data.load(name, **options)
+
+
+def test_held_out_splits_of_ten_rows_or_more_pass_without_a_word():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds.data.load("wine")                                       # 36 test rows, 14 validation rows
+        ds.data.load("sine", val_fraction=0.5)                     # 10 fresh validation samples
+        ds.data.load("iris", val_fraction=0.0)                     # no validation split at all

@@ -25,7 +25,7 @@ from descend.data.files import (
 )
 from descend.data.labels import encode as encode_labels
 from descend.data.scaling import SCALES, as_float_inputs, fit_scaler
-from descend.data.splits import held_count, split_indices
+from descend.data.splits import held_count, split_indices, warn_if_small
 from descend.errors import UserError
 from descend.options import OneOf, Option, Optional, Text, declare, integer, number, validate
 from descend.options import describe as describe_table
@@ -313,6 +313,9 @@ def build(
         parts = {k: (x[i], y[i]) for k, i in idx.items()}
     check_training_split(name, parts["train"][1], raw.task, f"{len(x)} rows, val_fraction={val_fraction}, "
                          f"test_fraction={test_fraction}")
+    for key, split, field in (("val", "validation", "val_fraction"), ("test", "test", "test_fraction")):
+        if parts[key][0] is not None:
+            warn_if_small(name, split, len(parts[key][0]), raw.num_classes, field)
     for what, (px, py) in parts.items():
         check_float32_range(f"{what} inputs of {name!r}", px)
         if raw.task == "regression":

@@ -11,9 +11,33 @@ the remaining training part, and the feature scaling is fitted on the final trai
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from descend.errors import UserError
+
+#: a held-out split with fewer rows than this is too small to judge a model on: one row moves its accuracy by more
+#: than 10 points, and the standard error of its mean loss is over a third of the loss's spread
+MIN_HELD_ROWS = 10
+
+
+def warn_if_small(name: str, split: str, rows: int, classes: int | None, field: str) -> None:
+    """Warn about a validation or test split of ``rows`` (> 0) that cannot measure much: fewer than
+    :data:`MIN_HELD_ROWS` rows, or fewer rows than classes (some class cannot be in it)."""
+    least = max(MIN_HELD_ROWS, classes or 0)
+    if 0 < rows < least:
+        if rows < (classes or 0):
+            reason = f"fewer rows than the {classes} classes, so some class is missing from it"
+        elif classes:
+            reason = f"one row moves its accuracy by {1 / rows:.0%}"
+        else:
+            reason = f"its mean loss rests on {rows} sample{'s' * (rows != 1)}"
+        use = "early stopping and model choice would follow noise" if split == "validation" else \
+            "its scores are mostly noise"
+        warnings.warn(f"the {split} split of {name!r} has {rows} row{'s' * (rows != 1)}: {reason}, and {use}; "
+                      f"raise data.{field} (at least {least} rows) or use cross-validation (descend cv)",
+                      UserWarning, stacklevel=3)
 
 
 def held_count(n: int, fraction: float) -> int:
