@@ -28,8 +28,8 @@ def test_each_broken_case_gets_its_finding(case, tmp_path):
     assert case.expect in d.ids("error") + d.ids("warning"), d.summary()
     finding = next(f for f in d.findings if f.id == case.expect)
     assert finding.evidence and finding.fix is not None and finding.fix.text
-    assert {c.id for c in d.checks} <= {"data", "initial_loss", "small_subset", "lr_range", "short_run",
-                                         "zeroed_inputs"}
+    assert {c.id for c in d.checks} <= {"data", "speed_settings", "initial_loss", "small_subset", "lr_range",
+                                         "short_run", "zeroed_inputs"}
 
 
 # The false-alarm check covers every recipe in examples/: the fast ones here, the MNIST-1D ones behind the slow

@@ -16,6 +16,7 @@ from torch import nn
 
 import descend as ds
 from descend.cli import main
+from descend.doctor import examine, speed_checks
 from descend.train import hardware
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
@@ -82,8 +83,8 @@ def test_a_native_explicit_precision_is_not_warned_about(hw, precision):
 
 
 def test_more_threads_than_cores_is_a_slow_choice():
-    assert "threads = 8 on a CPU with 2 cores" in hardware.slow_choices(AMX, threads=8)[0]
-    assert hardware.slow_choices(AMX, threads=2) == []
+    assert "threads = 8 on a CPU with 2 cores" in hardware.slow_choices(AMX, threads=8)["threads"]
+    assert hardware.slow_choices(AMX, threads=2) == {}
 
 
 def test_auto_channels_last_is_on_for_2d_convolutions_on_images_only():
@@ -162,3 +163,18 @@ def test_examples_leave_hardware_specific_speed_options_automatic(path):
     train = tomllib.loads(path.read_text()).get("train", {})
     fixed = {k: train[k] for k in HARDWARE_SPECIFIC if k in train and train[k] not in ("auto", False)}
     assert not fixed, f"{path.name} hard-codes {fixed}: leave them out (automatic)"
+
+
+def test_the_doctor_reports_explicit_speed_settings_slow_on_this_machine(monkeypatch, tmp_path):
+    monkeypatch.setattr(hardware, "machine", lambda device: AVX2)
+    slow = speed_checks.slow_settings({"train": {"precision": "bf16", "threads": 8, "device": "cpu"}})
+    assert [f.evidence["setting"] for f in slow] == ["train.threads", "train.precision"]
+    assert all(f.severity == "warning" and f.fix.changes == {f.evidence["setting"]: "auto"} for f in slow)
+    assert speed_checks.slow_settings({"train": {"device": "cpu"}}) == []  # automatic settings are never slow
+    assert speed_checks.slow_settings(None) == []  # a model examined without a recipe
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\nname = "iris"\n[model]\nname = "mlp"\n[train]\nepochs = 1\nprecision = "bf16"\n')
+    with pytest.warns(UserWarning, match='precision = "bf16"'):  # the short runs train, after one warning
+        diagnosis = examine(str(recipe), budget=2)
+    assert "slow_speed_settings" in diagnosis.ids("warning")
+    assert next(c for c in diagnosis.checks if c.id == "speed_settings").status == "finding"

@@ -1,8 +1,9 @@
 """``examine``: run the flowchart's checks within a time budget and hand back one ranked :class:`Diagnosis`.
 
-Order: the data (before any training), the loss at init, overfitting a tiny batch, the LR range test, a short run
-of the recipe (curves, gradients, units, clipping), and the zeroed-input baseline. Each check gets a share of the
-budget (what a fast check leaves goes to the later ones) and is marked ``cut_short`` when the time ran out.
+Order: the data and the speed settings (before any training), the loss at init, overfitting a tiny batch, the LR
+range test, a short run of the recipe (curves, gradients, units, clipping), and the zeroed-input baseline. Each
+check gets a share of the budget (what a fast check leaves goes to the later ones) and is marked ``cut_short`` when
+the time ran out.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from .. import config as cfg
 from .. import experiment
 from ..errors import UserError
-from . import data_checks, lr_range, stage1, stage2
+from . import data_checks, lr_range, speed_checks, stage1, stage2
 from . import subject as subjects
 from .findings import Budget, Check, Diagnosis, Finding, rank
 
@@ -145,6 +146,7 @@ class _Run:
     def examine(self, subject: subjects.Subject) -> None:
         s = subject
         self.run("data", lambda deadline: (data_checks.check_data(s.data, s.scale), False))
+        self.run("speed_settings", lambda deadline: (speed_checks.slow_settings(s.raw), False))
         blocked = "the data must be fixed first" if any(f.id in BLOCKING for f in self.findings) else ""
         self.run("initial_loss", lambda deadline: self._initial_loss(s), blocked)
         if any(f.evidence.get("head_mismatch") for f in self.findings):

@@ -167,7 +167,7 @@ def decide(
     chosen_precision, reasons["precision"] = _precision(precision, hw, flops)
     layout, reasons["channels_last"] = layout_choice(channels_last, hw.kind, model, sample)
     count, reasons["threads"] = _threads(threads, hw, deterministic, model, sample, flops)
-    for message in slow_choices(hw, precision=precision, channels_last=channels_last, threads=threads):
+    for message in slow_choices(hw, precision=precision, channels_last=channels_last, threads=threads).values():
         warnings.warn(message, UserWarning, stacklevel=4)  # the line that called Trainer.fit
     return Settings(chosen_precision, layout, count, hw, reasons)
 
@@ -216,28 +216,30 @@ def _threads(setting, hw: Machine, deterministic: bool, model, sample, flops) ->
 
 def slow_choices(
     hw: Machine, *, precision: str = "auto", channels_last: bool | str = "auto", threads: int | str = "auto"
-) -> list[str]:
+) -> dict[str, str]:
     """Explicit speed settings that are slow on this hardware (a precision it only emulates, more threads than
-    cores), each as a message saying what to use instead."""
-    found = []
+    cores): ``{setting: message}``, each message saying what to use instead."""
+    found = {}
     if hw.kind == "cpu" and isinstance(threads, int) and not isinstance(threads, bool) and threads > hw.cores:
-        found.append(
+        found["threads"] = (
             f"threads = {threads} on a CPU with {hw.cores} cores: the extra threads wait for a core at every "
             'operation; use threads = "auto"'
         )
     if precision == "bf16" and not hw.bf16:
-        found.append(
+        found["precision"] = (
             f'precision = "bf16" on {hw.describe()}: this {hw.kind} has no native bf16 and emulates '
             'it, many times slower than fp32; use precision = "auto" (or "fp32")'
         )
     if precision == "fp16" and not hw.fp16:
         where = "a CPU" if hw.kind == "cpu" else hw.describe()
-        found.append(
+        found["precision"] = (
             f'precision = "fp16" on {where}: fp16 is computed natively on CUDA GPUs with tensor cores '
             'only, emulated here; use precision = "auto" (or "fp32")'
         )
     if channels_last is True and hw.kind not in ("cpu", "cuda"):
-        found.append(f'channels_last = true on {hw.kind}: not known to pay there; use channels_last = "auto"')
+        found["channels_last"] = (
+            f'channels_last = true on {hw.kind}: not known to pay there; use channels_last = "auto"'
+        )
     return found
 
 
