@@ -74,6 +74,29 @@ def test_show_and_version(tmp_path, capsys, monkeypatch):
     assert done.value.code == 0 and capsys.readouterr().out == f"descend {ds.__version__}\n"
 
 
+def test_show_prints_the_data_fields_loading_resolves(tmp_path, capsys, monkeypatch):
+    """The dataset's options, the task, a CSV's target and test_fraction: printed, and the printed recipe is itself
+    a recipe that shows the same (nothing left for a reader to guess)."""
+    import tomllib
+
+    monkeypatch.chdir(tmp_path)
+    rows = "\n".join(f"{i},{i % 3},{'abc'[i % 3]}" for i in range(120))
+    (tmp_path / "t.csv").write_text("size,colour,kind\n" + rows + "\n")
+    (tmp_path / "csv.toml").write_text('[data]\nname = "t.csv"\n[model]\nhidden = [4]\n')
+    (tmp_path / "gen.toml").write_text('[data]\nname = "mnist1d"\n[model]\nname = "cnn1d"\nchannels = [4]\n')
+    for name, expected in (("csv.toml", {"target": "kind", "test_fraction": 0.2, "task": "classification",
+                                         "delimiter": ","}),
+                           ("gen.toml", {"task": "classification", "num_samples": 5000, "data_seed": 42})):
+        assert main(["show", name]) == 0
+        text = capsys.readouterr().out
+        assert expected.items() <= tomllib.loads(text)["data"].items(), text
+        (tmp_path / f"again-{name}").write_text(text)
+        assert main(["show", f"again-{name}"]) == 0
+        first, again = tomllib.loads(text)["data"], tomllib.loads(capsys.readouterr().out)["data"]
+        assert again == {**first, "name": again["name"]}
+    assert "# test_fraction unset: the dataset's own test split is used (1000 rows)" in text
+
+
 def test_warnings_print_as_one_line(tmp_path):
     """A real process (pytest records warnings itself): one ``descend: warning:`` line, no file:line or source."""
     (tmp_path / "r.toml").write_text('[data]\nname = "mnist1d"\n[train]\nepochs = 1\n[augment]\nhflip = 0.5\n')

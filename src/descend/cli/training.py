@@ -86,11 +86,17 @@ def _run(args) -> int:
 
 def _show(args) -> int:
     from .. import config, experiment
+    from ..data.loader import resolved_fields
     from ..rundir import resolved_recipe
 
     recipe = config.load(args.recipe, args.overrides)
-    print(config.dump(resolved_recipe(recipe)), end="")
     exp = experiment.build(recipe)  # the data and the model: what the automatic speed settings decide from
+    resolved = resolved_recipe(recipe)
+    fields, note = resolved_fields(recipe.data, exp.data.info)   # what loading the data decided
+    print(config.dump(resolved.model_copy(update={"data": resolved.data.model_validate(
+        {**fields, **resolved.data.model_dump(exclude_none=True)})})), end="")
+    if note:
+        print(f"# {note}")
     c = recipe.train
     exp.trainer.prepare(exp.data.train, exp.data.val, epochs=c.epochs, batch_size=c.batch_size, shuffle=c.shuffle,
                         drop_last=c.drop_last)

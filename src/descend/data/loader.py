@@ -21,6 +21,7 @@ from descend.data.files import (
     read_csv,
     read_idx,
     read_npz,
+    read_table,
     require_file,
 )
 from descend.data.labels import encode as encode_labels
@@ -379,3 +380,32 @@ def datasets() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def resolved_fields(data, info: DatasetInfo) -> tuple[dict[str, Any], str | None]:
+    """The ``[data]`` fields a recipe left to their defaults, as loading resolved them (for ``descend show``): the
+    dataset's options with their defaults, the task, a CSV file's target column, and ``test_fraction``. Where the
+    dataset brings its own test split (``test_fraction`` unset), no number says so: the second value is a note."""
+    fields: dict[str, Any] = {k: v for k, v in data.build().items() if v is not None}
+    fields["task"] = info.task
+    if data.target is None and is_file(data.name) and file_kind(data.name) == "csv":
+        _, header, _ = read_table(data.name, delimiter=fields.get("delimiter", ","))
+        fields["target"] = header[-1] if header else -1
+    note = None
+    if data.test_fraction is None:
+        if own_test_split(data.name, fields):
+            note = f"test_fraction unset: the dataset's own test split is used ({info.sizes.get('test', 0)} rows)"
+        else:
+            fields["test_fraction"] = DEFAULT_TEST_FRACTION
+    return fields, note
+
+
+def own_test_split(name: str, options: dict) -> bool:
+    """Whether dataset ``name`` comes with its own test split (a built-in one, or an NPZ file with test arrays)."""
+    if name in registry.REGISTRY:
+        spec = registry.REGISTRY[name]
+        return spec.sizes({**spec.defaults, **options})[1] is not None
+    if is_file(name) and file_kind(name) == "npz":
+        with np.load(name) as arrays:
+            return options.get("x_test_key", "x_test") in arrays.files
+    return False
