@@ -261,3 +261,13 @@ def test_held_out_splits_of_ten_rows_or_more_pass_without_a_word():
         ds.data.load("wine")                                       # 36 test rows, 14 validation rows
         ds.data.load("sine", val_fraction=0.5)                     # 10 fresh validation samples
         ds.data.load("iris", val_fraction=0.0)                     # no validation split at all
+
+
+def test_doctor_writes_under_runs_by_default_not_into_the_current_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.toml").write_text('[data]\nname = "iris"\n[model]\nhidden = [8]\n[train]\nepochs = 2\n')
+    assert main(["doctor", "r.toml", "--budget", "1"]) == 0
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert re.fullmatch(r"runs/doctor-r-\d{8}-\d{6}/doctor\.html", written[1]) and written[0] == "r.toml"
+    assert len(written) == 3 and written[2].endswith("/doctor.json")
+    assert f"report: {written[1]}, {written[2]}" in capsys.readouterr().out

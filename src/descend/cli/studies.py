@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 
@@ -16,7 +17,9 @@ def _doctor_parser(sub) -> None:
     doctor.add_argument("recipe", help="a TOML recipe")
     doctor.add_argument("--budget", type=float, default=120.0, metavar="SECONDS", help="wall time (default 120)")
     doctor.add_argument("--fix", action="store_true", help="write RECIPE.fixed.toml with the fixes applied")
-    doctor.add_argument("--out", default=".", help="folder for doctor.json and doctor.html (default: here)")
+    doctor.add_argument("--out", help="folder for doctor.json and doctor.html (default "
+                                      "runs/doctor-<name>-<timestamp>); with --fix the fixed recipe goes there too "
+                                      "(default: beside the recipe)")
     doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a recipe field (repeatable)")
 
@@ -129,16 +132,17 @@ def _doctor(args) -> int:
     from ..doctor import fix
 
     recipe = config.load(args.recipe, args.overrides)
-    diagnosis = doctor.examine(recipe, budget=args.budget, out=args.out)
+    out = Path(args.out) if args.out else Path("runs") / f"doctor-{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    diagnosis = doctor.examine(recipe, budget=args.budget, out=out)
     print(diagnosis.summary())
     if args.fix:
         raw, changed = fix.apply(fix.read_raw(args.recipe, args.overrides), diagnosis.findings)
         if changed:
-            path = fix.write(raw, fix.fixed_path(args.recipe, args.out if args.out != "." else None))
+            path = fix.write(raw, fix.fixed_path(args.recipe, args.out))
             print(f"fixed recipe: {path}\n  " + "\n  ".join(changed))
         else:
             print("--fix: no error-level finding has a recipe change to apply")
-    print(f"report: {args.out}/doctor.html, {args.out}/doctor.json")
+    print(f"report: {out / 'doctor.html'}, {out / 'doctor.json'}")
     return 0
 
 
