@@ -37,6 +37,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from .errors import UserError
 from .options import Boolean, OneOf, Option, Optional, declare, integer, number
 from .train.callbacks import Callback, EarlyStopping
+from .train.optimizer_events import switches
 
 __all__ = ["METHODS", "BATCH_NORM", "EVALUATE_WITH", "WeightAveraging", "EMA", "SWA", "SWALearningRate", "create",
            "recompute_batch_norm"]
@@ -182,6 +183,9 @@ class WeightAveraging(Callback):
 
     # ------------------------------------------------------------------ events
     def setup(self, trainer, logged: set[str]) -> None:
+        if switches(trainer.optimizer):  # a schedule-free optimizer's train and eval weights
+            raise UserError(f"{type(self).__name__}: {type(trainer.optimizer).__name__} is schedule-free and already "
+                            "evaluates an average of its iterates; use a schedule-free optimizer or weight averaging")
         if self.evaluate_with != "raw":  # the averaged weights' validation values join the logs
             logged.update({f"val_avg_{name.removeprefix('val_')}" for name in logged if name.startswith("val_")})
 

@@ -21,7 +21,7 @@ from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
 from ..options import Boolean, Either, OneOf, Option, Optional, declare, integer, number
-from . import checkpoint, divergence, hardware, lr, rng, speed, state, threads
+from . import checkpoint, divergence, hardware, lr, optimizer_events, rng, speed, state, threads
 from .callbacks import EVENTS, Callback
 from .checks import logged_names, prepare_data, require_logged, resolve_device, schedule_monitor
 from .clipping import clip_gradients
@@ -158,6 +158,7 @@ class Trainer(Evaluation):
         self.steps_per_epoch = len(batches)
         if self.schedule is not None and not isinstance(self.schedule, lr.TorchSchedule):
             self.schedule.bind(self.steps_per_epoch, self.steps_per_epoch * epochs)  # over this fit's steps
+        optimizer_events.attach(self)  # schedule-free train/eval weights, values an optimizer logs
         logged = logged_names(self, held is not None)
         for callback in sorted(self.callbacks, key=lambda cb: cb.order):
             callback.setup(self, logged)
@@ -422,10 +423,15 @@ class Trainer(Evaluation):
         return MetricSums(self.loss, self.device, task=self.task, metrics=self.metrics, processes=processes)
 
     def _closure_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # the step's second forward pass: batch norm's running statistics were updated by the first
         with torch.enable_grad():
             with self._autocast():
-                loss = self._loss_fn(self.model(x), y)
-            return loss if self.regularizer is None else loss + self.regularizer.penalty(self.model)
+                loss = self._loss_fn(optimizer_events.forward_keeping_buffers(self.model, x), y)
+            loss = loss if self.regularizer is None else loss + self.regularizer.penalty(self.model)
+        if getattr(self.optimizer, "closure_backward", False):  # SAM: this gradient makes the step, clipped alike
+            loss.backward()
+            clip_gradients(self.model, self.clip_grad_norm, self.clip_grad_value)
+        return loss
 
     def check_finite(self) -> None:
         """Raise :class:`DivergenceError` if a loss since the start was not finite (one host sync).

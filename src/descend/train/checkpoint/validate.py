@@ -12,9 +12,10 @@ naming the field and the mismatch:
   file's dtype and use :func:`~descend.train.checkpoint.load_weights`.
 - ``optimizer``: as many param_groups, each as long and with the same hyper-parameter names and JSON types;
   every per-parameter state belongs to a parameter of its group and holds exactly the entries one step of this
-  optimizer creates (found by stepping a copy of it on empty parameters), each tensor of the parameter's shape
-  and dtype (or the optimizer's scalar ``step``). Optimizers that need a closure (Newton) cannot be probed; for
-  them each tensor must have its parameter's shape or be a scalar.
+  optimizer creates (found by stepping a copy of it on small zero parameters), each tensor of the parameter's shape
+  and dtype (or the optimizer's scalar ``step``, or factored from the parameter's shape as Adafactor's).
+  Optimizers that need a closure (Newton, SAM) cannot be probed; for them each tensor must have its parameter's
+  shape or be a scalar.
 - ``schedule``, ``callbacks``: the keys and JSON types of the live objects' ``state_dict()`` (``None`` there
   means "not known yet" and accepts a number). A callback's :attr:`~descend.train.callbacks.Callback.
   model_state_keys` entries hold the model's tensors (or nothing). Callbacks only the checkpoint or only this run
@@ -205,8 +206,8 @@ class _Checker:
             expected = {k: (param if isinstance(v, torch.Tensor) and v.dim() else v) for k, v in state.items()}
         self.keys(state, expected, where)
         for key, value in expected.items():
-            if isinstance(value, torch.Tensor) and value.dim():  # sized like the parameter
-                self.tensor(state[key], _at(where, key), param.shape, value.dtype)
+            if isinstance(value, torch.Tensor) and value.dim():  # sized like the parameter, or factored from it
+                self.tensor(state[key], _at(where, key), _sized(value, param), value.dtype)
                 self.finite[_at(where, key)] = state[key]
             else:
                 self.like(state[key], value, _at(where, key))
@@ -260,10 +261,23 @@ def _check_counts(position: dict, rows: int, steps_per_epoch: int) -> None:
         raise _fail("history", f"has {rows} epoch rows, but position.epoch says {epoch} epochs finished")
 
 
+_PROBE = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)  # the probe parameters' sizes, one prime per axis
+
+
+def _sized(probed: torch.Tensor, param: torch.Tensor) -> torch.Size:
+    """The shape a state tensor must have for ``param``, from the probe's: an axis as long as the probe
+    parameter's is the parameter's (Adam's moments: the parameter's shape; Adafactor's factors (2, 1) and (1, 3) of a
+    (2, 3) probe: (rows, 1) and (1, columns))."""
+    if probed.dim() != param.dim():
+        return param.shape
+    return torch.Size(param.shape[i] if n == _PROBE[i] else n for i, n in enumerate(probed.shape))
+
+
 def _probe(optimizer: torch.optim.Optimizer) -> list[list[dict]] | None:
     """The per-parameter state one step of ``optimizer`` creates, per group and parameter: a copy of it (same
-    class, hyper-parameters and attributes, fresh state and hooks) steps once on empty parameters of the same
-    dtype and device, with zero gradients. A tensor of shape (0,) stands for one shaped like its parameter."""
+    class, hyper-parameters and attributes, fresh state and hooks) steps once on small zero parameters of the same
+    dtype, device and number of dimensions (:data:`_PROBE`), with zero gradients; :func:`_sized` maps the state's
+    shapes back to the parameters'."""
     if getattr(optimizer, "needs_closure", False):
         return None
     probe = object.__new__(type(optimizer))
@@ -273,7 +287,8 @@ def _probe(optimizer: torch.optim.Optimizer) -> list[list[dict]] | None:
     empties = []
     for group in optimizer.param_groups:
         params = [
-            torch.zeros(0, dtype=p.dtype, device=p.device, requires_grad=p.is_floating_point()) for p in group["params"]
+            torch.zeros(_PROBE[: max(p.dim(), 1)], dtype=p.dtype, device=p.device, requires_grad=p.is_floating_point())
+            for p in group["params"]
         ]
         for p in params:
             p.grad = torch.zeros_like(p)
@@ -281,6 +296,6 @@ def _probe(optimizer: torch.optim.Optimizer) -> list[list[dict]] | None:
     probe.param_groups = [{**g, "params": ps} for g, ps in zip(optimizer.param_groups, empties, strict=True)]
     try:
         type(optimizer).step(probe)
-    except Exception:  # a user's optimizer that cannot step empty parameters: the shape rule alone applies
+    except Exception:  # a user's optimizer that cannot step the probe parameters: the shape rule alone applies
         return None
     return [[dict(probe.state[p]) for p in params] for params in empties]
