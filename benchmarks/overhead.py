@@ -1,6 +1,6 @@
 """The trainer's overhead: descend's Trainer against a hand-written PyTorch loop, Lightning, and a DataLoader loop.
 
-    PYTHONPATH=src python -m benchmarks.overhead [--quick] [--epochs 3] [--repeats 5]
+    PYTHONPATH=src python -m benchmarks.overhead [--quick] [--epochs 3] [--repeats 5] [--device cuda]
 
 Every side trains the same model from the same initialisation with the same fused AdamW on the MNIST-1D training
 split. The hand-written loop is the leanest one would write: in-memory index batches in descend's own epoch order,
@@ -9,7 +9,10 @@ losses must equal descend's to 5 decimals. "loop + DataLoader" is the same loop 
 ``DataLoader(TensorDataset)``; Lightning (the ``bench`` extra, skipped when absent) runs its own Trainer over that
 DataLoader with logging, checkpoints and progress bars off. Each repeat runs every side once, in a rotating order,
 so a busy machine slows them alike; the table shows, for whole ``fit`` calls, the median over the repeats of each
-side's time over the hand-written loop's in the same repeat, and the quartiles of descend's.
+side's time over the hand-written loop's in the same repeat, and the quartiles of descend's. With ``--device cuda``
+every side trains on the GPU (the data set on the device; the DataLoader sides copy each batch from pinned memory),
+where a step is short and the Python work and host syncs around it are a larger share; each side's time ends with
+``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Case:
     batch: int
     threads: int
     validate: bool = False
+    device: str = "cpu"
 
 
 CASES = [Case("MLP 40-256-256-10, batch 32", "mlp", 32, 2), Case("MLP, batch 128", "mlp", 128, 2),
@@ -55,19 +59,21 @@ CASES = [Case("MLP 40-256-256-10, batch 32", "mlp", 32, 2), Case("MLP, batch 128
 QUICK = [CASES[0], CASES[4], CASES[6], CASES[7]]
 
 
-def build(kind: str, seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+def build(kind: str, seed: int, device: str = "cpu") -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(seed)
     if kind == "mlp":
         model = nn.Sequential(nn.Linear(40, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
     else:
         model = ds.models.cnn1d([64, 64, 64], batch_norm=True, input_shape=(40,), num_outputs=10)
+    model.to(device)  # before the optimizer: fused AdamW keeps its state where the parameters are
     return model, torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05, fused=True)
 
 
 @torch.inference_mode()
 def validate(model: nn.Module, val) -> float:
     model.eval()
-    total, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+    total = torch.zeros((), device=val.x.device)
+    correct = torch.zeros((), dtype=torch.long, device=val.x.device)
     for i in range(0, len(val), 1024):
         out = model(val.x[i:i + 1024])
         total += F.cross_entropy(out, val.y[i:i + 1024], reduction="sum")
@@ -78,15 +84,19 @@ def validate(model: nn.Module, val) -> float:
 
 def raw(case: Case, train, val, epochs: int, seed: int, loader: bool = False) -> float:
     """The hand-written loop; returns the last epoch's mean training loss."""
-    model, opt = build(case.model, seed)
+    model, opt = build(case.model, seed, case.device)
     x, y, n = train.x, train.y, len(train)
-    batches = DataLoader(TensorDataset(x, y), batch_size=case.batch, shuffle=True) if loader else None
+    if loader:  # a DataLoader reads host memory; on a GPU each batch is copied from pinned memory
+        cuda = x.device.type == "cuda"
+        batches = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=case.batch, shuffle=True, pin_memory=cuda)
     for epoch in range(epochs):
-        total = torch.zeros(())
+        total = torch.zeros((), device=x.device)
         if loader:
-            epoch_batches = batches
+            epoch_batches = ((xb.to(x.device, non_blocking=True), yb.to(x.device, non_blocking=True))
+                             for xb, yb in batches)
         else:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+            order = order.to(x.device)
             epoch_batches = ((x.index_select(0, i), y.index_select(0, i)) for i in order.split(case.batch))
         for xb, yb in epoch_batches:
             loss = F.cross_entropy(model(xb), yb)
@@ -101,14 +111,14 @@ def raw(case: Case, train, val, epochs: int, seed: int, loader: bool = False) ->
 
 
 def trainer(case: Case, train, val, epochs: int, seed: int) -> float:
-    model, opt = build(case.model, seed)
-    fit = ds.Trainer(model, optimizer=opt, device="cpu", seed=seed, threads=case.threads)  # the loops' threads
+    model, opt = build(case.model, seed, case.device)
+    fit = ds.Trainer(model, optimizer=opt, device=case.device, seed=seed, threads=case.threads)  # the loops' threads
     history = fit.fit(train, val if case.validate else None, epochs=epochs, batch_size=case.batch)
     return history[-1]["train_loss"]
 
 
 def lightning(case: Case, train, val, epochs: int, seed: int) -> float:
-    model, opt = build(case.model, seed)
+    model, opt = build(case.model, seed, case.device)
 
     class Module(L.LightningModule):
         def __init__(self):
@@ -124,10 +134,15 @@ def lightning(case: Case, train, val, epochs: int, seed: int) -> float:
         def configure_optimizers(self):
             return opt
 
-    run = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    accelerator = "gpu" if case.device == "cuda" else "cpu"
+    run = L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    batches = DataLoader(TensorDataset(train.x, train.y), batch_size=case.batch, shuffle=True)
-    vals = DataLoader(TensorDataset(val.x, val.y), batch_size=1024) if case.validate else None
+    pin = case.device == "cuda"
+    batches = DataLoader(TensorDataset(train.x.cpu(), train.y.cpu()), batch_size=case.batch, shuffle=True,
+                         pin_memory=pin)
+    vals = None
+    if case.validate:
+        vals = DataLoader(TensorDataset(val.x.cpu(), val.y.cpu()), batch_size=1024, pin_memory=pin)
     run.fit(Module(), batches, vals)
     return float("nan")
 
@@ -145,6 +160,8 @@ def measure(case: Case, data, epochs: int, repeats: int) -> tuple[dict[str, list
         for name in names[repeat % len(names):] + names[:repeat % len(names)]:
             started = time.perf_counter()
             loss = sides[name](case, data.train, data.val, epochs, 0)
+            if case.device == "cuda":
+                torch.cuda.synchronize()  # the side's queued kernels belong to its time
             times[name].append(time.perf_counter() - started)
             losses[name] = loss
     return times, losses["raw"], losses["descend"]
@@ -163,17 +180,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, help="run every row with this many threads (e.g. 1 on a busy machine)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where every side trains")
     args = parser.parse_args(argv)
     print(machine.line(), flush=True)
     cases, epochs, repeats = (QUICK, 2, 3) if args.quick else (CASES, args.epochs, args.repeats)
     if args.threads:
         cases = list({(c.model, c.batch, c.validate): replace(c, threads=args.threads) for c in cases}.values())
+    if args.device != "cpu":  # the threads feed one GPU: the rows that differ only in threads are one row there
+        cases = list({(c.model, c.batch, c.validate): replace(c, device=args.device) for c in cases}.values())
     warnings.filterwarnings("ignore")
     for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     data = ds.data.load("mnist1d", val_fraction=0.1)
+    data = replace(data, train=data.train.to(args.device), val=data.val.to(args.device))
     load_before = os.getloadavg()[0]
-    raw(CASES[0], data.train, data.val, 1, 0)  # warm-up: kernels, allocator
+    raw(cases[0], data.train, data.val, 1, 0)  # warm-up: kernels, allocator
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load_before:.1f} at the start; "
           f"MNIST-1D train split ({len(data.train)} samples), {epochs} epochs, median of {repeats} interleaved repeats")
     header = ["case", "threads", "raw s", "descend", "(quartiles)", "Lightning", "loop+DataLoader", "loss raw",
