@@ -55,7 +55,7 @@ def test_sam_equals_the_papers_two_step_rule():
 
     for x, y in data():
         # descend: the first pass, then step(closure) with the second
-        def closure():
+        def closure(x=x, y=y):
             nonlocal passes
             passes += 1
             loss = nn.functional.cross_entropy(torch.func.functional_call(twin, live, (x,)), y)
