@@ -74,7 +74,7 @@ class Snapshots(Callback):
 
 
 def test_swa_average_is_the_mean_of_the_epoch_end_snapshots(iris):
-    swa, snaps = averaging.SWA(start_epoch=2, evaluate_with="raw"), Snapshots()
+    swa, snaps = averaging.SWA(first_epoch=3, evaluate_with="raw"), Snapshots()
     trainer = trainer_for([swa, snaps])
     trainer.fit(iris.train, iris.val, epochs=6, batch_size=20)
     assert swa.updates == 4
@@ -88,7 +88,7 @@ def test_swa_average_is_the_mean_of_the_epoch_end_snapshots(iris):
 
 
 def test_evaluation_after_swa_uses_recomputed_batch_norm_statistics(iris):
-    swa = averaging.SWA(start_epoch=1, batch_norm="recompute")
+    swa = averaging.SWA(first_epoch=2, batch_norm="recompute")
     trainer = trainer_for([swa])
     trainer.fit(iris.train, iris.val, epochs=4, batch_size=20)
     reference = copy.deepcopy(trainer.model)
@@ -109,7 +109,7 @@ def test_evaluation_after_swa_uses_recomputed_batch_norm_statistics(iris):
 
 @pytest.mark.parametrize("policy", ["average", "keep"])
 def test_the_other_batch_norm_policies(iris, policy):
-    swa, snaps = averaging.SWA(start_epoch=1, batch_norm=policy, evaluate_with="both"), Snapshots()
+    swa, snaps = averaging.SWA(first_epoch=2, batch_norm=policy, evaluate_with="both"), Snapshots()
     trainer = trainer_for([swa, snaps])
     trainer.fit(iris.train, iris.val, epochs=4, batch_size=20)
     expected = (swa.averaged_state()["1.running_mean"] if policy == "average"
@@ -151,7 +151,7 @@ class CrashAt(Callback):
 
 
 @pytest.mark.parametrize("make", [lambda: averaging.EMA(0.9, warmup=True, evaluate_with="both"),
-                                  lambda: averaging.SWA(start_epoch=1, swa_lr=0.01)])
+                                  lambda: averaging.SWA(first_epoch=2, swa_lr=0.01)])
 def test_resume_with_averaging_is_bit_identical(iris, tmp_path, make):
     full_cb = make()
     full = trainer_for([full_cb], Checkpoints(tmp_path / "full", every=3, unit="step"))
@@ -184,7 +184,7 @@ def test_swa_learning_rate_matches_torch_swalr():
 
 
 def test_recipe_section_and_its_errors():
-    raw = {"data": {"name": "iris"}, "averaging": {"method": "swa", "start_epoch": 3, "batch_norm": "keep"}}
+    raw = {"data": {"name": "iris"}, "averaging": {"method": "swa", "first_epoch": 4, "batch_norm": "keep"}}
     callback = config.validate(raw).averaging.build()
     assert isinstance(callback, averaging.WeightAveraging) and callback.batch_norm == "keep"
     for bad, words in [({"method": "polyak"}, "option 'method' must be one of 'ema', 'swa'; got 'polyak'"),
@@ -210,3 +210,48 @@ def test_a_recipe_with_averaging_writes_the_averaged_weights(tmp_path):
     saved = load_file(tmp_path / "run" / "model.safetensors")
     for name, value in ema.averaged_state().items():
         torch.testing.assert_close(saved[name], value, rtol=0, atol=0)
+
+
+def test_the_deprecated_start_epoch_keeps_its_0_based_meaning_with_a_warning(iris):
+    with pytest.warns(FutureWarning, match="start_epoch = 2 averages from epoch 3 on.*write first_epoch = 3"):
+        old = averaging.SWA(start_epoch=2, evaluate_with="raw")
+    new = averaging.SWA(first_epoch=3, evaluate_with="raw")
+    for swa in (old, new):
+        trainer_for([swa]).fit(iris.train, iris.val, epochs=6, batch_size=20)
+    assert old.updates == new.updates == 4  # epochs 3, 4, 5, 6
+    for name, value in old.averaged_state().items():
+        torch.testing.assert_close(value, new.averaged_state()[name], rtol=0, atol=0)
+    with pytest.raises(ds.UserError, match="leave out the deprecated start_epoch"):
+        averaging.SWA(first_epoch=3, start_epoch=2)
+    with pytest.raises(ds.UserError, match="option 'first_epoch' must be an integer in"):
+        averaging.SWA(first_epoch=0)
+
+
+class _HostSyncs:
+    """Counts the ways a tensor's value reaches Python (each a host sync on an accelerator)."""
+
+    NAMES = ("__bool__", "item", "tolist", "__int__", "__float__", "__index__", "cpu", "numpy")
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, _name=name, **kwargs):
+                self.calls.append(_name)
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.mark.parametrize("method", ["ema", "swa"])
+def test_an_update_of_the_average_never_reads_a_tensor_on_the_host(monkeypatch, method):
+    model = bn_model()
+    callback = averaging.create(method)
+    callback.on_fit_start(fake_trainer(model))
+    syncs = _HostSyncs(monkeypatch)
+    for _ in range(3):
+        callback.update(model)
+    assert syncs.calls == [] and callback.updates == 3
+    monkeypatch.undo()
+    assert int(callback.averaged.n_averaged) == 3  # torch's own counter kept in step

@@ -4,6 +4,7 @@ stopping fired, and a state that survives a checkpoint round trip so a resumed r
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -56,8 +57,8 @@ def drive(cb: EarlyStopping, trainer: FakeTrainer, values, key: str = "val_loss"
 def test_is_a_callback_with_the_documented_defaults():
     cb = EarlyStopping()
     assert isinstance(cb, Callback)
-    assert (cb.monitor, cb.mode, cb.patience, cb.min_delta, cb.start_from_epoch, cb.restore_best) == (
-        "val_loss", "min", 10, 0.0, 0, True)
+    assert (cb.monitor, cb.mode, cb.patience, cb.min_delta, cb.first_epoch, cb.restore_best) == (
+        "val_loss", "min", 10, 0.0, 1, True)
 
 
 def test_stops_after_exactly_patience_epochs_without_improvement():
@@ -99,8 +100,15 @@ def test_mode_is_inferred_from_the_metric_name():
     assert EarlyStopping(monitor="throughput", mode="max").mode == "max"
 
 
-def test_epochs_before_start_from_epoch_neither_count_nor_set_the_best():
-    t, cb = FakeTrainer(), EarlyStopping(patience=2, start_from_epoch=3)
+@pytest.mark.parametrize("options", [{"first_epoch": 4}, {"start_from_epoch": 3}], ids=["first_epoch", "deprecated"])
+def test_epochs_before_first_epoch_neither_count_nor_set_the_best(options):
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        t, cb = FakeTrainer(), EarlyStopping(patience=2, **options)
+    # Keras's start_from_epoch = 3 (epochs to ignore) is first_epoch = 4, and says so
+    assert [str(w.message) for w in said] == ([] if "first_epoch" in options else [
+        "EarlyStopping: start_from_epoch is deprecated: start_from_epoch = 3 watches from epoch 4 on, and keeps that "
+        "meaning; write first_epoch = 4 instead (epochs count from 1 everywhere in descend)"])
     # epoch 1 is the best value of all, and epochs 2-3 do not improve: both would matter without the warmup
     ran = drive(cb, t, [0.1, 0.5, 0.6, 0.9, 0.8, 0.85, 0.86])
     assert ran == 7 and cb.stopped_epoch == 7 and cb.best_epoch == 5
@@ -171,6 +179,7 @@ def test_missing_metric_is_a_user_error_listing_the_logged_names():
         ({"patience": 2.5}, ["patience", "2.5", "integer"]),
         ({"min_delta": -0.1}, ["min_delta", "-0.1"]),
         ({"start_from_epoch": -2}, ["start_from_epoch", "-2"]),
+        ({"first_epoch": 0}, ["first_epoch", "0"]),
         ({"mode": "down"}, ["mode", "'down'", "'min'", "'max'"]),
         ({"restore_best": "yes"}, ["restore_best", "'yes'"]),
     ],

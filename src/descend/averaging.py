@@ -7,7 +7,7 @@ EMA (Polyak & Juditsky 1992, in its exponential form): every ``every`` optimizer
                                   d_t = min(d, 1 − (1 + t/γ)^(−p))         (warmup on; timm's ModelEmaV3)
 
 with t the number of updates so far. SWA (Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima and
-Better Generalization"): the equal-weight mean of the weights at the end of every epoch from ``start_epoch`` on,
+Better Generalization"): the equal-weight mean of the weights at the end of every epoch from ``first_epoch`` on,
 w̄ = 1/n Σ_i w_i, optionally with its own learning rate (``swa_lr``, reached by a cosine anneal over
 ``anneal_epochs``, as torch's ``SWALR``). The engine is torch's ``torch.optim.swa_utils``: ``AveragedModel``
 holds the average, ``update_bn`` recomputes batch-norm statistics. Both start from the weights of their first
@@ -36,6 +36,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from .errors import UserError
 from .options import Boolean, OneOf, Option, Optional, declare, integer, number
+from .train import epochs
 from .train.callbacks import Callback, EarlyStopping
 from .train.optimizer_events import switches
 
@@ -101,8 +102,10 @@ class WeightAveraging(Callback):
     """EMA or SWA of the model's weights as a callback (see the module's text for the rules and sources).
 
     ``method`` ∈ ema, swa. EMA: ``decay`` d ∈ [0, 1), ``every`` steps, ``warmup`` (with ``warmup_gamma`` γ > 0
-    and ``warmup_power`` p > 0). SWA: ``start_epoch`` (0-based; default 75% of the epochs), ``swa_lr`` (None: the
-    recipe's schedule goes on), ``anneal_epochs``. Both: ``batch_norm`` ∈ recompute, average, keep (None: the
+    and ``warmup_power`` p > 0). SWA: ``first_epoch`` (the first averaged epoch, counted from 1 like every epoch
+    number in descend; default: the epoch after 75% of the epochs), ``swa_lr`` (None: the recipe's schedule goes
+    on), ``anneal_epochs``; the deprecated ``start_epoch`` counted from 0 and keeps that meaning
+    (:mod:`descend.train.epochs`). Both: ``batch_norm`` ∈ recompute, average, keep (None: the
     method's default), ``evaluate_with`` ∈ average, raw, both.
     """
 
@@ -116,34 +119,37 @@ class WeightAveraging(Callback):
              Option("warmup", Boolean(), doc="EMA: d_t = min(d, 1 − (1 + t/γ)^−p) (timm's ModelEmaV3)"),
              Option("warmup_gamma", number(0, closed="right"), doc="EMA warmup: γ"),
              Option("warmup_power", number(0, closed="right"), doc="EMA warmup: p"),
-             Option("start_epoch", Optional(integer(0), "75% of the epochs"), doc="SWA: first averaged epoch"),
+             epochs.first_epoch_option("SWA: the first averaged epoch (from 1, inclusive)",
+                                       "the epoch after 75% of the epochs"),
+             epochs.deprecated_option("start_epoch", "SWA's first averaged epoch counted from 0"),
              Option("swa_lr", Optional(number(0, closed="right"), "the recipe's schedule"),
-                    doc="SWA: the learning rate from start_epoch on (cosine anneal, as torch's SWALR)"),
+                    doc="SWA: the learning rate from first_epoch on (cosine anneal, as torch's SWALR)"),
              Option("anneal_epochs", number(0), doc="SWA: epochs of the anneal to swa_lr"),
              Option("batch_norm", Optional(OneOf(*BATCH_NORM), "recompute for swa, average for ema"),
                     doc="statistics of the averaged weights"),
              Option("evaluate_with", OneOf(*EVALUATE_WITH), doc="the weights validation judges and the run keeps"))
     def __init__(self, method: str = "ema", *, decay: float = 0.999, every: int = 1, warmup: bool = False,
-                 warmup_gamma: float = 1.0, warmup_power: float = 2 / 3, start_epoch: int | None = None,
-                 swa_lr: float | None = None, anneal_epochs: float = 1.0, batch_norm: str | None = None,
-                 evaluate_with: str = "average"):
+                 warmup_gamma: float = 1.0, warmup_power: float = 2 / 3, first_epoch: int | None = None,
+                 start_epoch: int | None = None, swa_lr: float | None = None, anneal_epochs: float = 1.0,
+                 batch_norm: str | None = None, evaluate_with: str = "average"):
         self.method, self.decay, self.every, self.warmup = method, decay, every, warmup
         self.warmup_gamma, self.warmup_power = warmup_gamma, warmup_power
-        self.start_epoch, self.swa_lr, self.anneal_epochs = start_epoch, swa_lr, anneal_epochs
-        if method == "ema" and (start_epoch is not None or swa_lr is not None):
-            raise UserError("averaging: start_epoch and swa_lr belong to method = 'swa'; EMA averages from the "
+        if method == "ema" and (first_epoch is not None or start_epoch is not None or swa_lr is not None):
+            raise UserError("averaging: first_epoch and swa_lr belong to method = 'swa'; EMA averages from the "
                             "first step (use warmup for a slow start)")
+        self.first_epoch = epochs.first_epoch("averaging", first_epoch, "start_epoch", start_epoch,
+                                              meaning="averages from")
+        self.swa_lr, self.anneal_epochs = swa_lr, anneal_epochs
         default_bn = "recompute" if method == "swa" else "average"
         self.batch_norm = batch_norm if batch_norm is not None else default_bn
         self.evaluate_with = evaluate_with
         self.averaged: AveragedModel | None = None
         self.updates = 0          # updates of the average so far (t in the warmup formula)
-        self._weight = 1.0        # the weight of the current model in the update being made
         self._raw: dict | None = None
         self._swapped = False
         self._judged = False      # validation has judged averaged weights in this fit
         self._pending: dict | None = None
-        self._start = 0           # SWA's first averaged epoch (resolved at fit start)
+        self._start = 0           # SWA's first averaged epoch, 0-based like trainer.epoch (resolved at fit start)
 
     # ------------------------------------------------------------------ the average
     def decay_at(self, t: int) -> float:
@@ -152,17 +158,27 @@ class WeightAveraging(Callback):
             return self.decay
         return min(self.decay, 1 - (1 + t / self.warmup_gamma) ** -self.warmup_power)
 
-    def _average(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
-        """AveragedModel's multi_avg_fn: w̄ ← w̄ + weight·(w − w̄) for floats; integer buffers are copied."""
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, self._weight)
-        else:
-            torch._foreach_copy_(averaged, current)
-
+    @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        """Fold the model's current weights (and buffers) into the average."""
-        self._weight = 1 / (self.updates + 1) if self.method == "swa" else 1 - self.decay_at(self.updates)
-        self.averaged.update_parameters(model)  # note: AveragedModel reads n_averaged on the host (a sync)
+        """Fold the model's current weights (and buffers) into the average: the first update copies them, later
+        ones make w̄ ← w̄ + a·(w − w̄) with a = 1/(n + 1) (SWA) or 1 − d_t (EMA) for floating tensors, and copy
+        integer buffers (batch norm's step count).
+
+        No host sync: the update count is a Python integer. (``AveragedModel.update_parameters`` reads its device
+        counter ``n_averaged`` on the host twice per call, which would stall an EMA updated every step.)"""
+        weight = 1 / (self.updates + 1) if self.method == "swa" else 1 - self.decay_at(self.updates)
+        averaged = [*self.averaged.module.parameters(), *self.averaged.module.buffers()]
+        current = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        if self.updates == 0:
+            torch._foreach_copy_(averaged, current)
+        else:
+            floats = [(a, w) for a, w in zip(averaged, current, strict=True) if a.is_floating_point()]
+            others = [(a, w) for a, w in zip(averaged, current, strict=True) if not a.is_floating_point()]
+            if floats:
+                torch._foreach_lerp_(*map(list, zip(*floats)), weight)
+            if others:
+                torch._foreach_copy_(*map(list, zip(*others)))
+        self.averaged.n_averaged += 1  # torch's counter kept in step (a device add, no sync)
         self.updates += 1
 
     def averaged_state(self) -> dict[str, torch.Tensor]:
@@ -190,13 +206,13 @@ class WeightAveraging(Callback):
             logged.update({f"val_avg_{name.removeprefix('val_')}" for name in logged if name.startswith("val_")})
 
     def on_fit_start(self, trainer) -> None:
-        self.averaged = AveragedModel(trainer.model, multi_avg_fn=self._average, use_buffers=True)
+        self.averaged = AveragedModel(trainer.model, use_buffers=True)  # holds the average; update() folds in
         self.updates, self._raw, self._swapped, self._judged = 0, None, False, False
         if self._pending is not None:
             self._apply(self._pending)
-        epochs = trainer.total_steps // trainer.steps_per_epoch
-        start = self.start_epoch if self.start_epoch is not None else int(SWA_START_FRACTION * epochs)
-        self._start = min(start, epochs - 1)
+        total = trainer.total_steps // trainer.steps_per_epoch
+        first = self.first_epoch if self.first_epoch is not None else int(SWA_START_FRACTION * total) + 1
+        self._start = min(first, total) - 1  # at the latest the last epoch is averaged
         if self.method == "swa" and self.swa_lr is not None:
             trainer.schedule = SWALearningRate(trainer.schedule, self._start * trainer.steps_per_epoch,
                                                self.swa_lr, round(self.anneal_epochs * trainer.steps_per_epoch))
@@ -284,10 +300,11 @@ class EMA(WeightAveraging):
 
 
 class SWA(WeightAveraging):
-    """Stochastic weight averaging: ``SWA(start_epoch=30, swa_lr=0.05)``; see :class:`WeightAveraging`."""
+    """Stochastic weight averaging: ``SWA(first_epoch=31, swa_lr=0.05)`` averages epochs 31, 32, …; see
+    :class:`WeightAveraging`."""
 
-    def __init__(self, start_epoch: int | None = None, **options):
-        super().__init__("swa", start_epoch=start_epoch, **options)
+    def __init__(self, first_epoch: int | None = None, **options):
+        super().__init__("swa", first_epoch=first_epoch, **options)
 
 
 def create(method: str = "ema", **options) -> WeightAveraging:

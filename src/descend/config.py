@@ -27,6 +27,7 @@ from .options import validate as validate_options
 from .train import Trainer
 from .train.callbacks import EarlyStopping
 from .train.checkpoint.policy import Checkpoints
+from .train.epochs import MAX_EPOCHS
 
 
 class _Section(BaseModel):
@@ -88,7 +89,7 @@ class ModelConfig(_PartSection):
 class TrainConfig(_Section):
     """``Trainer.fit``'s, ``Trainer``'s and ``Checkpoints``' arguments; their defaults are theirs."""
 
-    epochs: int = Field(_default(Trainer.fit, "epochs"), ge=1, le=1_000_000)
+    epochs: int = Field(_default(Trainer.fit, "epochs"), ge=1, le=MAX_EPOCHS)
     batch_size: int | Literal["full"] = _default(Trainer.fit, "batch_size")
     shuffle: bool = _default(Trainer.fit, "shuffle")
     drop_last: bool = _default(Trainer.fit, "drop_last")

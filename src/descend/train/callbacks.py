@@ -27,6 +27,7 @@ from __future__ import annotations
 from descend.errors import UserError
 from descend.monitor import MIN_DELTA, MODE, MONITOR, improved, read_metric, resolve_mode
 from descend.options import Boolean, Option, declare, integer
+from descend.train import epochs
 from descend.train.checks import require_logged
 
 EVENTS = ("on_fit_start", "on_epoch_start", "on_after_backward", "on_batch_end", "on_validation_start",
@@ -86,8 +87,9 @@ class EarlyStopping(Callback):
     Usually the metric is the validation loss or accuracy, and the weights kept are those of the epoch with the
     best validation performance. An epoch improves on the best value b when ``value < b - min_delta`` (mode
     ``min``) or ``value > b + min_delta`` (mode ``max``); ``mode="auto"`` infers min for losses and max for
-    accuracies. The first ``start_from_epoch``
-    epochs (a warmup) are ignored entirely. After ``patience`` epochs in a row without improvement,
+    accuracies. Epochs before ``first_epoch`` (a warmup; epochs count from 1, so ``first_epoch = 4`` ignores epochs
+    1-3) are ignored entirely; the deprecated ``start_from_epoch`` (Keras's number of epochs to ignore) keeps its
+    meaning (:mod:`descend.train.epochs`). After ``patience`` epochs in a row without improvement,
     ``trainer.stop_training`` is set. ``best_epoch`` and ``stopped_epoch`` count from 1, as logged.
 
     With ``restore_best`` (default) the model's state (parameters and buffers, cloned on their device) is kept
@@ -101,13 +103,18 @@ class EarlyStopping(Callback):
     @declare("EarlyStopping", MONITOR, MODE,
              Option("patience", integer(0), doc="epochs in a row without improvement before stopping"),
              MIN_DELTA,
-             Option("start_from_epoch", integer(0), doc="epochs before this one are ignored (a warmup)"),
+             epochs.first_epoch_option("the first epoch watched (from 1); those before are a warmup",
+                                       "from the first epoch"),
+             epochs.deprecated_option("start_from_epoch", "the number of epochs ignored (Keras)"),
              Option("restore_best", Boolean(), doc="load the best weights back at the end of training"))
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 10,
-                 min_delta: float = 0.0, start_from_epoch: int = 0, restore_best: bool = True) -> None:
+                 min_delta: float = 0.0, first_epoch: int | None = None, start_from_epoch: int | None = None,
+                 restore_best: bool = True) -> None:
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
         self.mode = resolve_mode("EarlyStopping", monitor, mode)
-        self.start_from_epoch, self.restore_best = start_from_epoch, restore_best
+        self.first_epoch = epochs.first_epoch("EarlyStopping", first_epoch, "start_from_epoch", start_from_epoch,
+                                              meaning="watches from") or 1
+        self.restore_best = restore_best
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0
@@ -120,7 +127,7 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
         value = read_metric("EarlyStopping", logs, self.monitor)
         epoch = int(trainer.epoch) + 1  # the epoch's number as printed and logged (from 1)
-        if epoch <= self.start_from_epoch:
+        if epoch < self.first_epoch:
             return
         if improved(value, self.best_value, self.mode, self.min_delta):
             self.best_value, self.best_epoch, self.wait = value, epoch, 0

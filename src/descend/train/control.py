@@ -38,11 +38,10 @@ from ..errors import UserError
 from ..options import Boolean, Either, OneOf, Option, Optional, integer, number, validate
 from . import lr
 from .callbacks import Callback
+from .epochs import MAX_EPOCHS  # a run's epochs, those added included: more is a typo (10**30, 2**63 - 1)
 
 KEYS = {"-": ("lr", 0.5), "+": ("lr", 2.0), "e": ("add_epochs", 5), "s": ("stop", True)}
 NAMED = {"halve": 0.5, "double": 2.0}
-#: The most epochs a run may reach by additions: more would train for years, and is a typo (10**30, 2**63 - 1).
-MAX_EPOCHS = 100_000
 #: A control file's commands, checked like a recipe's options (:mod:`descend.options`).
 COMMANDS = (
     Option("lr", Optional(Either(OneOf(*NAMED), number(1e-4, 1e4))), None,
