@@ -7,6 +7,11 @@ process was busy. ``"auto"`` therefore uses one thread when a step is too small 
 :data:`SMALL_STEP_FLOPS`, counted once on one batch) or when the machine has no idle core (:func:`idle_cores`:
 load average and run queue), and leaves torch's own setting (``OMP_NUM_THREADS``, ``torch.set_num_threads``)
 otherwise. A number asks for exactly that many. The setting is restored when the fit ends.
+
+Looking at the load makes the count, and so the result, depend on what else the machine runs: float32 sums split
+over two threads add up in another order than on one, and training amplifies the difference. With
+``deterministic = true`` the trainer therefore asks :mod:`descend.train.hardware`, which decides from the step's
+size and the core count only and keeps a resumed run's recorded count.
 """
 
 from __future__ import annotations
@@ -103,11 +108,6 @@ def choose(setting: int | str, model: nn.Module, x: torch.Tensor | None) -> int:
     if step_flops(model, x) < SMALL_STEP_FLOPS or idle_cores() < current:
         return 1
     return current
-
-
-def use(setting: int | str, model: nn.Module, x: torch.Tensor | None):
-    """Run the block with the chosen number of intra-op threads, then restore torch's setting."""
-    return fixed(choose(setting, model, x))
 
 
 @contextlib.contextmanager
