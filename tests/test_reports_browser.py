@@ -133,3 +133,16 @@ def test_compare_report(browser, tmp_path):
 def test_lab_report(browser, tmp_path, name):
     report = lab.run(name, quick=True, out=tmp_path).write(tmp_path)
     assert check_page(browser, report, tmp_path / f"lab-{name}.png") >= 1
+
+
+def test_ensemble_report(browser, tmp_path):
+    """An ensemble directory gets its report.html when trained, and from `descend report` again."""
+    path = tmp_path / "r.toml"
+    path.write_text(RECIPE)
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(path), "--members", "2", "--out", str(out), "--quiet"]) == 0
+    text = (out / "report.html").read_text()
+    assert "Ensemble metrics" in text and "Members" in text and "Resolved recipe" in text
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert check_page(browser, out / "report.html", tmp_path / "ensemble.png") == 1

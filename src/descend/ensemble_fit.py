@@ -24,6 +24,7 @@ from .ensemble import Ensemble
 from .errors import UserError
 from .inference import INFERENCE_FILE, inference_record
 from .models.networks import BYTES_PER_PARAMETER
+from .report.ensemble import write_ensemble_report
 from .resources import check_fits_memory
 from .train.callbacks import Callback
 from .train.metrics import num_outputs, resolve_loss
@@ -196,6 +197,7 @@ def run(config: cfg.Config, out: str | Path | None = None, *, quiet: bool = Fals
         result.run_dir = out
         summary = result.summary()
         atomic.write_json(out / "summary.json", summary, what="summary")
+        write_ensemble_report(out)
     return {**summary, "run_dir": str(out), "final": summary["ensemble"], "changed": {}}
 
 

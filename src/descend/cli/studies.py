@@ -45,9 +45,9 @@ def _reports_parsers(sub) -> None:
 
 def _reports(args) -> int:
     if args.command == "report":
-        from ..report.run import write_run_report
+        from ..report.ensemble import write_report
 
-        print(write_run_report(args.run_dir))
+        print(write_report(args.run_dir))
         return 0
     if args.command == "compare":
         from ..lab.compare import compare_recipe
