@@ -285,7 +285,8 @@ def test_grid_warns_above_four_dimensions(files):
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_interrupted_trials_are_queued_again_when_the_study_continues(tmp_path):
     from descend.tune.space import parse
-    from descend.tune.study import Plan, canonical, open_study, storage
+    from descend.tune.storage import storage
+    from descend.tune.study import Plan, canonical, open_study
 
     space = parse({"optimizer": {"lr": {"float": [1e-3, 1e-1]}}})
     plan = Plan("random", seed=0, trials=2, space=canonical(space))

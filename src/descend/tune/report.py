@@ -19,7 +19,8 @@ import optuna
 from .. import config as cfg
 from ..atomic import write_json, write_text
 from .space import Space
-from .study import Plan, _safe
+from .storage import safe
+from .study import Plan
 
 
 def line(trial: optuna.trial.FrozenTrial, space: Space, plan: Plan) -> str:
@@ -67,7 +68,7 @@ def write(study: optuna.Study, space: Space, raw: dict, plan: Plan, out: Path, *
     table = rows(study, space)
     best = best_row(table, plan)
     queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-    result = {"study": study.study_name, "storage": _safe(storage), "plan": {k: v for k, v in plan.__dict__.items()
+    result = {"study": study.study_name, "storage": safe(storage), "plan": {k: v for k, v in plan.__dict__.items()
                                                                             if k != "space"},
               "stopped": study.user_attrs.get("stopped") or None, "queued": queued, "trials": table, "best": best}
     if best is not None:

@@ -27,7 +27,8 @@ from . import report
 from . import space as spaces
 from . import study as studies
 from .objective import Objective
-from .study import PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS, WILCOXON_P, Plan, canonical, digest, open_study, storage, work
+from .storage import storage
+from .study import PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS, WILCOXON_P, Plan, canonical, digest, open_study, work
 
 DEFAULT_TRIALS = 20
 

@@ -41,10 +41,22 @@ import numpy as np
 import optuna
 import tomllib
 
-from ..errors import UserError
+from ..config import MAX_DEPTH as config_depth
+from ..errors import UserError, short
+from ..options import Boolean, Option, integer
 
 KINDS = ("float", "int", "categorical")
 KEYS = (*KINDS, "log", "step", "grid", "when")
+# Bounds, so that any file is parsed, checked and searched in bounded time and memory:
+MAX_BYTES = 1 << 20  # a space file is a few lines; a megabyte holds thousands of dimensions' worth of text
+MAX_DIMS = 64  # far more than a search can resolve: random search's trials cover a few important ones (Bergstra
+# & Bengio 2012)
+MAX_CHOICES = 256  # each choice is built once to check it; more choices than a search has trials are never tried
+MAX_GRID_AXIS = 100  # points on one axis of the grid
+MAX_GRID = 100_000  # points of the whole grid (each is a trial)
+MAX_DEPTH = config_depth + 2  # a recipe path, the dimension's table and a categorical list around a recipe value
+GRID = Option("grid", integer(1, MAX_GRID_AXIS), 3, "points on this axis under the grid sampler")
+LOG = Option("log", Boolean(), False, "search on a log scale")
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,11 @@ class Space:
         """Every grid point; a conditional axis is only crossed with the points where it is active."""
         points: list[dict[str, Any]] = [{}]
         for d in self.dims:
-            points = [q for p in points for q in ([p | {d.path: v} for v in d.grid_values()] if d.active(p) else [p])]
+            axis = d.grid_values()
+            if sum(len(axis) if d.active(p) else 1 for p in points) > MAX_GRID:  # refused before it is built
+                raise UserError(f"{self.source}: the grid has more than {MAX_GRID:,} points (trials); give fewer "
+                                f"grid points per axis, or search with random or qmc, which need no grid")
+            points = [q for p in points for q in ([p | {d.path: v} for v in axis] if d.active(p) else [p])]
         return points
 
     def values(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +233,9 @@ def set_path(raw: dict, path: str, value: Any) -> None:
 def load(path: str | Path) -> Space:
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise UserError(f"{path} has {path.stat().st_size:,} bytes; a search space is a few lines of TOML "
+                            f"(at most {MAX_BYTES:,} bytes)")
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"search space file not found: {path}") from None
@@ -224,15 +243,23 @@ def load(path: str | Path) -> Space:
         raise UserError(f"cannot read search space {path}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path} is not valid TOML: {e}") from None
+    except RecursionError:  # the parser recurses into nested arrays and inline tables
+        raise UserError(f"{path}: values nest too deeply (at most {MAX_DEPTH} levels)") from None
     return parse(raw, source=str(path))
 
 
 def parse(raw: dict, source: str = "space") -> Space:
     """A :class:`Space` from the TOML tree; any mistake is one :class:`UserError` naming the dimension."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a search space is a TOML table of dimensions, got {short(raw)}")
+    _bounded(raw, source)
     dims = [_dim(path, table, source) for path, table in _tables(raw, "", source)]
     if not dims:
         raise UserError(f"{source}: the search space is empty; add a table such as [optimizer.lr] "
                         f"with float = [1e-4, 1e-1]")
+    if len(dims) > MAX_DIMS:
+        raise UserError(f"{source}: {len(dims)} dimensions; a search space has at most {MAX_DIMS} (a search "
+                        f"resolves only a few that matter: fix the others in the recipe)")
     by_path = {d.path: d for d in dims}
     for d in dims:
         for parent, allowed in d.when.items():
@@ -247,9 +274,26 @@ def parse(raw: dict, source: str = "space") -> Space:
     return Space(tuple(_ordered(dims, source)), source)
 
 
+def _bounded(raw: dict, source: str) -> None:
+    """Refuse a tree nested deeper than :data:`MAX_DEPTH` before anything recurses into it (no recursion here)."""
+    stack: list[tuple[Any, int, str]] = [(raw, 0, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UserError(f"{source}: {path.lstrip('.')[:200]} nests deeper than {MAX_DEPTH} levels; no recipe "
+                            f"field does")
+        if isinstance(value, dict):
+            stack += [(v, depth + 1, f"{path}.{k}") for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value)]
+
+
 def _tables(tree: dict, prefix: str, source: str) -> Iterator[tuple[str, dict]]:
     for key, value in tree.items():
         path = f"{prefix}{key}"
+        if not key.isidentifier() or not key.isascii():
+            raise UserError(f"{source}: [{path[:200]}]: {short(key)} is not a recipe field name (letters, digits "
+                            f"and _, as in [optimizer.lr])")
         if not isinstance(value, dict):
             raise UserError(f"{source}: {path} = {value!r} is not a dimension; write a table [{path}] with "
                             f"one of {', '.join(KINDS)}")
@@ -268,14 +312,20 @@ def _dim(path: str, t: dict, source: str) -> Dim:
     if len(kinds) > 1:
         raise UserError(f"{where}: give one of {', '.join(KINDS)}, not {' and '.join(kinds)}")
     kind = kinds[0]
-    when = {parent: tuple(v if isinstance(v, list) else [v]) for parent, v in t.get("when", {}).items()}
-    grid = t.get("grid", 3)
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-        raise UserError(f"{where}: grid must be a positive integer (points on this axis), got {grid!r}")
+    when = _when(t["when"], where) if "when" in t else {}
+    grid = GRID.check(where, t.get("grid", GRID.default))
     if kind == "categorical":
         choices = t["categorical"]
         if not isinstance(choices, list) or not choices:
-            raise UserError(f"{where}: categorical must be a non-empty list of values, got {choices!r}")
+            raise UserError(f"{where}: categorical must be a non-empty list of values, got {short(choices)}")
+        if len(choices) > MAX_CHOICES:
+            raise UserError(f"{where}: {len(choices):,} choices; a categorical has at most {MAX_CHOICES} (search a "
+                            f"range of numbers with int = [low, high] or float = [low, high])")
+        if any(isinstance(c, float) and math.isnan(c) for c in choices):
+            raise UserError(f"{where}: nan is not a choice (no recipe field takes it)")
+        if len(set(map(_label, choices))) < len(choices):  # 1, 1.0 and true are one choice to Optuna too
+            raise UserError(f"{where}: categorical lists a choice twice (1, 1.0 and true count as one): "
+                            f"{short(choices)}")
         extra = [k for k in ("log", "step") if k in t]
         if extra:
             raise UserError(f"{where}: {extra[0]} applies to float and int dimensions, not categorical")
@@ -284,24 +334,39 @@ def _dim(path: str, t: dict, source: str) -> Dim:
     if (not isinstance(bounds, list) or len(bounds) != 2
             or not all(isinstance(b, number) and not isinstance(b, bool) for b in bounds)):
         raise UserError(f"{where}: {kind} = [low, high] with two {'integers' if kind == 'int' else 'numbers'}, "
-                        f"got {bounds!r}")
+                        f"got {short(bounds)}")
     low, high = bounds
+    if not all(math.isfinite(b) for b in bounds):
+        raise UserError(f"{where}: {kind} = [low, high] needs finite bounds, got {short(bounds)}")
     if not low < high:
         raise UserError(f"{where}: the range [{low}, {high}] is empty; low must be below high")
-    log, step = t.get("log", False), t.get("step")
-    if not isinstance(log, bool):
-        raise UserError(f"{where}: log must be true or false, got {log!r}")
+    log, step = LOG.check(where, t.get("log", LOG.default)), t.get("step")
     if log and low <= 0:
         raise UserError(f"{where}: a log scale needs positive bounds, got low = {low}")
     if step is not None:
         if log:
             raise UserError(f"{where}: step and log cannot be combined (a log scale has no fixed step)")
         if isinstance(step, bool) or not isinstance(step, number) or not step > 0 or step > high - low:
-            raise UserError(f"{where}: step must be a positive {kind} no larger than high - low, got {step!r}")
+            raise UserError(f"{where}: step must be a positive {kind} no larger than high - low, got {short(step)}")
     if kind == "float":
         low, high = float(low), float(high)
         step = float(step) if step is not None else None
     return Dim(path, kind, low, high, log, step, grid=grid, when=when)
+
+
+def _when(when: Any, where: str) -> dict[str, tuple]:
+    """``when = { "optimizer.name" = "momentum" }`` or ``= { "optimizer.name" = ["momentum", "nesterov"] }``."""
+    if not isinstance(when, dict) or not when:
+        raise UserError(f"{where}: when must be a table naming a categorical dimension and its choice(s), as "
+                        f'when = {{ "optimizer.name" = "momentum" }}; got {short(when)}')
+    out = {}
+    for parent, allowed in when.items():
+        allowed = allowed if isinstance(allowed, list) else [allowed]
+        if not allowed or any(isinstance(a, (list, dict)) for a in allowed) or len(allowed) > MAX_CHOICES:
+            raise UserError(f"{where}: when {parent!r} = {short(when[parent])}: give one choice of {parent} or a "
+                            f"non-empty list of them")
+        out[parent] = tuple(allowed)
+    return out
 
 
 def _ordered(dims: list[Dim], source: str) -> list[Dim]:

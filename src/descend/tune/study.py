@@ -1,4 +1,4 @@
-"""The Optuna study behind a search: storage with heartbeats, samplers, pruners, the trial queue, the worker loop.
+"""The Optuna study behind a search: samplers, pruners, the trial queue, the worker loop (storage: :mod:`.storage`).
 
 Reproducible parallel search. Optuna draws a random or quasi-random point from the sampler's state when a worker
 asks, so with several workers the point a trial number gets depends on timing (Optuna issues #4412, #3056). Here
@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 
 from ..errors import UserError
 from .space import Space
+from .storage import exclusive, safe
 
 SAMPLERS = ("grid", "random", "qmc", "tpe", "gp")
 QUEUED = ("grid", "random", "qmc")
@@ -59,46 +60,6 @@ class Plan:
     def fixed(self) -> dict:
         """The fields a continued study must keep (trials and patience may change)."""
         return {k: v for k, v in asdict(self).items() if k not in ("trials", "patience")}
-
-
-def storage(url: str, *, heartbeat: int = 10, retries: int = 2) -> optuna.storages.RDBStorage:
-    """An RDB storage (SQLite or PostgreSQL) with heartbeats; a trial whose worker died is retried ``retries`` times."""
-    if url.startswith(("postgresql://", "postgres://")):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, the driver descend installs
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
-            store = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                               grace_period=3 * heartbeat, heartbeat_stale_trial_callback=retry)
-    except Exception as e:  # sqlalchemy: bad URL, missing driver, refused connection
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot open the study storage {_safe(url)}: {first}") from None
-    if url.startswith("sqlite"):
-        _write_ahead_log(store.engine)
-    return store
-
-
-def _write_ahead_log(engine) -> None:
-    """SQLite in write-ahead-log mode: readers never block the writer (local workers share the file), and a commit
-    is not an fsync (a power cut may lose the last trials, never corrupt the file)."""
-    import sqlalchemy
-
-    def pragmas(connection, _record) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    sqlalchemy.event.listen(engine, "connect", pragmas)
-    engine.dispose()  # connections opened before the listener get the pragmas when they are made again
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    head, sep, tail = url.partition("@")
-    return f"{head.rsplit(':', 1)[0]}:***@{tail}" if sep and head.count(":") > 1 else url
 
 
 def sampler(plan: Plan) -> optuna.samplers.BaseSampler:
@@ -157,10 +118,20 @@ def open_study(name: str, store: optuna.storages.BaseStorage, plan: Plan, space:
     A continued study must have been created with the same sampler, seed, space, metric and folds; a larger
     ``trials`` queues the next points. The process that creates the study queues the points; others wait for it.
     """
-    direction = plan.direction
+    url = getattr(store, "url", "")
+    try:
+        with exclusive(url):  # workers that start together: one creates and queues, the others then continue
+            return _open(name, store, plan, space, wait)
+    except optuna.exceptions.StorageInternalError as e:
+        raise UserError(f"the study storage {safe(url)} failed while opening study {name!r} ({e}); if it is an "
+                        f"SQLite file, it may be damaged: move it away and start the study again") from None
+
+
+def _open(name: str, store: optuna.storages.BaseStorage, plan: Plan, space: Space,
+          wait: float) -> tuple[optuna.Study, bool]:
     try:
         study = optuna.create_study(study_name=name, storage=store, sampler=sampler(plan), pruner=pruner(plan),
-                                    direction=direction)
+                                    direction=plan.direction)
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=store, sampler=sampler(plan), pruner=pruner(plan))
