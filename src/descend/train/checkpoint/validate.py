@@ -10,10 +10,12 @@ naming the field and the mismatch:
   model) is **refused, not converted**: a checkpoint resumes the run that wrote it, bit for bit, and a silent
   cast would change its numbers. To start a model of another dtype from such weights, cast the model to the
   file's dtype and use :func:`~descend.train.checkpoint.load_weights`.
-- ``optimizer``: as many param_groups, each as long and with the same hyper-parameter names and JSON types;
+- ``optimizer``: as many param_groups, each as long and with the same hyper-parameter names and JSON types, their
+  numbers finite and allowed by the recipe's constraints (:data:`HYPER_PARAMETERS`: no negative learning rate);
   every per-parameter state belongs to a parameter of its group and holds exactly the entries one step of this
-  optimizer creates (found by stepping a copy of it on small zero parameters), each tensor of the parameter's shape
-  and dtype (or the optimizer's scalar ``step``, or factored from the parameter's shape as Adafactor's).
+  optimizer creates (found by stepping a fresh one of its class on small zero parameters), each tensor of the
+  parameter's shape and dtype (or the optimizer's scalar ``step``, or factored from the parameter's shape as
+  Adafactor's).
   Optimizers that need a closure (Newton, SAM) cannot be probed; for them each tensor must have its parameter's
   shape or be a scalar.
 - ``schedule``, ``callbacks``: the keys and JSON types of the live objects' ``state_dict()`` (``None`` there
@@ -30,12 +32,13 @@ naming the field and the mismatch:
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections import defaultdict
 from typing import Any
 
 import torch
 
+from descend.options import number
 from descend.train import rng
 
 from .codec import non_finite
@@ -178,6 +181,7 @@ class _Checker:
         for i, (group, expected) in enumerate(zip(groups, template_groups, strict=True)):
             where = f"optimizer.param_groups[{i}]"
             self.like(group, expected, where)
+            _check_hyper(group, where)
             for j, pid in enumerate(group["params"]):
                 if not isinstance(pid, int) or isinstance(pid, bool) or pid in owner:
                     raise _fail(f"{where}.params[{j}]", f"must be a parameter id used once, got {_kind(pid)}")
@@ -239,6 +243,34 @@ class _Checker:
                 raise _fail(f"history[{i}]", f"must map metric names to numbers, got {_kind(row)}")
 
 
+# A restored hyper-parameter meets the constraint the recipe's option of that meaning has
+# (descend.optim.options), under torch's group names: a file never brings a negative learning rate.
+_RATE, _FRACTION = number(0), number(0, 1)
+HYPER_PARAMETERS = {
+    "lr": _RATE, "initial_lr": _RATE, "max_lr": _RATE, "min_lr": _RATE, "weight_decay": _RATE, "eps": _RATE,
+    "lr_decay": _RATE, "momentum_decay": _RATE, "momentum": _FRACTION, "dampening": _FRACTION, "alpha": _FRACTION,
+    "rho": _FRACTION, "betas": _FRACTION, "beta1": _FRACTION, "beta2": _FRACTION,
+}
+
+
+def _check_hyper(group: dict, where: str) -> None:
+    """The numbers of a saved parameter group: each finite, and those of :data:`HYPER_PARAMETERS` allowed by its
+    constraint (a pair such as Adam's ``betas`` item by item)."""
+    for key, value in group.items():
+        if key == "params":
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, torch.Tensor) and v.numel() == 1:
+                v = v.item()
+            if not _number(v):
+                continue
+            constraint = HYPER_PARAMETERS.get(key)
+            if not math.isfinite(v) or (constraint is not None and not constraint.check(v)[0]):
+                allowed = constraint.allowed() if constraint is not None else "a finite number"
+                raise _fail(_at(where, key), f"is {short(value, 40)}; it must be {allowed}, as in a recipe")
+
+
 def _check_counts(position: dict, rows: int, steps_per_epoch: int) -> None:
     """The counts of ``position`` agree with each other, with the history and with this run's batches per epoch:
     one finished epoch, one history row; the steps of this fit are its whole epochs and the batches of the current
@@ -274,17 +306,15 @@ def _sized(probed: torch.Tensor, param: torch.Tensor) -> torch.Size:
 
 
 def _probe(optimizer: torch.optim.Optimizer) -> list[list[dict]] | None:
-    """The per-parameter state one step of ``optimizer`` creates, per group and parameter: a copy of it (same
-    class, hyper-parameters and attributes, fresh state and hooks) steps once on small zero parameters of the same
-    dtype, device and number of dimensions (:data:`_PROBE`), with zero gradients; :func:`_sized` maps the state's
-    shapes back to the parameters'."""
+    """The per-parameter state one step of ``optimizer`` creates, per group and parameter. A fresh optimizer of
+    the same class is built as any is (no state, no hooks): called with stand-in groups (each group's
+    hyper-parameters, small zero parameters of each parameter's dtype, device and number of dimensions
+    (:data:`_PROBE`) with zero gradients) and :func:`_arguments`; it steps once and :func:`_sized` maps the state's
+    shapes back to the parameters'. An optimizer that needs a closure, or that cannot be built this way or step
+    the stand-ins (TypeError, ValueError, RuntimeError), is not probed: the shape rule alone applies to it."""
     if getattr(optimizer, "needs_closure", False):
         return None
-    probe = object.__new__(type(optimizer))
-    probe.__dict__.update(optimizer.__dict__)
-    probe.state = defaultdict(dict)
-    probe._optimizer_step_pre_hooks, probe._optimizer_step_post_hooks = {}, {}
-    empties = []
+    stand_ins = []
     for group in optimizer.param_groups:
         params = [
             torch.zeros(_PROBE[: max(p.dim(), 1)], dtype=p.dtype, device=p.device, requires_grad=p.is_floating_point())
@@ -292,10 +322,25 @@ def _probe(optimizer: torch.optim.Optimizer) -> list[list[dict]] | None:
         ]
         for p in params:
             p.grad = torch.zeros_like(p)
-        empties.append(params)
-    probe.param_groups = [{**g, "params": ps} for g, ps in zip(optimizer.param_groups, empties, strict=True)]
+        stand_ins.append(params)
+    groups = [{**g, "params": ps} for g, ps in zip(optimizer.param_groups, stand_ins, strict=True)]
     try:
-        type(optimizer).step(probe)
-    except Exception:  # a user's optimizer that cannot step the probe parameters: the shape rule alone applies
+        probe = type(optimizer)(groups, **_arguments(optimizer))
+        probe.step()
+    except (TypeError, ValueError, RuntimeError):
         return None
-    return [[dict(probe.state[p]) for p in params] for params in empties]
+    return [[dict(probe.state[p]) for p in params] for params in stand_ins]
+
+
+def _arguments(optimizer: torch.optim.Optimizer) -> dict:
+    """The keyword arguments that build a copy of ``optimizer``: its ``defaults`` (what torch's optimizers are
+    built from), and for a constructor argument that is not among them (the ``chain`` of descend's composed
+    optimizers) the optimizer's attribute of that name."""
+    parameters = list(inspect.signature(type(optimizer)).parameters.values())[1:]  # after the params
+    named = {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    arguments = {k: v for k, v in optimizer.defaults.items() if k in named or open_ended}
+    for name in named - set(arguments):
+        if hasattr(optimizer, name):
+            arguments[name] = getattr(optimizer, name)
+    return arguments
