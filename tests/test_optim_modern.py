@@ -251,3 +251,19 @@ def test_property_table_rows_of_the_newer_methods(capsys):
 def test_options_are_checked(name, bad, message):
     with pytest.raises(ds.UserError, match=message):
         ds.optim.create(name, **bad)
+
+
+def test_readme_property_table_is_the_generated_one():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    start, end = "<!-- optimizer-table:start -->\n", "\n<!-- optimizer-table:end -->"
+    assert text[text.index(start) + len(start): text.index(end)] == ds.optim.markdown(), \
+        "README.md's optimizer table is out of date: paste descend.optim.markdown() between its markers"
+
+
+def test_describe_gives_every_optimizer_its_update_and_source():
+    text = ds.optim.describe()
+    for name in ds.optim.names():
+        line = next(line for line in text.splitlines() if line.startswith(f"{name}: "))
+        assert "(" in line and any(ch.isdigit() for ch in line)  # a formula with its source's year

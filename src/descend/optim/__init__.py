@@ -5,6 +5,9 @@
 - :mod:`descend.optim.parts` — first moment, second moment, bias correction, weight decay, learning-rate
   scaling; :class:`ComposedOptimizer` runs a chain of them as a ``torch.optim.Optimizer``.
 - :class:`Newton` — damped Newton's method for small models (needs a closure).
+- The newer methods, each equal to its authors' code: Lion (:mod:`~descend.optim.lion`, a part), :class:`Muon`,
+  Adafactor (torch's), :class:`ScheduleFreeSGD` / :class:`ScheduleFreeAdamW`, :class:`Prodigy`,
+  :class:`DAdaptSGD`; SAM and Lookahead around any of them (:mod:`~descend.optim.wrappers`).
 - :func:`table` — which optimizer tracks momentum, second moments, bias correction, generated from the code;
   :func:`describe` — every option.
 """
@@ -14,9 +17,15 @@ from __future__ import annotations
 from descend.optim import parts
 from descend.optim.composed import ComposedOptimizer
 from descend.optim.create import OptimizerSpec, create, names
+from descend.optim.dadaptation import DAdaptSGD
+from descend.optim.muon import Muon
 from descend.optim.newton import Newton
 from descend.optim.options import OPTIONS, Option, describe
-from descend.optim.table import properties, rows, table
+from descend.optim.prodigy import Prodigy
+from descend.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
+from descend.optim.table import markdown, properties, rows, table
+from descend.optim.wrappers import lookahead, sam
 
-__all__ = ["ComposedOptimizer", "Newton", "OPTIONS", "Option", "OptimizerSpec", "create", "describe", "names",
-           "parts", "properties", "rows", "table"]
+__all__ = ["ComposedOptimizer", "DAdaptSGD", "Muon", "Newton", "OPTIONS", "Option", "OptimizerSpec", "Prodigy",
+           "ScheduleFreeAdamW", "ScheduleFreeSGD", "create", "describe", "lookahead", "markdown", "names", "parts",
+           "properties", "rows", "sam", "table"]

@@ -180,6 +180,33 @@ def validate(name: str, hyper: dict[str, Any]) -> dict[str, Any]:
     return validate_table(f"optimizer {name!r}", OPTIONS[name], hyper)
 
 
+ABOUT = {  # each optimizer's update and its original source, for describe()
+    "gd": "w ← w − ηg (Cauchy 1847; stochastic: Robbins & Monro 1951)",
+    "momentum": "v ← ρv + g, w ← w − ηv (Polyak 1964)",
+    "nesterov": "v ← ρv + g, w ← w − η(g + ρv) (Nesterov 1983; Sutskever et al. 2013)",
+    "adagrad": "v ← v + g², w ← w − ηg/(√v + ε) (Duchi, Hazan & Singer 2011)",
+    "rmsprop": "v ← ρv + (1−ρ)g², w ← w − ηg/(√v + ε) (Tieleman & Hinton 2012)",
+    "adadelta": "Δ = √(u+ε)/√(v+ε)·g, u ← ρu + (1−ρ)Δ², w ← w − ηΔ (Zeiler 2012)",
+    "adam": "m ← β1m + (1−β1)g, v ← β2v + (1−β2)g², w ← w − ηm̂/(√v̂ + ε) (Kingma & Ba 2015)",
+    "adamw": "Adam with decoupled decay w ← w − ηλw (Loshchilov & Hutter 2019)",
+    "nadam": "Adam with Nesterov's look-ahead first moment (Dozat 2016)",
+    "newton": "w ← w − α(∇²f)⁻¹∇f, damped (saddle-free damping: Dauphin et al. 2014)",
+    "lion": "w ← w − η·sign(β1m + (1−β1)g), m ← β2m + (1−β2)g (Chen et al. 2023; = lion-pytorch)",
+    "muon": "W ← W − η'·NS₅(momentum) on hidden matrices, AdamW on the rest (Jordan et al. 2024; Liu et al. 2025; "
+            "= torch.optim.Muon)",
+    "adafactor": "factored second moments, relative step, update clipping (Shazeer & Stern 2018; "
+                 "= torch.optim.Adafactor)",
+    "schedule_free_sgd": "z ← z − ηg(y), x ← (1−c)x + cz, y = (1−β)z + βx (Defazio et al. 2024; = schedulefree)",
+    "schedule_free_adamw": "Schedule-Free with Adam's normalised gradient (Defazio et al. 2024; = schedulefree)",
+    "prodigy": "Adam with step size d·η, d estimated from ⟨g, w₀ − w⟩ (Mishchenko & Defazio 2024; = prodigyopt)",
+    "dadapt_sgd": "dual averaging with step d·η/‖g₀‖, d a lower bound on ‖w₀ − w*‖ (Defazio & Mishchenko 2023; "
+                  "= dadaptation)",
+    "sam": "SGD+momentum stepped with ∇L(w + ρg/‖g‖) (Foret et al. 2021)",
+    "lookahead": "Adam's fast weights θ; every k steps φ ← φ + α(θ − φ), θ ← φ (Zhang et al. 2019)",
+}
+
+
 def describe() -> str:
-    """The option table as text: optimizer, option, default, allowed values, meaning."""
-    return "\n".join(describe_table(opts, f"optimizer {name!r}") for name, opts in OPTIONS.items())
+    """Every optimizer's update and source, then its options: default, allowed values, meaning."""
+    return "\n".join(f"{name}: {ABOUT[name]}\n" + describe_table(opts, f"optimizer {name!r}")
+                     for name, opts in OPTIONS.items())

@@ -77,3 +77,12 @@ def table(file: TextIO | None = None) -> None:
     print("\t".join(("Algorithm",) + COLUMNS), file=out)
     for display, props in rows():
         print("\t".join([display] + [("✓" if p else "✗") if isinstance(p, bool) else p for p in props]), file=out)
+
+
+def markdown() -> str:
+    """The property table as Markdown (the README's copy is checked against it)."""
+    lines = ["| Algorithm | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for display, props in rows():
+        cells = [("✓" if p else "✗") if isinstance(p, bool) else p for p in props]
+        lines.append(f"| {display} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
