@@ -95,9 +95,10 @@ def _others_runnable_now() -> int | None:
     return max(0, total - own)
 
 
-def choose(setting: int | str, model: nn.Module, x: torch.Tensor | None) -> int:
+def choose(setting: int | str, model: nn.Module, x: torch.Tensor | None, flops: float | None = None) -> int:
     """The number of threads for training ``model`` on batches like ``x`` (see the module's docstring; ``x`` is
-    needed for ``"auto"`` only, and None means the training does not run on the CPU)."""
+    needed for ``"auto"`` only, and None means the training does not run on the CPU; ``flops``: the step's
+    :func:`step_flops`, when the caller has counted them already)."""
     if setting != "auto":
         if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
             raise UserError(f"threads must be a positive integer or 'auto', got {setting!r}")
@@ -105,7 +106,7 @@ def choose(setting: int | str, model: nn.Module, x: torch.Tensor | None) -> int:
     current = torch.get_num_threads()
     if current == 1 or x is None or x.device.type != "cpu":
         return current
-    if step_flops(model, x) < SMALL_STEP_FLOPS or idle_cores() < current:
+    if (flops if flops is not None else step_flops(model, x)) < SMALL_STEP_FLOPS or idle_cores() < current:
         return 1
     return current
 
