@@ -2,8 +2,9 @@
 
 A recipe can ask for sizes no machine holds (a model of 10¹² parameters, an IDX header promising terabytes);
 allocating first ends in an allocator error or the OOM killer. Sizes are estimated from the request and compared
-with :func:`memory_limit`: the machine's physical memory, or ``$DESCEND_MEMORY_LIMIT`` (bytes, or with a K, M,
-G or T suffix) where set.
+with :func:`memory_limit`: what this process may take (the machine's physical memory, lowered by a container's
+cgroup limit and the process's address-space and data limits, ``ulimit -v`` / ``-d``), or
+``$DESCEND_MEMORY_LIMIT`` (bytes, or with a K, M, G or T suffix) where set.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from __future__ import annotations
 import os
 
 from descend.errors import UserError
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -29,9 +35,32 @@ def memory_limit() -> int:
                             f"{os.environ['DESCEND_MEMORY_LIMIT']!r}") from None
         return int(limit)
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # no sysconf (Windows): no limit known
-        return 1 << 62
+        physical = 1 << 62
+    return min([physical, *_process_limits()])
+
+
+_CGROUP_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
+
+
+def _process_limits() -> list[int]:
+    """The cgroup memory limit (v2 or v1) and the soft address-space and data-segment limits, where set."""
+    limits = []
+    for name in _CGROUP_FILES:
+        try:
+            with open(name) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 62:  # "max" (v2) or a huge number (v1) mean none
+            limits.append(int(text))
+    if resource is not None:
+        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+            soft = resource.getrlimit(which)[0]
+            if soft != resource.RLIM_INFINITY and soft > 0:
+                limits.append(soft)
+    return limits
 
 
 def size(nbytes: float) -> str:

@@ -147,10 +147,42 @@ def is_number(cell: str) -> bool:
     return True
 
 
+MAX_CSV_COLUMNS = 1 << 20  # cells in one line: a table of features is narrower; wider is a wrong delimiter or junk
+# memory per cell while a CSV file is read: a Python string in its row's list, then a float64 (and float32) value
+_CSV_CELL_BYTES = 8 + 50 + 8 + 4
+
+
+def check_csv_size(p: Path, delimiter: str = ",") -> None:
+    """Refuse a CSV file before parsing it when a line holds more than :data:`MAX_CSV_COLUMNS` cells or its cells
+    would take more memory than :func:`~descend.resources.memory_limit`: one streaming pass counts delimiters and
+    line ends (quoted delimiters count too, so the estimate is an upper bound), in bounded memory."""
+    sep = delimiter.encode("utf-8")
+    cells = line = lines = 0  # cells so far, cells of the current line, lines ended
+    try:
+        with open(p, "rb") as f:
+            while chunk := f.read(_CHUNK * 16):
+                pieces = chunk.split(b"\n")
+                for k, piece in enumerate(pieces):
+                    line += piece.count(sep) + (1 if piece.strip() else 0)
+                    if line > MAX_CSV_COLUMNS:
+                        raise UserError(f"CSV file {str(p)!r} line {lines + 1} has more than {MAX_CSV_COLUMNS:,} "
+                                        f"cells (separated by {delimiter!r}); descend reads tables of at most "
+                                        f"{MAX_CSV_COLUMNS:,} columns: is the delimiter or the line ending wrong?")
+                    if k < len(pieces) - 1:  # a line ends here
+                        cells, lines, line = cells + line, lines + 1, 0
+            cells, lines = cells + line, lines + (1 if line else 0)
+    except OSError as e:
+        raise UserError(f"cannot read CSV file {str(p)!r}: {e.strerror or e}") from None
+    check_fits_memory(f"CSV file {str(p)!r} ({lines:,} lines, up to {cells:,} cells)",
+                      p.stat().st_size + cells * _CSV_CELL_BYTES, "read a part of it, or store it as .npz")
+
+
 def read_table(path: str | Path, *, delimiter: str = ",") -> tuple[Path, list[str] | None, list[list[str]]]:
     """``(path, header, rows)`` of a CSV file: the first row is a header when any of its cells is not a number;
-    blank lines are skipped; every row must have as many cells as the first."""
+    blank lines are skipped; every row must have as many cells as the first. A file too wide or too large for
+    memory is refused before it is parsed (:func:`check_csv_size`)."""
     p = require_file(path, "CSV file")
+    check_csv_size(p, delimiter)
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
             rows = [r for r in csv.reader(f, delimiter=delimiter) if any(c.strip() for c in r)]

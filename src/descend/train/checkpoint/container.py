@@ -17,6 +17,7 @@ place later would otherwise fault the process with SIGBUS when the tensor is nex
 it, descend checks what the library does not, each a :class:`CheckpointError` naming the file:
 
 - before: a file shorter than 8 bytes, a header length over :data:`MAX_HEADER_BYTES` or past the end of the file,
+  tensor data larger than :func:`~descend.resources.memory_limit` (a :class:`~descend.errors.UserError`),
   and a hint when the file is something descend never loads (a ``torch.save`` zip, a pickle, ``.npy``, HDF5, gzip);
 - after: the same name twice in the header, tensor entries with fields other than ``dtype``, ``shape`` and
   ``data_offsets``, and bool tensors holding bytes other than 0 and 1.
@@ -36,6 +37,7 @@ from safetensors import SafetensorError, safe_open
 
 from descend import atomic
 from descend.errors import UserError, short
+from descend.resources import check_fits_memory
 
 MAX_HEADER_BYTES = 100 * 2**20  # a checkpoint's JSON is kilobytes; a bigger claim is corruption or hostile
 DTYPES = (
@@ -197,6 +199,10 @@ def _precheck(path: Path) -> bytes:
                 )
             if 8 + n > size:
                 raise not_safetensors(f"the header claims {n} bytes but only {size - 8} follow (truncated)")
+            # every tensor is copied out of the file: its data section must fit in memory (a sparse file of
+            # 1 TiB with a consistent header would otherwise end in the allocator's MemoryError)
+            check_fits_memory(f"checkpoint file {path} ({size - 8 - n:,} bytes of tensors)", size - 8 - n,
+                              "load it on a machine with more memory")
             f.seek(8)
             return f.read(n)
     except FileNotFoundError:
