@@ -57,12 +57,16 @@ def as_split(data, what: str) -> Split:
     raise UserError(f"{what} must be a descend.data.Split or an (x, y) pair of tensors, got {type(data).__name__}")
 
 
-def check_data(split: Split, loss: str, outputs: int) -> None:
-    """Non-empty, finite inputs, and class labels the loss can take."""
+def check_data(split: Split) -> None:
+    """Non-empty, finite inputs."""
     if len(split) == 0:
         raise UserError("the data is empty: no samples to train or evaluate on")
     if not all_finite([split.x]):
         raise UserError("the inputs contain NaN or infinite values; clean or impute them before training")
+
+
+def check_labels(split: Split, loss: str, outputs: int) -> None:
+    """Class labels the loss can take: in [0, outputs), or 0/1 for binary cross-entropy."""
     if split.task == "classification":
         lo, hi = int(split.y.min()), int(split.y.max())
         limit = 2 if loss == "binary_cross_entropy" else outputs
@@ -71,8 +75,9 @@ def check_data(split: Split, loss: str, outputs: int) -> None:
 
 
 @torch.no_grad()
-def check_shapes(model: nn.Module, split: Split, loss: str, outputs: int, device: torch.device) -> None:
-    """Run two samples through the model: it must take the data's input shape and give ``outputs`` values."""
+def check_shapes(model: nn.Module, split: Split, loss: str, outputs: int | None, device: torch.device) -> int:
+    """Run two samples through the model: it must take the data's input shape and give ``outputs`` values per
+    sample (None: any number); returns how many it gives."""
     was_training = model.training
     model.eval()
     try:
@@ -83,9 +88,11 @@ def check_shapes(model: nn.Module, split: Split, loss: str, outputs: int, device
                         f"(torch says: {first}); make the model's input size match the data") from None
     finally:
         model.train(was_training)
-    if out.dim() != 2 or out.shape[1] != outputs:
+    if out.dim() != 2 or (outputs is not None and out.shape[1] != outputs):
         raise UserError(f"the model gives outputs of shape {tuple(out.shape[1:])} per sample, but the loss "
-                        f"{loss!r} on this data needs {outputs}; set the last layer's size to {outputs}")
+                        f"{loss!r} on this data needs {outputs or 'one row of values'}; set the last layer's size "
+                        f"to {outputs or 'the number of outputs'}")
+    return int(out.shape[1])
 
 
 def logged_names(trainer, validation: bool) -> set[str]:
@@ -134,8 +141,13 @@ def prepare_data(trainer, data, what: str):
 
 
 def prepare_split(trainer, split: Split) -> Split:
-    """Check the data against the model (building spec models and optimizers on first sight)."""
-    if trainer.task is None:
+    """Check the data against the model (building spec models and optimizers on first sight).
+
+    The first split (the training data) sets the run: its task, and the number of outputs (for classification,
+    the number of classes) the model is built with. A later split (validation, evaluation) is checked against the
+    run's model, not its own labels: a validation split that lacks the highest class is fine."""
+    first = trainer.task is None
+    if first:
         trainer.task = split.task
         trainer.loss = resolve_loss(trainer.loss, split.task)
         trainer.metrics = metric_fns.check(trainer.metrics, split.task)
@@ -144,15 +156,20 @@ def prepare_split(trainer, split: Split) -> Split:
             trainer.loss.to(trainer.device)
     elif split.task != trainer.task:
         raise UserError(f"this trainer learns a {trainer.task} task but was given {split.task} data")
-    outputs = num_outputs(trainer.loss, split.task, split.num_classes, split.y)
-    check_data(split, trainer.loss, outputs)
+    run_sets_classes = not first and split.task == "classification"  # a regression split's targets tell their width
+    outputs = None if run_sets_classes else num_outputs(trainer.loss, split.task, split.num_classes, split.y)
+    check_data(split)
+    if outputs is not None:
+        check_labels(split, trainer.loss, outputs)
     if trainer.model is None:
         rng.seed_torch(trainer.seed)
         trainer.model = trainer._model_spec.build(tuple(split.x.shape[1:]), outputs)
     trainer.model.to(trainer.device)
     if trainer.optimizer is None:
         trainer.optimizer = trainer._optimizer_spec.build(trainer.model)
-    check_shapes(trainer.model, split, trainer.loss, outputs, trainer.device)
+    width = check_shapes(trainer.model, split, trainer.loss, outputs, trainer.device)
+    if outputs is None:
+        check_labels(split, trainer.loss, width)  # the run's classes: as many as the model's outputs
     split = split.to(trainer.device)
     layout, _ = hardware.layout_choice(trainer.channels_last, trainer.device.type, trainer.model, split.x)
     return speed.channels_last(trainer.model, split) if layout else split

@@ -42,13 +42,24 @@ class Evaluation:
         if self.model is None:
             raise UserError("the model is not built yet: call fit() first, or pass a torch.nn.Module")
         x = as_tensor(x)
+        dtype = self._input_dtype(x)
         was_training = self.model.training
         self.model.eval()
-        with self._autocast():
-            outs = [self.model(x[i:i + batch_size].to(self.device).float()).float()
-                    for i in range(0, len(x), batch_size)]
-        self.model.train(was_training)
+        try:
+            with self._autocast():
+                outs = [self.model(x[i:i + batch_size].to(self.device, dtype)).float()
+                        for i in range(0, len(x), batch_size)]
+        finally:
+            self.model.train(was_training)  # also when a batch fails
         return torch.cat(outs).to(x.device)
+
+    def _input_dtype(self, x: torch.Tensor) -> torch.dtype:
+        """The dtype the model takes: that of the data it was trained on (integer token ids for an embedding stay
+        integers; integer pixels a fit read as float32 become float32), else float32 for floating inputs and
+        the inputs' own dtype for integers."""
+        if self._plan is not None:
+            return self._plan[3].x.dtype  # the training split the last fit prepared
+        return torch.float32 if x.is_floating_point() else x.dtype
 
 
 def in_order(split: Split, batch_size: int):

@@ -1,0 +1,113 @@
+"""What a run takes from its data and gives back: the class count comes from the run (a validation or evaluation split
+that lacks the highest class is fine, a label past the run's classes is not), predict keeps the input dtype the
+model trained on and puts the model's mode back when a batch fails, and the command line's one-line warning format
+lasts only while it runs."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import descend as ds
+from descend import cli
+from descend.data import Split
+from descend.errors import UserError
+from descend.train import Trainer
+
+
+def pairs(n, classes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 5, generator=g), torch.arange(n) % classes
+
+
+@pytest.mark.parametrize("as_split", [False, True], ids=["pairs", "splits"])
+def test_a_validation_or_test_split_without_the_highest_class_is_checked_against_the_run(as_split):
+    train, val = pairs(40, 4), pairs(12, 3, seed=1)  # validation holds classes 0-2 of 0-3
+    if as_split:
+        train = Split(train[0], train[1], "classification", 4)
+        val = Split(val[0], val[1], "classification", 3)
+    trainer = Trainer(ds.models.mlp(hidden=[8]), device="cpu")
+    history = trainer.fit(train, val, epochs=1, batch_size=10, progress=False)
+    assert "val_accuracy" in history[0] and trainer.model(torch.zeros(1, 5)).shape == (1, 4)
+    assert set(trainer.evaluate(pairs(6, 2, seed=2))) == {"loss", "accuracy"}  # classes 0-1 only
+    with pytest.raises(UserError, match=r"class labels must be integers in \[0, 3\], found labels from 0 to 5"):
+        trainer.evaluate(pairs(6, 6, seed=3))
+
+
+class Tokens(nn.Module):
+    """An embedding of integer token ids, averaged: its inputs must stay integers."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.out = nn.Embedding(10, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(self.embed(x).mean(dim=1))
+
+
+def test_predict_keeps_integer_inputs_for_an_embedding_and_casts_what_the_fit_cast():
+    x = torch.randint(0, 10, (30, 6))
+    trainer = Trainer(Tokens(), device="cpu")
+    trainer.fit(Split(x, (x[:, 0] > 4).long(), "classification", 2), epochs=1, batch_size=10, progress=False)
+    assert trainer.predict(x).shape == (30, 2)
+    fresh = Trainer(Tokens(), device="cpu")  # no fit: integers stay integers
+    assert fresh.predict(x).shape == (30, 2)
+    pixels = torch.randint(0, 255, (30, 5), dtype=torch.uint8)  # a fit on (x, y) pairs reads them as float32
+    mlp = Trainer(nn.Linear(5, 2), device="cpu")
+    mlp.fit((pixels, torch.arange(30) % 2), epochs=1, batch_size=10, progress=False)
+    torch.testing.assert_close(mlp.predict(pixels), mlp.predict(pixels.float().numpy()))
+
+
+class FailsOnSecondBatch(nn.Linear):
+    def __init__(self):
+        super().__init__(5, 2)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("a batch that fails")
+        return super().forward(x)
+
+
+def test_predict_puts_the_model_s_mode_back_when_a_batch_fails():
+    model = FailsOnSecondBatch()
+    trainer = Trainer(model, device="cpu")
+    with pytest.raises(RuntimeError, match="a batch that fails"):
+        trainer.predict(torch.randn(8, 5), batch_size=4)
+    assert model.training
+
+
+def test_the_command_line_s_warning_format_lasts_only_while_it_runs(monkeypatch, capsys):
+    before = warnings.formatwarning
+
+    def warns(args):
+        warnings.warn("a word from a command", UserWarning, stacklevel=1)
+        return 0
+
+    def warns_and_fails(args):
+        warnings.warn("another word", UserWarning, stacklevel=1)
+        raise UserError("and a mistake")
+
+    def show(message, category, filename, lineno, file=None, line=None):  # Python's display (pytest records)
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        monkeypatch.setitem(cli.COMMANDS, "datasets", warns)
+        assert cli.main(["datasets"]) == 0
+        monkeypatch.setitem(cli.COMMANDS, "datasets", warns_and_fails)
+        assert cli.main(["datasets"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "descend: warning: a word from a command",
+        "descend: warning: another word",
+        "descend: error: and a mistake",
+    ]
+    assert warnings.formatwarning is before
+    assert "UserWarning" in warnings.formatwarning("after", UserWarning, "f.py", 1)
