@@ -198,6 +198,14 @@ def _table_section(name: str, where: str, table: tuple[Option, ...]) -> type[_Ta
 EarlyStoppingConfig = _table_section("EarlyStoppingConfig", "EarlyStopping", EarlyStopping.__init__.options)
 
 
+class TrackingConfig(_Section):
+    """``[tracking]``: where runs are logged besides their run directory (:mod:`descend.tracking`)."""
+
+    mlflow: str | None = Field(None, description="an MLflow tracking URI: sqlite:///mlruns.db, file:./mlruns, "
+                               "or a server's http(s)://host:port")
+    experiment: str | None = Field(None, description="the MLflow experiment (default: the recipe's name)")
+
+
 class Config(_Section):
     name: str | None = None  # names the run's directory (runs/<name>-<time>), so it is a plain file name
 
@@ -221,6 +229,7 @@ class Config(_Section):
     averaging: AveragingConfig | None = None
     ensemble: EnsembleConfig | None = None
     transfer: TransferConfig | None = None
+    tracking: TrackingConfig | None = None
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, dist, models, transfer
+from . import __version__, dist, models, tracking, transfer
 from . import config as cfg
 from . import data as datasets
 from .errors import UserError
@@ -183,6 +183,7 @@ class Experiment:
         trainer.callbacks += extra
         fit_args = {"epochs": c.train.epochs, "batch_size": c.train.batch_size, "shuffle": c.train.shuffle,
                     "drop_last": c.train.drop_last}
+        tracker = None
         with contextlib.ExitStack() as owner:
             try:
                 trainer.prepare(self.data.train, self.data.val, **fit_args)  # every check before anything is written
@@ -192,6 +193,10 @@ class Experiment:
                     owner.enter_context(writer.owned())  # one process writes a run directory at a time
                     resume_from = writer.resume_from() if resume else None
                     writer.start(self)
+                tracker = tracking.Tracker.for_config(c, Path(out).name if out is not None else c.name)
+                if tracker is not None:  # [tracking] mlflow = URI: this fit is one MLflow run (descend.tracking)
+                    extra.append(tracker.start_fit(c, out))
+                    trainer.callbacks.append(extra[-1])
                 started = time.perf_counter()
                 try:
                     trainer.fit(self.data.train, self.data.val, resume=resume_from, progress=False, **fit_args)
@@ -207,6 +212,8 @@ class Experiment:
             result = self._result(time.perf_counter() - started)
             if writer is not None:
                 writer.finish(self, result)  # adds test_* to result.final and sets result.run_dir
+            if tracker is not None:
+                tracker.finish_fit(result, out)
         return result
 
     def evaluate(self, split: str = "test") -> dict[str, float]:

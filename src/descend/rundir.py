@@ -37,7 +37,7 @@ from .train.metrics import num_outputs
 # Fields a resumed run may change; every other field shapes the computation and must stay as recorded.
 RESUMABLE = ("name", "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_unit",
              "train.on_divergence", "train.max_rollbacks", "train.device", "early_stopping.patience",
-             "early_stopping.min_delta", "early_stopping.restore_best")
+             "early_stopping.min_delta", "early_stopping.restore_best", "tracking.mlflow", "tracking.experiment")
 
 
 def resolved_recipe(config: cfg.Config) -> cfg.Config:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import warnings
 
@@ -26,11 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (training, using, studies):
         group.add_parsers(sub)
+    for command in ("run", "resume", "compare", "tune", "cv"):  # the same as --set tracking.mlflow="URI"
+        sub.choices[command].add_argument("--mlflow", metavar="URI", help="log to MLflow: sqlite:///mlruns.db, "
+                                          "file:./mlruns or http://host:5000 (descend.tracking)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # argparse itself exits with code 2 on bad arguments
+    if getattr(args, "mlflow", None):
+        args.overrides.append(f"tracking.mlflow={json.dumps(args.mlflow)}")  # a JSON string is a TOML string
     with _one_line_warnings():
         return _main(args)
 
@@ -42,16 +48,9 @@ def _one_line_warnings():
     def one_line(message, category, filename, lineno, line=None) -> str:
         return f"descend: warning: {_one_line(message)}\n"
 
-    # the format, not the display: recording warnings (warnings.catch_warnings(record=True)) keeps working. The
-    # format is put back afterwards: catch_warnings restores filters and showwarning, not formatwarning, and a
-    # program that calls main() keeps its own format for its own warnings
-    previous = warnings.formatwarning
     with warnings.catch_warnings():
-        warnings.formatwarning = one_line
-        try:
-            yield
-        finally:
-            warnings.formatwarning = previous
+        warnings.formatwarning = one_line  # the format, not the display: recording warnings keeps working
+        yield
 
 
 def _one_line(message) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from descend import atomic
+from descend import atomic, tracking
 from descend import config as cfg
 from descend.errors import DivergenceError, UserError
 from descend.lab.base import jsonable
@@ -91,7 +91,8 @@ def run_one(task: tuple) -> dict:
         config = cfg.validate(raw, str(recipe))
         exp = experiment.build(config, _data_for(base))
         try:
-            result = exp.fit()
+            with tracking.tagged(variant=index, seed=seed, overrides=" ".join(overrides)):  # [tracking] mlflow
+                result = exp.fit()
             out["final"], out["status"], out["train_seconds"] = dict(result.final), result.status, result.seconds
             if exp.data.test is not None and len(exp.data.test):
                 out["final"].update(exp.evaluate("test"))
@@ -175,11 +176,12 @@ def compare_recipe(recipe: str | Path, vary: list[str], overrides: list[str] = (
     # made as they are needed: memory grows with the runs done, not with the number asked for
     tasks = ((str(recipe), [*overrides, *combo], i, seed) for i, combo in enumerate(combos) for seed in range(seeds))
     started = time.perf_counter()
-    if jobs == 1:
-        runs = [run_one(t) for t in tasks]
-    else:
-        with multiprocessing.get_context("spawn").Pool(min(jobs, len(combos) * seeds)) as pool:
-            runs = list(pool.imap(run_one, tasks, chunksize=1))
+    with tracking.group(cfg.load(recipe, list(overrides)), out.name, "compare", vary=" ".join(vary)):
+        if jobs == 1:  # with [tracking] mlflow: one MLflow run per variant and seed, under the comparison's
+            runs = [run_one(t) for t in tasks]
+        else:
+            with multiprocessing.get_context("spawn").Pool(min(jobs, len(combos) * seeds)) as pool:
+                runs = list(pool.imap(run_one, tasks, chunksize=1))
     summary = summarize(names, runs, seeds)
     summary.update({"recipe": str(recipe), "vary": list(vary), "overrides": list(overrides), "jobs": jobs,
                     "wall_seconds": time.perf_counter() - started,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import config as cfg
-from .. import experiment
+from .. import experiment, tracking
 from ..atomic import write_json
 from ..data import DataBundle, Split, kfold_indices
 from ..data.scaling import fit_scaler
@@ -77,7 +77,9 @@ class Folds:
         """Train a freshly built model on every fold in turn; yields each fold's Result."""
         for fold in range(self.k):
             exp = experiment.build(config, self.bundle(fold))
-            yield exp.fit(callbacks=list(callbacks), out=out / f"fold-{fold}" if out is not None else None)
+            with tracking.tagged(fold=fold):  # [tracking] mlflow: each fold is one MLflow run, tagged
+                result = exp.fit(callbacks=list(callbacks), out=out / f"fold-{fold}" if out is not None else None)
+            yield result
 
 
 def cross_validate(config: cfg.Config, k: int, out: Path, *, ensemble: bool = False) -> dict:
@@ -91,15 +93,18 @@ def cross_validate(config: cfg.Config, k: int, out: Path, *, ensemble: bool = Fa
     folds = Folds(raw, k)
     out.mkdir(parents=True, exist_ok=True)
     rows, curves, models = [], [], []
-    for fold, result in enumerate(folds.fit(config, out=out)):
-        rows.append({"fold": fold, **{key: v for key, v in result.final.items() if key.startswith(("train_", "val_"))},
-                     "epochs": len(result.history)})
-        curves.append(list(result.history))
-        if ensemble:
-            models.append(result.trainer.model)
-    metrics = sorted({key for row in rows for key in row if key not in ("fold", "epochs")})
-    summary = {key: {"mean": statistics.fmean(r[key] for r in rows),
-                     "std": statistics.stdev(r[key] for r in rows) if k > 1 else 0.0} for key in metrics}
+    with tracking.group(config, out.name, "cv", folds=k) as parent:  # the folds' MLflow runs nest under it
+        for fold, result in enumerate(folds.fit(config, out=out)):
+            rows.append({"fold": fold, **{key: v for key, v in result.final.items()
+                                          if key.startswith(("train_", "val_"))}, "epochs": len(result.history)})
+            curves.append(list(result.history))
+            if ensemble:
+                models.append(result.trainer.model)
+        metrics = sorted({key for row in rows for key in row if key not in ("fold", "epochs")})
+        summary = {key: {"mean": statistics.fmean(r[key] for r in rows),
+                         "std": statistics.stdev(r[key] for r in rows) if k > 1 else 0.0} for key in metrics}
+        if parent is not None:
+            parent.log_metrics({f"{stat}.{key}": v[stat] for key, v in summary.items() for stat in ("mean", "std")})
     report = {"recipe": config.name, "folds": k, "per_fold": rows, "summary": summary,
               "sizes": [[len(tr), len(va)] for tr, va in folds.index]}
     if ensemble:

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 
 from .. import config as cfg
-from .. import experiment
+from .. import experiment, tracking
 from ..errors import DivergenceError
 from ..train.callbacks import Callback
 from .space import Space
@@ -69,7 +69,8 @@ class Objective:
         out = self.runs / f"trial-{trial.number:04d}" if self.runs is not None else None
         started, epochs = time.perf_counter(), 0
         try:
-            value, epochs, pruned = self._folds(trial, config, out) if self.pools else self._one(trial, config, out)
+            with tracking.tagged(trial=trial.number):  # [tracking] mlflow: nested under the study's run
+                value, epochs, pruned = self._folds(trial, config, out) if self.pools else self._one(trial, config, out)
         except DivergenceError as e:
             trial.set_user_attr("error", str(e))
             raise

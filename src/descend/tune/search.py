@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 
 from .. import config as cfg
-from .. import experiment
+from .. import experiment, tracking
 from ..errors import UserError
 from ..monitor import resolve_mode
 from . import report
@@ -71,11 +71,12 @@ def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, ti
     echo(f"{'created' if created else 'continuing'} study {name!r} ({sampler}, {plan.trials} trials, seed "
          f"{plan.seed}{f', {done} done' if done else ''}) in {out}")
     job = (raw, space, plan, url, name, out / "trials" if keep_runs else None, timeout, heartbeat, retries)
-    if workers == 1:
-        _work(*job, data=data, echo=echo)
-    else:
-        _spawn(job, workers, echo)
-    return report.write(opened, space, raw, plan, out, storage=url, refit=_refit if refit else None, echo=echo)
+    with tracking.group(config, name, "study", sampler=sampler):  # [tracking] mlflow: each trial a nested run
+        if workers == 1:
+            _work(*job, data=data, echo=echo)
+        else:
+            _spawn(job, workers, echo)
+        return report.write(opened, space, raw, plan, out, storage=url, refit=_refit if refit else None, echo=echo)
 
 
 def _check_options(space, sampler, pruner, folds, trials, workers, patience) -> None:
