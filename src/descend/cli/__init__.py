@@ -48,9 +48,16 @@ def _one_line_warnings():
     def one_line(message, category, filename, lineno, line=None) -> str:
         return f"descend: warning: {_one_line(message)}\n"
 
+    # the format, not the display: recording warnings (warnings.catch_warnings(record=True)) keeps working. The
+    # format is put back afterwards: catch_warnings restores filters and showwarning, not formatwarning, and a
+    # program that calls main() keeps its own format for its own warnings
+    previous = warnings.formatwarning
     with warnings.catch_warnings():
-        warnings.formatwarning = one_line  # the format, not the display: recording warnings keeps working
-        yield
+        warnings.formatwarning = one_line
+        try:
+            yield
+        finally:
+            warnings.formatwarning = previous
 
 
 def _one_line(message) -> str:
