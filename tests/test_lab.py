@@ -140,9 +140,13 @@ def test_lab_command_lists_runs_and_rejects(tmp_path, capsys):
 @pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
 @pytest.mark.parametrize("name", lab.names())
 def test_every_lab_runs_in_its_time_budget(name, quick, tmp_path):
-    """Two minutes for a lab on two cores, 20 s in quick mode."""
+    """Two minutes for a lab on two cores, 20 s in quick mode (the optimizer bake-off: ten minutes, one)."""
     result = lab.run(name, quick=quick, out=tmp_path)
-    assert result.seconds < (20 if quick else 120) and result.findings and (tmp_path / "report.html").is_file()
+    budget = BUDGETS.get(name, (20, 120))[0 if quick else 1]
+    assert result.seconds < budget and result.findings and (tmp_path / "report.html").is_file()
+
+
+BUDGETS = {"optimizers": (60, 600)}  # seconds (quick, full) of labs that train many networks
 
 
 def test_ridge_helper_matches_numpy():

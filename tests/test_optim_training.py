@@ -130,3 +130,26 @@ def test_every_closure_pass_leaves_batch_norm_statistics_alone(iris, optimizer):
     trainer = ds.Trainer(model, optimizer=optimizer, device="cpu", seed=0)
     trainer.fit(iris.train, epochs=1, batch_size=40)
     assert model[1].num_batches_tracked.item() == trainer.global_step == 3
+
+
+def test_data_parallel_training_refuses_an_optimizer_with_a_closure(iris, monkeypatch):
+    """SAM's (and Newton's) second pass runs on the unwrapped model: under DDP its gradient would be one
+    process's, so the distributed trainer refuses such an optimizer (one process here, gloo)."""
+    import socket
+
+    import torch.distributed as dist
+
+    from descend.dist.trainer import DistributedTrainer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    trainer = DistributedTrainer(bn_model(), optimizer=ds.optim.create("sam"), device="cpu")
+    try:
+        with pytest.raises(ds.UserError, match="data-parallel training does not share"):
+            trainer.fit(iris.train, epochs=1)
+    finally:
+        dist.destroy_process_group()

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import Split
+from ..errors import UserError
 from ..train import Trainer
 from ..train.metric_fns import OneProcess
 from ..train.rng import seed_torch
@@ -101,6 +102,10 @@ class DistributedTrainer(Trainer):
         return self._sharded
 
     def _start(self, batches, epochs: int) -> None:
+        if getattr(self.optimizer, "needs_closure", False):  # the closure's pass would see one process's batch only
+            raise UserError(f"{type(self.optimizer).__name__} takes a second forward-backward pass per step (a "
+                            "closure: SAM, Newton), which data-parallel training does not share across processes; "
+                            "train it in one process")
         super()._start(batches, epochs)
         if self._ddp is None:
             ids = [self.device.index or 0] if self.device.type == "cuda" else None

@@ -30,6 +30,8 @@ LABS: dict[str, tuple[str, str, str]] = {
     "batchnorm": ("training", "batchnorm_lab", "a deep sigmoid network with and without batch normalization"),
     "early-stopping": ("training", "early_stopping_lab", "validation curve, best epoch and restored weights"),
     "double-descent": ("complexity", "double_descent_lab", "test error vs width with label noise on a small set"),
+    "optimizers": ("optimizers", "optimizers_lab",
+                   "every optimizer tuned alike (AlgoPerf-style): final accuracy, time to a target, P(beats AdamW)"),
 }
 
 
