@@ -93,7 +93,7 @@ def test_an_unreadable_control_file_is_reported_not_fatal(tmp_path, make):
     x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
     trainer = Trainer(torch.nn.Linear(4, 3), loss="cross_entropy", device="cpu",
                       callbacks=[MakeAt(path, make), Control(path, stream=said)])
-    with pytest.warns(UserWarning, match=f"control: cannot read {path}") as warned:
+    with pytest.warns(UserWarning, match=f"control, after epoch 1: cannot read {path}") as warned:
         history = trainer.fit((x, y), (x, y), epochs=3, batch_size=16)
     assert len(history) == 3 and all("control_lr_factor" not in row for row in history)
     assert len(warned) == 1 and said.getvalue() == ""

@@ -179,3 +179,28 @@ def test_a_fuzzed_control_file_never_stops_a_fit_with_an_exception(tmp_path_fact
         trainer, history = fit(tmp_path, text, epochs=2)
     assert 1 <= len(history) <= 2 + MAX_EPOCHS
     assert trainer.end_epoch <= MAX_EPOCHS
+
+
+class WriteTwice(Callback):
+    order = 5
+
+    def __init__(self, path, text):
+        self.path, self.text = path, text
+
+    def on_epoch_end(self, trainer, logs):
+        if trainer.epoch in (0, 2):
+            self.path.write_text(self.text + "\n" * trainer.epoch)  # the same mistake, written again
+
+
+def test_the_same_mistake_made_twice_is_said_twice(tmp_path):
+    path = tmp_path / "control.toml"
+    trainer = Trainer(
+        torch.nn.Linear(4, 3),
+        loss="cross_entropy",
+        device="cpu",
+        callbacks=[WriteTwice(path, 'stop = "maybe"'), Control(path, stream=io.StringIO())],
+    )
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("default")  # Python's own: a repeated warning from one place is shown once
+        trainer.fit(data(), epochs=4, batch_size=16, progress=False)
+    assert [str(w.message).split(":")[0] for w in said] == ["control, after epoch 1", "control, after epoch 3"]

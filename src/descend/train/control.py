@@ -98,7 +98,7 @@ class Control(Callback):
             self._say("keys: - halve lr, + double lr, e 5 more epochs, s stop after this epoch")
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
-        commands = self._from_file()
+        commands = self._from_file(trainer.epoch + 1)
         while not self._pending.empty():
             commands.append(self._pending.get_nowait())
         for name, value in commands:
@@ -109,7 +109,7 @@ class Control(Callback):
                 self._say(f"control: learning rate x{value:g} after epoch {done}")
             elif name == "add_epochs":
                 if trainer.end_epoch + value > MAX_EPOCHS:
-                    warnings.warn(f"control: add_epochs = {value} refused: the run would reach "
+                    warnings.warn(f"control, after epoch {done}: add_epochs = {value} refused: the run would reach "
                                   f"{trainer.end_epoch + value} epochs, more than {MAX_EPOCHS:,}", stacklevel=2)
                     continue
                 trainer.add_epochs(value)
@@ -133,7 +133,9 @@ class Control(Callback):
         above itself (the bar's line is never written into)."""
         print(message, file=self.stream or sys.stderr, flush=True)
 
-    def _from_file(self) -> list[tuple[str, object]]:
+    def _from_file(self, epoch: int) -> list[tuple[str, object]]:
+        """The file's commands, read after epoch ``epoch`` (named in a refusal, so a mistake made twice is said
+        twice: Python shows a repeated warning once)."""
         try:
             mtime = self.path.stat().st_mtime_ns
         except FileNotFoundError:
@@ -144,12 +146,13 @@ class Control(Callback):
         try:
             commands = parse(self.path.read_text(encoding="utf-8"), str(self.path))
         except (OSError, UnicodeDecodeError) as e:  # a directory, a binary file: reported like a typo
-            warnings.warn(f"control: cannot read {self.path} ({getattr(e, 'strerror', None) or e}); nothing was "
-                          "changed, training goes on", stacklevel=2)
+            why = getattr(e, "strerror", None) or e
+            warnings.warn(f"control, after epoch {epoch}: cannot read {self.path} ({why}); nothing was changed, "
+                          "training goes on", stacklevel=2)
             return []
         except UserError as e:  # a typo must not kill a long run: the file is left for the user to fix
-            warnings.warn(f"control: {e} Nothing was changed; fix the file to apply it, training goes on",
-                          stacklevel=2)
+            warnings.warn(f"control, after epoch {epoch}: {e} Nothing was changed; fix the file to apply it, "
+                          "training goes on", stacklevel=2)
             return []
         os.replace(self.path, self.path.with_name("control.applied.toml"))
         return commands
