@@ -208,7 +208,7 @@ def _threads(setting, hw: Machine, deterministic: bool, model, sample, flops) ->
         return current, "torch's setting" if hw.kind == "cpu" else f"the model runs on {hw.kind}"
     if not deterministic:
         count = thread_policy.choose("auto", model, sample, flops)
-        return count, "from the step's size and the machine's load at the fit's start (may vary between runs)"
+        return count, "from the step's size and the machine's load at the fit's start, so it may vary between runs"
     if flops < thread_policy.SMALL_STEP_FLOPS:
         return 1, "a step too small to split; deterministic, so the load is not consulted"
     return current, "torch's count for this machine's cores; deterministic, so the load is not consulted"
