@@ -5,6 +5,7 @@ weight averaging they refuse), and the learning-rate-free methods' estimated ste
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import schedulefree
@@ -153,3 +154,17 @@ def test_data_parallel_training_refuses_an_optimizer_with_a_closure(iris, monkey
             trainer.fit(iris.train, epochs=1)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", ["lion", "muon", "adafactor", "prodigy", "dadapt_sgd", "sam", "lookahead"])
+def test_the_newer_optimizers_compose_with_a_schedule_a_penalty_and_weight_averaging(iris, name):
+    model = bn_model()
+    ema = ds.callbacks.EMA(0.9)
+    trainer = ds.Trainer(model, optimizer=ds.optim.create(name), schedule=ds.schedules.create("cosine"),
+                         regularizer=ds.regularization.create("l2", strength=1e-3), callbacks=[ema], device="cpu",
+                         seed=0)
+    history = trainer.fit(iris.train, iris.val, epochs=3, batch_size=20)
+    base = ds.optim.create(name).options["lr"]
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in history)
+    assert history[0]["lr"] < base and history[-1]["lr"] < history[0]["lr"]  # the cosine schedule drives lr
+    assert "train_penalty" in history[-1] and "val_avg_loss" in history[-1]
