@@ -6,6 +6,7 @@ pay for importing torch.
 
 import importlib
 
+from . import notebook as _notebook
 from .errors import DivergenceError, UserError
 
 __version__ = "0.1.0"
@@ -32,3 +33,6 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+_notebook.install()  # inside IPython (Jupyter): a UserError in a cell shows as one line (descend.notebook)

@@ -27,6 +27,7 @@ from . import __version__, dist, models, tracking, transfer
 from . import config as cfg
 from . import data as datasets
 from .errors import UserError
+from .report import inline
 from .train import History, Trainer
 from .train.callbacks import EarlyStopping
 from .train.checks import resolve_device
@@ -132,6 +133,11 @@ class Result:
     status: str = "finished"  # or "stopped_early"
     run_dir: Path | None = None
     about: dict = field(default_factory=dict)  # recipe name, dataset, task
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the fit's curves and summary (:mod:`descend.report.inline`)."""
+        where = f" -> {self.run_dir}" if self.run_dir is not None else ""
+        return inline.summary_html(f"{self.about.get('name') or 'fit'}{where}", list(self.history), self.summary())
 
     def summary(self) -> dict:
         """The JSON-able summary a run directory's ``summary.json`` holds."""

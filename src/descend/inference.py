@@ -31,6 +31,7 @@ from .data.files import check_finite, check_float32_range, csv_target, file_kind
 from .data.loader import check_targets
 from .data.scaling import Scaler, as_float_inputs
 from .errors import UserError
+from .report import inline
 from .train.checkpoint import load_weights
 from .train.divergence import all_finite
 from .train.history import History
@@ -119,6 +120,10 @@ class LoadedRun:
     @property
     def scaler(self) -> Scaler | None:
         return _scaler(self.record)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the run's curves and summary (:mod:`descend.report.inline`)."""
+        return inline.summary_html(f"{self.path} ({self.which} weights)", list(self.history), self.summary)
 
     def inputs(self, x) -> torch.Tensor:
         """Raw inputs as the model's scaled float32 tensor (checked: shape, columns, finite values)."""
