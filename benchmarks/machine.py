@@ -13,10 +13,11 @@ the yardstick a run's other figures are read against).
 from __future__ import annotations
 
 import os
-import platform
 import time
 
 import torch
+
+from descend.train import hardware
 
 
 def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
@@ -32,42 +33,24 @@ def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what :mod:`platform` knows)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as torch's oneDNN back-end reports it."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch built without oneDNN
-        return False
-
-
 def gpu() -> str | None:
     """``"<name> (compute capability X.Y), CUDA V"`` of the current CUDA device, or None without one."""
     if not torch.cuda.is_available():
         return None
-    major, minor = torch.cuda.get_device_capability()
-    return f"{torch.cuda.get_device_name()} (compute capability {major}.{minor}), CUDA {torch.version.cuda}"
+    m = hardware.machine("cuda")
+    return f"{m.name} (compute capability {m.capability}), CUDA {torch.version.cuda}"
 
 
 def describe(size: int = 1024) -> dict:
-    """The machine's fields, the matmul GFLOP/s measured now included."""
+    """The machine's fields (the CPU as :func:`descend.train.hardware.machine` sees it, which is what the automatic
+    speed settings decide from), the matmul GFLOP/s measured now included."""
+    cpu = hardware.machine("cpu")
     return {
-        "cpu": cpu_model(),
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16": native_bf16(),
+        "cpu": cpu.name,
+        "capability": cpu.capability,
+        "native_bf16": cpu.bf16,
         "threads": torch.get_num_threads(),
-        "cores": os.cpu_count(),
+        "cores": cpu.cores,
         "gpu": gpu(),
         "torch": torch.__version__,
         "load": os.getloadavg()[0],
@@ -81,7 +64,7 @@ def line(fields: dict | None = None) -> str:
     m = fields if fields is not None else describe()
     return (
         f"machine: {m['cpu']}, capability {m['capability']}, native bf16 {'yes' if m['native_bf16'] else 'no'}, "
-        f"{m['threads']} thread{'s' if m['threads'] != 1 else ''} of {m['cores']} CPUs, "
+        f"{m['threads']} thread{'s' if m['threads'] != 1 else ''} of {m['cores']} cores, "
         f"GPU {m['gpu'] or 'none'}, torch {m['torch']}, "
         f"load average {m['load']:.1f}, float32 matmul {m['matmul_size']}²: {m['matmul_gflops']:.1f} GFLOP/s"
     )
