@@ -17,7 +17,8 @@ from torch import nn
 import descend as ds
 from descend.cli import main
 from descend.doctor import examine, speed_checks
-from descend.train import hardware
+from descend.train import checkpoint, hardware
+from descend.train.state import Checkpoints
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
 AMX = hardware.Machine("cpu", "Xeon", "AVX512", bf16=True, fp16=False, cores=2)
@@ -178,3 +179,39 @@ def test_the_doctor_reports_explicit_speed_settings_slow_on_this_machine(monkeyp
         diagnosis = examine(str(recipe), budget=2)
     assert "slow_speed_settings" in diagnosis.ids("warning")
     assert next(c for c in diagnosis.checks if c.id == "speed_settings").status == "finding"
+
+
+class _CrashAt(ds.callbacks.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_batch_end(self, trainer):
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_fp16_s_loss_scale_travels_in_checkpoints_so_resume_stays_exact(tmp_path):
+    """Large inputs overflow fp16 at the default loss scale (65536): the scaler skips those steps and halves the
+    scale (here four times in the first steps, once more at step 11). A resumed run that started again from 65536
+    would skip steps the unbroken run took."""
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(128, 6, generator=g) * 30, torch.randint(0, 3, (128,), generator=g))
+
+    def fit(folder, callbacks=(), resume=None):
+        torch.manual_seed(0)
+        trainer = ds.Trainer(nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 3)), precision="fp16",
+                             device="cpu", threads=1, seed=0, deterministic=True, callbacks=list(callbacks),
+                             optimizer=ds.optim.create("sgd", lr=0.01),
+                             checkpoints=Checkpoints(folder, every=3, unit="step"))
+        with pytest.warns(UserWarning, match='precision = "fp16" on a CPU'):
+            trainer.fit(data, epochs=3, batch_size=16, progress=False, resume=resume)
+        return trainer
+
+    unbroken = fit(tmp_path / "unbroken")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(tmp_path / "crashed", [_CrashAt(8)])
+    saved = checkpoint.load(tmp_path / "crashed" / "last.safetensors")
+    assert saved["scaler"]["scale"] == 4096.0 and saved["speed"]["precision"] == "fp16"
+    resumed = fit(tmp_path / "crashed", resume=tmp_path / "crashed")
+    for a, b in zip(unbroken.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
