@@ -199,10 +199,17 @@ def test_fp16_s_loss_scale_travels_in_checkpoints_so_resume_stays_exact(tmp_path
 
     def fit(folder, callbacks=(), resume=None):
         torch.manual_seed(0)
-        trainer = ds.Trainer(nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 3)), precision="fp16",
-                             device="cpu", threads=1, seed=0, deterministic=True, callbacks=list(callbacks),
-                             optimizer=ds.optim.create("sgd", lr=0.01),
-                             checkpoints=Checkpoints(folder, every=3, unit="step"))
+        trainer = ds.Trainer(
+            nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 3)),
+            precision="fp16",
+            device="cpu",
+            threads=1,
+            seed=0,
+            deterministic=True,
+            callbacks=list(callbacks),
+            optimizer=ds.optim.create("sgd", lr=0.01),
+            checkpoints=Checkpoints(folder, every=3, unit="step"),
+        )
         with pytest.warns(UserWarning, match='precision = "fp16" on a CPU'):
             trainer.fit(data, epochs=3, batch_size=16, progress=False, resume=resume)
         return trainer
