@@ -189,3 +189,22 @@ def test_an_ensemble_larger_than_memory_is_refused_before_the_first_member_train
     with pytest.raises(ds.UserError, match=rf"an ensemble of 1,000 {what} of .* more than the memory limit"):
         ensemble_fit.fit(config.validate(raw))
     assert trained == []
+
+
+@pytest.mark.parametrize("dropout", [None, 0.0])
+def test_mc_dropout_without_dropout_is_refused_before_anything_trains_or_is_written(monkeypatch, tmp_path, capsys,
+                                                                                      dropout):
+    trained = []
+    monkeypatch.setattr(ensemble_fit.experiment, "build", lambda *a, **k: trained.append(a))
+    raw = json.loads(json.dumps(RAW))
+    del raw["model"]["dropout"]
+    if dropout is not None:
+        raw["model"]["dropout"] = dropout
+    path = tmp_path / "r.toml"
+    path.write_text(config.dump(config.validate(raw)))
+    assert main(["ensemble", str(path), "--mc-dropout", "10", "--out", str(tmp_path / "ens"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "mc_dropout needs a model with dropout layers (nn.Dropout with p > 0)" in err
+    assert trained == [] and not (tmp_path / "ens").exists()
+    with pytest.raises(ds.UserError, match="mc_dropout needs a model with dropout layers"):
+        ensemble.Ensemble([nn.Linear(3, 2)], "classification", "mc_dropout", samples=4)

@@ -234,3 +234,21 @@ def test_a_header_holding_a_line_break_still_gives_a_one_line_error(wine_run, tm
     assert main(["predict", str(wine_run[0] / "run"), str(tmp_path / "odd.csv")]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "its columns: alco hol, b" in err, err
+
+
+def test_options_that_do_not_apply_to_the_run_are_one_message(numeric_runs, tmp_path, capsys):
+    """--proba on a regression (was a TypeError), and a headerless CSV for a model that reads named columns (was a
+    ValueError): each refused with one line, before any prediction is written."""
+    rows = tmp_path / "rows.csv"
+    np.savetxt(rows, np.random.default_rng(0).random((3, 10)), delimiter=",")
+    out = tmp_path / "preds.csv"
+    cases = [(["predict", str(numeric_runs / "diabetes"), str(rows), "--proba", "--out", str(out)],
+              r"--proba \(class probabilities\) is for classifiers; .* learned a regression task"),
+             (["predict", str(numeric_runs / "iris"), str(rows), "--out", str(out)],
+              "has 10 columns and no header; the model reads the 4 columns sepal length")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("descend: error: ") and len(err.strip().splitlines()) == 1 and re.search(message, err)
+        assert not out.exists()
+    assert main(["predict", str(numeric_runs / "diabetes"), str(rows)]) == 0  # the same rows, without --proba

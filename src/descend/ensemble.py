@@ -72,9 +72,7 @@ def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20,
     ``output="raw"`` averages the model's outputs as they are (regression, or models that end in a softmax).
     """
     modes = {module: module.training for module in model.modules()}
-    dropouts = [module for module in modes if isinstance(module, DROPOUT_LAYERS)]
-    if not dropouts:
-        raise UserError("mc_dropout needs a model with dropout layers (nn.Dropout…); this model has none")
+    dropouts = dropout_layers(model)
     try:
         model.eval()
         for module in dropouts:
@@ -90,6 +88,17 @@ def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20,
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+def dropout_layers(model: nn.Module) -> list[nn.Module]:
+    """The dropout layers of ``model`` that drop something (p > 0); a :class:`UserError` when it has none, so an
+    MC-dropout ensemble is refused before anything is trained (a model built on the meta device will do)."""
+    layers = [m for m in model.modules() if isinstance(m, DROPOUT_LAYERS)]
+    if not any(m.p > 0 for m in layers):
+        has = "only dropout layers with p = 0" if layers else "none"
+        raise UserError(f"mc_dropout needs a model with dropout layers (nn.Dropout with p > 0); this model has {has}: "
+                        "give the model dropout (e.g. dropout = 0.1 in [model]) or use members or snapshots")
+    return layers
 
 
 # ------------------------------------------------------------------------------------------------ the recipe part
@@ -141,6 +150,8 @@ class Ensemble:
                  scalers: list[Scaler | None] | None = None):
         if not models:
             raise UserError("an ensemble needs at least one model")
+        if kind == "mc_dropout":
+            dropout_layers(models[0])
         self.models, self.task, self.kind, self.samples = list(models), task, kind, samples
         self.architecture, self.about = architecture, dict(about or {})
         self.scalers = list(scalers) if scalers is not None else [None] * len(self.models)

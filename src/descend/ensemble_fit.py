@@ -20,7 +20,7 @@ import torch
 
 from . import atomic, experiment, models
 from . import config as cfg
-from .ensemble import Ensemble
+from .ensemble import Ensemble, dropout_layers
 from .errors import UserError
 from .inference import INFERENCE_FILE, inference_record
 from .models.networks import BYTES_PER_PARAMETER
@@ -100,14 +100,17 @@ def snapshot_recipe(config: cfg.Config, cycles: int) -> cfg.Config:
     return cfg.validate(raw)
 
 
-def _check_memory(spec, architecture: dict) -> None:
-    """K members keep K trained models (and their optimizers' state) until the end, K snapshots K copies of the
-    weights: refused before the first trains when that is more than the machine holds."""
+def _check_before_training(spec, architecture: dict) -> None:
+    """What the ensemble needs of its model, checked on a model built on the meta device (shapes only, nothing
+    allocated) before the first member trains: dropout for MC-dropout; for K members, K trained models (and their
+    optimizers' state) kept until the end, for K snapshots K copies of the weights, within the machine's memory."""
+    with torch.device("meta"):
+        model = models.build(architecture["name"], tuple(architecture["input_shape"]), architecture["num_outputs"],
+                             **architecture["options"])
     if spec.kind == "mc_dropout":
+        dropout_layers(model)
         return
-    with torch.device("meta"):  # shapes only: the size is known before anything is allocated
-        size = models.count_parameters(models.build(architecture["name"], tuple(architecture["input_shape"]),
-                                                    architecture["num_outputs"], **architecture["options"]))
+    size = models.count_parameters(model)
     kept = BYTES_PER_PARAMETER if spec.kind == "members" else 4
     check_fits_memory(f"an ensemble of {spec.size:,} {spec.kind} of {size:,} parameters ({kept} bytes each kept)",
                       spec.size * size * kept, f"use fewer {spec.kind}")
@@ -121,7 +124,7 @@ def fit(config: cfg.Config, data=None, *, progress: bool = False, stream=None) -
     bundle = data if data is not None else experiment.load_data(config)
     info = bundle.info
     architecture, record = records(config, info, bundle.train.y)
-    _check_memory(spec, architecture)
+    _check_before_training(spec, architecture)
     started = time.perf_counter()
     if spec.kind == "members":
         runs, entries = [], []
@@ -189,10 +192,10 @@ def run(config: cfg.Config, out: str | Path | None = None, *, quiet: bool = Fals
 
     out = Path(out) if out is not None else default_run_dir(config)
     _check_empty(out)
-    result = fit(config, progress=not quiet, stream=stream)  # everything is checked before the directory is made
-    with owned(out):
+    with owned(out):  # owned while its members train: a second writer or an unwritable place is found first
         _check_empty(out)  # again, as owner: another process may have written it meanwhile
         check_links(out)
+        result = fit(config, progress=not quiet, stream=stream)  # every check before the first member trains
         write(out, config, result.ensemble, result.members, result.inference)
         result.run_dir = out
         summary = result.summary()

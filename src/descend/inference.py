@@ -241,6 +241,9 @@ def predictions_csv(run: LoadedRun, x, *, proba: bool = False) -> str:
     import csv
     import io
 
+    if proba and run.task != "classification":  # before reading any input
+        raise UserError(f"--proba (class probabilities) is for classifiers; {run.path} learned a {run.task} task: "
+                        "leave out --proba")
     pred = run.predict(x)
     rows = [list(r) for r in pred.reshape(len(pred), -1).tolist()]
     header = ["prediction"] if pred.ndim == 1 else [f"prediction_{i}" for i in range(pred.shape[1])]
@@ -294,6 +297,9 @@ def _csv_features(path: Path, feature_names: list[str] | None, delimiter: str = 
                         f"its columns: {', '.join(header)}")
     if ncols == len(names) or not names:
         return numeric_columns(p, header, rows, list(range(ncols)))
+    if not all(n.startswith("x") and n[1:].isdigit() for n in names):  # named columns, and no header to find them
+        raise UserError(f"CSV file {str(p)!r} has {ncols} columns and no header; the model reads the {len(names)} "
+                        f"columns {', '.join(names)}: give the file a header naming them, or exactly those columns")
     index = [int(n[1:]) for n in names]  # a headerless training file: columns x0, x1, ... by position
     if max(index) >= ncols:
         raise UserError(f"CSV file {str(p)!r} has {ncols} columns; the model reads columns {', '.join(names)}")
