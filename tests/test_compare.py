@@ -153,3 +153,11 @@ def test_more_seeds_than_can_run_start_at_once_and_jobs_are_bounded_by_the_cpus(
     assert stopped.value.args == (0,)
     with pytest.raises(UserError, match="--jobs must be at most the .* CPUs of this machine"):
         compare_recipe(recipe, [], seeds=2, jobs=(os.cpu_count() or 1) + 1, out=tmp_path / "cmp")
+
+
+def test_one_seed_is_warned_about(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(IRIS)
+    with pytest.warns(UserWarning, match="--seeds 1 measures no spread"):
+        out = compare_recipe(recipe, [], seeds=1, out=tmp_path / "cmp")
+    assert out["variants"][0]["p_beats_baseline"] == 0.5

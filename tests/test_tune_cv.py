@@ -3,6 +3,7 @@ the fold's training part for every fold, per-fold and mean ± std results, the f
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from descend import config as cfg
 from descend import experiment, load_run
 from descend.cli import main
 from descend.data import Split
+from descend.errors import UserError
 from descend.train.callbacks import Callback
 from descend.train.checkpoint import load_weights
 from descend.tune import Folds, cross_validate
@@ -119,3 +121,48 @@ def test_pooled_without_validation_is_the_training_split():
     split = Split(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), "classification", 2)
     bundle = experiment.load_data(cfg.validate(RAW))
     assert pooled(type(bundle)(split, None, None, bundle.info)) is split
+
+
+def test_folds_the_data_cannot_make_are_refused_before_anything_is_written(tmp_path, capsys):
+    """``descend cv --folds 100`` on wine (142 train+val rows, classes of about 47, 57 and 38 rows)."""
+    recipe = tmp_path / "wine.toml"
+    recipe.write_text('name = "wine"\n[data]\nname = "wine"\n[model]\nname = "mlp"\nhidden = [8]\n')
+    assert main(["cv", str(recipe), "--folds", "100", "--out", str(tmp_path / "cv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("descend: error:") == 1 and "--folds 100 is more than the rows of every class" in err, err
+    assert "use --folds 14 or fewer" in err  # 142 rows // 10 rows per fold
+    assert not (tmp_path / "cv").exists()
+    for k in (143, 0, 1):
+        assert main(["cv", str(recipe), "--folds", str(k), "--out", str(tmp_path / "cv")]) == 2
+    assert "must be an integer in [2, 142]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("labels, k, stratify, expected", [
+    ([0] * 50 + [1] * 50, 10, True, None),                          # 10 rows a fold: quiet
+    ([0] * 50 + [1] * 50, 11, True, "each validation fold holds 9-10 of the 100"),
+    ([0] * 95 + [1] * 5, 8, True, "a class has only 5 rows, so 3 of the 8 folds lack it"),
+    (list(range(40)), 5, False, "each validation fold holds 8-8 of the 40"),
+    (list(range(40)), 4, False, None),
+])
+def test_folds_too_small_to_score_on_are_warned(labels, k, stratify, expected):
+    import warnings
+
+    from descend.tune.cv import refuse_folds, warn_small_folds
+
+    refuse_folds(np.array(labels), k, stratify=stratify)  # each of these can be made
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_small_folds(np.array(labels), k, stratify=stratify)
+    if expected is None:
+        assert not caught
+    else:
+        assert len(caught) == 1 and expected in str(caught[0].message), [str(w.message) for w in caught]
+        assert "or fewer (at least 10 rows in each validation fold)" in str(caught[0].message)
+
+
+def test_refused_folds_name_the_most_the_data_allows():
+    from descend.tune.cv import refuse_folds
+
+    with pytest.raises(UserError, match=r"--folds 6 is more than the rows of every class .* use --folds 2 or fewer"):
+        refuse_folds(np.array([0] * 5 + [1] * 5 + [2] * 5), 6, stratify=True)
+    refuse_folds(np.array([0] * 5 + [1] * 5 + [2] * 5), 6, stratify=False)  # a regression target: 15 rows, 6 folds

@@ -303,3 +303,29 @@ def test_interrupted_trials_are_queued_again_when_the_study_continues(tmp_path):
     assert waiting[-1].system_attrs["fixed_params"] == {"optimizer.lr": trial.params["optimizer.lr"]}
     open_study("s", store, plan, space)  # queued once, not at every continuation
     assert len(again.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 2
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"folds": 60}, "--folds 60 is more than the rows of every class"),  # iris: 120 train+val rows, 40 a class
+    ({"folds": 1}, "option '--cv' must be an integer >= 2"),
+    ({"trials": 0}, "option '--trials' must be an integer in [1, 10000]"),
+    ({"trials": 10**12}, "option '--trials' must be an integer in [1, 10000]"),
+    ({"workers": 10**6}, "option '--workers' must be an integer in [1, "),
+    ({"timeout": -5.0}, "option '--timeout' must be a number > 0"),
+    ({"timeout": float("nan")}, "option '--timeout' must be a number > 0"),
+    ({"heartbeat": 0}, "option '--heartbeat' must be an integer in [1, 3600]"),
+    ({"retries": -1}, "option '--retries' must be an integer in [0, 100]"),
+    ({"patience": 0}, "option '--patience' must be an integer in [1, 10000]"),
+])
+def test_search_options_out_of_bounds_are_refused_before_anything_is_written(files, options, message):
+    with pytest.raises(UserError) as e:
+        run(files, sampler="random", trials=options.pop("trials", 2), **options)
+    assert message in str(e.value)
+    assert not (files / "out").exists()
+
+
+def test_k_fold_search_warns_when_folds_are_too_small_to_score_on(files):
+    (files / "s.toml").write_text("[optimizer.lr]\nfloat = [1e-3, 1e-1]\n")
+    with pytest.warns(UserWarning, match="13 folds: each validation fold holds 9-10 of the 120 train\\+val rows"):
+        result = run(files, sampler="random", trials=1, folds=13)
+    assert [t["state"] for t in result["trials"]] == ["complete"]

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import time
 import traceback
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -167,6 +168,10 @@ def compare_recipe(recipe: str | Path, vary: list[str], overrides: list[str] = (
         raise UserError(f"--seeds and --jobs must be at least 1, got {seeds} and {jobs}")
     if jobs > (os.cpu_count() or 1):  # each worker is a process with its own torch: more than CPUs only costs memory
         raise UserError(f"--jobs must be at most the {os.cpu_count() or 1} CPUs of this machine, got {jobs}")
+    if seeds == 1:
+        warnings.warn("--seeds 1 measures no spread: each interval is one point and P(beats baseline) can only be "
+                      "0, 0.5 or 1, so a difference may be the seed's; use --seeds 3 or more", UserWarning,
+                      stacklevel=2)
     combos = variants(vary)
     names = [", ".join(c) or "recipe as given" for c in combos]
     for combo in combos:                      # every variant's recipe is checked before anything trains

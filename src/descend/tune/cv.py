@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import copy
 import statistics
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import config as cfg
@@ -23,6 +25,7 @@ from .. import experiment, tracking
 from ..atomic import write_json
 from ..data import DataBundle, Split, kfold_indices
 from ..data.scaling import fit_scaler
+from ..data.splits import MIN_HELD_ROWS
 from ..errors import UserError
 
 
@@ -53,6 +56,43 @@ def scaled(scale: str, train: Split, others: dict[str, Split | None], info) -> D
     return DataBundle(parts["train"], parts.get("val"), parts.get("test"), replace(info, scaler=scaler, sizes=sizes))
 
 
+def refuse_folds(labels: np.ndarray, k: int, *, stratify: bool) -> None:
+    """Refuse ``k`` folds the pooled rows cannot make: at least 2, at most one per row, and for classification not
+    more than the largest class has rows (then no fold can be stratified; scikit-learn's StratifiedKFold refuses
+    the same)."""
+    n = len(labels)
+    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= n:
+        raise UserError(f"--folds must be an integer in [2, {n}] (the train+val size), got {k!r}")
+    if stratify:
+        counts = np.unique(labels, return_counts=True)[1]
+        if k > counts.max():
+            raise UserError(f"--folds {k} is more than the rows of every class (at most {counts.max()} in train+val): "
+                            f"no fold can hold each class in proportion; use --folds {_most_folds(n, len(counts))} "
+                            f"or fewer (at least {MIN_HELD_ROWS} rows in each validation fold)")
+
+
+def warn_small_folds(labels: np.ndarray, k: int, *, stratify: bool) -> None:
+    """Warn when a validation fold is too small to score a model on: fewer than :data:`MIN_HELD_ROWS` rows (the
+    threshold held-out splits are warned at), or a class with fewer rows than folds (some folds lack it)."""
+    n = len(labels)
+    smallest = n // k
+    counts = np.unique(labels, return_counts=True)[1] if stratify else np.array([n])
+    problems = []
+    if smallest < MIN_HELD_ROWS:
+        problems.append(f"each validation fold holds {smallest}-{-(-n // k)} of the {n} train+val rows, so one row "
+                        f"moves a fold's score by {1 / max(smallest, 1):.0%} and the spread across folds is noise")
+    if stratify and k > counts.min():
+        problems.append(f"a class has only {counts.min()} rows, so {k - counts.min()} of the {k} folds lack it")
+    if problems:
+        warnings.warn(f"{k} folds: {'; '.join(problems)}; use --folds {_most_folds(n, len(counts))} or fewer "
+                      f"(at least {MIN_HELD_ROWS} rows in each validation fold)", UserWarning, stacklevel=3)
+
+
+def _most_folds(rows: int, classes: int) -> int:
+    """The most folds that leave every validation fold :data:`MIN_HELD_ROWS` rows and one row per class."""
+    return max(2, rows // max(MIN_HELD_ROWS, classes))
+
+
 class Folds:
     """The pooled train+val data of a recipe, split into ``k`` folds once; :meth:`fit` trains a recipe on each."""
 
@@ -63,8 +103,7 @@ class Folds:
         seed = cfg.validate(raw, source="recipe").seed
         labels = self.pool.y.cpu().numpy()
         stratify = self.pool.task == "classification"
-        if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= len(self.pool):
-            raise UserError(f"--folds must be an integer in [2, {len(self.pool)}] (the train+val size), got {k!r}")
+        refuse_folds(labels, k, stratify=stratify)
         self.index = kfold_indices(labels, k, seed=seed, stratify=stratify)
 
     def bundle(self, fold: int) -> DataBundle:
@@ -91,6 +130,7 @@ def cross_validate(config: cfg.Config, k: int, out: Path, *, ensemble: bool = Fa
     """
     raw = config.model_dump(exclude_none=True)
     folds = Folds(raw, k)
+    warn_small_folds(folds.pool.y.cpu().numpy(), k, stratify=folds.pool.task == "classification")
     out.mkdir(parents=True, exist_ok=True)
     rows, curves, models = [], [], []
     with tracking.group(config, out.name, "cv", folds=k) as parent:  # the folds' MLflow runs nest under it

@@ -23,14 +23,27 @@ from .. import config as cfg
 from .. import experiment, tracking
 from ..errors import UserError
 from ..monitor import resolve_mode
+from ..options import Option, Optional, integer, number, validate
 from . import report
 from . import space as spaces
 from . import study as studies
+from .cv import pooled, refuse_folds, scaled, unscaled, warn_small_folds
 from .objective import Objective
 from .storage import storage
 from .study import PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS, WILCOXON_P, Plan, canonical, digest, open_study, work
 
 DEFAULT_TRIALS = 20
+MAX_TRIALS = spaces.MAX_GRID  # the queued samplers put every trial in the database when the study is created
+# (options as data: None is "not given"; the upper bounds keep a typo from queueing, spawning or waiting for ever)
+OPTIONS = (
+    Option("--trials", Optional(integer(1, MAX_TRIALS)), None),
+    Option("--workers", integer(1, os.cpu_count() or 1), 1, "local processes; more than CPUs only adds memory"),
+    Option("--patience", Optional(integer(1, MAX_TRIALS)), None),
+    Option("--cv", Optional(integer(2, None)), None, "folds; the data's own bound is checked with the data"),
+    Option("--timeout", Optional(number(0, None, closed="neither")), None, "seconds"),
+    Option("--heartbeat", integer(1, 3600), 10, "seconds between a trial's heartbeats"),
+    Option("--retries", integer(0, 100), 2, "times a trial whose worker died is run again"),
+)
 
 
 def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, timeout: float | None = None,
@@ -46,7 +59,7 @@ def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, ti
     config = recipe if isinstance(recipe, cfg.Config) else cfg.load(recipe, list(overrides))
     space = space if isinstance(space, spaces.Space) else spaces.load(space)
     raw = config.model_dump(exclude_none=True)
-    _check_options(space, sampler, pruner, folds, trials, workers, patience)
+    _check_options(space, sampler, pruner, folds, trials, workers, patience, timeout, heartbeat, retries)
     if sampler == "grid" and len(space) > 4:
         warnings.warn(f"a grid over {len(space)} dimensions has {len(space.grid())} points and spends most of them "
                       f"on dimensions that do not matter (Bergstra & Bengio 2012); random or qmc cover the same "
@@ -56,6 +69,10 @@ def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, ti
                       f"paired scores, and a signed-rank test on {folds - 1} pairs cannot reach p < {WILCOXON_P}; "
                       f"use --cv {WILCOXON_MIN_FOLDS} or more", UserWarning, stacklevel=2)
     data = experiment.load_data(config)
+    if folds:  # as descend cv does: folds the data cannot make are refused, folds too small to score on warned
+        labels = pooled(data).y.cpu().numpy()
+        refuse_folds(labels, folds, stratify=data.info.task == "classification")
+        warn_small_folds(labels, folds, stratify=data.info.task == "classification")
     space.check(raw, lambda probe: experiment.build(cfg.validate(probe, source="recipe"), data))
     metric = metric or _default_metric(config, data)
     direction = "minimize" if resolve_mode("--metric", metric, "auto") == "min" else "maximize"
@@ -79,17 +96,17 @@ def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, ti
         return report.write(opened, space, raw, plan, out, storage=url, refit=_refit if refit else None, echo=echo)
 
 
-def _check_options(space, sampler, pruner, folds, trials, workers, patience) -> None:
+def _check_options(space, sampler, pruner, folds, trials, workers, patience, timeout, heartbeat,
+                   retries) -> None:
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
         raise UserError(f"unknown pruner {pruner!r}; choose one of: {', '.join(PRUNERS)}")
     if pruner == "wilcoxon" and not folds:
         raise UserError("the Wilcoxon pruner compares per-fold scores: give --cv K (K folds) with it")
-    for label, value, least in (("--trials", trials, 1), ("--workers", workers, 1), ("--patience", patience, 1),
-                                ("--cv", folds, 2)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            raise UserError(f"{label} must be an integer >= {least}, got {value!r}")
+    validate("descend tune", OPTIONS, {"--trials": trials, "--workers": workers, "--patience": patience,
+                                       "--cv": folds, "--timeout": timeout, "--heartbeat": heartbeat,
+                                       "--retries": retries})
     searched_data = [p for p in space.paths if p.split(".")[0] in ("data", "name")]
     if searched_data:
         raise UserError(f"{space.source}: [{searched_data[0]}] cannot be searched: the data is loaded once for all "
@@ -159,8 +176,6 @@ def _spawn(job: tuple, workers: int, echo) -> None:
 
 def _refit(raw: dict, epochs: int, out: Path) -> dict:
     """Train the best recipe on train+val (scaler refitted there) for the best trial's epochs; evaluate test once."""
-    from .cv import pooled, scaled, unscaled
-
     raw = {**raw, "train": {**raw.get("train", {}), "epochs": max(int(epochs), 1)}}
     raw.pop("early_stopping", None)  # no validation split is left to stop on
     config = cfg.validate(raw, source="best recipe")

@@ -53,7 +53,7 @@ MAX_DIMS = 64  # far more than a search can resolve: random search's trials cove
 # & Bengio 2012)
 MAX_CHOICES = 256  # each choice is built once to check it; more choices than a search has trials are never tried
 MAX_GRID_AXIS = 100  # points on one axis of the grid
-MAX_GRID = 100_000  # points of the whole grid (each is a trial)
+MAX_GRID = 10_000  # points of the whole grid: each is a trial, queued in the database when the study is made
 MAX_DEPTH = config_depth + 2  # a recipe path, the dimension's table and a categorical list around a recipe value
 GRID = Option("grid", integer(1, MAX_GRID_AXIS), 3, "points on this axis under the grid sampler")
 LOG = Option("log", Boolean(), False, "search on a log scale")
