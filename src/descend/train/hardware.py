@@ -13,7 +13,8 @@ reports explicit choices that are slow on this machine (:func:`slow_choices`).
   than the faster products save). An explicit ``"bf16"`` or ``"fp16"`` that the hardware only emulates trains,
   after one warning.
 - ``channels_last = "auto"``: NHWC memory for models with 2-D convolutions on image batches (N, C, H, W) on a CPU
-  or CUDA device, where oneDNN's and cuDNN's convolution kernels are fastest in it; off for everything else.
+  or CUDA device, where oneDNN's and cuDNN's convolution kernels are fastest in it (measured on one Sapphire Rapids
+  core: 1.13x for a 2-D CNN of 2.8e7 FLOPs a step, 1.48x for the Fashion-MNIST example's); off for everything else.
 - ``threads = "auto"``: with ``deterministic = true``, from the model's size and the core count only (one thread
   for a step under :data:`~descend.train.threads.SMALL_STEP_FLOPS`, else torch's own count, by default one per
   core), so a result never depends on the machine's load; without it, from the load as well, at each fit
