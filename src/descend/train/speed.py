@@ -3,8 +3,9 @@
 - ``channels_last``: 2-D convolutions stored and run in NHWC order (``torch.channels_last``), the layout the
   convolution kernels of oneDNN (CPU) and cuDNN (tensor cores) are fastest in. The model's 4-D parameters and the
   training and evaluation inputs are converted once, before the first step; every convolution then produces NHWC
-  outputs. It has no effect on models without 4-D inputs (it is refused there, so a recipe does not silently ask
-  for nothing).
+  outputs. ``channels_last = "auto"`` (the default, :mod:`descend.train.hardware`) turns it on for 2-D
+  convolutional models on images; an explicit ``true`` on inputs that are not images is refused, so a recipe does
+  not silently ask for nothing.
 - ``compile``: the training forward pass goes through ``torch.compile`` (TorchDynamo captures it, Inductor
   generates fused kernels: C++/OpenMP on the CPU, Triton on CUDA). The compiled module shares the model's
   parameters, so optimizer, checkpoints and evaluation see one model. The first steps pay for compilation (tens of
