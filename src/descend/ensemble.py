@@ -56,9 +56,10 @@ FORMAT = "descend-ensemble"
 DROPOUT_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
 MAX_MEMBERS = 1000  # networks kept in memory and run on every prediction
 MAX_PASSES = 10_000  # forward passes per prediction
+_PASSES = integer(1, MAX_PASSES)  # the recipe's bound, for a manifest's samples too
 
 
-@declare("mc_dropout", Option("samples", integer(1, MAX_PASSES), doc="stochastic forward passes averaged"),
+@declare("mc_dropout", Option("samples", _PASSES, doc="stochastic forward passes averaged"),
          Option("output", OneOf("probabilities", "raw"), doc="average softmax(logits), or the raw outputs"))
 def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20,
                output: str = "probabilities") -> torch.Tensor:
@@ -290,7 +291,7 @@ def _checked_manifest(manifest: dict, path: Path) -> dict:
     parts = arch if isinstance(arch, dict) else {}
     fields = {"kind": (manifest.get("kind"), lambda v: v in SAVED_KINDS, "one of " + ", ".join(SAVED_KINDS)),
               "task": (manifest.get("task"), lambda v: v in TASKS, "one of " + ", ".join(TASKS)),
-              "samples": (manifest.get("samples", 1), lambda v: count(v, 1), "an integer >= 1"),
+              "samples": (manifest.get("samples", 1), lambda v: _PASSES.check(v)[0], _PASSES.allowed()),
               "architecture": (arch, lambda v: isinstance(v, dict), "an object"),
               "architecture.name": (parts.get("name"), lambda v: isinstance(v, str), "a model name"),
               "architecture.input_shape": (parts.get("input_shape"),
@@ -298,9 +299,10 @@ def _checked_manifest(manifest: dict, path: Path) -> dict:
                                            "a non-empty list of integers >= 1"),
               "architecture.num_outputs": (parts.get("num_outputs"), lambda v: count(v, 1), "an integer >= 1"),
               "architecture.options": (parts.get("options"), lambda v: isinstance(v, dict), "an object"),
-              "members": (manifest.get("members"), lambda v: isinstance(v, list) and v and all(
+              "members": (manifest.get("members"), lambda v: isinstance(v, list) and 0 < len(v) <= MAX_MEMBERS and all(
                   isinstance(e, dict) and inside(e.get("weights")) and isinstance(e.get("scaler") or {}, dict)
-                  for e in v), "a non-empty list of {weights: a path inside the ensemble, scaler: an object}")}
+                  for e in v), f"a list of 1 to {MAX_MEMBERS} {{weights: a path inside the ensemble, scaler: an "
+                  "object}")}
     for field, (value, ok, wanted) in fields.items():
         if not ok(value):
             raise UserError(f"{path}: {field} must be {wanted}, got {str(value)[:60]}; was it edited?")
