@@ -256,6 +256,9 @@ def resumed(now: Settings, recorded: dict, *, deterministic: bool) -> Settings:
         return now
     if now.reasons["precision"] != ASKED and recorded.get("precision") in PRECISIONS[1:]:
         precision, reasons["precision"] = recorded["precision"], "recorded by the run being resumed"
+        slow = slow_choices(now.machine, precision=precision).get("precision")
+        if slow is not None:  # the run moved to a machine that emulates the precision it started in
+            warnings.warn(f"resuming in the precision the run recorded: {slow}", UserWarning, stacklevel=4)
     saved_count = recorded.get("threads")
     if deterministic and now.reasons["threads"] != ASKED and type(saved_count) is int and saved_count >= 1:
         count, reasons["threads"] = saved_count, "recorded by the run being resumed (deterministic)"
