@@ -126,3 +126,12 @@ def test_the_memory_limit_follows_the_process_s_address_space_limit():
     env.pop("DESCEND_MEMORY_LIMIT", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert int(out.stdout) == min(soft, resources.memory_limit()), out.stderr
+
+
+def test_a_recipe_file_larger_than_any_recipe_is_refused_before_it_is_read(tmp_path, capsys):
+    path = tmp_path / "huge.toml"
+    with open(path, "wb") as f:
+        f.truncate((16 << 20) + 1)  # sparse: no disk used
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert "has 16,777,217 bytes; a recipe holds at most 16,777,216" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

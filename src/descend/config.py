@@ -233,10 +233,16 @@ class Config(_Section):
 
 
 # ---------------------------------------------------------------------------------------------- loading
+MAX_RECIPE_BYTES = 16 << 20
+
+
 def load(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read a TOML recipe, apply ``a.b=value`` overrides, validate. Errors are UserErrors naming the field."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:  # before reading: a recipe is kilobytes
+            raise UserError(f"recipe {path} has {path.stat().st_size:,} bytes; a recipe holds at most "
+                            f"{MAX_RECIPE_BYTES:,}: is it the right file?")
         text = path.read_text()
     except FileNotFoundError:
         raise UserError(f"recipe file not found: {path}") from None
