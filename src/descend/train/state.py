@@ -18,6 +18,8 @@ import contextlib
 import signal
 import threading
 
+import torch
+
 from ..errors import UserError
 from . import checkpoint, divergence, rng
 from .callbacks import Callback
@@ -59,6 +61,7 @@ def restore(trainer, saved: dict) -> None:
         raise UserError(f"the checkpoint's model does not match this model: missing {report.missing_keys}, "
                         f"unexpected {report.unexpected_keys}")
     trainer.optimizer.load_state_dict(saved["optimizer"])
+    _match_layouts(trainer.optimizer)
     if trainer.schedule is not None and saved["schedule"]:
         trainer.schedule.load_state_dict(saved["schedule"])
     for key, cb in callback_keys(trainer.callbacks).items():
@@ -80,6 +83,17 @@ def restore(trainer, saved: dict) -> None:
         trainer._scaler.load_state_dict(saved["scaler"])
     if trainer.checkpoints is not None:
         trainer.checkpoints.restore(saved)
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (momentum, moments) its parameter's memory layout. torch's
+    ``load_state_dict`` keeps the checkpoint's contiguous strides, and the fused and foreach update kernels pair a
+    parameter's elements with its state's by memory position: a channels-last parameter with an NCHW moment would
+    be updated from the wrong elements after a resume."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def callback_keys(callbacks) -> dict[str, Callback]:
