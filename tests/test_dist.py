@@ -53,6 +53,38 @@ def test_chunk_weights_are_the_shares_of_the_global_batch():
     assert weights[1] == [(5, 0.5), (5, 0.5), (1, 1 / 3)]
 
 
+def test_under_class_weights_a_chunk_s_share_is_its_share_of_the_batch_s_class_weights():
+    """A weighted cross-entropy's mean divides by the batch's Σ w[y]: the chunks' shares of it make the weighted sum
+    of their mean losses the batch's mean loss (label smoothing included), as one process computes it."""
+    g = torch.Generator().manual_seed(0)
+    n, classes = 23, 4
+    data = Split(torch.randn(n, 3, generator=g), torch.randint(0, classes, (n,), generator=g), "classification", 4)
+    weights = torch.tensor([1.0, 3.0, 0.5, 2.0], dtype=torch.float64)
+    loss = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.1)
+    logits = torch.randn(n, classes, generator=g, dtype=torch.float64)
+    ranks = [ShardedBatches(data, 10, rank=r, world=3, seed=1, class_weights=weights) for r in range(3)]
+    whole = list(_global_batches(data, ranks[0]))
+    for steps in zip(*[list(_with_weights(rb)) for rb in ranks], strict=True):
+        batch = whole.pop(0)
+        shares = [share for _, _, share in steps]
+        assert sum(float(share) for share in shares) == pytest.approx(1.0, abs=1e-12)
+        combined = sum(share * loss(logits[index], y) for index, y, share in steps)
+        assert float(combined) == pytest.approx(float(loss(logits[batch], data.y[batch])), rel=1e-12)
+
+
+def _global_batches(data, sharded):
+    """The global batches (sample indices) of an epoch, in order."""
+    return sharded.order(0).split(sharded.batch_size)
+
+
+def _with_weights(sharded):
+    """Each chunk of epoch 0 as (sample indices, labels, the chunk's share)."""
+    data = sharded.split
+    index_of = {float(v): i for i, v in enumerate(data.x[:, 0])}
+    for x, y in sharded.epoch(0):
+        yield torch.tensor([index_of[float(v)] for v in x[:, 0]]), y, sharded.weight
+
+
 def test_a_last_batch_too_small_to_share_is_a_user_error():
     with pytest.raises(UserError, match="drop_last"):
         ShardedBatches(split(21), 10, rank=0, world=2)

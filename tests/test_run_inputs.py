@@ -82,11 +82,17 @@ def test_predict_puts_the_model_s_mode_back_when_a_batch_fails():
     assert model.training
 
 
-def test_the_command_line_s_warning_format_lasts_only_while_it_runs(monkeypatch, capsys):
+def test_the_command_line_s_warnings_are_one_line_each_said_once_and_its_format_lasts_only_while_it_runs(
+    monkeypatch, capsys
+):
     before = warnings.formatwarning
 
     def warns(args):
-        warnings.warn("a word from a command", UserWarning, stacklevel=1)
+        for _ in range(2):  # a part built twice warns twice
+            warnings.warn("a word from a command", UserWarning, stacklevel=1)
+            with warnings.catch_warnings():  # which makes Python forget what it showed
+                pass
+        warnings.warn("a word  from a command", FutureWarning, stacklevel=1)  # the same line
         return 0
 
     def warns_and_fails(args):

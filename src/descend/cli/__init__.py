@@ -43,17 +43,28 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def _one_line_warnings():
-    """Warnings as ``descend: warning: <message>`` lines, not Python's file:line and source excerpt."""
+    """Warnings as ``descend: warning: <message>`` lines, not Python's file:line and source excerpt, each said
+    once per command (a part built twice, say once to check the recipe and once to train, warns twice; and
+    Python's own once-per-place rule forgets what it showed whenever any code enters ``catch_warnings``)."""
 
     def one_line(message, category, filename, lineno, line=None) -> str:
         return f"descend: warning: {_one_line(message)}\n"
 
-    # the format, not the display: recording warnings (warnings.catch_warnings(record=True)) keeps working. The
-    # format is put back afterwards: catch_warnings restores filters and showwarning, not formatwarning, and a
-    # program that calls main() keeps its own format for its own warnings
+    said: set[str] = set()
+    show = warnings.showwarning
+
+    def once(message, category, filename, lineno, file=None, line=None) -> None:
+        text = _one_line(message)
+        if text not in said:
+            said.add(text)
+            show(message, category, filename, lineno, file, line)  # Python's display, or a recorder's
+
+    # the format, not the display: recording warnings (warnings.catch_warnings(record=True)) keeps working, as
+    # `once` hands each warning to the showwarning it found. catch_warnings puts showwarning back, not
+    # formatwarning: that is put back here, so a program that calls main() keeps its own format afterwards
     previous = warnings.formatwarning
     with warnings.catch_warnings():
-        warnings.formatwarning = one_line
+        warnings.formatwarning, warnings.showwarning = one_line, once
         try:
             yield
         finally:

@@ -58,7 +58,8 @@ def _run(args) -> int:
         args.recipe, args.resume, args.out = recorded, args.run_dir, None
     kinds = {k: getattr(args, k, None) for k in ("members", "snapshots", "mc_dropout")}
     kinds = [f"ensemble.{k}={v}" for k, v in kinds.items() if v is not None]
-    recipe = config.load(args.recipe, args.overrides + kinds)
+    with dist.quiet_unless_rank_0():  # data-parallel: the recipe's warnings are said once, by rank 0
+        recipe = config.load(args.recipe, args.overrides + kinds)
     if args.command == "ensemble" and recipe.ensemble is None:
         raise UserError("descend ensemble needs --members K, --snapshots K, --mc-dropout N or an [ensemble] section")
     resume = getattr(args, "resume", None)

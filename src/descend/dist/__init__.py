@@ -20,8 +20,9 @@ a model with batch norm trained on N processes matches a one-process run with ba
 normalisation, not one with ``batch_size``.
 """
 
-from .launch import launch, run_worker
+from .launch import launch, quiet_unless_rank_0, run_worker
 from .sharding import ShardedBatches
 from .trainer import DistributedTrainer, is_worker, rank, world_size
 
-__all__ = ["DistributedTrainer", "ShardedBatches", "is_worker", "launch", "rank", "run_worker", "world_size"]
+__all__ = ["DistributedTrainer", "ShardedBatches", "is_worker", "launch", "quiet_unless_rank_0", "rank", "run_worker",
+           "world_size"]

@@ -7,9 +7,11 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from ..errors import UserError
+from .trainer import is_worker, rank
 
 
 def launch(args) -> int:
@@ -29,7 +31,8 @@ def launch(args) -> int:
     from .. import config
     from ..rundir import default_run_dir
 
-    recipe = config.load(args.recipe, args.overrides)  # a bad recipe fails once, here, not in every process
+    with _silent():  # its warnings are said once, by the process of rank 0
+        recipe = config.load(args.recipe, args.overrides)  # a bad recipe fails once, here, not in every process
     out = args.resume or args.out or str(default_run_dir(recipe))
     rendezvous = (["--rdzv-backend", "c10d", "--rdzv-endpoint", args.rdzv_endpoint] if args.rdzv_endpoint
                   else ["--standalone"])
@@ -52,6 +55,19 @@ def launch(args) -> int:
     return 0
 
 
+def quiet_unless_rank_0():
+    """Warnings are said once, by the process of rank 0 (the launcher and the other ranks load the same recipe and
+    train the same run: N processes would say each warning N times)."""
+    return _silent() if is_worker() and rank() != 0 else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _silent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 @contextlib.contextmanager
 def _quiet_torchrun():
     """No log records while torchrun runs in this process: its loggers set their own levels and handlers, so
@@ -70,11 +86,11 @@ def run_worker(recipe, out: str | Path, *, resume: bool, quiet: bool) -> dict | 
     After a restart by torchrun (``TORCHELASTIC_RESTART_COUNT`` > 0) every rank resumes from the run's last
     checkpoint, if one was written."""
     from .. import experiment
-    from .trainer import rank
 
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     resume = resume or (restarted and (Path(out) / "checkpoints" / "last.safetensors").is_file())
     if rank() == 0:
         return experiment.run(recipe, out, resume=resume, quiet=quiet)
-    experiment.build(recipe).fit(resume_from=out if resume else None)
+    with _silent():  # rank 0 says what the run has to say, once
+        experiment.build(recipe).fit(resume_from=out if resume else None)
     return None

@@ -98,7 +98,10 @@ class DistributedTrainer(Trainer):
         self._sharded: ShardedBatches | None = None
 
     def _batches(self, train: Split, batch_size: int | str, **options) -> ShardedBatches:
-        self._sharded = ShardedBatches(train, batch_size, rank=self.rank, world=self.world, seed=self.seed, **options)
+        # a weighted cross-entropy's mean divides by Σ w[y]: each rank's gradient is weighted by its share of that
+        weights = self.loss.weight if isinstance(self.loss, nn.CrossEntropyLoss) else None
+        self._sharded = ShardedBatches(train, batch_size, rank=self.rank, world=self.world, seed=self.seed,
+                                       class_weights=weights, **options)
         return self._sharded
 
     def _start(self, batches, epochs: int) -> None:
