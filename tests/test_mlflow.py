@@ -51,6 +51,7 @@ def test_a_run_logs_its_recipe_epochs_summary_and_files(store, tmp_path, recwarn
     params = run.data.params
     assert params["optimizer.name"] == "adam" and params["optimizer.lr"] == "0.01" and params["seed"] == "0"
     assert params["model.hidden"] == "[16]" and params["tracking.mlflow"] == uri
+    assert params["optimizer.beta2"] == "0.999" and params["model.activation"] == "relu"  # defaults resolved
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert [(m.step, m.value) for m in history] == [(row["epoch"], row["val_loss"]) for row in lines]

@@ -176,7 +176,7 @@ class Experiment:
         :class:`~descend.errors.DivergenceError` when the loss becomes non-finite. ``resume_from`` (a checkpoint or
         run directory) continues from there without writing anything (the other ranks of a data-parallel run).
         """
-        from .rundir import RunDirectory  # the writer sits above the experiment; imported when a run is written
+        from .rundir import RunDirectory, resolved_recipe  # the writer sits above the experiment: imported here
 
         c, trainer = self.config, self.trainer
         writer = RunDirectory(Path(out), c, resume=resume) if out is not None else None
@@ -201,7 +201,7 @@ class Experiment:
                     writer.start(self)
                 tracker = tracking.Tracker.for_config(c, Path(out).name if out is not None else c.name)
                 if tracker is not None:  # [tracking] mlflow = URI: this fit is one MLflow run (descend.tracking)
-                    extra.append(tracker.start_fit(c, out))
+                    extra.append(tracker.start_fit(resolved_recipe(c), out))  # every default filled in
                     trainer.callbacks.append(extra[-1])
                 started = time.perf_counter()
                 try:

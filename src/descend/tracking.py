@@ -3,7 +3,8 @@
 Every fit of a recipe that names a tracking store becomes one MLflow run, through MLflow's own client
 (``mlflow.MlflowClient``; the ``mlflow-skinny`` package is enough: ``pip install 'descend[mlflow]'``):
 
-- parameters: the resolved recipe, flattened (``optimizer.lr``, ``model.hidden``, ``seed``, …);
+- parameters: the resolved recipe (every default filled in, as in a run's ``config.toml``), flattened
+  (``optimizer.lr``, ``optimizer.beta2``, ``model.hidden``, ``seed``, …);
 - metrics: every value of every epoch's log (``train_loss``, ``val_accuracy``, ``lr``, ``step``, …) at MLflow step =
   the epoch (from 1, as in ``metrics.jsonl``), then the summary: ``final.<metric>`` (test metrics of a run directory
   included), ``best.value``, ``best.epoch``, ``train_seconds``, ``parameters``;
@@ -167,7 +168,7 @@ class Tracker:
 
     # ---------------------------------------------------------------------------------------- a recipe's fit
     def start_fit(self, config, out: Path | None) -> EpochLog:
-        """Log the recipe and return the callback that logs each epoch."""
+        """Log the recipe (resolved: every default filled in) and return the callback that logs each epoch."""
         self.log_params(config.model_dump(exclude_none=True))
         if out is not None:
             self.set_tags({"descend.run_dir": str(Path(out).resolve())})
