@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import descend as ds
-from descend import config, experiment
+from descend import config, experiment, tune
 from descend import export as export_
 from descend.cli import main
 from descend.errors import UserError
@@ -161,6 +161,18 @@ def test_every_kind_of_run_exports_to_onnx_and_matches(tmp_path, kind, recipe, e
     else:
         np.testing.assert_allclose(outputs[0][:, 0], run.predict(raw), rtol=1e-4, atol=1e-4)
     assert done.max_difference <= done.tolerance
+
+
+@pytest.mark.slow
+def test_the_fold_models_of_a_cross_validation_export_as_one_graph(tmp_path):
+    """Each fold's model has its own scaling (fitted on its fold): the graph scales the raw rows per member."""
+    (tmp_path / "wine.toml").write_text(WINE)
+    tune.cross_validate(config.load(tmp_path / "wine.toml"), 3, tmp_path / "cv", ensemble=True)
+    run = ds.load_run(tmp_path / "cv" / "ensemble")
+    done = run.export(tmp_path / "folds.onnx")
+    session = onnxruntime.InferenceSession(str(done.path), providers=["CPUExecutionProvider"])
+    raw = _raw_rows(run, 37)
+    np.testing.assert_allclose(session.run(None, {"x": raw.numpy()})[1], run.predict_proba(raw), rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 
 import pytest
 
@@ -89,6 +90,36 @@ def test_a_store_that_fails_costs_one_warning_not_the_run(tmp_path, capsys, recw
     for name in ("summary.json", "model.safetensors", "report.html", "metrics.jsonl"):
         assert (tmp_path / "run" / name).is_file()
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_without_mlflow_installed_a_run_warns_once_and_resumes_tracked(store, tmp_path, capsys, recwarn, monkeypatch):
+    _, uri = store
+    (tmp_path / "wine.toml").write_text(RECIPE.replace("epochs = 3", "epochs = 2"))
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "mlflow", None)  # import mlflow fails, as where the extra is not installed
+        assert (
+            main(
+                [
+                    "run",
+                    str(tmp_path / "wine.toml"),
+                    "--out",
+                    str(tmp_path / "run"),
+                    "--quiet",
+                    "--mlflow",
+                    "sqlite:///elsewhere.db",
+                ]
+            )
+            == 0
+        )
+    _one_warning(recwarn, capsys, "sqlite:///elsewhere.db", "not installed", "descend[mlflow]")
+    recwarn.clear()
+    # tracking may be added or changed on resume: it does not shape the training
+    argv = ["resume", str(tmp_path / "run"), "--set", "train.epochs=3", "--set", 'tracking.experiment="wine-resumed"']
+    assert main([*argv, "--quiet", "--mlflow", uri]) == 0
+    (run,) = _runs(uri, "wine-resumed")
+    client = mlflow.MlflowClient(uri)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [3]  # the epoch it trained
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
 
 
 @pytest.mark.slow
