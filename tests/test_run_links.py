@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import descend as ds
-from descend import atomic, ensemble, models, rundir
+from descend import atomic, ensemble, models, rundir, transfer
 from descend.cli import main
 from descend.errors import UserError
 
@@ -35,11 +35,27 @@ lr = 0.01
 name = "cosine"
 """
 # every file and folder a run reads or writes
-WRITTEN = ["config.toml", "inference.json", "metrics.jsonl", "tb", "checkpoints", "model.safetensors",
-           "summary.json", "predictions.json", "report.html", "schedule.png"]
-READ_BY_LOAD_RUN = {"config.toml": "final", "inference.json": "final", "model.safetensors": "final",
-                    "checkpoints/best.safetensors": "best", "checkpoints/last.safetensors": "last",
-                    "summary.json": "final", "metrics.jsonl": "final"}
+WRITTEN = [
+    "config.toml",
+    "inference.json",
+    "metrics.jsonl",
+    "tb",
+    "checkpoints",
+    "model.safetensors",
+    "summary.json",
+    "predictions.json",
+    "report.html",
+    "schedule.png",
+]
+READ_BY_LOAD_RUN = {
+    "config.toml": "final",
+    "inference.json": "final",
+    "model.safetensors": "final",
+    "checkpoints/best.safetensors": "best",
+    "checkpoints/last.safetensors": "last",
+    "summary.json": "final",
+    "metrics.jsonl": "final",
+}
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +146,12 @@ def test_ensemble_members_and_manifest_behind_a_link_leading_out_are_refused(tmp
             ensemble.load(directory)
         os.unlink(directory / name)
         shutil.move(outside / name.replace("/", "_"), directory / name)
+
+
+def test_transfer_from_a_run_reads_its_weights_from_inside_it_only(finished, tmp_path):
+    run, outside = _copy(finished, tmp_path), tmp_path / "elsewhere"
+    outside.mkdir()
+    assert transfer.create(**{"from": str(run)}).source == run / "model.safetensors"
+    _link_out(run, "model.safetensors", outside)
+    with pytest.raises(UserError, match="leads outside"):
+        transfer.create(**{"from": str(run)})

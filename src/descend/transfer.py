@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import optim
+from . import atomic, optim
 from .data import Batches, DataBundle, Split
 from .ensemble import DROPOUT_LAYERS
 from .errors import UserError
@@ -77,8 +77,9 @@ class TransferSpec:
 def _spec(source: str, mode: str = "fine_tune", lr_scale: float = 0.01, unfreeze_every: int = 1,
           train_batch_norm: bool = False, cache_features: bool = True, replace_head: bool | str = "auto",
           prefix: str | None = None, head_groups: int = 1) -> TransferSpec:
-    path = Path(source)
-    return TransferSpec(path / "model.safetensors" if path.is_dir() else path, mode, lr_scale, unfreeze_every,
+    path = Path(source)  # a run directory's weights are read from inside it only (it may come from someone else)
+    weights = atomic.inside(path, path / "model.safetensors", what="pretrained weights") if path.is_dir() else path
+    return TransferSpec(weights, mode, lr_scale, unfreeze_every,
                         train_batch_norm, cache_features, replace_head, prefix or "", head_groups)
 
 
