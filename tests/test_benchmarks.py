@@ -70,6 +70,7 @@ def test_time_to_accuracy_over_seeds(tiny, capsys):
     assert out["accuracy_std"] == pytest.approx(statistics.stdev(accuracies))
     assert "seed 3: test accuracy" in printed and "2 seeds: test accuracy" in printed and " ± " in printed
     assert "with train.epochs=1" in printed
+    assert "speed: " in printed and all(row["cpu_seconds"] > 0 for row in out["rows"])
 
 
 def test_time_to_accuracy_bad_override_is_one_message(tiny, capsys):
