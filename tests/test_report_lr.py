@@ -51,6 +51,17 @@ def test_the_plot_is_the_logged_rates_with_the_babysitting_marks():
     assert marks == ["lr x0.5", "stop"]
 
 
+def test_the_report_shows_the_logged_rates_not_the_plan(tmp_path):
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "lr": 0.02 if e <= 7 else 0.01} for e in range(1, 15)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    plan = b"\x89PNG the schedule as planned at the start"
+    (tmp_path / "schedule.png").write_bytes(plan)
+    report = write_run_report(tmp_path).read_text()
+    assert "the learning rate that ran in each epoch" in report
+    assert base64.b64encode(plan).decode() not in report
+
+
+@pytest.mark.slow
 def test_a_babysat_and_resumed_run_reports_the_rates_that_ran(tmp_path):
     out = tmp_path / "run"
     config = cfg.validate(RAW)
