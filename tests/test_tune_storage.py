@@ -140,13 +140,6 @@ def test_sqlite_storage_and_study_opened_in_the_same_instant(tmp_path):
         assert [t.state for t in trials] == [TrialState.WAITING] * 5  # queued once
 
 
-@pytest.mark.slow
-def test_sqlite_workers_started_in_the_same_instant_all_join(tmp_path):
-    out = tmp_path / "out"  # the default storage: tune.db in the shared output folder
-    results = _together(tmp_path, [_tune(tmp_path, None, out)] * 3)
-    _all_joined(results, f"sqlite:///{out / 'tune.db'}")
-
-
 @pytest.fixture(scope="module")
 def server():
     if postgres.binaries() is None:
@@ -165,14 +158,23 @@ def _fresh_database(url: str, name: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
-def test_postgres_workers_started_in_the_same_instant_all_join(tmp_path, server):
+def test_postgres_storage_and_study_opened_in_the_same_instant(server):
     for attempt in range(3):  # each time on a fresh, empty database: the tables are created by the race's winner
+        url = _fresh_database(server, f"threads{attempt}")
+        assert sorted(_open_together(url, 4)) == [False, False, False, True]
+        trials = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+        assert [t.state for t in trials] == [TrialState.WAITING] * 5
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_postgres_workers_started_in_the_same_instant_all_join(tmp_path, server):
+    """Three ``descend tune`` processes released by one barrier, three times, each on a fresh empty database."""
+    for attempt in range(3):
         url = _fresh_database(server, f"together{attempt}")
         here = tmp_path / str(attempt)
         here.mkdir()
-        results = _together(here, [_tune(here, url, here / f"out{i}") for i in range(4)])
-        _all_joined(results, url)
+        _all_joined(_together(here, [_tune(here, url, here / f"out{i}") for i in range(3)]), url)
 
 
 HOLD = r"""
