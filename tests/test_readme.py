@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 import warnings
+import zlib
 from pathlib import Path
 
 import pytest
@@ -120,6 +123,8 @@ def shrunk(command: str) -> list[str]:
         argv += ["--set", "train.epochs=2"]
     if verb == "tune" and "--trials" not in argv:
         argv += ["--trials", "2"]
+    if verb == "tune" and "--out" not in argv:     # each example its own study: the same recipe's default study
+        argv += ["--out", f"runs/tune-{zlib.crc32(command.encode())}"]   # is continued, and refused if it differs
     if verb == "doctor" and "--budget" not in argv:
         argv += ["--budget", "20"]
     if argv[:2] == ["lab", "bias-variance"] and "--quick" not in argv:
@@ -158,10 +163,15 @@ def _run_commands(commands: list[str], folder: Path, monkeypatch, capsys) -> Non
     monkeypatch.chdir(folder)
     for command in commands:
         argv = shrunk(command)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            code = main(argv) if argv != ["--version"] else _version()
-        err = capsys.readouterr().err
+        if "--nproc" in argv:       # torchrun's workers: a real process, whose stderr is what a user sees
+            done = subprocess.run([sys.executable, "-m", "descend.cli", *argv], capture_output=True, text=True,
+                                  timeout=600)
+            code, err, caught = done.returncode, done.stderr, []
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                code = main(argv) if argv != ["--version"] else _version()
+            err = capsys.readouterr().err
         assert code == FAILING.get(command, 0), (command, argv, err[-3000:])
         foreign = [f"{w.filename}: {w.message}" for w in caught
                    if not Path(w.filename).resolve().is_relative_to(SOURCE)]
