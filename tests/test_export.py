@@ -97,14 +97,28 @@ def test_a_model_that_does_not_match_is_refused_and_nothing_is_left(wine, tmp_pa
 
     monkeypatch.setattr(export_, "servable", without_scaling)
     with pytest.raises(UserError, match="differs from the PyTorch model"):
-        wine.export(tmp_path / "m.pt", "torchscript")
-    assert list(tmp_path.iterdir()) == []
+        wine.export(tmp_path / "new" / "deeper" / "m.pt", "torchscript")
+    assert list(tmp_path.iterdir()) == []  # the folders made for it are gone too
     monkeypatch.undo()
     before = sorted(p.name for p in wine.path.iterdir())  # ONNX differs by ~1e-7: a tolerance of 1e-12 refuses it
     assert main(["export", str(wine.path), "--tolerance", "1e-12", "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("descend: error: the onnx model differs") and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == [] and sorted(p.name for p in wine.path.iterdir()) == before
+
+
+def test_a_model_the_exporter_cannot_trace_is_one_line(wine, tmp_path, monkeypatch, capsys):
+    def untraceable(*args):
+        raise RuntimeError("Could not guard on data-dependent expression Eq(u0, 1)\n(a long explanation)")
+
+    monkeypatch.setitem(export_._WRITERS, "exported", untraceable)
+    assert main(["export", str(wine.path), "--format", "exported", "--out", str(tmp_path / "m.pt2")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "descend: error: the model cannot be exported as exported: Could not guard on data-dependent "
+        "expression Eq(u0, 1); try --format onnx, torchscript\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_mistakes_are_one_line(wine, tmp_path, capsys):
@@ -140,7 +154,7 @@ def test_the_command_line_prints_the_largest_difference(wine, tmp_path, capsys):
             "",
         ),
         ("ema", WINE, '[averaging]\nmethod = "ema"\ndecay = 0.9\n'),
-        ("swa", WINE.replace("epochs = 2", "epochs = 4"), '[averaging]\nmethod = "swa"\nstart_epoch = 2\n'),
+        ("swa", WINE.replace("epochs = 2", "epochs = 4"), '[averaging]\nmethod = "swa"\nfirst_epoch = 3\n'),
         ("members", WINE, "[ensemble]\nmembers = 2\n"),
         (
             "cnn",

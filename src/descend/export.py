@@ -187,12 +187,13 @@ def export(
     batches = [checked] + [_rows(checked, n) for n in BATCH_SIZES]
     expected = [_reference(run, x) for x in batches]
     info = metadata(run, format)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # removed again if export fails
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
     os.close(handle)
-    temp = Path(temp)
+    temp, kept = Path(temp), False
     try:
-        runner = _WRITERS[format](module, batches[0], temp, info)
+        runner = _write(format, module, batches[0], temp, info)
         worst = max(_difference(runner(x), want) for x, want in zip(batches, expected))
         scale = max(1.0, max(float(t.abs().max()) for want in expected for t in want))
         info.update(max_difference=worst, tolerance=tolerance * scale)
@@ -204,9 +205,25 @@ def export(
         if format != "onnx":
             atomic.write_json(Path(f"{path}.json"), info, what="export metadata")
         os.replace(temp, path)
+        kept = True
     finally:
         temp.unlink(missing_ok=True)
+        for folder in made if not kept else ():
+            folder.rmdir()
     return Exported(path, format, info, worst, tolerance * scale, len(checked))
+
+
+def _write(format: str, module: Servable, example: torch.Tensor, temp: Path, info: dict):
+    """Write the model with the format's exporter; returns a function that runs the written model. A model the
+    exporter cannot trace (a custom layer it does not know) is one UserError naming the exporter's reason."""
+    try:
+        return _WRITERS[format](module, example, temp, info)
+    except UserError:
+        raise
+    except Exception as e:  # the exporters raise many kinds (torch._dynamo, onnxscript, TorchScript): one message
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        others = ", ".join(f for f in FORMATS if f != format)
+        raise UserError(f"the model cannot be exported as {format}: {reason}; try --format {others}") from None
 
 
 def _rows(x: torch.Tensor, n: int) -> torch.Tensor:
