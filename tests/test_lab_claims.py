@@ -106,3 +106,16 @@ def test_the_double_descent_sentences_follow_its_intervals():
     flat = complexity.double_descent_findings([1, 2, 3], np.array([[0.5, 0.6, 0.5], [0.6, 0.5, 0.6]]),
                                               np.ones((2, 3)), 10)
     assert "no peak is resolved" in flat[0] and flat[1] == "No width fits every training label."
+
+
+def test_unresolved_points_are_drawn_hollow_without_a_line_or_band():
+    def point(variance, interval):
+        return Decomposition("squared", expected_loss=1.0 + variance, bias=1.0, variance=variance, noise=0.2,
+                             intervals={"bias": (0.9, 1.1), "variance": interval, "expected_loss": (0.9, 1.2)})
+
+    series = {1: point(0.5, (0.45, 0.55)), 2: point(0.6, (0.55, 0.65)), 3: point(40.0, (1.0, 500.0))}
+    ax = complexity._curve("degree", series).axes[0]
+    variance = [line for line in ax.lines if line.get_label() == "variance"][0]
+    assert np.isnan(variance.get_ydata()[2]) and not np.isnan(variance.get_ydata()[:2]).any()   # no line to it
+    hollow = [line for line in ax.lines if line.get_markerfacecolor() == "none" and len(line.get_xdata())]
+    assert any(list(line.get_xdata()) == [2] and line.get_ydata()[0] == 40.0 for line in hollow)
