@@ -31,6 +31,17 @@ def test_step_flops_counts_forward_and_backward():
     assert threads.step_flops(conv, torch.zeros(1, 4, 5, 5)) == 3 * 2 * (8 * 9) * (2 * 9)
 
 
+def test_step_flops_runs_the_model_on_one_sample_only():
+    """The count grows with the batch in proportion: one sample is run, not the whole batch, at every fit."""
+    model, seen = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(3)), []
+    model(torch.zeros(1, 1, 6, 6))  # the lazy layer takes its size
+    model.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs[0])))
+    batch = torch.zeros(1024, 1, 6, 6)
+    assert threads.step_flops(model, batch) == 1024 * threads.step_flops(model, batch[:1]) == 1024 * 6 * (
+        4 * 16 * 9 + 3 * 64)
+    assert seen == [1, 1]
+
+
 def test_auto_uses_one_thread_for_a_small_step(two_threads, monkeypatch):
     monkeypatch.setattr(threads, "idle_cores", lambda: 2.0)
     assert threads.choose("auto", nn.Linear(10, 4), torch.zeros(8, 10)) == 1
