@@ -40,7 +40,7 @@ OPTIONS = (
     Option("--workers", integer(1, os.cpu_count() or 1), 1, "local processes; more than CPUs only adds memory"),
     Option("--patience", Optional(integer(1, MAX_TRIALS)), None),
     Option("--cv", Optional(integer(2, None)), None, "folds; the data's own bound is checked with the data"),
-    Option("--timeout", Optional(number(0, None, closed="neither")), None, "seconds"),
+    Option("--timeout", Optional(number(0, None)), None, "seconds; 0 creates and queues the study, runs nothing"),
     Option("--heartbeat", integer(1, 3600), 10, "seconds between a trial's heartbeats"),
     Option("--retries", integer(0, 100), 2, "times a trial whose worker died is run again"),
 )
