@@ -20,9 +20,11 @@ BUNDLE=${GPU_BUNDLE:-.gpu}
 PYTHON=${PYTHON:-.venv/bin/python}
 TARGET_PYTHON=${TARGET_PYTHON:-3.12}
 FASHION=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-# descend's requirements (and theirs) that the GPU image lacks
+# descend's requirements (and theirs) that the GPU image lacks; every requirement in pyproject.toml is in one of
+# these two lists (tests/test_benchmarks_gpu.py checks it)
 PACKAGES=(pydantic pydantic-core annotated-types typing-inspection tomli-w mnist1d optuna alembic sqlalchemy
           greenlet mako colorlog psycopg psycopg-binary pytest-timeout)
+IN_IMAGE=(torch numpy rich safetensors tensorboard scikit-learn matplotlib pytest hypothesis)
 
 pins=()
 for name in "${PACKAGES[@]}"; do

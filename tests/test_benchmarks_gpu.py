@@ -94,3 +94,13 @@ def test_requirements_check_names_what_is_missing_or_too_old(tmp_path, capsys):
 
 def test_this_environment_meets_descends_requirements():
     assert all(row["met"] for row in requirements.check(requirements.requirements())), "make install"
+
+
+def test_every_requirement_is_carried_or_in_the_gpu_image():
+    text = WHEELS.read_text()
+    carried, in_image = (
+        set(text.split(f"\n{name}=(", 1)[1].split(")", 1)[0].split()) for name in ("PACKAGES", "IN_IMAGE")
+    )
+    needed = {r.name.lower() for r in requirements.requirements()}
+    assert needed <= carried | in_image, needed - carried - in_image
+    assert not carried & in_image
