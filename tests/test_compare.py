@@ -41,6 +41,10 @@ def test_vary_values_split_outside_brackets():
     assert variants([]) == [[]]
     with pytest.raises(UserError, match="--vary expects"):
         variants(["optimizer.name"])
+    many = ",".join(str(i) for i in range(100))
+    assert len(variants([f"optimizer.lr={many}", "seed=1,2,3,4,5,6,7,8,9,10"])) == 1000
+    with pytest.raises(UserError, match="--vary makes 1,000,000 variants"):
+        variants([f"optimizer.lr={many}", f"seed={many}", f"train.epochs={many}"])
 
 
 def _run(variant, seed, value, status="finished"):

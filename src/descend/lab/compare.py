@@ -30,6 +30,7 @@ from descend.errors import DivergenceError, UserError
 from descend.lab.base import jsonable
 from descend.lab.stats import bootstrap_ci, probability_interval, probability_of_improvement, ranks
 
+MAX_VARIANTS = 1000
 _DATA: dict[str, object] = {}  # per process: data section -> DataBundle, so each process loads a data set once
 
 
@@ -63,6 +64,10 @@ def variants(vary: list[str]) -> list[list[str]]:
         if not sep or not field.strip() or not split_values(values):
             raise UserError(f"--vary expects section.field=value1,value2,..., got {item!r}")
         axes.append([f"{field.strip()}={v}" for v in split_values(values)])
+    count = math.prod(len(axis) for axis in axes)
+    if count > MAX_VARIANTS:  # each is checked, then trained --seeds times: refused before the product is built
+        raise UserError(f"--vary makes {count:,} variants (every combination of the values); a comparison takes at "
+                        f"most {MAX_VARIANTS:,}: vary fewer fields or values at once, or search with descend tune")
     return [list(combo) for combo in itertools.product(*axes)] if axes else [[]]
 
 
