@@ -181,7 +181,8 @@ def test_every_recipe_runs_or_is_one_line_and_writes_nothing(profile):
     ({"data": {"name": "a" * 300 + ".csv"}}, [], 2),
     ({"data": {"name": "sine", "x_range": [0, 1e308]}}, [], 2),
     ({"data": {"name": "iris"}, "model": {"hidden": [10**6, 10**6]}}, [], 2),
-    ({"data": {"name": "iris"}, "train": {"epochs": 10**9}, "schedule": {"name": "cosine"}}, [], 0),
+    ({"data": {"name": "iris"}, "train": {"epochs": 10**6}, "schedule": {"name": "cosine"}}, [], 0),
+    ({"data": {"name": "iris"}, "train": {"epochs": 10**9}, "schedule": {"name": "cosine"}}, [], 2),  # > 10**6
     ({"data": {"name": "iris"}}, ["model.hidden=" + "[" * 3000 + "]" * 3000], 2),
     ({"data": {"name": "iris"}}, ["train.epochs=3", "train.shuffle=false"], 0),
     ({"data": {"name": "mnist1d", "num_samples": 40, "cache": False}, "augment": {"hflip": True}}, [], 0),
