@@ -125,7 +125,9 @@ def test_channels_last_on_cuda_matches_the_default_layout():
     trainer, nhwc = _fit(data, channels_last=True)
     conv = next(m for m in trainer.model.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert nhwc == pytest.approx(plain, rel=1e-4)  # cuDNN picks other kernels for NHWC: rounding differs
+    # cuDNN picks other kernels for NHWC, and by default (torch.backends.cudnn.allow_tf32) rounds fp32
+    # convolutions' inputs to TF32 (10-bit mantissa, 2^-11 relative): three epochs' losses agree to 2e-3
+    assert nhwc == pytest.approx(plain, rel=2e-3)
 
 
 @on_cuda
@@ -133,7 +135,8 @@ def test_compile_on_cuda_matches_eager():
     data = _images()
     _, eager = _fit(data)
     _, compiled = _fit(data, compile=True)
-    assert compiled == pytest.approx(eager, rel=1e-4)  # Triton's fused kernels round differently
+    # Triton's fused kernels sum in another order; the convolutions are cuDNN's (TF32) in both
+    assert compiled == pytest.approx(eager, rel=2e-3)
 
 
 class CrashAt(Callback):
