@@ -29,8 +29,9 @@ STEPS = 60
 def make_model(dtype=torch.float64, conv=False):
     torch.manual_seed(0)
     if conv:
-        model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6, 8), nn.ReLU(),
-                              nn.Linear(8, 3))
+        model = nn.Sequential(
+            nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6, 8), nn.ReLU(), nn.Linear(8, 3)
+        )
     else:
         model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
     return model.to(dtype)
@@ -56,8 +57,10 @@ def run_both(ours, theirs, model, conv=False, dtype=torch.float64, modes=False):
             opt.step()
             if modes:
                 opt.eval()
-        yield (torch.cat([p.detach().flatten() for p in model.parameters()]),
-               torch.cat([p.detach().flatten() for p in twin.parameters()]))
+        yield (
+            torch.cat([p.detach().flatten() for p in model.parameters()]),
+            torch.cat([p.detach().flatten() for p in twin.parameters()]),
+        )
 
 
 def assert_equal_trajectories(pairs, rtol=1e-12, atol=1e-14):
@@ -72,8 +75,13 @@ def assert_equal_trajectories(pairs, rtol=1e-12, atol=1e-14):
 def test_lion_equals_lion_pytorch(wd):
     model = make_model()
     start = torch.cat([p.detach().flatten() for p in model.parameters()])
-    pairs = list(run_both(lambda m: ds.optim.create("lion", m, lr=1e-3, weight_decay=wd, exclude_from_decay=[]),
-                          lambda m: lion_pytorch.Lion(m.parameters(), lr=1e-3, weight_decay=wd), model))
+    pairs = list(
+        run_both(
+            lambda m: ds.optim.create("lion", m, lr=1e-3, weight_decay=wd, exclude_from_decay=[]),
+            lambda m: lion_pytorch.Lion(m.parameters(), lr=1e-3, weight_decay=wd),
+            model,
+        )
+    )
     assert_equal_trajectories(pairs, rtol=0, atol=0)  # the same operations: bit for bit
     assert not torch.equal(pairs[-1][0], start)
 
@@ -94,8 +102,13 @@ def test_muon_equals_torch_muon_on_matrices_and_adamw_on_the_rest(conv):
         params = dict(m.named_parameters())
         return _Pair(m, chosen, params)
 
-    pairs = run_both(lambda m: ds.optim.create("muon", m, lr=0.02, weight_decay=0.01, exclude_from_decay=[]),
-                     theirs, model, conv, torch.float32)
+    pairs = run_both(
+        lambda m: ds.optim.create("muon", m, lr=0.02, weight_decay=0.01, exclude_from_decay=[]),
+        theirs,
+        model,
+        conv,
+        torch.float32,
+    )
     assert_equal_trajectories(pairs, rtol=0, atol=0)
     assert names
 
@@ -150,8 +163,11 @@ def test_muon_split_follows_its_authors():
 
 def test_adafactor_is_torch_adafactor():
     model = make_model()
-    pairs = run_both(lambda m: ds.optim.create("adafactor", m, lr=1e-2, weight_decay=0.01, exclude_from_decay=[]),
-                     lambda m: torch.optim.Adafactor(m.parameters(), lr=1e-2, weight_decay=0.01, foreach=True), model)
+    pairs = run_both(
+        lambda m: ds.optim.create("adafactor", m, lr=1e-2, weight_decay=0.01, exclude_from_decay=[]),
+        lambda m: torch.optim.Adafactor(m.parameters(), lr=1e-2, weight_decay=0.01, foreach=True),
+        model,
+    )
     assert_equal_trajectories(pairs, rtol=0, atol=0)
 
 
@@ -159,10 +175,10 @@ def test_adafactor_is_torch_adafactor():
 def test_schedule_free_sgd_equals_schedulefree_in_both_modes(wd, warmup):
     model = make_model()
     twin = copy.deepcopy(model)
-    ours = ds.optim.create("schedule_free_sgd", model, lr=0.5, weight_decay=wd, warmup_steps=warmup,
-                           exclude_from_decay=[])
-    theirs = schedulefree.SGDScheduleFree(twin.parameters(), lr=0.5, weight_decay=wd, warmup_steps=warmup,
-                                          foreach=True)
+    ours = ds.optim.create(
+        "schedule_free_sgd", model, lr=0.5, weight_decay=wd, warmup_steps=warmup, exclude_from_decay=[]
+    )
+    theirs = schedulefree.SGDScheduleFree(twin.parameters(), lr=0.5, weight_decay=wd, warmup_steps=warmup, foreach=True)
     _check_modes(model, twin, ours, theirs)
 
 
@@ -170,10 +186,12 @@ def test_schedule_free_sgd_equals_schedulefree_in_both_modes(wd, warmup):
 def test_schedule_free_adamw_equals_schedulefree_in_both_modes(wd, warmup):
     model = make_model()
     twin = copy.deepcopy(model)
-    ours = ds.optim.create("schedule_free_adamw", model, lr=0.01, weight_decay=wd, warmup_steps=warmup,
-                           exclude_from_decay=[])
-    theirs = schedulefree.AdamWScheduleFree(twin.parameters(), lr=0.01, weight_decay=wd, warmup_steps=warmup,
-                                            foreach=True)
+    ours = ds.optim.create(
+        "schedule_free_adamw", model, lr=0.01, weight_decay=wd, warmup_steps=warmup, exclude_from_decay=[]
+    )
+    theirs = schedulefree.AdamWScheduleFree(
+        twin.parameters(), lr=0.01, weight_decay=wd, warmup_steps=warmup, foreach=True
+    )
     _check_modes(model, twin, ours, theirs)
 
 
@@ -201,23 +219,41 @@ def test_schedule_free_steps_only_in_train_mode():
         opt.step()
 
 
-@pytest.mark.parametrize("options", [dict(), dict(weight_decay=0.01, bias_correction=True),
-                                     dict(weight_decay=0.01, weight_decay_mode="l2", safeguard_warmup=True)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),
+        dict(weight_decay=0.01, bias_correction=True),
+        dict(weight_decay=0.01, weight_decay_mode="l2", safeguard_warmup=True),
+    ],
+)
 def test_prodigy_equals_prodigyopt(options):
     model = make_model()
     decouple = options.get("weight_decay_mode", "decoupled") == "decoupled"
-    ref = dict(weight_decay=options.get("weight_decay", 0.0), use_bias_correction=options.get("bias_correction", False),
-               safeguard_warmup=options.get("safeguard_warmup", False), decouple=decouple)
-    pairs = list(run_both(lambda m: ds.optim.create("prodigy", m, exclude_from_decay=[], **options),
-                          lambda m: prodigyopt.Prodigy(m.parameters(), **ref), model))
+    ref = dict(
+        weight_decay=options.get("weight_decay", 0.0),
+        use_bias_correction=options.get("bias_correction", False),
+        safeguard_warmup=options.get("safeguard_warmup", False),
+        decouple=decouple,
+    )
+    pairs = list(
+        run_both(
+            lambda m: ds.optim.create("prodigy", m, exclude_from_decay=[], **options),
+            lambda m: prodigyopt.Prodigy(m.parameters(), **ref),
+            model,
+        )
+    )
     assert_equal_trajectories(pairs)
 
 
 @pytest.mark.parametrize("options", [dict(), dict(momentum=0.9, weight_decay=0.01)])
 def test_dadapt_sgd_equals_dadaptation(options):
     model = make_model()
-    pairs = run_both(lambda m: ds.optim.create("dadapt_sgd", m, exclude_from_decay=[], **options),
-                     lambda m: dadaptation.DAdaptSGD(m.parameters(), **options), model)
+    pairs = run_both(
+        lambda m: ds.optim.create("dadapt_sgd", m, exclude_from_decay=[], **options),
+        lambda m: dadaptation.DAdaptSGD(m.parameters(), **options),
+        model,
+    )
     assert_equal_trajectories(pairs)
 
 
@@ -244,10 +280,17 @@ def test_property_table_rows_of_the_newer_methods(capsys):
     assert rows["Lookahead (Adam)"] == ["3", "✗", "✗", "✗"]
 
 
-@pytest.mark.parametrize("name, bad, message", [
-    ("lion", dict(beta2=1.0), "beta2"), ("muon", dict(ns_steps=0), "ns_steps"),
-    ("prodigy", dict(d0=0.0), "d0"), ("schedule_free_adamw", dict(lookahead_k=5), "unknown option"),
-    ("adafactor", dict(weight_decay_mode="l2"), "weight_decay_mode"), ("sam", dict(sam_rho=0.0), "sam_rho")])
+@pytest.mark.parametrize(
+    "name, bad, message",
+    [
+        ("lion", dict(beta2=1.0), "beta2"),
+        ("muon", dict(ns_steps=0), "ns_steps"),
+        ("prodigy", dict(d0=0.0), "d0"),
+        ("schedule_free_adamw", dict(lookahead_k=5), "unknown option"),
+        ("adafactor", dict(weight_decay_mode="l2"), "weight_decay_mode"),
+        ("sam", dict(sam_rho=0.0), "sam_rho"),
+    ],
+)
 def test_options_are_checked(name, bad, message):
     with pytest.raises(ds.UserError, match=message):
         ds.optim.create(name, **bad)
@@ -258,8 +301,9 @@ def test_readme_property_table_is_the_generated_one():
 
     text = (Path(__file__).parents[1] / "README.md").read_text()
     start, end = "<!-- optimizer-table:start -->\n", "\n<!-- optimizer-table:end -->"
-    assert text[text.index(start) + len(start): text.index(end)] == ds.optim.markdown(), \
+    assert text[text.index(start) + len(start) : text.index(end)] == ds.optim.markdown(), (
         "README.md's optimizer table is out of date: paste descend.optim.markdown() between its markers"
+    )
 
 
 def test_describe_gives_every_optimizer_its_update_and_source():

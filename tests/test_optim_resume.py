@@ -40,11 +40,18 @@ OPTIMIZERS = {
 
 def make_trainer(name, directory, unit, every, callbacks=()):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 16),
-                          nn.ReLU(), nn.Linear(16, 3))
-    return ds.Trainer(model, optimizer=ds.optim.create(name, **OPTIMIZERS[name]), callbacks=list(callbacks),
-                      device="cpu", seed=1, deterministic=True,
-                      checkpoints=Checkpoints(directory, every=every, unit=unit))
+    model = nn.Sequential(
+        nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)
+    )
+    return ds.Trainer(
+        model,
+        optimizer=ds.optim.create(name, **OPTIMIZERS[name]),
+        callbacks=list(callbacks),
+        device="cpu",
+        seed=1,
+        deterministic=True,
+        checkpoints=Checkpoints(directory, every=every, unit=unit),
+    )
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
@@ -59,8 +66,9 @@ def test_crash_and_resume_match_a_run_that_never_stopped(name, unit, every, cras
     resumed.fit(iris.train, iris.val, epochs=3, batch_size=20, resume=tmp_path / "crash")
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in full.history] == \
-           [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in full.history] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in resumed.history
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -77,5 +85,6 @@ def test_a_factored_state_of_the_wrong_shape_is_refused(iris, tmp_path):
     saved["optimizer"]["state"][0]["row_var"] = torch.zeros(16, 4)
     save(tmp_path / "bad" / "last.safetensors", saved)
     with pytest.raises(CheckpointError, match=r"row_var has shape \(16, 4\), this run's has shape \(16, 1\)"):
-        make_trainer("adafactor", tmp_path / "bad", "epoch", 1).fit(iris.train, iris.val, epochs=1, batch_size=20,
-                                                                      resume=tmp_path / "bad")
+        make_trainer("adafactor", tmp_path / "bad", "epoch", 1).fit(
+            iris.train, iris.val, epochs=1, batch_size=20, resume=tmp_path / "bad"
+        )

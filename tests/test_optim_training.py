@@ -31,8 +31,9 @@ class Record(ds.callbacks.Callback):
 
     def __init__(self, bn):
         self.inputs, self.after, self.before = [], [], []
-        bn.register_forward_pre_hook(lambda m, args: self.inputs.append(args[0].detach().mean(0)) if m.training
-                                     else None)
+        bn.register_forward_pre_hook(
+            lambda m, args: self.inputs.append(args[0].detach().mean(0)) if m.training else None
+        )
         self.bn = bn
 
     def on_fit_start(self, trainer):
@@ -45,8 +46,9 @@ class Record(ds.callbacks.Callback):
 def test_sam_runs_two_passes_per_step_and_updates_batch_norm_once(iris):
     model = bn_model()
     record = Record(model[1])
-    trainer = ds.Trainer(model, optimizer=ds.optim.create("sam", lr=0.05, sam_rho=0.05), callbacks=[record],
-                         device="cpu", seed=0)
+    trainer = ds.Trainer(
+        model, optimizer=ds.optim.create("sam", lr=0.05, sam_rho=0.05), callbacks=[record], device="cpu", seed=0
+    )
     trainer.fit(iris.train, epochs=2, batch_size=20)
     steps = trainer.global_step
     assert len(record.inputs) == 2 * steps  # exactly two forward passes per step, no more
@@ -60,8 +62,9 @@ def test_sam_runs_two_passes_per_step_and_updates_batch_norm_once(iris):
 def test_sam_clips_the_gradient_of_its_second_pass(iris):
     model = bn_model()
     before = [p.detach().clone() for p in model.parameters()]
-    trainer = ds.Trainer(model, optimizer=ds.optim.create("gd", lr=1.0, sam_rho=0.05), clip_grad_norm=1e-3,
-                         device="cpu", seed=0)
+    trainer = ds.Trainer(
+        model, optimizer=ds.optim.create("gd", lr=1.0, sam_rho=0.05), clip_grad_norm=1e-3, device="cpu", seed=0
+    )
     trainer.fit(iris.train, epochs=1, batch_size=200)  # one step: w ← w − 1.0·clip(∇L(w + ε))
     moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before, strict=True)))
     assert trainer.global_step == 1 and 0 < moved.item() <= 1e-3 * (1 + 1e-5)
@@ -100,8 +103,9 @@ def test_schedule_free_in_the_trainer_equals_the_package_in_the_trainer(iris):
             assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-7)
 
 
-@pytest.mark.parametrize("schedule", [ds.schedules.create("cosine"),
-                                      ds.schedules.plateau(monitor="val_loss", patience=1)])
+@pytest.mark.parametrize(
+    "schedule", [ds.schedules.create("cosine"), ds.schedules.plateau(monitor="val_loss", patience=1)]
+)
 def test_schedule_free_refuses_a_schedule(iris, schedule):
     trainer = sf_trainer(ds.optim.create("schedule_free_adamw"), schedule=schedule)
     with pytest.raises(ds.UserError, match="schedule-free: it needs no learning-rate schedule"):
@@ -145,8 +149,13 @@ def test_data_parallel_training_refuses_an_optimizer_with_a_closure(iris, monkey
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-                       "LOCAL_RANK": "0"}.items():
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }.items():
         monkeypatch.setenv(key, value)
     trainer = DistributedTrainer(bn_model(), optimizer=ds.optim.create("sam"), device="cpu")
     try:
@@ -160,9 +169,15 @@ def test_data_parallel_training_refuses_an_optimizer_with_a_closure(iris, monkey
 def test_the_newer_optimizers_compose_with_a_schedule_a_penalty_and_weight_averaging(iris, name):
     model = bn_model()
     ema = ds.callbacks.EMA(0.9)
-    trainer = ds.Trainer(model, optimizer=ds.optim.create(name), schedule=ds.schedules.create("cosine"),
-                         regularizer=ds.regularization.create("l2", strength=1e-3), callbacks=[ema], device="cpu",
-                         seed=0)
+    trainer = ds.Trainer(
+        model,
+        optimizer=ds.optim.create(name),
+        schedule=ds.schedules.create("cosine"),
+        regularizer=ds.regularization.create("l2", strength=1e-3),
+        callbacks=[ema],
+        device="cpu",
+        seed=0,
+    )
     history = trainer.fit(iris.train, iris.val, epochs=3, batch_size=20)
     base = ds.optim.create(name).options["lr"]
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in history)

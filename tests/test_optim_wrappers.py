@@ -30,8 +30,10 @@ def make_model():
 
 def data():
     g = torch.Generator().manual_seed(1)
-    return [(torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g))
-            for _ in range(STEPS)]
+    return [
+        (torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g))
+        for _ in range(STEPS)
+    ]
 
 
 def loss_and_grads(model, params, x, y):
