@@ -57,7 +57,11 @@ class Tracker:
         parent: str | None = None,
     ):
         self.uri, self.client, self.run_id, self.failed = uri, None, None, False
-        self._guard(self._start, experiment, run_name, tags or {}, parent)
+        try:  # imported before its loggers are quieted: importing mlflow sets their levels
+            import mlflow
+        except ImportError:
+            mlflow = None
+        self._guard(self._start, mlflow, experiment, run_name, tags or {}, parent)
 
     @classmethod
     def for_config(cls, config, run_name: str | None = None, *, tags: dict | None = None) -> Tracker | None:
@@ -79,14 +83,9 @@ class Tracker:
     def active(self) -> bool:
         return self.run_id is not None and not self.failed
 
-    def _start(self, experiment: str, run_name: str | None, tags: dict, parent: str | None) -> None:
-        try:
-            import mlflow
-        except ImportError:
-            raise RuntimeError("mlflow is not installed: pip install 'descend[mlflow]'") from None
-        self._open(mlflow, experiment, run_name, tags, parent)
-
-    def _open(self, mlflow, experiment: str, run_name: str | None, tags: dict, parent: str | None) -> None:
+    def _start(self, mlflow, experiment: str, run_name: str | None, tags: dict, parent: str | None) -> None:
+        if mlflow is None:
+            raise RuntimeError("mlflow is not installed: pip install 'descend[mlflow]'")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a server that does not answer: one try,
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")  # not minutes of retries while training waits
         self.client = mlflow.MlflowClient(tracking_uri=self.uri)
