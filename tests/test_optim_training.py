@@ -183,3 +183,30 @@ def test_the_newer_optimizers_compose_with_a_schedule_a_penalty_and_weight_avera
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in history)
     assert history[0]["lr"] < base and history[-1]["lr"] < history[0]["lr"]  # the cosine schedule drives lr
     assert "train_penalty" in history[-1] and "val_avg_loss" in history[-1]
+
+
+def test_a_schedule_free_run_directory_saves_the_averaged_weights(tmp_path):
+    """`descend run`: model.safetensors and the epoch-end checkpoint hold the average x (eval mode), not y."""
+    from safetensors.torch import load_file
+
+    from descend import config as cfg
+    from descend import experiment
+    from descend.train.checkpoint import load
+
+    recipe = cfg.validate(
+        {
+            "name": "sf",
+            "seed": 0,
+            "data": {"name": "iris"},
+            "model": {"name": "mlp", "hidden": [8]},
+            "train": {"epochs": 3, "batch_size": 16, "device": "cpu"},
+            "optimizer": {"name": "schedule_free_adamw", "lr": 0.01},
+        },
+        source="test",
+    )
+    experiment.run(recipe, tmp_path / "run", quiet=True)
+    final = load_file(tmp_path / "run" / "model.safetensors")
+    last = load(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert last["optimizer"]["param_groups"][0]["train_mode"] is False
+    assert final.keys() == last["model"].keys()
+    assert all(torch.equal(final[k], last["model"][k]) for k in final)
