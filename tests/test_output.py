@@ -211,6 +211,11 @@ trainer = ds.Trainer(ds.models.mlp(hidden=[8]), seed=0)
 trainer.fit((x, y), (x[::9], y[::9]), epochs=1, batch_size=32, progress=False)
 trainer.predict(x)
 frame = pd.DataFrame(wine.data, columns=wine.feature_names)
+from descend.ensemble import Ensemble
+ensemble = Ensemble([trainer.model, trainer.model], "classification")
+ensemble.evaluate(x, y)
+from descend.sklearn import DescendClassifier
+DescendClassifier(train={"epochs": 1}).fit(x, y).predict(x)
 print(trainer.predict(frame.to_numpy()).shape[0])
 """
 

@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from descend import atomic, models
-from descend.data.core import TASKS
+from descend import atomic, models, usercode
+from descend.data.core import TASKS, as_tensor
 from descend.data.scaling import Scaler
 from descend.errors import UserError
 from descend.options import OneOf, Option, Optional, declare, integer
@@ -169,7 +169,7 @@ class Ensemble:
         device = next(self.models[0].parameters()).device
         chunks = []
         for i in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[i:i + batch_size]).to(device).float()
+            xb = as_tensor(x[i:i + batch_size]).to(device).float()
             inputs = [xb if scaler is None else scaler.transform(xb) for scaler in self.scalers]
             if self.kind == "mc_dropout":
                 outs = [mc_dropout(self.models[0], inputs[0], samples=1, output="raw") for _ in range(self.samples)]
@@ -204,7 +204,7 @@ class Ensemble:
         Regression: mean squared error; disagreement is the members' standard deviation, averaged over samples.
         """
         outs = self.member_outputs(x)
-        y = torch.as_tensor(y).to(outs.device)
+        y = as_tensor(y).to(outs.device)
         metric = (lambda o: _classification(o, y)) if self.task == "classification" else (lambda o: _regression(o, y))
         result = {f"{prefix}{k}": v for k, v in metric(outs.mean(0)).items()}
         result["members"] = [{f"{prefix}{k}": v for k, v in metric(o).items()} for o in outs]
@@ -249,8 +249,12 @@ def is_ensemble(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def load(directory: str | Path, device: str | torch.device = "cpu") -> Ensemble:
-    """The ensemble saved in ``directory`` (by :meth:`Ensemble.save` or ``descend run`` with ``[ensemble]``)."""
+def load(directory: str | Path, device: str | torch.device = "cpu", *, allow_code: bool = False,
+         model=None) -> Ensemble:
+    """The ensemble saved in ``directory`` (by :meth:`Ensemble.save` or ``descend run`` with ``[ensemble]``).
+
+    Members built by a factory of the user's code are loaded only when the caller consents (``allow_code=True``)
+    or passes the factory itself (``model``); otherwise nothing is imported and the refusal names the code."""
     directory = Path(directory)
     try:
         manifest = json.loads(atomic.inside(directory, directory / MANIFEST, what="ensemble manifest").read_text())
@@ -261,10 +265,14 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Ensemble:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{directory / MANIFEST} is not a descend ensemble manifest (format {FORMAT!r})")
     arch = _checked_manifest(manifest, directory / MANIFEST)["architecture"]
+    if model is None and models.user.is_user(arch["name"]):
+        usercode.consent(arch["name"], allow=allow_code, what="model factory", where=str(directory))
+    factory = model
     members, scalers = [], []
     for entry in manifest["members"]:
         scalers.append(Scaler.from_json(entry["scaler"]) if entry.get("scaler") else None)
-        model = models.build(arch["name"], tuple(arch["input_shape"]), arch["num_outputs"], **arch["options"])
+        model = models.create(arch["name"], tuple(arch["input_shape"]), arch["num_outputs"], arch["options"],
+                              factory=factory)
         weights = atomic.inside(directory, directory / entry["weights"], what="member weights")
         if not weights.is_file():
             raise UserError(f"{directory / MANIFEST} names the member weights {entry['weights']}, which are missing")

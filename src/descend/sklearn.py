@@ -34,6 +34,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from . import config as cfg
 from . import experiment
 from .data import DataBundle, DatasetInfo, Split
+from .data.core import as_tensor
 from .data.scaling import fit_scaler
 from .data.splits import split_indices
 from .ensemble import probabilities
@@ -180,13 +181,13 @@ class _DescendEstimator(BaseEstimator):
             parts = {"train": idx["train"], "val": idx["val"]}
         else:
             parts = {"train": np.arange(len(x))}
-        raw = {k: torch.as_tensor(x[i]) for k, i in parts.items()}
+        raw = {k: as_tensor(x[i]) for k, i in parts.items()}
         if scaler is None:
             scaler = fit_scaler(config.data.scale, raw["train"])
         k = len(self.classes_) if classification else None
         splits = {
             name: Split(
-                scaler.transform(t) if scaler is not None else t, torch.as_tensor(targets[parts[name]]), self._task, k
+                scaler.transform(t) if scaler is not None else t, as_tensor(targets[parts[name]]), self._task, k
             )
             for name, t in raw.items()
         }
@@ -210,7 +211,7 @@ class _DescendEstimator(BaseEstimator):
         """The network's outputs (logits for a classifier) for rows ``X``, float32 on the CPU."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        x = torch.as_tensor(_float32(X))
+        x = as_tensor(_float32(X))
         if self.scaler_ is not None:
             x = self.scaler_.transform(x)
         device = next(self.model_.parameters()).device
