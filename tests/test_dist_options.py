@@ -93,10 +93,13 @@ RECIPES = {
 }
 
 
-def run(tmp_path: Path, name: str, nproc: int) -> tuple[list[dict], dict]:
+def run(tmp_path: Path, name: str, nproc: int, control: str | None = None) -> tuple[list[dict], dict]:
     recipe = tmp_path / f"{name}.toml"
     recipe.write_text(RECIPES[name][0])
     out = tmp_path / f"{name}-{nproc}"
+    if control is not None:  # headless babysitting: read at the end of the first epoch
+        out.mkdir()
+        (out / "control.toml").write_text(control)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable,
@@ -113,7 +116,7 @@ def run(tmp_path: Path, name: str, nproc: int) -> tuple[list[dict], dict]:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     # torchrun's banner and log lines stay off the terminal: every line on stderr is descend's own
-    assert all(line.startswith("descend: ") for line in done.stderr.splitlines()), done.stderr
+    assert all(line.startswith(("descend: ", "control: ")) for line in done.stderr.splitlines()), done.stderr
     if "start_from_epoch" in RECIPES[name][0]:
         assert done.stderr.count("start_from_epoch is deprecated") == 1, done.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -133,3 +136,15 @@ def test_one_and_two_processes_log_the_same_keys_and_end_with_the_same_weights(t
     for one, two in zip(one_rows, two_rows, strict=True):
         for key in one.keys() - {"seconds"} - RECIPES[name][1]:  # the same sums over the same samples
             assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
+
+
+def test_babysitting_applies_to_every_process(tmp_path):
+    """control.toml is read by rank 0 and applied by both ranks: the run trains the added epoch at the halved rate
+    in both processes (one that did not would leave the other waiting in an all-reduce) and ends as in one."""
+    control = 'lr = "halve"\nadd_epochs = 1'
+    one_rows, one_weights = run(tmp_path, "regression", 1, control)
+    two_rows, two_weights = run(tmp_path, "regression", 2, control)
+    assert len(one_rows) == len(two_rows) == 4 and two_rows[0]["control_lr_factor"] == 0.5
+    assert [row["lr"] for row in two_rows] == pytest.approx([0.01, 0.005, 0.005, 0.005])
+    for key in one_weights:
+        torch.testing.assert_close(one_weights[key], two_weights[key], rtol=0, atol=1e-5)

@@ -16,7 +16,8 @@ optimisation on any number of processes:
   augmentation draw from a per-rank stream;
 - the epoch's training loss, metrics, penalty and gradient norm are built by the one-process trainer's own code
   (the run's loss, task and metrics) and summed over all ranks, over exactly the real samples;
-- warnings are said once, by rank 0;
+- warnings are said once, by rank 0; babysitting (``control.toml`` in the run directory) is read by rank 0 and
+  applied by every rank at the same epoch end;
 - only rank 0 writes the run directory (logs, checkpoints, report); every rank evaluates the full validation split.
 
 Batch norm: each rank normalises with its own chunk's statistics (torch's SyncBatchNorm works on CUDA only), so
@@ -26,7 +27,7 @@ normalisation, not one with ``batch_size``.
 
 from .launch import launch, quiet_unless_rank_0, run_worker
 from .sharding import ShardedBatches
-from .trainer import DistributedTrainer, is_worker, rank, world_size
+from .trainer import DistributedTrainer, is_worker, rank, share_commands, world_size
 
 __all__ = ["DistributedTrainer", "ShardedBatches", "is_worker", "launch", "quiet_unless_rank_0", "rank", "run_worker",
-           "world_size"]
+           "share_commands", "world_size"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import signal
@@ -11,7 +12,8 @@ import warnings
 from pathlib import Path
 
 from ..errors import UserError
-from .trainer import is_worker, rank
+from ..train.control import Control
+from .trainer import is_worker, rank, share_commands
 
 
 def launch(args) -> int:
@@ -89,8 +91,10 @@ def run_worker(recipe, out: str | Path, *, resume: bool, quiet: bool) -> dict | 
 
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     resume = resume or (restarted and (Path(out) / "checkpoints" / "last.safetensors").is_file())
-    if rank() == 0:
-        return experiment.run(recipe, out, resume=resume, quiet=quiet)
+    if rank() == 0:  # babysitting: rank 0 reads control.toml (and keys) and hands the commands to every rank
+        control = Control(Path(out) / "control.toml", keys=not quiet, share=share_commands)
+        return experiment.run(recipe, out, resume=resume, quiet=quiet, callbacks=[control])
     with _silent():  # rank 0 says what the run has to say, once
-        experiment.build(recipe).fit(resume_from=out if resume else None)
+        follower = Control(None, share=share_commands, stream=io.StringIO())  # applies rank 0's commands silently
+        experiment.build(recipe).fit([follower], resume_from=out if resume else None)
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -71,6 +72,21 @@ def _weighted_all_reduce(trainer, bucket):  # no annotations: DDP checks them, a
     so unequal chunks give exactly the gradient of the mean loss over the whole global batch."""
     buffer = bucket.buffer().mul_(trainer._sharded.weight)
     return dist.all_reduce(buffer, async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+
+def share_commands(commands: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    """Babysitting under data parallelism: the commands of the process of rank 0 (its control.toml and keys), on
+    every process, combined (learning-rate factors multiplied, added epochs summed, stop): one broadcast of three
+    numbers at each epoch end. Every process calls it at the same point."""
+    factor = math.prod(value for name, value in commands if name == "lr")
+    added = sum(value for name, value in commands if name == "add_epochs")
+    stop = any(name == "stop" for name, _ in commands)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    values = torch.tensor([factor, added, float(stop)], dtype=torch.float64, device=device)
+    dist.broadcast(values, src=0)
+    factor, added, stop = values.tolist()  # note: a host sync, once per epoch
+    return ([("lr", factor)] if factor != 1.0 else []) + ([("add_epochs", int(added))] if added else []) + \
+        ([("stop", True)] if stop else [])
 
 
 class DistributedTrainer(Trainer):

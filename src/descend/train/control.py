@@ -73,12 +73,17 @@ def parse(text: str, where: str = "control.toml") -> list[tuple[str, object]]:
 
 
 class Control(Callback):
-    """Apply babysitting commands from ``path`` (a ``control.toml``) and, with ``keys``, from the terminal."""
+    """Apply babysitting commands from ``path`` (a ``control.toml``) and, with ``keys``, from the terminal.
+
+    ``share``: in a data-parallel run, a function that hands the process of rank 0's commands to every process
+    (:func:`descend.dist.share_commands`); the other processes read no file (``path=None``) and no keys, and apply
+    what they are handed, so every process trains the same epochs at the same rate."""
 
     order = 10  # before the loggers (order 90), which then log what was changed
 
-    def __init__(self, path: str | Path, *, keys: bool = False, stream=None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None, *, keys: bool = False, stream=None, share=None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.share = share
         self.keys = keys
         self.stream = stream  # None: sys.stderr as it is when a message is printed (a live progress bar's proxy)
         self.added = 0
@@ -98,9 +103,11 @@ class Control(Callback):
             self._say("keys: - halve lr, + double lr, e 5 more epochs, s stop after this epoch")
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
-        commands = self._from_file(trainer.epoch + 1)
+        commands = self._from_file(trainer.epoch + 1) if self.path is not None else []
         while not self._pending.empty():
             commands.append(self._pending.get_nowait())
+        if self.share is not None:
+            commands = self.share(commands)
         for name, value in commands:
             done = trainer.epoch + 1
             if name == "lr":
