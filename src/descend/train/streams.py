@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..data import Split
+from ..data.core import as_tensor
 from ..errors import UserError
 
 
@@ -102,7 +103,7 @@ class Stream:
 def _tensors(batch) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise UserError(f"each batch must be an (inputs, targets) pair, got {type(batch).__name__}")
-    return torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
+    return as_tensor(batch[0]), as_tensor(batch[1])   # numpy batches: read-only ones copied
 
 
 def _pinned(t: torch.Tensor) -> torch.Tensor:
