@@ -65,7 +65,8 @@ def _default(function: Callable, name: str) -> Any:
 
 
 class DataConfig(_PartSection):
-    name: str = Field(description="built-in dataset name, or a path to a .csv / .npz / .idx file")
+    name: str = Field(description="built-in dataset name, a path to a .csv / .npz / .idx file, or your own loader: "
+                      "'package.module:loader' or 'path/to/file.py:loader' (descend.data.user)")
     val_fraction: float = Field(_default(datasets.load, "val_fraction"), ge=0.0, lt=1.0)
     test_fraction: float | None = Field(_default(datasets.load, "test_fraction"), gt=0.0, lt=1.0)
     scale: Literal["standardize", "minmax", "none"] = _default(datasets.load, "scale")
@@ -79,10 +80,18 @@ class DataConfig(_PartSection):
 
 
 class ModelConfig(_PartSection):
-    name: Literal["mlp", "cnn1d", "cnn2d"] = "mlp"
+    name: str = Field("mlp", description="mlp, cnn1d, cnn2d, or your own factory: 'package.module:factory' or "
+                      "'path/to/file.py:factory' (descend.models.user)")
 
     def build(self):
-        """A model spec (:func:`descend.models.spec`): every option checked, nothing built."""
+        """A model spec (:func:`descend.models.spec`): every option checked, nothing built. A factory of the user's
+        code is checked for form here, and imported and checked against its signature when the model is built
+        (:func:`descend.models.create`): a run directory's recipe is read without importing anything."""
+        if models.user.is_user(self.name):
+            return self.name
+        if self.name not in models.BUILDERS:
+            raise UserError(f"name = {short(self.name)}: must be one of {', '.join(models.BUILDERS)}, or your own "
+                            "factory as 'package.module:factory' or 'path/to/file.py:factory'")
         return models.spec(self.name, **self.options)
 
 
@@ -265,9 +274,19 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
     own folder for what the recipe says, the working directory for ``--set`` values."""
     from .data.files import file_kind
 
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name"), str) and ".py:" in model["name"]:
+        where, _, name = model["name"].rpartition(":")  # the user's model file, read from the recipe's folder
+        if not Path(where).expanduser().is_absolute():
+            model["name"] = f"{(folder / where).resolve()}:{name}"
     data = raw.get("data")
     if not isinstance(data, dict):
         return
+    loader = data.get("name")
+    if isinstance(loader, str) and file_kind(loader) is None and ".py:" in loader:
+        where, _, name = loader.rpartition(":")  # the user's data loader file, read from the recipe's folder
+        if not Path(where).expanduser().is_absolute():
+            data["name"] = f"{(folder / where).resolve()}:{name}"
     for key in ("name", "labels"):
         value = data.get(key)
         if isinstance(value, str) and file_kind(value) is not None and not Path(value).expanduser().is_absolute():

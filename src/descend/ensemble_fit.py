@@ -105,8 +105,8 @@ def _check_before_training(spec, architecture: dict) -> None:
     allocated) before the first member trains: dropout for MC-dropout; for K members, K trained models (and their
     optimizers' state) kept until the end, for K snapshots K copies of the weights, within the machine's memory."""
     with torch.device("meta"):
-        model = models.build(architecture["name"], tuple(architecture["input_shape"]), architecture["num_outputs"],
-                             **architecture["options"])
+        model = models.create(architecture["name"], tuple(architecture["input_shape"]), architecture["num_outputs"],
+                              architecture["options"])
     if spec.kind == "mc_dropout":
         dropout_layers(model)
         return

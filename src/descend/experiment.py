@@ -65,8 +65,9 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
         loss = recipe_loss(c, info.task, info.num_classes)
     with _section("model"):
         seed_torch(c.seed)
-        model = models.build(c.model.name, info.input_shape,
-                             num_outputs(loss, info.task, info.num_classes, bundle.train.y), **c.model.options)
+        model = models.create(c.model.name, info.input_shape,
+                              num_outputs(loss, info.task, info.num_classes, bundle.train.y), c.model.options,
+                              num_classes=info.num_classes if info.task == "classification" else None)
     if c.schedule is not None:
         check_schedule_length(c, bundle.train)
     stopper = EarlyStopping(**c.early_stopping.model_dump()) if c.early_stopping else None

@@ -11,7 +11,8 @@ inputs, exactly as training did, and gives classes back as the original labels::
     run.predict_proba(x)                  # (N, K) class probabilities, columns in the order of run.classes
     run.evaluate("wine_labelled.csv")     # {"test_loss": ..., "test_accuracy": ...}
 
-Loading reads JSON and safetensors only: it never runs code from the run directory.
+Loading reads JSON and safetensors only: it never runs code from the run directory, and a run whose recipe names
+the user's own model factory is loaded only with consent (``allow_code=True``, or the factory passed as ``model``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic, ensemble, models
+from . import atomic, ensemble, models, usercode
 from . import config as cfg
 from . import export as export_
 from .data import Split, labels
@@ -51,7 +52,8 @@ def inference_record(config: cfg.Config, info, num_outputs: int, loss) -> dict:
             "labels": info.labels, "class_names": info.class_names, "feature_names": info.feature_names}
 
 
-def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.device = "cpu",
+             allow_code: bool = False, model=None) -> LoadedRun:
     """The trained model of a run directory, ready to predict on raw inputs.
 
     ``which``: ``"final"`` (``model.safetensors``, the weights at the end of training: the best epoch's when early
@@ -60,6 +62,11 @@ def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.d
     not a finished run or lacks the weights asked for. An ensemble directory (``descend ensemble``, ``descend run``
     with ``[ensemble]``, ``descend cv --ensemble``) loads the same way, its members combined into one model
     (:class:`descend.ensemble.Combined`); it has only ``"final"`` weights.
+
+    A run whose recipe names a model factory of the user's code (``[model] name = "package.module:factory"``)
+    loads only with consent, as Keras' ``safe_mode``: ``allow_code=True`` imports the module or file the recipe
+    names, and ``model=factory`` uses the factory given instead (nothing is imported). Without either nothing is
+    imported and the :class:`~descend.errors.UserError` names the code that loading would run.
     """
     path = Path(run_dir)
     if which not in WEIGHTS:
@@ -68,28 +75,30 @@ def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.d
         raise UserError(f"{path} is not a run directory (it has no config.toml)")
     if not (path / INFERENCE_FILE).is_file():
         raise UserError(f"{path} has no {INFERENCE_FILE}: it was written by an older descend; train it again")
-    config = cfg.load(atomic.inside(path, path / "config.toml", what="recipe"))
+    config = cfg.load(atomic.inside(path, path / "config.toml", what="recipe"))  # reading imports nothing
+    if model is None and models.user.is_user(config.model.name):
+        usercode.consent(config.model.name, allow=allow_code, what="model factory", where=str(path))
     record_path = atomic.inside(path, path / INFERENCE_FILE, what="inference record")
     record = _checked_record(atomic.read_json(record_path, what="inference record"), record_path)
     if ensemble.is_ensemble(path):  # the members' combined prediction, as one model (descend.ensemble.Combined)
         if which != "final":
             raise UserError(f"{path} is an ensemble: its members are its weights; which={which!r} is for single "
                             "runs (load it with which='final')")
-        model = ensemble.load(path, device=device).as_module()
+        net = ensemble.load(path, device=device, allow_code=allow_code, model=model).as_module()
     else:
         weights = atomic.inside(path, path / WEIGHTS[which], what=f"{which} weights")
         if not weights.is_file():
             hint = "; the run did not finish: load which='last'" if which == "final" else ""
             raise UserError(f"{path} holds no {which} weights ({WEIGHTS[which]} is missing){hint}")
-        model = models.build(config.model.name, tuple(record["input_shape"]), record["num_outputs"],
-                             **config.model.options)
-        load_weights(model, weights, strict=True)
-    model.to(device).eval()
+        net = models.create(config.model.name, tuple(record["input_shape"]), record["num_outputs"],
+                            config.model.options, num_classes=record["num_classes"], factory=model)
+        load_weights(net, weights, strict=True)
+    net.to(device).eval()
     summary_path = atomic.inside(path, path / "summary.json", what="summary")
     summary = atomic.read_json(summary_path, what="summary") if summary_path.is_file() else {}
     history = History(atomic.read_jsonl(atomic.inside(path, path / "metrics.jsonl", what="metrics log"),
                                         what="metrics log"))
-    return LoadedRun(path, which, model, config, summary, history, record, torch.device(device))
+    return LoadedRun(path, which, net, config, summary, history, record, torch.device(device))
 
 
 @dataclass

@@ -48,8 +48,9 @@ def resolved_recipe(config: cfg.Config) -> cfg.Config:
     if config.schedule is not None:
         factory = schedules.FACTORIES[config.schedule.name]
         raw["schedule"] = {**_defaults(factory), **raw["schedule"]}
-    raw["model"] = {**_defaults(models.BUILDERS[config.model.name], skip=("input_shape", "num_outputs")),
-                    **raw["model"]}
+    if not models.user.is_user(config.model.name):  # a factory of the user's code: its options as given
+        raw["model"] = {**_defaults(models.BUILDERS[config.model.name], skip=("input_shape", "num_outputs")),
+                        **raw["model"]}
     return cfg.validate(_toml_values(raw), source="the resolved recipe")
 
 

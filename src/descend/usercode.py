@@ -93,8 +93,8 @@ def _on_path(folders: list[Path]) -> Iterator[None]:
                 sys.path.remove(folder)
 
 
-def _where_it_failed(error: BaseException, ref: CodeRef) -> str:
-    """The innermost line of the user's own code in ``error``'s traceback, as ``file:line``, or ''."""
+def where_it_failed(error: BaseException) -> str:
+    """The innermost line of the user's own code in ``error``'s traceback, as `` at file:line``, or ''."""
     frames = traceback.extract_tb(error.__traceback__)
     ours = Path(__file__).resolve().parent
     for frame in reversed(frames):
@@ -105,9 +105,9 @@ def _where_it_failed(error: BaseException, ref: CodeRef) -> str:
 
 
 def _import_file(ref: CodeRef):
-    # one module per file content: the same file imported twice is one module (classes compare equal), an edited
-    # file a new one
-    digest = hashlib.sha256(ref.file.read_bytes()).hexdigest()[:12]
+    # one module per file and content: the same file imported twice is one module (classes compare equal), an
+    # edited file a new one, and a copy elsewhere its own (its functions name their own file)
+    digest = hashlib.sha256(str(ref.file).encode() + b"\0" + ref.file.read_bytes()).hexdigest()[:12]
     key = f"descend_user.{re.sub(r'[^A-Za-z0-9_]', '_', ref.file.stem)}_{digest}"
     if key in sys.modules:
         return sys.modules[key]
@@ -126,8 +126,12 @@ def _import_file(ref: CodeRef):
 def load(ref: CodeRef | str, *, base: Path | None = None, what: str = "object") -> Any:
     """Import the user's object ``ref`` names (a module from ``sys.path``, the recipe's folder ``base`` and the
     current folder; or a file). Every failure is one :class:`UserError` naming the reference."""
+    if isinstance(ref, str) and ref.strip() in _GIVEN:  # an object passed from Python in this process
+        return _GIVEN[ref.strip()]
     if isinstance(ref, str):
         ref = parse(ref, base=base, what=what)
+    if ref.text.strip() in _GIVEN:
+        return _GIVEN[ref.text.strip()]
     try:
         if ref.file is not None:
             module = _import_file(ref)
@@ -141,11 +145,11 @@ def load(ref: CodeRef | str, *, base: Path | None = None, what: str = "object") 
                 f"PYTHONPATH or beside the recipe, or name a file: 'path/to/file.py:{ref.name}')"
             ) from None
         raise UserError(
-            f"{what} {ref.text!r}: importing {ref.describe()} failed{_where_it_failed(e, ref)}: {type(e).__name__}: {e}"
+            f"{what} {ref.text!r}: importing {ref.describe()} failed{where_it_failed(e)}: {type(e).__name__}: {e}"
         ) from e
     except Exception as e:
         raise UserError(
-            f"{what} {ref.text!r}: importing {ref.describe()} failed{_where_it_failed(e, ref)}: {type(e).__name__}: {e}"
+            f"{what} {ref.text!r}: importing {ref.describe()} failed{where_it_failed(e)}: {type(e).__name__}: {e}"
         ) from e
     obj = module
     for part in ref.name.split("."):
@@ -159,6 +163,37 @@ def load(ref: CodeRef | str, *, base: Path | None = None, what: str = "object") 
     if not callable(obj):
         raise UserError(f"{what} {ref.text!r} is a {type(obj).__name__}, not a function or class to call")
     return obj
+
+
+#: Objects passed from Python (``model=``, ``data=``) by the reference a recipe records for them, in this process.
+_GIVEN: dict[str, Any] = {}
+
+
+def name_of(obj: Callable) -> str:
+    """The reference a recipe records for ``obj``, a function or class passed from Python, and :func:`load` gives
+    ``obj`` back for it in this process. A function of an importable module is ``module:qualname`` and a function
+    of a file imported by reference ``/path/file.py:qualname``: both load again in another process. Anything else
+    (a function of ``__main__`` or a notebook, a lambda, a ``functools.partial``) is ``__main__:name``, which only
+    this process can load: a run directory trained with it is loaded by passing the object again."""
+    if not callable(obj):
+        raise UserError(f"expected a function or class, got a {type(obj).__name__}")
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    text = None
+    if isinstance(module, str) and isinstance(qualname, str) and re.fullmatch(rf"{_NAME}(\.{_NAME})*", qualname):
+        if module.startswith("descend_user."):  # a file imported by reference: name the file again
+            with contextlib.suppress(TypeError, OSError):
+                text = f"{Path(inspect.getfile(obj)).resolve()}:{qualname}"
+        elif module != "__main__" and _MODULE.match(module) and not _defined_in_main(module):
+            text = f"{module}:{qualname}"
+    if text is None:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", str(qualname or getattr(obj, "__name__", "") or type(obj).__name__))
+        text = f"__main__:{name if re.fullmatch(_NAME, name) else 'given'}"
+    _GIVEN[text] = obj
+    return text
+
+
+def _defined_in_main(module: str) -> bool:
+    return sys.modules.get(module) is sys.modules.get("__main__")
 
 
 def call_kwargs(fn: Callable, options: Mapping[str, Any], provided: Mapping[str, Any], *, what: str) -> dict:

@@ -26,13 +26,16 @@ def add_parsers(sub) -> None:
     for command in (predict, evaluate, export):
         command.add_argument("--which", choices=("final", "best", "last"), default="final",
                              help="which weights: final (default), the best epoch's checkpoint, or the last one")
+        command.add_argument("--allow-code", action="store_true",
+                             help="the run's recipe names a model factory of your code: import it (only for runs "
+                                  "you trust; without this flag nothing is imported)")
 
 
 def _predict(args) -> int:
     from .. import atomic
     from ..inference import load_run, predictions_csv
 
-    text = predictions_csv(load_run(args.run_dir, args.which), args.input, proba=args.proba)
+    text = predictions_csv(load_run(args.run_dir, args.which, allow_code=args.allow_code), args.input, proba=args.proba)
     if args.out:
         atomic.write_text(args.out, text, what="predictions")
         print(f"{text.count(chr(10)) - 1} predictions -> {args.out}")
@@ -44,7 +47,7 @@ def _predict(args) -> int:
 def _evaluate(args) -> int:
     from ..inference import load_run
 
-    for key, value in load_run(args.run_dir, args.which).evaluate(args.data).items():
+    for key, value in load_run(args.run_dir, args.which, allow_code=args.allow_code).evaluate(args.data).items():
         print(f"{key} {value:.6g}")
     return 0
 
@@ -52,7 +55,8 @@ def _evaluate(args) -> int:
 def _export(args) -> int:
     from ..inference import load_run
 
-    print(f"exported {load_run(args.run_dir, args.which).export(args.out, args.format, tolerance=args.tolerance)}")
+    run = load_run(args.run_dir, args.which, allow_code=args.allow_code)
+    print(f"exported {run.export(args.out, args.format, tolerance=args.tolerance)}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Models: ``mlp``, ``cnn1d``, ``cnn2d`` builders, the activations (with :class:`Maxout`) and weight init.
+"""Models: ``mlp``, ``cnn1d``, ``cnn2d`` builders, the user's own factories (:mod:`descend.models.user`), the
+activations (with :class:`Maxout`) and weight init; :func:`create` builds a recipe's model, whichever it is.
 
 Each block is Linear/Conv → batch norm → activation → [pooling] → dropout; the last layer is a plain Linear
 that produces ``num_outputs`` logits. See :mod:`descend.models.networks` for the builders.
@@ -23,6 +24,7 @@ from descend.models.networks import (
     table,
 )
 from descend.models.summary import ModelSummary, summary
+from descend.models.user import create
 
 __all__ = [
     "ACTIVATIONS",
@@ -35,6 +37,7 @@ __all__ = [
     "cnn1d",
     "cnn2d",
     "count_parameters",
+    "create",
     "describe",
     "he_gain",
     "initialize",
