@@ -6,6 +6,7 @@ from descend.data.core import DataBundle, DatasetInfo, Split
 from descend.data.loader import check_options, datasets, describe, load
 from descend.data.scaling import Scaler
 from descend.data.splits import kfold_indices
+from descend.data.user import from_user
 
 __all__ = ["Batches", "DataBundle", "DatasetInfo", "Scaler", "Split", "check_options", "datasets", "describe",
-           "kfold_indices", "load"]
+           "from_user", "kfold_indices", "load"]

@@ -106,7 +106,8 @@ class DataBundle:
 class RawData:
     """A dataset as a loader returns it: numpy arrays before splitting, scaling and conversion to tensors.
 
-    ``x_test``/``y_test`` hold the dataset's own test split where it has one. ``y`` holds integer labels
+    ``x_test``/``y_test`` hold the dataset's own test split where it has one, ``x_val``/``y_val`` a validation
+    split the user gave. ``y`` holds integer labels
     for classification and values of shape ``(N,)`` or ``(N, k)`` for regression. ``draw_val(n)``, for
     generated sets, draws ``n`` fresh validation samples, so the training split keeps all of ``x``. ``labels`` is
     the original label of each class index when a file's labels were text (see :mod:`descend.data.labels`).
@@ -119,6 +120,8 @@ class RawData:
     num_classes: int | None = None
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    x_val: np.ndarray | None = None  # a validation split the user gave (named splits from a loader)
+    y_val: np.ndarray | None = None
     feature_names: list[str] | None = None
     class_names: list[str] | None = None
     labels: list[str] | None = None

@@ -12,6 +12,9 @@ import numpy as np
 
 from descend.errors import UserError
 
+#: whole-number targets in [0, this) are read as class labels 0..K-1
+MAX_INFERRED_CLASSES = 100
+
 
 def encode(y: np.ndarray, labels: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """``(codes, labels)``: int64 indices into ``labels`` (sorted unique values of ``y`` when not given).
@@ -32,3 +35,19 @@ def decode(codes: np.ndarray, labels: Sequence[str] | None) -> np.ndarray:
     """The original labels of class indices ``codes`` (the indices themselves when ``labels`` is None)."""
     codes = np.asarray(codes)
     return codes if labels is None else np.asarray(labels, dtype=str)[codes]
+
+
+def infer_task(y: np.ndarray, y_test: np.ndarray | None = None) -> str:
+    """Classification when targets are one column of whole numbers in [0, 100) (labels 0..K-1), or of an
+    integer type; regression otherwise. Pass ``task=`` to decide it yourself."""
+    values = y if y_test is None else np.concatenate([y.reshape(len(y), -1), y_test.reshape(len(y_test), -1)])
+    if values.ndim > 1 and values.shape[1] != 1:
+        return "regression"
+    if np.issubdtype(values.dtype, np.integer):
+        return "classification"
+    whole = bool(np.all(values == np.round(values)))
+    return (
+        "classification"
+        if whole and values.min() >= 0 and values.max() < MAX_INFERRED_CLASSES
+        else "regression"
+    )
