@@ -26,6 +26,9 @@ def test_a_change_is_claimed_only_where_the_intervals_separate():
     sentence = claims.Claim("degree", "bias", 0, 3, a, c).sentence("Bias²", "degree")
     assert "no measurable change" in sentence and "falls" not in sentence
     assert claims.Estimate(-0.2, -0.5, 0.3).text(clip_at_zero=True) == "0 [0, 0.3]"
+    points = {"a": a, "b": b, "c": c}
+X
+    assert claims.highest(points, points) == ("a", ["c"])                  # a and c overlap: no single best
 
 
 def test_an_estimate_is_unresolved_when_its_interval_is_wider_than_half_its_value():

@@ -76,3 +76,11 @@ def lowest(points: dict, keys) -> tuple[object, list]:
     best = min(keys, key=lambda k: points[k].value)
     tied = [k for k in keys if k != best and points[k].low <= points[best].high]
     return best, tied
+
+
+def highest(points: dict, keys) -> tuple[object, list]:
+    """The key of the highest value among ``keys`` of ``points`` (key -> Estimate) and the other keys whose
+    intervals overlap its own (the best is not distinguished from them)."""
+    best = max(keys, key=lambda k: points[k].value)
+    tied = [k for k in keys if k != best and points[k].high >= points[best].low]
+    return best, tied
