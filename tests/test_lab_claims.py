@@ -27,7 +27,7 @@ def test_a_change_is_claimed_only_where_the_intervals_separate():
     assert "no measurable change" in sentence and "falls" not in sentence
     assert claims.Estimate(-0.2, -0.5, 0.3).text(clip_at_zero=True) == "0 [0, 0.3]"
     points = {"a": a, "b": b, "c": c}
-X
+    assert claims.lowest(points, points) == ("b", ["c"])                   # c's wide interval reaches b's
     assert claims.highest(points, points) == ("a", ["c"])                  # a and c overlap: no single best
 
 
