@@ -225,33 +225,3 @@ def test_the_deprecated_start_epoch_keeps_its_0_based_meaning_with_a_warning(iri
         averaging.SWA(first_epoch=3, start_epoch=2)
     with pytest.raises(ds.UserError, match="option 'first_epoch' must be an integer in"):
         averaging.SWA(first_epoch=0)
-
-
-class _HostSyncs:
-    """Counts the ways a tensor's value reaches Python (each a host sync on an accelerator)."""
-
-    NAMES = ("__bool__", "item", "tolist", "__int__", "__float__", "__index__", "cpu", "numpy")
-
-    def __init__(self, monkeypatch):
-        self.calls = []
-        for name in self.NAMES:
-            original = getattr(torch.Tensor, name)
-
-            def counted(tensor, *args, _original=original, _name=name, **kwargs):
-                self.calls.append(_name)
-                return _original(tensor, *args, **kwargs)
-
-            monkeypatch.setattr(torch.Tensor, name, counted)
-
-
-@pytest.mark.parametrize("method", ["ema", "swa"])
-def test_an_update_of_the_average_never_reads_a_tensor_on_the_host(monkeypatch, method):
-    model = bn_model()
-    callback = averaging.create(method)
-    callback.on_fit_start(fake_trainer(model))
-    syncs = _HostSyncs(monkeypatch)
-    for _ in range(3):
-        callback.update(model)
-    assert syncs.calls == [] and callback.updates == 3
-    monkeypatch.undo()
-    assert int(callback.averaged.n_averaged) == 3  # torch's own counter kept in step
