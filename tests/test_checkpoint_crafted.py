@@ -126,6 +126,8 @@ CASES = {
     "group key missing": (_delete(("optimizer", "param_groups", 0, "weight_decay")), "optimizer.param_groups[0]",
                           "lacks weight_decay"),
     "schedule type": (_set(("schedule", "bad_epochs"), 1.5), "schedule.bad_epochs", "an integer"),
+    "schedule count negative": (_set(("schedule", "reductions"), -1000), "schedule.reductions",
+                                "must be an integer in [0, 1e+06]"),
     "schedule missing": (_delete(("schedule", "reductions")), "schedule", "lacks reductions"),
     "callback type": (_set(("callbacks", "EarlyStopping", "wait"), "2"), "callbacks.EarlyStopping.wait", "a str"),
     "callback weights": (_set(("callbacks", "EarlyStopping", "best_weights", "1.weight"), torch.zeros(8, 4)),

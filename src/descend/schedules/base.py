@@ -32,6 +32,9 @@ class Schedule:
 
     name = "schedule"
     per: str = "step"
+    #: What the values of ``state_dict()`` may be (an option table): a checkpoint's are checked against it before
+    #: they are loaded, as a recipe's options are.
+    state_options: tuple = ()
 
     def __init__(self, per: str, **options: Any) -> None:
         self.per = per

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from descend.monitor import MIN_DELTA, MODE, MONITOR, improved, read_metric, resolve_mode
-from descend.options import Option, declare, integer, number
+from descend.options import Option, Optional, declare, integer, number, validate
 from descend.schedules.base import Schedule
 from descend.schedules.decays import MIN_LR
+
+MAX_COUNT = 1_000_000  # the state counts epochs: no run has more
+_COUNT = integer(0, MAX_COUNT)
 
 
 class Plateau(Schedule):
@@ -20,6 +23,10 @@ class Plateau(Schedule):
     """
 
     name = "plateau"
+    state_options = (Option("best", Optional(number()), None, "best monitored value so far (none yet)"),
+                     Option("bad_epochs", _COUNT, 0, "bad epochs in a row"),
+                     Option("cooldown_left", _COUNT, 0, "epochs of cooldown left"),
+                     Option("reductions", _COUNT, 0, "reductions so far: the rate is η₀·factor^reductions"))
 
     def __init__(self, *, monitor: str, mode: str, factor: float, patience: int, cooldown: int, min_lr: float,
                  min_delta: float) -> None:
@@ -56,10 +63,11 @@ class Plateau(Schedule):
                 "reductions": self.reductions}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best = None if state["best"] is None else float(state["best"])
-        self.bad_epochs = int(state["bad_epochs"])
-        self.cooldown_left = int(state["cooldown_left"])
-        self.reductions = int(state["reductions"])
+        """Restore a saved state, checked against :attr:`state_options` (a negative count of reductions would
+        multiply the rate by factor^-n)."""
+        checked = validate("schedule 'plateau' state", self.state_options, state)
+        self.best, self.bad_epochs = checked["best"], checked["bad_epochs"]
+        self.cooldown_left, self.reductions = checked["cooldown_left"], checked["reductions"]
 
 
 @declare("schedule 'plateau'", MONITOR, MODE,

@@ -52,6 +52,10 @@ class Warmup(Schedule):
     def observe(self, logs: dict[str, float]) -> None:
         self.inner.observe(logs)
 
+    @property
+    def state_options(self) -> tuple:
+        return self.inner.state_options
+
     def state_dict(self) -> dict:
         return self.inner.state_dict()
 

@@ -19,7 +19,8 @@ naming the field and the mismatch:
   Optimizers that need a closure (Newton, SAM) cannot be probed; for them each tensor must have its parameter's
   shape or be a scalar.
 - ``schedule``, ``callbacks``: the keys and JSON types of the live objects' ``state_dict()`` (``None`` there
-  means "not known yet" and accepts a number). A callback's :attr:`~descend.train.callbacks.Callback.
+  means "not known yet" and accepts a number), and the values against the option table an object declares as
+  ``state_options`` (a plateau schedule's counts are >= 0). A callback's :attr:`~descend.train.callbacks.Callback.
   model_state_keys` entries hold the model's tensors (or nothing). Callbacks only the checkpoint or only this run
   has are left alone (one added or removed on resume).
 - ``rng``: the streams as :func:`descend.train.rng.validated` requires, the augmentation generator's state as
@@ -57,6 +58,7 @@ def check_state(saved: Any, trainer) -> None:
     checker.optimizer(saved["optimizer"], template["optimizer"], trainer.optimizer)
     if not (isinstance(saved["schedule"], dict) and not saved["schedule"]):  # {}: the run had no schedule state
         checker.like(saved["schedule"], template["schedule"], "schedule")
+        _check_values(saved["schedule"], getattr(trainer.schedule, "state_options", ()), "schedule")
     checker.callbacks(saved["callbacks"], template["callbacks"], trainer)
     checker.keys(saved["rng"], template["rng"], "rng")
     try:
@@ -234,6 +236,7 @@ class _Checker:
                         self.tensors(saved[key][name], model, _at(where, name))
                 else:
                     self.like(saved[key][name], value, _at(where, name))
+            _check_values(saved[key], getattr(callback, "state_options", ()), where)
 
     def history(self, saved: Any) -> None:
         if not isinstance(saved, list):
@@ -251,6 +254,14 @@ HYPER_PARAMETERS = {
     "lr_decay": _RATE, "momentum_decay": _RATE, "momentum": _FRACTION, "dampening": _FRACTION, "alpha": _FRACTION,
     "rho": _FRACTION, "betas": _FRACTION, "beta1": _FRACTION, "beta2": _FRACTION,
 }
+
+
+def _check_values(saved: dict, table, where: str) -> None:
+    """A saved state's values against the option table its object declares (``state_options``): a restored value
+    meets the constraint a recipe's would."""
+    for option in table:
+        if option.name in saved and not option.constraint.check(saved[option.name])[0]:
+            raise _fail(_at(where, option.name), f"is {short(saved[option.name], 40)}; it must be {option.allowed()}")
 
 
 def _check_hyper(group: dict, where: str) -> None:
