@@ -23,8 +23,10 @@ from descend import config
 
 from . import machine
 
-VARIANTS = {"fp32": {}, "channels_last": {"channels_last": True}, "bf16": {"precision": "bf16"},
-            "channels_last + bf16": {"channels_last": True, "precision": "bf16"}, "compile": {"compile": True}}
+# every variant explicit: the automatic settings would otherwise pick bf16 and channels-last for "fp32" on some CPUs
+_FP32 = {"precision": "fp32", "channels_last": False}
+VARIANTS = {"fp32": _FP32, "channels_last": {**_FP32, "channels_last": True}, "bf16": {**_FP32, "precision": "bf16"},
+            "channels_last + bf16": {"channels_last": True, "precision": "bf16"}, "compile": {**_FP32, "compile": True}}
 
 
 def images(n: int) -> ds.data.Split:

@@ -7,8 +7,9 @@ import statistics
 
 import pytest
 import torch
-from benchmarks import machine, recipe_cost, time_to_accuracy
+from benchmarks import machine, overhead, recipe_cost, speed, time_to_accuracy
 
+import descend as ds
 from descend import config, experiment
 
 TINY = """
@@ -90,3 +91,21 @@ def test_recipe_cost_counts_the_layers_multiply_adds(tiny, capsys):
     assert row["evaluated"] == 2 * len(bundle.val) + len(bundle.test)  # validation every epoch, the test split once
     assert row["tflop"] == pytest.approx((row["trained"] + row["evaluated"] / 3) * row["per_image"] / 1e12)
     assert row["rate"] > 0 and "MFLOP per training image" in capsys.readouterr().out
+
+
+def test_the_overhead_sides_compute_the_same_training():
+    """descend against the hand-written loop is a fair comparison only when both compute alike: the same losses (the
+    automatic settings would run the CNN in bf16 on a CPU with native bf16, the loop in float32)."""
+    data = ds.data.load("mnist1d", val_fraction=0.1)
+    small = ds.data.Split(data.train.x[:512], data.train.y[:512], "classification", 10)
+    for kind in ("mlp", "cnn"):
+        case = overhead.Case(kind, kind, 128, 1)
+        assert overhead.raw(case, small, data.val, 1, 0) == pytest.approx(
+            overhead.trainer(case, small, data.val, 1, 0), rel=1e-6
+        )
+
+
+def test_speed_variants_name_their_precision_and_layout():
+    """The speed table's ratios are against float32: no variant may leave a setting to the automatic choice."""
+    assert all({"precision", "channels_last"} <= set(options) for options in speed.VARIANTS.values())
+    assert speed.VARIANTS["fp32"] == {"precision": "fp32", "channels_last": False}
