@@ -11,7 +11,8 @@ naming the field and the mismatch:
   cast would change its numbers. To start a model of another dtype from such weights, cast the model to the
   file's dtype and use :func:`~descend.train.checkpoint.load_weights`.
 - ``optimizer``: as many param_groups, each as long and with the same hyper-parameter names and JSON types, their
-  numbers finite and allowed by the recipe's constraints (:data:`HYPER_PARAMETERS`: no negative learning rate);
+  learning rates, decays and momenta allowed by the recipe's constraints (:data:`HYPER_PARAMETERS`: finite, no
+  negative learning rate);
   every per-parameter state belongs to a parameter of its group and holds exactly the entries one step of this
   optimizer creates (found by stepping a fresh one of its class on small zero parameters), each tensor of the
   parameter's shape and dtype (or the optimizer's scalar ``step``, or factored from the parameter's shape as
@@ -265,21 +266,17 @@ def _check_values(saved: dict, table, where: str) -> None:
 
 
 def _check_hyper(group: dict, where: str) -> None:
-    """The numbers of a saved parameter group: each finite, and those of :data:`HYPER_PARAMETERS` allowed by its
-    constraint (a pair such as Adam's ``betas`` item by item)."""
-    for key, value in group.items():
-        if key == "params":
-            continue
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
+    """The hyper-parameters of a saved parameter group that :data:`HYPER_PARAMETERS` names, each allowed by its
+    constraint (a pair such as Adam's ``betas`` item by item). Other entries are the optimizer's own (an
+    optimizer may keep an infinite growth rate, say) and keep the type check alone."""
+    for key, constraint in HYPER_PARAMETERS.items():
+        value = group.get(key)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, torch.Tensor) and v.numel() == 1:
                 v = v.item()
-            if not _number(v):
-                continue
-            constraint = HYPER_PARAMETERS.get(key)
-            if not math.isfinite(v) or (constraint is not None and not constraint.check(v)[0]):
-                allowed = constraint.allowed() if constraint is not None else "a finite number"
-                raise _fail(_at(where, key), f"is {short(value, 40)}; it must be {allowed}, as in a recipe")
+            if _number(v) and not constraint.check(v)[0]:
+                raise _fail(_at(where, key), f"is {short(value, 40)}; it must be {constraint.allowed()}, as in a "
+                            "recipe")
 
 
 def _check_counts(position: dict, rows: int, steps_per_epoch: int) -> None:
