@@ -204,6 +204,8 @@ def test_a_search_nests_each_trial_and_compare_tags_each_variant(store, tmp_path
                 "optimizer.name=sgd,adam",
                 "--seeds",
                 "1",
+                "--jobs",
+                "2",  # worker processes: their runs nest under the comparison's all the same
                 "--out",
                 str(tmp_path / "compare"),
                 "--mlflow",
@@ -217,4 +219,6 @@ def test_a_search_nests_each_trial_and_compare_tags_each_variant(store, tmp_path
         (r.data.tags["variant"], r.data.params["optimizer.name"]) for r in runs if "variant" in r.data.tags
     )
     assert variants == [("0", "sgd"), ("1", "adam")]
+    (parent,) = [r for r in runs if r.data.tags.get("descend.kind") == "compare"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs if r is not parent} == {parent.info.run_id}
     assert not [str(w.message) for w in recwarn if "MLflow" in str(w.message)]
