@@ -3,6 +3,7 @@ and an owner killed with SIGKILL (the kernel frees its lock; nothing stale is le
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -156,3 +157,14 @@ def test_owning_is_reentrant_in_one_process_and_a_failed_check_leaves_no_directo
         with rundir.owned(out):
             raise ValueError
     assert not out.exists()
+
+
+def test_a_file_system_without_locks_is_a_warning_not_a_traceback(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(rundir.fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="does not support locks"):
+        with rundir.owned(tmp_path / "run") as path:
+            (path / "config.toml").write_text("")
+    assert not (tmp_path / "run" / rundir.LOCK_FILE).exists()

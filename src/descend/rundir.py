@@ -18,6 +18,7 @@ directory is refused (exit code 2) with the owner's PID instead of interleaving 
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import os
 import warnings
@@ -122,7 +123,12 @@ def _lock(path: Path, doing: str) -> int:
                             "be writable and its lock file a plain file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a file system without locks
+                warnings.warn(f"cannot lock the run directory {path} ({e.strerror}): its file system does not "
+                              "support locks, so a second process writing it at the same time is not refused",
+                              UserWarning, stacklevel=4)
+                return fd
             owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             os.close(fd)
             who = f"process {owner}" if owner.isdigit() else "another process"
