@@ -13,6 +13,7 @@ import torch
 import descend as ds
 from descend import atomic, ensemble, models, rundir, transfer
 from descend.cli import main
+from descend.doctor import fix
 from descend.errors import UserError
 
 RECIPE = """
@@ -155,3 +156,12 @@ def test_transfer_from_a_run_reads_its_weights_from_inside_it_only(finished, tmp
     _link_out(run, "model.safetensors", outside)
     with pytest.raises(UserError, match="leads outside"):
         transfer.create(**{"from": str(run)})
+
+
+def test_the_doctor_s_fixed_recipe_replaces_a_link_instead_of_writing_through_it(tmp_path):
+    outside = tmp_path / "someone-else.toml"
+    outside.write_text("kept = true\n")
+    os.symlink(outside, tmp_path / "r.fixed.toml")
+    fix.write({"data": {"name": "iris"}}, tmp_path / "r.fixed.toml")
+    assert outside.read_text() == "kept = true\n" and not os.path.islink(tmp_path / "r.fixed.toml")
+    assert (tmp_path / "r.fixed.toml").read_text() == '[data]\nname = "iris"\n'

@@ -16,8 +16,8 @@ from typing import Any
 import tomli_w
 import tomllib
 
+from .. import atomic
 from .. import config as cfg
-from ..errors import UserError
 from .findings import Finding
 
 _MISSING = object()
@@ -54,10 +54,7 @@ def read_raw(path: str | Path, overrides: list[str] = ()) -> dict:
 
 def write(raw: dict, path: str | Path) -> Path:
     path = Path(path)
-    try:
-        path.write_text(tomli_w.dumps(_without_none(raw)))
-    except OSError as e:
-        raise UserError(f"cannot write the fixed recipe {path}: {e.strerror}") from None
+    atomic.write_text(path, tomli_w.dumps(_without_none(raw)), what="fixed recipe")  # whole, never through a link
     return path
 
 

@@ -9,21 +9,17 @@ import io
 import json
 from pathlib import Path
 
-from ..errors import UserError
+from .. import atomic
 from .findings import Diagnosis
 
 COLORS = {"error": "#b00020", "warning": "#b36b00", "info": "#35608a"}
 
 
 def write(diagnosis: Diagnosis, out: Path) -> tuple[Path, Path]:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        data = out / "doctor.json"
-        data.write_text(json.dumps(diagnosis.to_dict(), indent=2) + "\n")
-        page = out / "doctor.html"
-        page.write_text(render(diagnosis))
-    except OSError as e:
-        raise UserError(f"cannot write the doctor's report to {out}: {e.strerror}") from None
+    """Both files, each written atomically (:mod:`descend.atomic`): never torn, never through a link."""
+    data, page = out / "doctor.json", out / "doctor.html"
+    atomic.write_text(data, json.dumps(diagnosis.to_dict(), indent=2) + "\n", what="doctor's report")
+    atomic.write_text(page, render(diagnosis), what="doctor's report")
     return data, page
 
 
