@@ -123,6 +123,21 @@ def test_without_mlflow_installed_a_run_warns_once_and_resumes_tracked(store, tm
     assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
 
 
+def test_a_resumed_run_goes_on_in_its_mlflow_run(store, tmp_path, recwarn):
+    _, uri = store
+    (tmp_path / "wine.toml").write_text(
+        RECIPE.replace("epochs = 3", "epochs = 2") + '[tracking]\nexperiment = "resumed"\n'
+    )
+    assert main(["run", str(tmp_path / "wine.toml"), "--out", str(tmp_path / "run"), "--quiet", "--mlflow", uri]) == 0
+    assert json.loads((tmp_path / "run" / "mlflow.json").read_text())["tracking_uri"] == uri
+    assert main(["resume", str(tmp_path / "run"), "--set", "train.epochs=3", "--quiet", "--mlflow", uri]) == 0
+    (run,) = _runs(uri, "resumed")
+    history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "train_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3] and run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2" and run.data.tags["descend.resumed.train.epochs"] == "3"
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
 def test_a_diverging_run_is_a_failed_mlflow_run(store, tmp_path, capfd):
     _, uri = store
     recipe = RECIPE.replace('"wine"', '"diabetes"\nscale = "none"').replace('"adam"\nlr = 0.01', '"sgd"\nlr = 10.0')

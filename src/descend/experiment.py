@@ -200,7 +200,8 @@ class Experiment:
                     owner.enter_context(writer.owned())  # one process writes a run directory at a time
                     resume_from = writer.resume_from() if resume else None
                     writer.start(self)
-                tracker = tracking.Tracker.for_config(c, Path(out).name if out is not None else c.name)
+                tracker = tracking.Tracker.for_config(c, Path(out).name if out is not None else c.name,
+                                                      resume=Path(out) if resume and out is not None else None)
                 if tracker is not None:  # [tracking] mlflow = URI: this fit is one MLflow run (descend.tracking)
                     extra.append(tracker.start_fit(resolved_recipe(c), out))  # every default filled in
                     trainer.callbacks.append(extra[-1])

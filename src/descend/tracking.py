@@ -15,6 +15,7 @@ Every fit of a recipe that names a tracking store becomes one MLflow run, throug
   ``trial``); ``descend compare`` and ``descend cv`` log one run per variant and seed, or per fold, under a parent run
   of their own (tags ``variant``, ``seed``, ``fold``).
 
+A resumed run (``descend resume``) goes on in its MLflow run, which the run directory's ``mlflow.json`` names.
 The store is any MLflow tracking URI: ``sqlite:///mlruns.db`` (a local database), a folder (``file:./mlruns``), or a
 tracking server (``http://host:5000``). Tracking never costs a run: when the store fails (a server that does not
 answer, a locked or damaged database, mlflow not installed) descend warns once (``descend: warning: ...``), stops
@@ -34,11 +35,14 @@ import time
 import warnings
 from pathlib import Path
 
-from . import __version__
+from . import __version__, atomic
+from .errors import UserError
 from .train.callbacks import Callback
 
 #: The MLflow run that the runs started in this process (and in the processes it starts) are nested under.
 PARENT_ENV = "DESCEND_MLFLOW_PARENT"
+#: The file of a run directory that names its MLflow run (a resumed run continues it).
+RECORD = "mlflow.json"
 #: The files of a run directory logged as artifacts, where present.
 ARTIFACTS = ("config.toml", "report.html", "summary.json", "metrics.jsonl", "inference.json", "model.safetensors")
 _TAGS: contextvars.ContextVar[tuple] = contextvars.ContextVar("descend_mlflow_tags", default=())  # (key, value)s
@@ -55,18 +59,22 @@ class Tracker:
         *,
         tags: dict | None = None,
         parent: str | None = None,
+        continues: str | None = None,
     ):
-        self.uri, self.client, self.run_id, self.failed = uri, None, None, False
+        self.uri, self.client, self.run_id, self.failed, self.continued = uri, None, None, False, False
         try:  # imported before its loggers are quieted: importing mlflow sets their levels
             import mlflow
         except ImportError:
             mlflow = None
-        self._guard(self._start, mlflow, experiment, run_name, tags or {}, parent)
+        self._guard(self._start, mlflow, experiment, run_name, tags or {}, parent, continues)
 
     @classmethod
-    def for_config(cls, config, run_name: str | None = None, *, tags: dict | None = None) -> Tracker | None:
+    def for_config(
+        cls, config, run_name: str | None = None, *, tags: dict | None = None, resume: Path | None = None
+    ) -> Tracker | None:
         """The tracker of a recipe's ``[tracking]`` section (None when it names no store), nested under the
-        current parent run, tagged with the current tags (:func:`tagged`)."""
+        current parent run, tagged with the current tags (:func:`tagged`). ``resume``: the run directory of a
+        resumed run, whose MLflow run (recorded in its ``mlflow.json``, for the same store) continues."""
         section = getattr(config, "tracking", None)
         if section is None or not section.mlflow:
             return None
@@ -77,18 +85,30 @@ class Tracker:
             run_name,
             tags={**dict(_TAGS.get()), **(tags or {})},
             parent=os.environ.get(PARENT_ENV),
+            continues=_recorded_run(resume, section.mlflow) if resume is not None else None,
         )
 
     @property
     def active(self) -> bool:
         return self.run_id is not None and not self.failed
 
-    def _start(self, mlflow, experiment: str, run_name: str | None, tags: dict, parent: str | None) -> None:
+    def _start(
+        self, mlflow, experiment: str, run_name: str | None, tags: dict, parent: str | None, continues: str | None
+    ) -> None:
         if mlflow is None:
             raise RuntimeError("mlflow is not installed: pip install 'descend[mlflow]'")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a server that does not answer: one try,
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")  # not minutes of retries while training waits
         self.client = mlflow.MlflowClient(tracking_uri=self.uri)
+        if continues is not None:
+            try:
+                previous = self.client.get_run(continues)
+            except Exception:  # deleted from the store since: a new MLflow run
+                previous = None
+            if previous is not None and previous.info.lifecycle_stage == "active":
+                self.client.update_run(continues, status="RUNNING")  # a resumed run goes on in its MLflow run
+                self.run_id, self.continued = continues, True
+                return
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             experiment_id = found.experiment_id
@@ -167,10 +187,18 @@ class Tracker:
 
     # ---------------------------------------------------------------------------------------- a recipe's fit
     def start_fit(self, config, out: Path | None) -> EpochLog:
-        """Log the recipe (resolved: every default filled in) and return the callback that logs each epoch."""
-        self.log_params(config.model_dump(exclude_none=True))
-        if out is not None:
+        """Log the recipe (resolved: every default filled in) and return the callback that logs each epoch. A
+        continued run keeps its parameters (MLflow never changes one): a field a resume changed (``train.epochs``)
+        becomes a tag ``descend.resumed.<field>``."""
+        params = flatten(config.model_dump(exclude_none=True))
+        if self.continued and self.active:
+            logged = self._guard(lambda: self.client.get_run(self.run_id).data.params) or {}
+            self.set_tags({f"descend.resumed.{k}": v for k, v in params.items() if k in logged and logged[k] != str(v)})
+            params = {k: v for k, v in params.items() if k not in logged}
+        self.log_params(params)
+        if out is not None and self.active:
             self.set_tags({"descend.run_dir": str(Path(out).resolve())})
+            atomic.write_json(Path(out) / RECORD, {"tracking_uri": self.uri, "run_id": self.run_id}, what="MLflow run")
         return EpochLog(self)
 
     def finish_fit(self, result, out: Path | None) -> None:
@@ -233,6 +261,18 @@ def _quiet_mlflow():
             yield
     finally:
         log.setLevel(level)
+
+
+def _recorded_run(run_dir: Path, uri: str) -> str | None:
+    """The MLflow run a run directory's ``mlflow.json`` names, when it was logged to the store ``uri``."""
+    path = Path(run_dir) / RECORD
+    if not path.is_file():  # tracked nowhere before: the resumed run gets an MLflow run of its own
+        return None
+    try:
+        record = atomic.read_json(path, what="MLflow run")
+    except UserError:  # damaged: the same
+        return None
+    return record.get("run_id") if record.get("tracking_uri") == uri else None
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
