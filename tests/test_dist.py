@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,8 +17,9 @@ from safetensors.torch import load_file
 
 from descend.data import Split
 from descend.dist import ShardedBatches
-from descend.dist.trainer import backend
+from descend.dist.trainer import ProcessGroup, backend
 from descend.errors import UserError
+from descend.train.metrics import MetricSums
 
 
 def split(n: int) -> Split:
@@ -70,6 +72,29 @@ def test_under_class_weights_a_chunk_s_share_is_its_share_of_the_batch_s_class_w
         assert sum(float(share) for share in shares) == pytest.approx(1.0, abs=1e-12)
         combined = sum(share * loss(logits[index], y) for index, y, share in steps)
         assert float(combined) == pytest.approx(float(loss(logits[batch], data.y[batch])), rel=1e-12)
+
+
+def test_under_class_weights_the_ranks_logged_loss_adds_up_to_the_one_process_loss():
+    """Each rank's chunk counts in the epoch's loss for its share of Σ w[y] times the batch size: the ranks' sums add
+    up to the one-process sums (Σ batch loss · batch size), so train_loss is the same number on any count."""
+    g = torch.Generator().manual_seed(2)
+    n, classes = 23, 4
+    data = Split(torch.randn(n, 3, generator=g), torch.randint(0, classes, (n,), generator=g), "classification", 4)
+    weights = torch.tensor([1.0, 3.0, 0.5, 2.0], dtype=torch.float64)
+    loss = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.1)
+    logits = torch.randn(n, classes, generator=g, dtype=torch.float64)
+    one = MetricSums(loss, torch.device("cpu"), task="classification")
+    for batch in _global_batches(data, ShardedBatches(data, 10, rank=0, world=2, seed=1)):
+        one.update(logits[batch], data.y[batch], loss(logits[batch], data.y[batch]))
+    total = torch.zeros(7, dtype=torch.float64)
+    for r in range(2):
+        sharded = ShardedBatches(data, 10, rank=r, world=2, seed=1, class_weights=weights)
+        sums = MetricSums(loss, torch.device("cpu"), task="classification",
+                          processes=ProcessGroup(SimpleNamespace(_sharded=sharded)))
+        for index, y, _ in _with_weights(sharded):
+            sums.update(logits[index], y, loss(logits[index], y))
+        total += sums.state_dict()["sums"]
+    torch.testing.assert_close(total, one.state_dict()["sums"], rtol=1e-12, atol=0)
 
 
 def _global_batches(data, sharded):

@@ -34,13 +34,14 @@ class ShardedBatches(Batches):
                             f"least one sample): choose a batch_size that leaves a last batch of at least {world}, "
                             f"or set drop_last = true")
         self.weight: float | torch.Tensor = 1.0 / world
+        self.batch_samples = 0  # the running global batch's size
 
     def _slices(self, order: torch.Tensor, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = order.to(self.split.x.device)  # one host-to-device copy per epoch
         x, y = self.split.x, self.split.y
         for batch in order.split(self.batch_size)[start:len(self)]:
             chunk = batch.tensor_split(self.world)[self.rank]
-            chunk_y = y.index_select(0, chunk)
+            chunk_y, self.batch_samples = y.index_select(0, chunk), len(batch)
             if self.class_weights is None:
                 self.weight = len(chunk) / len(batch)
             else:  # Σ w[y] over the chunk / over the batch: device ops, no host sync

@@ -47,8 +47,11 @@ def _join(backend_name: str) -> None:
 
 
 class ProcessGroup(OneProcess):
-    """An epoch's running training values over every process of the group (each rank calls these at the same
-    point: they are collective operations)."""
+    """An epoch's running training values over every process of the group (each rank calls ``sum`` and ``cat`` at
+    the same point: they are collective operations)."""
+
+    def __init__(self, trainer: DistributedTrainer) -> None:
+        self.trainer = trainer
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor)
@@ -65,6 +68,14 @@ class ProcessGroup(OneProcess):
         parts = [torch.empty_like(padded) for _ in sizes]
         dist.all_gather(parts, padded)
         return torch.cat([part[:int(n)] for part, n in zip(parts, sizes, strict=True)])
+
+    def loss_weight(self, samples: int) -> float | torch.Tensor:
+        """The chunk's part of its global batch's mean loss, in samples: under class weights its share of Σ w[y]
+        times the batch's size, so the ranks' parts add up to the one-process batch's loss · size exactly."""
+        sharded = self.trainer._sharded
+        if sharded is None or sharded.class_weights is None:
+            return samples
+        return sharded.weight * sharded.batch_samples
 
 
 def _weighted_all_reduce(trainer, bucket):  # no annotations: DDP checks them, and these would be strings here
@@ -109,7 +120,7 @@ class DistributedTrainer(Trainer):
         if not dist.is_initialized():
             _join(backend(self.device))
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self._processes = ProcessGroup()  # the training sums, metrics and logs are those of the whole global batch
+        self._processes = ProcessGroup(self)  # the training sums, metrics and logs are those of the whole global batch
         self._ddp: nn.Module | None = None
         self._sharded: ShardedBatches | None = None
 

@@ -88,6 +88,11 @@ class OneProcess:
         """The processes' ``tensor`` s concatenated along the first dimension, in rank order."""
         return tensor
 
+    def loss_weight(self, samples: int) -> float | torch.Tensor:
+        """What the running batch's mean loss counts for in the pass's mean loss: its number of samples (in one
+        process; a data-parallel rank gives its chunk's part of the global batch's)."""
+        return samples
+
 
 class Accumulator:
     """One metric's running state for one pass, on the device: ``update`` per batch, ``compute`` once."""

@@ -135,7 +135,7 @@ class MetricSums:
 
     def update(self, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
         """Remember one batch (no device work); its values join the sums at the next reduction."""
-        self._pending.append((out.detach(), y, loss.detach()))
+        self._pending.append((out.detach(), y, loss.detach(), self.processes.loss_weight(y.shape[0])))
         self._held += out.numel()
         for metric in self.extra:
             metric.update(out, y)
@@ -147,7 +147,7 @@ class MetricSums:
         """Add the held batches to the sums: one pass of vectorised device ops, no host sync."""
         if not self._pending:
             return
-        outs, ys, losses = zip(*self._pending)
+        outs, ys, losses, weights = zip(*self._pending)
         self._pending, self._held = [], 0
         counts = torch.tensor([y.shape[0] for y in ys], dtype=torch.float64, device=self._sums.device)
         out, y = torch.cat([o.float() for o in outs]), torch.cat(ys)
@@ -158,7 +158,11 @@ class MetricSums:
             y = y.reshape(out.shape).double()
             err = out.double() - y
             a, b, sy, syy = err.square().sum(), err.abs().sum(), y.sum(), y.square().sum()
-        loss_sum = (torch.stack(losses).double() * counts).sum()
+        if not all(isinstance(w, int) for w in weights):  # a data-parallel chunk's part of its batch
+            counts_of_loss = torch.stack([torch.as_tensor(w, dtype=torch.float64).to(counts.device) for w in weights])
+        else:
+            counts_of_loss = counts
+        loss_sum = (torch.stack(losses).double() * counts_of_loss).sum()
         self._sums += torch.stack([counts.sum(), loss_sum, a, b, sy, syy, zero + y.numel()])
 
     def names(self) -> list[str]:
