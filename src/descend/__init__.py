@@ -11,10 +11,10 @@ from .errors import DivergenceError, UserError
 
 __version__ = "0.1.0"
 
-_LAZY = {"averaging", "callbacks", "data", "models", "optim", "regularization", "schedules"}
+_LAZY = {"averaging", "callbacks", "data", "models", "optim", "regularization", "schedules", "tune"}
 
-__all__ = ["Trainer", "UserError", "DivergenceError", "LoadedRun", "load_run", "averaging", "callbacks", "data",
-           "models", "optim", "regularization", "schedules", "__version__"]
+__all__ = ["Trainer", "UserError", "DivergenceError", "LoadedRun", "load_run", "run", "averaging", "callbacks", "data",
+           "models", "optim", "regularization", "schedules", "tune", "__version__"]
 
 
 def __getattr__(name: str):
@@ -24,6 +24,10 @@ def __getattr__(name: str):
         from .train import Trainer
 
         return Trainer
+    if name == "run":  # a function: descend.workflow.run (ds.run(recipe, out=..., model=..., data=...))
+        from .workflow import run
+
+        return run
     if name in ("LoadedRun", "load_run"):
         from . import inference
 

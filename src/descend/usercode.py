@@ -187,7 +187,14 @@ def name_of(obj: Callable) -> str:
             text = f"{module}:{qualname}"
     if text is None:
         name = re.sub(r"[^A-Za-z0-9_]", "_", str(qualname or getattr(obj, "__name__", "") or type(obj).__name__))
-        text = f"__main__:{name if re.fullmatch(_NAME, name) else 'given'}"
+        return given(obj, name if re.fullmatch(_NAME, name) else "given")
+    _GIVEN[text] = obj
+    return text
+
+
+def given(obj: Callable, name: str) -> str:
+    """Register ``obj`` as ``__main__:name`` for :func:`load` in this process only (see :func:`name_of`)."""
+    text = f"__main__:{name}"
     _GIVEN[text] = obj
     return text
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import config as cfg
-from .. import experiment
+from .. import experiment, workflow
 from ..errors import UserError
 from . import data_checks, lr_range, speed_checks, stage1, stage2
 from . import subject as subjects
@@ -35,6 +35,8 @@ def examine(target, budget: float = DEFAULT_BUDGET, out: str | Path | None = Non
     or a ``torch.nn.Module`` with ``data=`` (a DataBundle or (train, val)) and optionally ``loss``, ``optimizer``
     (a :func:`descend.optim.create` spec), ``epochs``, ``batch_size``, ``clip_grad_norm``, ``name``.
     ``budget`` is in seconds of wall time; ``out`` (a folder) receives ``doctor.json`` and ``doctor.html``.
+    For a recipe (a path, dict or Config), ``model=`` (a factory) and ``data=`` replace its sections
+    (:func:`descend.workflow.recipe`).
     """
     if not budget > 0:
         raise UserError(f"budget must be a positive number of seconds, got {budget!r}")
@@ -63,6 +65,8 @@ def _subject(target, options: dict):
 
     if isinstance(target, subjects.Subject):
         return target, []
+    if isinstance(target, (str, Path, dict, cfg.Config)) and options.keys() & {"model", "data"}:
+        target = workflow.recipe(target, model=options.pop("model", None), data=options.pop("data", None))
     if isinstance(target, torch.nn.Module):
         if "data" not in options:
             raise UserError("examine(model, data=...) needs the data: a DataBundle or (train, val)")

@@ -163,11 +163,19 @@ def _stats(values: np.ndarray) -> dict:
             "ci": list(bootstrap_ci(values)), "n": int(values.size)}
 
 
-def compare_recipe(recipe: str | Path, vary: list[str], overrides: list[str] = (), *, seeds: int = 3,
-                   jobs: int = 1, out: str | Path | None = None) -> dict:
+def compare_recipe(recipe: str | Path | dict | cfg.Config, vary: list[str], overrides: list[str] = (), *,
+                   seeds: int = 3, jobs: int = 1, out: str | Path | None = None, model=None, data=None) -> dict:
     """Run the comparison and write ``compare.json`` and ``compare.html`` into ``out``; returns the summary
-    (with ``report``: the HTML path)."""
+    (with ``report``: the HTML path). ``recipe`` may be a dict or a Config, and ``model`` and ``data`` replace its
+    sections (:func:`descend.workflow.recipe`): the recipe compared is then written to ``out/recipe.toml``."""
+    from descend import workflow
     from descend.report.compare import write_compare_report
+
+    if model is not None or data is not None or not isinstance(recipe, (str, Path)):
+        given = workflow.recipe(recipe, model=model, data=data, overrides=overrides)
+        out = Path(out) if out is not None else Path("runs") / f"compare-{given.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        recipe, overrides = out / "recipe.toml", []
+        atomic.write_text(recipe, cfg.dump(given), what="recipe")
 
     if seeds < 1 or jobs < 1:
         raise UserError(f"--seeds and --jobs must be at least 1, got {seeds} and {jobs}")

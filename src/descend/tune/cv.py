@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .. import config as cfg
-from .. import experiment, tracking
+from .. import experiment, tracking, workflow
 from ..atomic import write_json
 from ..data import DataBundle, Split, kfold_indices
 from ..data.scaling import fit_scaler
@@ -121,13 +121,18 @@ class Folds:
             yield result
 
 
-def cross_validate(config: cfg.Config, k: int, out: Path, *, ensemble: bool = False) -> dict:
+def cross_validate(config: cfg.Config | str | Path | dict, k: int, out: str | Path, *, ensemble: bool = False,
+                   model=None, data=None) -> dict:
     """Per-fold and mean ± std metrics of ``config`` over ``k`` folds; writes ``cv.json`` and ``cv.png`` to ``out``.
 
     With ``ensemble``, the fold models are kept in ``out/ensemble/`` as an ensemble directory of kind ``folds``
     (:mod:`descend.ensemble`): each member with its fold's scaling, so raw inputs go in; ``descend.load_run`` and
-    ``descend predict`` take it. The test split stays unread here too.
+    ``descend predict`` take it. The test split stays unread here too. ``config`` may be a recipe path or dict, and
+    ``model`` and ``data`` replace its sections (:func:`descend.workflow.recipe`).
     """
+    if model is not None or data is not None or not isinstance(config, cfg.Config):
+        config = workflow.recipe(config, model=model, data=data)
+    out = Path(out)
     raw = config.model_dump(exclude_none=True)
     folds = Folds(raw, k)
     warn_small_folds(folds.pool.y.cpu().numpy(), k, stratify=folds.pool.task == "classification")

@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 
 from .. import config as cfg
-from .. import experiment, tracking
+from .. import experiment, tracking, workflow
 from ..errors import UserError
 from ..monitor import resolve_mode
 from ..options import Option, Optional, integer, number, validate
@@ -50,13 +50,19 @@ def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, ti
            seed: int | None = None, pruner: str = "none", patience: int | None = None, folds: int | None = None,
            metric: str | None = None, storage_url: str | None = None, study: str | None = None, workers: int = 1,
            out: str | Path | None = None, refit: bool = False, keep_runs: bool = True, heartbeat: int = 10,
-           retries: int = 2, overrides: list[str] = (), echo=print) -> dict:
+           retries: int = 2, overrides: list[str] = (), model=None, data=None, echo=print) -> dict:
     """Search ``space`` (a path or a :class:`~descend.tune.space.Space`) over ``recipe`` (a path or a Config).
 
     Returns what ``tune.json`` holds: every trial (number, state, params, value, epochs, seconds), the best one, and
-    the paths written (``best.toml``, ``tune.html``, ``refit`` with its test metrics when asked for).
+    the paths written (``best.toml``, ``tune.html``, ``refit`` with its test metrics when asked for). ``model`` and
+    ``data`` replace the recipe's sections (:func:`descend.workflow.recipe`): a space may search the model
+    factory's arguments (``model.hidden``). Factories and data that only this process can load (a notebook's
+    function, arrays) need ``workers=1``.
     """
-    config = recipe if isinstance(recipe, cfg.Config) else cfg.load(recipe, list(overrides))
+    if model is not None or data is not None or isinstance(recipe, dict):
+        config = workflow.recipe(recipe, model=model, data=data, overrides=overrides)
+    else:
+        config = recipe if isinstance(recipe, cfg.Config) else cfg.load(recipe, list(overrides))
     space = space if isinstance(space, spaces.Space) else spaces.load(space)
     raw = config.model_dump(exclude_none=True)
     _check_options(space, sampler, pruner, folds, trials, workers, patience, timeout, heartbeat, retries)

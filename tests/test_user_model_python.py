@@ -1,0 +1,87 @@
+"""The user's model factory and data from Python: ``ds.run(recipe, model=..., data=...)`` writes the run directory
+``descend run`` writes, and search, cross-validation, comparison and the doctor take the same ``model=``/``data=``."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+import descend as ds
+from descend import config, workflow
+from descend.doctor import examine
+from descend.errors import UserError
+from descend.lab.compare import compare_recipe
+
+PROJECT = Path(__file__).parent / "userproject"
+
+
+@pytest.fixture(scope="module")
+def mynets():
+    sys.path.insert(0, str(PROJECT))
+    try:
+        yield importlib.import_module("mynets")
+    finally:
+        sys.path.remove(str(PROJECT))
+
+
+RECIPE = {"seed": 0, "data": {"name": "iris"}, "train": {"epochs": 2, "batch_size": 32, "device": "cpu"}}
+
+
+def test_run_with_a_factory_and_arrays_writes_the_run_directory(mynets, tmp_path):
+    x, y = mynets.waves(n=120)
+    model = functools.partial(mynets.resnet1d, channels=4)
+    summary = ds.run(RECIPE, out=tmp_path / "r", model=model, data=(x, y), quiet=True)
+    assert Path(summary["run_dir"]) == tmp_path / "r" and "test_accuracy" in summary["final"]
+    recorded = config.load(tmp_path / "r" / "config.toml")
+    assert recorded.model.name == "mynets:resnet1d" and recorded.model.options == {"channels": 4}
+    assert recorded.data.name == "__main__:data"  # arrays given in this process: recorded, not reloadable
+    with pytest.raises(UserError, match="module 'mynets'"):
+        ds.load_run(tmp_path / "r")
+    run = ds.load_run(tmp_path / "r", model=mynets.resnet1d)
+    assert run.predict(x[:5]).shape == (5,)
+
+
+def test_the_recipe_replaced_keeps_splitting_and_takes_overrides(mynets):
+    base = {**RECIPE, "data": {"name": "iris", "val_fraction": 0.25, "scale": "minmax"}}
+    recipe = workflow.recipe(base, model=mynets.TinyNet, data=mynets.waves, overrides=["model.hidden=3"])
+    assert recipe.data.name == "mynets:waves" and recipe.data.val_fraction == 0.25 and recipe.data.scale == "minmax"
+    assert recipe.model.name == "mynets:TinyNet" and recipe.model.options == {"hidden": 3}
+
+
+def test_a_built_model_or_no_factory_is_refused_with_the_fix():
+    with pytest.raises(UserError, match="pass its factory"):
+        workflow.recipe(RECIPE, model=nn.Linear(4, 3))
+    with pytest.raises(UserError, match="must be a factory"):
+        workflow.recipe(RECIPE, model=3)
+
+
+@pytest.mark.filterwarnings("ignore:--seeds 1 measures no spread")
+def test_search_cv_compare_and_doctor_take_model_and_data(mynets, tmp_path):
+    x, y = mynets.waves(n=150)
+    (tmp_path / "space.toml").write_text("[model]\nhidden = { categorical = [4, 8] }\n")
+    space = tmp_path / "space.toml"
+    found = ds.tune.search(
+        RECIPE,
+        space,
+        sampler="grid",
+        model=mynets.TinyNet,
+        data=(x, y),
+        out=tmp_path / "t",
+        keep_runs=False,
+        echo=lambda *a: None,
+    )
+    assert sorted(t["params"]["model.hidden"] for t in found["trials"]) == [4, 8]
+    folds = ds.tune.cross_validate(RECIPE, 2, tmp_path / "cv", model=mynets.TinyNet, data=(x, y))
+    assert len(folds["per_fold"]) == 2
+    compared = compare_recipe(
+        RECIPE, ["model.hidden=2,6"], seeds=1, out=tmp_path / "c", model=mynets.TinyNet, data=(x, y)
+    )
+    assert len(compared["runs"]) == 2 and all(r["status"] == "finished" for r in compared["runs"])
+    assert config.load(tmp_path / "c" / "recipe.toml").model.name == "mynets:TinyNet"
+    diagnosis = examine(RECIPE, budget=10, model=mynets.TinyNet, data=(x, y))
+    assert diagnosis.checks
