@@ -165,3 +165,13 @@ def test_the_doctor_s_fixed_recipe_replaces_a_link_instead_of_writing_through_it
     fix.write({"data": {"name": "iris"}}, tmp_path / "r.fixed.toml")
     assert outside.read_text() == "kept = true\n" and not os.path.islink(tmp_path / "r.fixed.toml")
     assert (tmp_path / "r.fixed.toml").read_text() == '[data]\nname = "iris"\n'
+
+
+def test_a_report_of_a_run_with_a_link_leading_out_is_refused(finished, tmp_path, capsys):
+    run, outside = _copy(finished, tmp_path), tmp_path / "elsewhere"
+    outside.mkdir()
+    _link_out(run, "summary.json", outside)
+    before = (run / "report.html").read_bytes()
+    assert main(["report", str(run)]) == 2
+    assert "holds symbolic links that lead outside it (summary.json)" in capsys.readouterr().err
+    assert (run / "report.html").read_bytes() == before

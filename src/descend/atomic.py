@@ -91,6 +91,17 @@ def links_out(root: str | Path) -> list[str]:
     return sorted(found)
 
 
+def refuse_links_out(root: str | Path, *, what: str = "run directory") -> None:
+    """A :class:`UserError` naming the links of :func:`links_out` when ``root`` holds any: a directory that may
+    come from someone else is used only where it is."""
+    leaving = links_out(root)
+    if leaving:
+        shown = ", ".join(leaving[:5]) + (f" and {len(leaving) - 5} more" if len(leaving) > 5 else "")
+        raise UserError(f"the {what} {str(root)!r} holds symbolic links that lead outside it ({shown}); descend "
+                        "neither reads nor writes its files through them (it may come from someone else): put the "
+                        "files themselves there, or remove the links")
+
+
 def append_text(path: str | Path, text: str, *, what: str = "file") -> None:
     """Append ``text`` (UTF-8) to ``path`` (created if missing), never through a symbolic link at ``path``."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)

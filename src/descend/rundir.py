@@ -148,12 +148,7 @@ def _lock(path: Path, doing: str) -> int:
 def check_links(path: Path) -> None:
     """Refuse a run directory holding symbolic links that lead outside it (:func:`descend.atomic.links_out`):
     a run writes and reads its own files only, not files elsewhere that a link in a received directory names."""
-    leaving = atomic.links_out(path)
-    if leaving:
-        shown = ", ".join(leaving[:5]) + (f" and {len(leaving) - 5} more" if len(leaving) > 5 else "")
-        raise UserError(f"{path} holds symbolic links that lead outside it ({shown}); descend neither reads nor "
-                        "writes a run's files through them (the directory may come from someone else): put the "
-                        "files themselves there, or remove the links")
+    atomic.refuse_links_out(path, what="run directory")
 
 
 def default_run_dir(config: cfg.Config, root: str | Path = "runs") -> Path:

@@ -21,7 +21,9 @@ def is_ensemble(path: str | Path) -> bool:
 
 
 def write_report(path: str | Path) -> Path:
-    """Write ``path/report.html`` for a run directory or an ensemble directory; returns its path."""
+    """Write ``path/report.html`` for a run directory or an ensemble directory; returns its path. A directory
+    holding a symbolic link that leads outside it is refused: a report shows the run's own files only."""
+    atomic.refuse_links_out(path)
     return write_ensemble_report(path) if is_ensemble(path) else write_run_report(path)
 
 
