@@ -54,6 +54,14 @@ def test_a_user_error_in_a_cell_is_one_line_and_other_errors_keep_their_tracebac
     assert "ZeroDivisionError" in out.out + out.err and "Traceback" in out.out + out.err
 
 
+def test_a_handler_of_the_users_own_is_kept(shell):
+    def own(self, etype, value, tb, tb_offset=None):
+        return ["mine"]
+
+    shell.set_custom_exc((KeyError,), own)
+    assert notebook.install() is False and shell.custom_exceptions == (KeyError,)
+
+
 def test_outside_ipython_nothing_is_installed():
     assert notebook.install() is False
 

@@ -16,11 +16,12 @@ from .errors import UserError
 
 
 def install() -> bool:
-    """Show UserErrors in the running IPython shell as one line; returns whether there was a shell to install in."""
+    """Show UserErrors in the running IPython shell as one line; returns whether it did (not outside IPython, nor
+    where the shell has a custom exception handler of its own already)."""
     ipython = sys.modules.get("IPython")  # never imported here: outside IPython there is nothing to do
     shell = ipython.get_ipython() if ipython is not None else None
-    if shell is None:
-        return False
+    if shell is None or shell.custom_exceptions not in ((), (UserError,)):
+        return False  # IPython keeps one custom handler: one the user set stays
     shell.set_custom_exc((UserError,), _one_line)
     return True
 
