@@ -87,7 +87,7 @@ def test_torchscript_is_checked_in_process_and_matches_pytorch(wine, tmp_path):
 
 
 def test_a_model_that_does_not_match_is_refused_and_nothing_is_left(wine, tmp_path, monkeypatch, capsys):
-    """The check catches a real mistake: the scaling left out of the graph (the class of error export guards)."""
+    """The check catches real mistakes: the scaling left out of the graph, a model exported in training mode."""
     forgetful = export_.servable
 
     def without_scaling(run):
@@ -99,6 +99,15 @@ def test_a_model_that_does_not_match_is_refused_and_nothing_is_left(wine, tmp_pa
     with pytest.raises(UserError, match="differs from the PyTorch model"):
         wine.export(tmp_path / "new" / "deeper" / "m.pt", "torchscript")
     assert list(tmp_path.iterdir()) == []  # the folders made for it are gone too
+    monkeypatch.undo()
+
+    def in_training_mode(run):  # dropout on, batch statistics instead of the running ones
+        return forgetful(run).train()
+
+    monkeypatch.setattr(export_, "servable", in_training_mode)
+    with pytest.raises(UserError, match="differs from the PyTorch model"):
+        wine.export(tmp_path / "m.pt2", "exported")
+    assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     before = sorted(p.name for p in wine.path.iterdir())  # ONNX differs by ~1e-7: a tolerance of 1e-12 refuses it
     assert main(["export", str(wine.path), "--tolerance", "1e-12", "--out", str(tmp_path / "m.onnx")]) == 2
