@@ -70,6 +70,7 @@ class DataConfig(_PartSection):
     val_fraction: float = Field(_default(datasets.load, "val_fraction"), ge=0.0, lt=1.0)
     test_fraction: float | None = Field(_default(datasets.load, "test_fraction"), gt=0.0, lt=1.0)
     scale: Literal["standardize", "minmax", "none"] = _default(datasets.load, "scale")
+    target_scale: Literal["standardize", "none"] = _default(datasets.load, "target_scale")
     target: str | int | None = None
     features: list[str | int] | None = None
     task: Literal["classification", "regression"] | None = None

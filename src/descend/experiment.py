@@ -49,7 +49,8 @@ def load_data(config: cfg.Config) -> datasets.DataBundle:
     c = config.data
     with _section("data"):
         return datasets.load(c.name, val_fraction=c.val_fraction, test_fraction=c.test_fraction, scale=c.scale,
-                             seed=config.seed, target=c.target, features=c.features, task=c.task, **c.options)
+                             target_scale=c.target_scale, seed=config.seed, target=c.target, features=c.features,
+                             task=c.task, **c.options)
 
 
 def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experiment:

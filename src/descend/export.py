@@ -83,21 +83,28 @@ class Servable(nn.Module):
     """The run's network with its feature scaling in front and its read-outs behind: raw rows in; ``(logits,
     probabilities)`` out for a classifier, ``values`` for a regressor."""
 
-    def __init__(self, network: nn.Module, scaler: Scaler | None, task: str, probabilities: bool = True):
+    def __init__(self, network: nn.Module, scaler: Scaler | None, task: str, probabilities: bool = True,
+                 target_scaler: Scaler | None = None):
         super().__init__()
         self.network, self.task, self.with_probabilities = network, task, probabilities
         self.scaled = scaler is not None
         self.register_buffer("shift", scaler.shift.clone() if scaler is not None else torch.zeros(1))
         self.register_buffer("scale", scaler.scale.clone() if scaler is not None else torch.ones(1))
+        self.unscaled = target_scaler is not None  # standardised regression targets: values back in their units
+        self.register_buffer("target_shift", target_scaler.shift.clone() if self.unscaled else torch.zeros(1))
+        self.register_buffer("target_scale", target_scaler.scale.clone() if self.unscaled else torch.ones(1))
 
     def forward(self, x: torch.Tensor):
         if self.scaled:
             x = (x - self.shift) / self.scale
         out = self.network(x)
+        if self.task != "classification":
+            out = out.float()
+            return out * self.target_scale + self.target_shift if self.unscaled else out
         if not self.with_probabilities:  # an ensemble graph gives its mean probabilities itself
             return out
         out = out.float()
-        return (out, ensemble.probabilities(out)) if self.task == "classification" else out
+        return out, ensemble.probabilities(out)
 
 
 class EnsembleGraph(nn.Module):
@@ -142,7 +149,8 @@ def servable(run) -> Servable:
         network, with_probabilities = EnsembleGraph(model), False
     else:
         network, with_probabilities = model, True
-    module = Servable(copy.deepcopy(network).cpu(), run.scaler, run.task, with_probabilities)
+    module = Servable(copy.deepcopy(network).cpu(), run.scaler, run.task, with_probabilities,
+                      getattr(run, "target_scaler", None))
     return module.eval()
 
 
@@ -237,8 +245,9 @@ def _rows(x: torch.Tensor, n: int) -> torch.Tensor:
 
 def _reference(run, x: torch.Tensor) -> list[torch.Tensor]:
     """The PyTorch model's outputs for raw rows ``x``, through the run's own prediction path."""
-    out = run.outputs(x)
-    return [out, torch.as_tensor(run.predict_proba(x))] if run.task == "classification" else [out]
+    if run.task != "classification":  # values in the targets' own units (standardised targets scaled back)
+        return [torch.as_tensor(run.predict(x)).float().reshape(len(x), -1)]
+    return [run.outputs(x), torch.as_tensor(run.predict_proba(x))]
 
 
 def _difference(got: list, want: list[torch.Tensor]) -> float:

@@ -49,6 +49,7 @@ def inference_record(config: cfg.Config, info, num_outputs: int, loss) -> dict:
             "num_outputs": int(num_outputs), "num_classes": info.num_classes,
             "loss": loss if isinstance(loss, str) else None,
             "scaler": info.scaler.to_json() if info.scaler is not None else None,
+            "target_scaler": info.target_scaler.to_json() if info.target_scaler is not None else None,
             "labels": info.labels, "class_names": info.class_names, "feature_names": info.feature_names}
 
 
@@ -131,6 +132,11 @@ class LoadedRun:
         return _scaler(self.record)
 
     def _repr_html_(self) -> str:
+    @property
+    def target_scaler(self) -> Scaler | None:
+        """The standardisation of regression targets the model learned on (None: targets as they are)."""
+        return Scaler.from_json(self.record["target_scaler"]) if self.record.get("target_scaler") else None
+
         """In a notebook: the run's curves and summary (:mod:`descend.report.inline`)."""
         return inline.summary_html(f"{self.path} ({self.which} weights)", list(self.history), self.summary)
 
@@ -161,6 +167,8 @@ class LoadedRun:
         out = self.outputs(x, batch_size=batch_size)
         if self.task != "classification":
             return (out[:, 0] if out.shape[1] == 1 else out).numpy()
+            if self.target_scaler is not None:  # the model learned standardised targets: back to their own units
+                out = self.target_scaler.inverse_transform(out)
         codes = predicted_class(out)
         return labels.decode(codes.numpy(), self.record["labels"])
 
@@ -208,14 +216,24 @@ class LoadedRun:
         d, seed = self.config.data, self.config.seed
         options = {"target": d.target, "features": d.features, "task": d.task, **d.options} if name is None else {}
         return datasets.load(name or d.name, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                             scale="none", seed=seed, **options)
+                             scale="none", target_scale="none", seed=seed, **options)
 
     def _test_split(self, name: str | None) -> Split:
         """The test split of the recipe's data (or of dataset ``name``), scaled with the run's saved scaling."""
         bundle = self._raw_bundle(name)
         if bundle.test is None:
             raise UserError(f"the data {name or self.config.data.name!r} has no test split to evaluate on")
-        return replace(bundle.test, x=self.inputs(bundle.test.x))
+        return self._targets(replace(bundle.test, x=self.inputs(bundle.test.x)))
+
+    def _targets(self, split: Split) -> Split:
+        """A split of raw regression targets standardised as the model learned them (metrics convert back)."""
+        scaler = self.target_scaler
+        if split.task != "regression" or scaler is None:
+            return split
+        if split.y.shape[1:] != scaler.shift.shape:
+            raise UserError(f"the data has {split.y.shape[1]} target column(s); this model predicts "
+                            f"{scaler.shift.shape[0]}")
+        return replace(split, y=scaler.transform(split.y), target_scaler=scaler)
 
     def _labelled(self, path: Path) -> Split:
         """A labelled CSV or NPZ file as a scaled split, labels encoded with the run's mapping."""
@@ -241,7 +259,7 @@ class LoadedRun:
                          self.record["num_classes"])
         check_finite(f"the targets of {str(path)!r}", y)
         check_float32_range(f"the targets of {str(path)!r}", y)
-        return Split(x, torch.as_tensor(np.asarray(y, np.float32).reshape(len(x), -1)), "regression")
+        return self._targets(Split(x, torch.as_tensor(np.asarray(y, np.float32).reshape(len(x), -1)), "regression"))
 
 
 def predictions_csv(run: LoadedRun, x, *, proba: bool = False) -> str:
@@ -352,5 +370,13 @@ def _checked_record(record: dict, path: Path) -> dict:
     return record
 
 
+    target = record.get("target_scaler")  # absent in runs from before targets were standardised
+    if target is not None:
+        ok = isinstance(target, dict) and record["task"] == "regression"
+        scaler = Scaler.from_json(target) if ok else None
+        if not ok or not (scaler.shift.shape == scaler.scale.shape == (record["num_outputs"],)
+                          and bool(torch.isfinite(scaler.shift).all()) and bool((scaler.scale > 0).all())):
+            raise UserError(f"{path}: target_scaler must hold finite statistics for the {record['num_outputs']} "
+                            "regression output(s) (scale > 0), or be null; was it edited?")
 def _scaler(record: dict) -> Scaler | None:
     return Scaler.from_json(record["scaler"]) if record["scaler"] else None

@@ -8,7 +8,7 @@ import torch
 
 from descend.data.core import DataBundle, DatasetInfo, RawData, Split, kind_of
 from descend.data.files import check_float32_range
-from descend.data.scaling import as_float_inputs, fit_scaler
+from descend.data.scaling import Scaler, as_float_inputs, fit_scaler
 from descend.data.splits import held_count, split_indices, warn_if_small
 from descend.errors import UserError
 
@@ -64,9 +64,21 @@ def _tensor_y(y: np.ndarray, task: str) -> torch.Tensor:
 
 
 def build(
-    raw: RawData, name: str, *, val_fraction: float, test_fraction: float | None, scale: str, seed: int
+    raw: RawData,
+    name: str,
+    *,
+    val_fraction: float,
+    test_fraction: float | None,
+    scale: str,
+    seed: int,
+    target_scale: str = "standardize",
 ) -> DataBundle:
-    """Split ``raw`` (test first, then val from the rest), fit the scaler on train, and make tensors."""
+    """Split ``raw`` (test first, then val from the rest), fit the input scaler on train, and make tensors.
+
+    ``target_scale="standardize"`` standardises regression targets with the training split's mean and standard
+    deviation per output (a network's last layer starts near zero, and an MSE of targets around 100 would start at
+    10⁴ and give gradients a hundred times those a unit-scale target gives); ``"none"`` keeps them as they are.
+    """
     x, y = raw.x, raw.y
     if raw.draw_val is not None and test_fraction is None:  # generated: all n_train train, fresh val
         parts = {
@@ -118,13 +130,23 @@ def build(
             check_float32_range(f"{what} targets of {name!r}", py)
     parts = {k: (as_float_inputs(px), py) for k, (px, py) in parts.items()}
     scaler = fit_scaler(scale, parts["train"][0])
+    target_scaler = None
+    if raw.task == "regression" and target_scale == "standardize":
+        target_scaler = Scaler.fit("standardize", _tensor_y(parts["train"][1], raw.task))
     splits: dict[str, Split | None] = {}
     for key, (px, py) in parts.items():
         if len(px) == 0:
             splits[key] = None
             continue
         tx = scaler.transform(px) if scaler is not None else px
-        splits[key] = Split(x=tx.contiguous(), y=_tensor_y(py, raw.task), task=raw.task, num_classes=raw.num_classes)
+        ty = _tensor_y(py, raw.task)
+        splits[key] = Split(
+            x=tx.contiguous(),
+            y=target_scaler.transform(ty) if target_scaler is not None else ty,
+            task=raw.task,
+            num_classes=raw.num_classes,
+            target_scaler=target_scaler,
+        )
     train = splits["train"]
     assert train is not None
     num_outputs = raw.num_classes if raw.task == "classification" else int(train.y.shape[1])
@@ -137,6 +159,7 @@ def build(
         sizes={k: len(s) if s is not None else 0 for k, s in splits.items()},
         source=raw.source,
         scaler=scaler,
+        target_scaler=target_scaler,
         feature_names=raw.feature_names,
         class_names=raw.class_names,
         labels=raw.labels,

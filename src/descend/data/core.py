@@ -42,13 +42,17 @@ class Split:
     """One split (train, val or test) held in memory as two tensors.
 
     ``x`` is float32 of shape ``(N, *input_shape)``; ``y`` is int64 of shape ``(N,)`` for classification
-    (labels ``0 .. num_classes-1``) and float32 of shape ``(N, k)`` for regression.
+    (labels ``0 .. num_classes-1``) and float32 of shape ``(N, k)`` for regression (standardised when
+    ``target_scaler`` is set).
     """
 
     x: torch.Tensor
     y: torch.Tensor
     task: str
     num_classes: int | None = None
+    #: regression targets were standardised with this (fitted on the training split): ``y = (raw - shift) / scale``;
+    #: metrics and predictions apply its inverse, so they are in the targets' own units
+    target_scaler: Scaler | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -86,6 +90,7 @@ class DatasetInfo:
     sizes: dict[str, int]
     source: str
     scaler: Scaler | None = None
+    target_scaler: Scaler | None = None  # regression targets' standardisation (``target_scale``), else None
     feature_names: list[str] | None = None
     class_names: list[str] | None = None
     labels: list[str] | None = None  # the original label of each class index, when labels were text (encoded)

@@ -59,6 +59,8 @@ FILE_OPTIONS: dict[str, tuple[Option, ...]] = {
          Option("test_fraction", Optional(number(0, 1, closed="left"), "none (the dataset's own test split, else "
                                           "0.2)"), doc="fraction of all data held out for testing"),
          Option("scale", OneOf(*SCALES), doc="input scaling, fitted on the training split only"),
+         Option("target_scale", OneOf("standardize", "none"), doc="regression targets: standardised on the "
+                "training split (metrics and predictions in their own units), or used as they are"),
          Option("seed", integer(0), doc="seed of the splits"),
          Option("task", Optional(OneOf(*TASKS), "none (inferred)"), doc="the task of a user file"))
 def load(
@@ -67,6 +69,7 @@ def load(
     val_fraction: float = 0.1,
     test_fraction: float | None = None,
     scale: str = "standardize",
+    target_scale: str = "standardize",
     seed: int = 0,
     target: str | int | None = None,
     features: list[str | int] | None = None,
@@ -81,10 +84,11 @@ def load(
     ``test_fraction=None``; a number pools everything and holds out that fraction; otherwise 0.2. The
     validation split (``val_fraction``) is carved from the training part. Both are stratified for
     classification and drawn from ``seed``. ``scale`` ("standardize", "minmax", "none") is fitted on the
-    final training split only. ``target``/``features`` choose CSV columns; ``task`` ("classification" or
-    "regression") overrides the inferred task of a user file. ``options`` go to the dataset (see
-    :func:`datasets`; files: csv ``delimiter``, ``num_classes``; npz ``x_key``, ``y_key``, ``x_test_key``,
-    ``y_test_key``, ``num_classes``; idx ``labels`` (path of the labels file), ``num_classes``).
+    final training split only; ``target_scale`` ("standardize", "none") does the same for regression targets, and
+    metrics and predictions come back in the targets' own units. ``target``/``features`` choose CSV columns;
+    ``task`` ("classification" or "regression") overrides the inferred task of a user file. ``options`` go to
+    the dataset (see :func:`datasets`; files: csv ``delimiter``, ``num_classes``; npz ``x_key``, ``y_key``,
+    ``x_test_key``, ``y_test_key``, ``num_classes``; idx ``labels`` (path of the labels file), ``num_classes``).
     """
     opts = check_options(name_or_path, **options)
     key = str(name_or_path)
@@ -106,14 +110,16 @@ def load(
         if target is not None or features is not None:
             raise UserError(f"target and features choose CSV columns; data loader {key!r} returns x and y itself")
         return user.from_user(user.call_loader(key, opts), name=key, task=task, val_fraction=val_fraction,
-                         test_fraction=test_fraction, scale=scale, seed=int(seed), source=f"data loader {key}")
+                         test_fraction=test_fraction, scale=scale, seed=int(seed), source=f"data loader {key}",
+                              target_scale=target_scale)
     else:
         path = Path(key).expanduser()
         raw = read_file(file_kind(key), path, target=target, features=features, task=task, options=opts)
         name = Path(key).name
     check_targets(raw)
     return build(
-        raw, name, val_fraction=val_fraction, test_fraction=test_fraction, scale=scale, seed=int(seed)
+        raw, name, val_fraction=val_fraction, test_fraction=test_fraction, scale=scale, seed=int(seed),
+        target_scale=target_scale,
     )
 
 

@@ -164,6 +164,7 @@ def from_user(
     test_fraction: float | None = None,
     scale: str = "standardize",
     seed: int = 0,
+    target_scale: str = "standardize",
     source: str | None = None,
 ) -> DataBundle:
     """Your own data as a :class:`DataBundle`, split, scaled and checked as descend's own datasets are.
@@ -202,4 +203,12 @@ def from_user(
     check_targets(raw)
     if x_val is not None:
         check_targets(RawData(x=x_val, y=y_val, task=raw.task, source=raw.source, num_classes=raw.num_classes))
-    return build(raw, name, val_fraction=val_fraction, test_fraction=test_fraction, scale=scale, seed=int(seed))
+    return build(
+        raw,
+        name,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        scale=scale,
+        seed=int(seed),
+        target_scale=target_scale,
+    )

@@ -27,7 +27,10 @@ def predictions(trainer, split, task: str, class_names=None) -> dict:
         matrix.index_put_((split.y.reshape(-1).cpu().long(), guess.cpu()), torch.ones_like(guess.cpu()),
                           accumulate=True)
         return {"task": task, "confusion": matrix.tolist(), "class_names": list(class_names or range(k))}
-    true, pred = split.y.reshape(len(split), -1)[:, 0], out.reshape(len(split), -1)[:, 0]
+    true, pred = split.y.reshape(len(split), -1), out.reshape(len(split), -1)
+    if split.target_scaler is not None:  # standardised targets: the plot is in their own units
+        true, pred = (split.target_scaler.inverse_transform(v.float().cpu()) for v in (true, pred))
+    true, pred = true[:, 0], pred[:, 0]
     return {"task": task, "y_true": true[:MAX_POINTS].cpu().tolist(), "y_pred": pred[:MAX_POINTS].cpu().tolist()}
 
 

@@ -149,6 +149,7 @@ def prepare_split(trainer, split: Split) -> Split:
     first = trainer.task is None
     if first:
         trainer.task = split.task
+        trainer.target_scaler = split.target_scaler
         trainer.loss = resolve_loss(trainer.loss, split.task)
         trainer.metrics = metric_fns.check(trainer.metrics, split.task)
         trainer._loss_callable = loss_function(trainer.loss)

@@ -123,8 +123,10 @@ class MetricSums:
     """
 
     def __init__(self, loss, device: torch.device, *, task: str | None = None, metrics=(), budget: int = 1 << 22,
-                 processes: OneProcess | None = None):
+                 processes: OneProcess | None = None, target_scaler=None):
         self.loss, self.processes = loss, processes or OneProcess()
+        # standardised regression targets: mse, mae and R² in the targets' own units (the loss stays the objective)
+        self.target_scaler = target_scaler
         self.classification = task == "classification" if task is not None else loss in CLASSIFICATION_LOSSES
         self.budget = budget
         # samples, Σ batch-loss·batch-size, correct | Σ(ŷ−y)², Σ|ŷ−y|, Σy, Σy², target values
@@ -155,8 +157,10 @@ class MetricSums:
         if self.classification:
             a, b, sy, syy = (predicted_class(out) == y).sum().double(), zero, zero, zero
         else:
-            y = y.reshape(out.shape).double()
-            err = out.double() - y
+            y, out = y.reshape(out.shape).double(), out.double()
+            if self.target_scaler is not None:
+                y, out = self.target_scaler.inverse_transform(y), self.target_scaler.inverse_transform(out)
+            err = out - y
             a, b, sy, syy = err.square().sum(), err.abs().sum(), y.sum(), y.square().sum()
         if not all(isinstance(w, int) for w in weights):  # a data-parallel chunk's part of its batch
             counts_of_loss = torch.stack([torch.as_tensor(w, dtype=torch.float64).to(counts.device) for w in weights])

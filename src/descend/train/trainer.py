@@ -116,6 +116,7 @@ class Trainer(Evaluation):
         self.step_loss = None      # the current step's loss (detached, on the device) while per-step events run
         self.stop_training = False
         self.task: str | None = None
+        self.target_scaler = None  # the training split's standardisation of regression targets (Split.target_scaler)
         self.steps_per_epoch = 0
         self.total_steps = 0       # the global step at which the running fit ends
         self.fit_start_epoch = self.fit_start_step = self.end_epoch = 0  # where the running fit began and ends
@@ -420,7 +421,8 @@ class Trainer(Evaluation):
         return self._loss_callable(out.float(), y)
 
     def _metric_sums(self, processes: OneProcess | None = None) -> MetricSums:
-        return MetricSums(self.loss, self.device, task=self.task, metrics=self.metrics, processes=processes)
+        return MetricSums(self.loss, self.device, task=self.task, metrics=self.metrics, processes=processes,
+                          target_scaler=self.target_scaler)
 
     def _closure_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # the step's second forward pass: batch norm's running statistics were updated by the first
