@@ -115,8 +115,11 @@ class Tracker:
         else:
             try:
                 experiment_id = self.client.create_experiment(experiment)
-            except Exception:  # another worker created it in the meantime
-                experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+            except Exception:  # another worker may have created it in the meantime
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    raise  # no: the store's own reason
+                experiment_id = found.experiment_id
         tags = {"descend.version": __version__, **{str(k): str(v) for k, v in tags.items()}}
         if parent:
             tags["mlflow.parentRunId"] = parent
