@@ -36,7 +36,8 @@ def test_csv_without_header_default_last_column_regression(tmp_path):
     path = write_csv(tmp_path / "r.csv", "".join(f"{i},{i / 7:.6f}\n" for i in range(20)))
     b = dd.load(str(path), scale="none")
     assert b.info.task == "regression" and b.train.y.shape[1] == 1 and b.info.sizes["test"] == 4
-    b2 = dd.load(str(path), target=0, task="regression", scale="none", test_fraction=0.0, val_fraction=0.0)
+    b2 = dd.load(str(path), target=0, task="regression", scale="none", target_scale="none",
+                 test_fraction=0.0, val_fraction=0.0)
     np.testing.assert_array_equal(b2.train.y[:, 0].numpy(), np.arange(20))
 
 
