@@ -67,7 +67,7 @@ SKIPPED = {
 #: commands that must fail, with their exit code (the README shows their message)
 FAILING = {"descend run quickstart.toml --set train.epoch=3": 2}
 #: commands run only with -m slow (each trains many models or runs for tens of seconds)
-SLOW_VERBS = ("doctor", "tune", "cv", "compare", "ensemble", "lab bias-variance")
+SLOW_VERBS = ("doctor", "tune", "cv", "compare", "ensemble", "lab bias-variance", "lab optimizers")
 
 
 def code_lines(text: str) -> list[str]:
