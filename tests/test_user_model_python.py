@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from torch import nn
 
@@ -40,10 +43,16 @@ def test_run_with_a_factory_and_arrays_writes_the_run_directory(mynets, tmp_path
     recorded = config.load(tmp_path / "r" / "config.toml")
     assert recorded.model.name == "mynets:resnet1d" and recorded.model.options == {"channels": 4}
     assert recorded.data.name == "__main__:data"  # arrays given in this process: recorded, not reloadable
-    with pytest.raises(UserError, match="module 'mynets'"):
-        ds.load_run(tmp_path / "r")
-    run = ds.load_run(tmp_path / "r", model=mynets.resnet1d)
-    assert run.predict(x[:5]).shape == (5,)
+    run = ds.load_run(tmp_path / "r")  # this process passed the factory and data: nothing would be imported
+    assert run.predict(x[:5]).shape == (5,) and "test_loss" in run.evaluate()
+    # another process would import module 'mynets' (on its path there): refused without consent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "descend.cli", "predict", str(tmp_path / "r"), str(tmp_path / "x.npz")]
+    np.savez(tmp_path / "x.npz", x=x[:3])
+    refused = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and "module 'mynets'" in refused.stderr, refused.stderr
+    allowed = subprocess.run([*command, "--allow-code"], capture_output=True, text=True, env=env)
+    assert allowed.returncode == 0 and allowed.stdout.split()[1:] == [str(v) for v in run.predict(x[:3])]
 
 
 def test_the_recipe_replaced_keeps_splitting_and_takes_overrides(mynets):

@@ -262,24 +262,26 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
         raw = _toml(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path} is not valid TOML: {e}") from None
-    _resolve_paths(raw, path.parent)
+    resolve_paths(raw, path.parent)
     for item in overrides:
         apply_override(raw, item)
-    _resolve_paths(raw, Path.cwd())
+    resolve_paths(raw, Path.cwd())
     raw.setdefault("name", path.stem)
     return validate(raw, source=str(path))
 
 
-def _resolve_paths(raw: dict, folder: Path) -> None:
-    """Relative data file paths (``data.name``, ``data.labels``) as absolute ones, against ``folder``: the recipe's
-    own folder for what the recipe says, the working directory for ``--set`` values."""
+def resolve_paths(raw: dict, folder: Path) -> None:
+    """Relative data file paths (``data.name``, ``data.labels``) and code files (``model.name`` or ``data.name`` of
+    the form ``file.py:name``) as absolute ones, against ``folder``: the recipe's own folder for what the recipe
+    says, the working directory for ``--set`` values."""
     from .data.files import file_kind
 
-    model = raw.get("model")
-    if isinstance(model, dict) and isinstance(model.get("name"), str) and ".py:" in model["name"]:
-        where, _, name = model["name"].rpartition(":")  # the user's model file, read from the recipe's folder
-        if not Path(where).expanduser().is_absolute():
-            model["name"] = f"{(folder / where).resolve()}:{name}"
+    for section in ("model", "data"):  # the user's code by file ("file.py:factory"), read from the recipe's folder
+        table = raw.get(section)
+        if isinstance(table, dict) and isinstance(table.get("name"), str) and ".py:" in table["name"]:
+            where, _, name = table["name"].rpartition(":")
+            if not Path(where).expanduser().is_absolute():
+                table["name"] = f"{(folder / where).resolve()}:{name}"
     data = raw.get("data")
     if not isinstance(data, dict):
         return

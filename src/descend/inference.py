@@ -99,7 +99,7 @@ def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.d
     summary = atomic.read_json(summary_path, what="summary") if summary_path.is_file() else {}
     history = History(atomic.read_jsonl(atomic.inside(path, path / "metrics.jsonl", what="metrics log"),
                                         what="metrics log"))
-    return LoadedRun(path, which, net, config, summary, history, record, torch.device(device))
+    return LoadedRun(path, which, net, config, summary, history, record, torch.device(device), allow_code)
 
 
 @dataclass
@@ -115,6 +115,7 @@ class LoadedRun:
     history: History
     record: dict
     device: torch.device
+    allow_code: bool = False  # consent to import the data loader the recipe names (evaluate on the run's own data)
 
     @property
     def task(self) -> str:
@@ -131,12 +132,12 @@ class LoadedRun:
     def scaler(self) -> Scaler | None:
         return _scaler(self.record)
 
-    def _repr_html_(self) -> str:
     @property
     def target_scaler(self) -> Scaler | None:
         """The standardisation of regression targets the model learned on (None: targets as they are)."""
         return Scaler.from_json(self.record["target_scaler"]) if self.record.get("target_scaler") else None
 
+    def _repr_html_(self) -> str:
         """In a notebook: the run's curves and summary (:mod:`descend.report.inline`)."""
         return inline.summary_html(f"{self.path} ({self.which} weights)", list(self.history), self.summary)
 
@@ -166,9 +167,9 @@ class LoadedRun:
         shape ``(N,)`` for one target, ``(N, k)`` for k)."""
         out = self.outputs(x, batch_size=batch_size)
         if self.task != "classification":
-            return (out[:, 0] if out.shape[1] == 1 else out).numpy()
             if self.target_scaler is not None:  # the model learned standardised targets: back to their own units
                 out = self.target_scaler.inverse_transform(out)
+            return (out[:, 0] if out.shape[1] == 1 else out).numpy()
         codes = predicted_class(out)
         return labels.decode(codes.numpy(), self.record["labels"])
 
@@ -214,6 +215,8 @@ class LoadedRun:
         from . import data as datasets
 
         d, seed = self.config.data, self.config.seed
+        if name is None and usercode.is_reference(d.name):  # the run's own data comes from the user's loader
+            usercode.consent(d.name, allow=self.allow_code, what="data loader", where=str(self.path))
         options = {"target": d.target, "features": d.features, "task": d.task, **d.options} if name is None else {}
         return datasets.load(name or d.name, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                              scale="none", target_scale="none", seed=seed, **options)
@@ -223,7 +226,31 @@ class LoadedRun:
         bundle = self._raw_bundle(name)
         if bundle.test is None:
             raise UserError(f"the data {name or self.config.data.name!r} has no test split to evaluate on")
-        return self._targets(replace(bundle.test, x=self.inputs(bundle.test.x)))
+        test = self._classes(bundle.test, bundle.info.labels, name or self.config.data.name)
+        return self._targets(replace(test, x=self.inputs(test.x)))
+
+    def _classes(self, split: Split, data_labels: list[str] | None, source: str) -> Split:
+        """``split`` with its class indices those of the run, or one UserError: labels of another kind (text at
+        training, numbers now, or the reverse), labels the run never saw, or another task are refused, never
+        scored against the wrong classes."""
+        if split.task != self.task:
+            raise UserError(f"{source!r} is {split.task} data; {self.path} learned a {self.task} task")
+        if self.task != "classification":
+            return split
+        trained, k = self.record["labels"], self.record["num_classes"]
+        if trained is not None and data_labels is None:
+            raise UserError(f"the labels of {source!r} are numbers, but {self.path} was trained on the text labels "
+                            f"{', '.join(trained[:10])}: give the data with those labels")
+        if trained is None and data_labels is not None:
+            raise UserError(f"the labels of {source!r} are text ({', '.join(data_labels[:10])}), but {self.path} was "
+                            f"trained on class numbers 0..{k - 1}: give the data with those labels")
+        if trained is not None:  # text both times: the data's classes renumbered as the run's
+            codes = labels.encode(labels.decode(split.y.numpy(), data_labels), trained)[0]
+            return replace(split, y=torch.as_tensor(codes), num_classes=k)
+        high = int(split.y.max()) if len(split) else 0
+        if high >= k:
+            raise UserError(f"the labels of {source!r} reach {high}, but {self.path} knows classes 0..{k - 1}")
+        return replace(split, num_classes=k)
 
     def _targets(self, split: Split) -> Split:
         """A split of raw regression targets standardised as the model learned them (metrics convert back)."""
@@ -252,6 +279,9 @@ class LoadedRun:
                     raise UserError(f"the labels of {str(path)!r} must be one column, got shape {y.shape}")
                 y = labels.encode(y, self.record["labels"])[0]
             else:  # labels 0..K-1, checked as the training data's were
+                if y.dtype.kind in "USO":
+                    raise UserError(f"the labels of {str(path)!r} are text, but {self.path} was trained on class "
+                                    f"numbers 0..{self.record['num_classes'] - 1}: give the data with those labels")
                 check_finite(f"the labels of {str(path)!r}", y)
                 check_targets(RawData(x=np.empty((len(y), 0)), y=y, task="classification", source=str(path),
                                       num_classes=self.record["num_classes"]))
@@ -367,9 +397,6 @@ def _checked_record(record: dict, path: Path) -> dict:
                                    bool(torch.isfinite(scaler.shift).all()) and bool((scaler.scale > 0).all())):
         raise UserError(f"{path}: the saved feature scaling must hold finite statistics of shape {want} (scale > 0) "
                         f"for inputs of shape {tuple(shape)}; was it edited?")
-    return record
-
-
     target = record.get("target_scaler")  # absent in runs from before targets were standardised
     if target is not None:
         ok = isinstance(target, dict) and record["task"] == "regression"
@@ -378,5 +405,8 @@ def _checked_record(record: dict, path: Path) -> dict:
                           and bool(torch.isfinite(scaler.shift).all()) and bool((scaler.scale > 0).all())):
             raise UserError(f"{path}: target_scaler must hold finite statistics for the {record['num_outputs']} "
                             "regression output(s) (scale > 0), or be null; was it edited?")
+    return record
+
+
 def _scaler(record: dict) -> Scaler | None:
     return Scaler.from_json(record["scaler"]) if record["scaler"] else None

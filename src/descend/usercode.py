@@ -232,8 +232,9 @@ def call_kwargs(fn: Callable, options: Mapping[str, Any], provided: Mapping[str,
 
 def consent(text: str, *, allow: bool, what: str, where: str) -> None:
     """Refuse to import the reference ``text`` for ``where`` (a run directory) unless ``allow``: loading a run must
-    not run the code it names silently. Nothing is read or imported either way."""
-    if allow:
+    not run the code it names silently. Nothing is read or imported either way; an object this process passed
+    from Python under that reference (:func:`name_of`) needs no consent, as nothing would be imported."""
+    if allow or text.strip() in _GIVEN:
         return
     module = text.rsplit(":", 1)[0]
     source = f"file {module!r}" if module.endswith(".py") else f"module {module!r}"

@@ -16,7 +16,7 @@ from typing import Any
 import tomli_w
 import tomllib
 
-from .. import atomic
+from .. import atomic, models
 from .. import config as cfg
 from .findings import Finding
 
@@ -25,13 +25,21 @@ _MISSING = object()
 
 def apply(raw: dict, findings: list[Finding], severities: tuple[str, ...] = ("error",)) -> tuple[dict, list[str]]:
     """The recipe with the fixes of the ``severities`` findings applied, and one line per change
-    ("path: old -> new (finding)"). Warnings are left as advice by default: change few things at a time."""
+    ("path: old -> new (finding)"). Warnings are left as advice by default: change few things at a time. A model
+    factory of the user's code keeps its own arguments: a change to ``model.*`` (descend's networks' options) is
+    listed as advice for that code, not written."""
     new, changed, taken = copy.deepcopy(raw), [], set()
+    own_model = models.user.is_user((raw.get("model") or {}).get("name"))
     for finding in findings:
         if finding.fix is None or finding.severity not in severities:
             continue
         for path, value in finding.fix.changes.items():
             if path in taken or any(path.startswith(t + ".") or t.startswith(path + ".") for t in taken):
+                continue
+            if own_model and path.startswith("model."):
+                changed.append(f"{path}: not applied, model.name is your own factory: make the change in its "
+                               f"code ({finding.id}: {value!r})")
+                taken.add(path)
                 continue
             old = _get(new, path)
             if old is not _MISSING and old == value:
@@ -47,6 +55,7 @@ def apply(raw: dict, findings: list[Finding], severities: tuple[str, ...] = ("er
 def read_raw(path: str | Path, overrides: list[str] = ()) -> dict:
     """The recipe as its author wrote it (plus ``--set`` overrides), so the fixed file stays as short."""
     raw = tomllib.loads(Path(path).read_text())
+    cfg.resolve_paths(raw, Path(path).parent)  # the fixed file may be written elsewhere (--out): paths absolute
     for item in overrides:
         cfg.apply_override(raw, item)
     return raw
