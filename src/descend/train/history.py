@@ -15,6 +15,12 @@ class History(list):
             return [row.get(key, math.nan) for row in self]
         return super().__getitem__(key)
 
+    def to_pandas(self):
+        """The history as a pandas DataFrame, one row per epoch (``pd.DataFrame(history)`` gives the same)."""
+        import pandas as pd  # an optional dependency: imported when asked for
+
+        return pd.DataFrame(list(self))
+
     def best(self, metric: str, mode: str = "auto") -> dict:
         """The epoch row where ``metric`` was best; ``mode="auto"`` as :func:`descend.monitor.resolve_mode`."""
         rows = [row for row in self if metric in row and not math.isnan(row[metric])]

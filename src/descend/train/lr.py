@@ -23,7 +23,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from ..errors import UserError
 from ..monitor import read_metric
-from ..schedules import PERS
+from ..schedules import PERS, create
 
 
 class TorchSchedule:
@@ -66,7 +66,10 @@ class TorchSchedule:
 
 
 def as_schedule(schedule):
-    """A descend schedule, a :class:`TorchSchedule`, or None, from what the user gave as ``schedule=``."""
+    """A descend schedule, a :class:`TorchSchedule`, or None, from what the user gave as ``schedule=`` (a name,
+    ``"cosine"``, is descend's schedule of that name with its defaults)."""
+    if isinstance(schedule, str):
+        return create(schedule)
     if isinstance(schedule, (LRScheduler, ReduceLROnPlateau)):
         return TorchSchedule(schedule)
     if schedule is not None and not isinstance(schedule, TorchSchedule) and not hasattr(schedule, "lr"):

@@ -21,7 +21,7 @@ from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
 from ..options import Boolean, Either, OneOf, Option, Optional, declare, integer, number
-from . import checkpoint, divergence, hardware, lr, optimizer_events, rng, speed, state, threads
+from . import checkpoint, divergence, hardware, inputs, lr, optimizer_events, rng, speed, state, threads
 from .callbacks import EVENTS, Callback
 from .checks import logged_names, prepare_data, require_logged, resolve_device, schedule_monitor
 from .clipping import clip_gradients
@@ -91,6 +91,12 @@ class Trainer(Evaluation):
         if isinstance(optimizer, torch.optim.Optimizer) and self.model is None:
             raise UserError("a ready-made torch optimizer needs a ready-made model; pass descend.optim.create(...) "
                             "without parameters to let the trainer bind it to the model it builds")
+        if isinstance(optimizer, str):  # optimizer="adam", as Keras takes it: descend's optimizer of that name
+            optimizer = optim.create(optimizer)
+        elif optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer) and \
+                not hasattr(optimizer, "build"):
+            raise UserError(f"optimizer must be a name ('adam'), descend.optim.create(...) or a torch optimizer, "
+                            f"got {type(optimizer).__name__}")
         self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
         self._optimizer_spec = None if self.optimizer else (optimizer or optim.create("adam", lr=1e-3))
         self.loss, self.regularizer, self.augment = loss, regularizer, augment
@@ -169,15 +175,18 @@ class Trainer(Evaluation):
         self.val_data, self._batch_size = held, batch_size
 
     def fit(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
-            drop_last: bool = False, resume: str | Path | None = None, progress: bool | None = None) -> History:
+            drop_last: bool = False, resume: str | Path | None = None, progress: bool | None = None,
+            validation_split: float | None = None) -> History:
         """Train for ``epochs`` epochs; returns the history (one dict of logged values per epoch).
 
         ``train`` and ``val``: a :class:`~descend.data.Split`, an ``(x, y)`` pair, or a torch ``DataLoader`` (any
         re-iterable of ``(x, y)`` batches) for data that does not fit in memory (:mod:`descend.train.streams` says
         what that costs). ``resume``: a checkpoint file or a run/checkpoints directory; training continues exactly
         where it stopped. ``progress``: show a progress bar; by default on a terminal or in a notebook (unless a
-        :class:`~descend.callbacks.ProgressBar` is among the callbacks already).
+        :class:`~descend.callbacks.ProgressBar` is among the callbacks already). As Keras: ``fit(x, y)`` with inputs
+        and targets as arrays, and ``validation_split`` to hold out the last rows (:mod:`descend.train.inputs`).
         """
+        train, val = inputs.training_pairs(train, val, validation_split)
         self.prepare(train, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
         val, batches = self._plan[4:]
         bar = progress_bar(self.callbacks, progress)
