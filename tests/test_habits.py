@@ -11,6 +11,7 @@ from torch import nn
 
 import descend as ds
 from descend.errors import UserError
+from descend.train.checkpoint import load_weights
 
 
 def data(n=50):
@@ -81,3 +82,54 @@ def test_history_is_a_list_of_dicts_and_a_dataframe():
     frame = history.to_pandas()
     assert frame.equals(pd.DataFrame(history)) and list(frame["epoch"]) == [1, 2, 3]
     assert list(frame["val_loss"]) == history["val_loss"]
+
+
+def test_model_checkpoint_writes_each_epoch_or_only_improvements(tmp_path):
+    x, y = data()
+    every = ds.callbacks.ModelCheckpoint(tmp_path / "e{epoch:02d}-{val_loss:.3f}.safetensors", save_best_only=False)
+    best = ds.callbacks.ModelCheckpoint(tmp_path / "best.safetensors", monitor="val_accuracy", save_best_only=True)
+    t = trainer(optimizer=ds.optim.create("sgd", lr=0.5), callbacks=[every, best])
+    history = t.fit(x, y, validation_split=0.2, epochs=4, batch_size=8, progress=False)
+    assert [p.name for p in every.saved] == [f"e{r['epoch']:02d}-{r['val_loss']:.3f}.safetensors" for r in history]
+    accuracies = history["val_accuracy"]
+    improving = [i for i, a in enumerate(accuracies) if a > max(accuracies[:i], default=-1.0)]
+    assert len(best.saved) == len(improving) and best.best_value == max(accuracies)
+    kept = nn.Linear(3, 2)
+    load_weights(kept, every.saved[-1], strict=True)
+    assert torch.equal(kept.weight, t.model.weight.detach())
+
+
+def test_model_checkpoint_names_what_its_filepath_cannot_fill(tmp_path):
+    x, y = data()
+    with pytest.raises(UserError, match="'val_f1' that is not logged"):
+        trainer(callbacks=[ds.callbacks.ModelCheckpoint(tmp_path / "{val_f1}.safetensors")]).fit(x, y, epochs=1)
+
+
+class GradientNorms(ds.callbacks.Callback):
+    """Log the global gradient norm of the last step of each epoch (a callback of one's own)."""
+
+    def on_after_backward(self, trainer):
+        self.norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()]))
+
+    def on_epoch_end(self, trainer, logs):
+        logs["grad_norm"] = float(self.norm)
+
+
+class StopAtAccuracy(ds.callbacks.Callback):
+    """Stop as soon as validation accuracy reaches a target (a custom stop rule)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def on_epoch_end(self, trainer, logs):
+        if logs["val_accuracy"] >= self.target:
+            trainer.stop_training = True
+
+
+def test_callbacks_of_ones_own_log_values_and_stop_training():
+    x, y = data(200)
+    t = trainer(optimizer=ds.optim.create("sgd", lr=0.5), callbacks=[GradientNorms(), StopAtAccuracy(0.9)])
+    history = t.fit(x, y, validation_split=0.2, epochs=50, batch_size=16, progress=False)
+    assert all(row["grad_norm"] > 0 for row in history)
+    assert history[-1]["val_accuracy"] >= 0.9 and all(a < 0.9 for a in history["val_accuracy"][:-1])
+    assert len(history) < 50

@@ -24,10 +24,13 @@ nothing per step.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from descend.errors import UserError
 from descend.monitor import MIN_DELTA, MODE, MONITOR, improved, read_metric, resolve_mode
 from descend.options import Boolean, Option, declare, integer
 from descend.train import epochs
+from descend.train.checkpoint import save_weights
 from descend.train.checks import require_logged
 
 EVENTS = ("on_fit_start", "on_epoch_start", "on_after_backward", "on_batch_end", "on_validation_start",
@@ -173,3 +176,51 @@ class EarlyStopping(Callback):
         self.stopped_epoch = None if state["stopped_epoch"] is None else int(state["stopped_epoch"])
         weights = state["best_weights"]
         self.best_weights = {name: t.detach().clone() for name, t in weights.items()} or None
+
+
+class ModelCheckpoint(Callback):
+    """Save the model's weights to ``filepath`` (a safetensors file) at the end of every epoch, or only when the
+    monitored value improves (``save_best_only``), as Keras' ``ModelCheckpoint`` does.
+
+    ``filepath`` may name the epoch and any logged value: ``"ckpt/epoch{epoch:03d}-{val_loss:.3f}.safetensors"``
+    keeps one file per epoch, a plain name is overwritten. Improvement is judged as in :class:`EarlyStopping`
+    (``mode``, ``min_delta``; :mod:`descend.monitor`). The file holds the weights only (no pickle): load them with
+    :func:`descend.train.checkpoint.load_weights` into the same architecture. Resuming a run from its checkpoints
+    (``Trainer.fit(resume=...)``) is :class:`~descend.train.checkpoint.policy.Checkpoints`' job; this callback is for
+    keeping weights to use.
+    """
+
+    @declare("ModelCheckpoint", MONITOR, MODE, MIN_DELTA,
+             Option("save_best_only", Boolean(), doc="write only when the monitored value improves"))
+    def __init__(self, filepath: str | Path, monitor: str = "val_loss", mode: str = "auto",
+                 min_delta: float = 0.0, save_best_only: bool = False) -> None:
+        self.filepath, self.monitor, self.min_delta = str(filepath), monitor, min_delta
+        self.mode = resolve_mode("ModelCheckpoint", monitor, mode)
+        self.save_best_only = save_best_only
+        self.best_value: float | None = None
+        self.saved: list[Path] = []  # the files written, in order
+
+    def setup(self, trainer, logged: set[str]) -> None:
+        if self.save_best_only:
+            require_logged("ModelCheckpoint", self.monitor, logged)
+        try:
+            self.filepath.format(**{**dict.fromkeys(logged, 0.0), "epoch": 1})
+        except (KeyError, IndexError, ValueError) as e:
+            raise UserError(f"ModelCheckpoint: filepath {self.filepath!r} names {e} that is not logged; it may use "
+                            f"{{epoch}} and {', '.join(sorted(logged))}") from None
+
+    def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
+        if self.save_best_only:
+            value = read_metric("ModelCheckpoint", logs, self.monitor)
+            if not improved(value, self.best_value, self.mode, self.min_delta):
+                return
+            self.best_value = value
+        path = Path(self.filepath.format(**{**logs, "epoch": int(trainer.epoch) + 1}))  # the epoch as logged
+        save_weights(trainer.model, path)
+        self.saved.append(path)
+
+    def state_dict(self) -> dict:
+        return {"monitor": self.monitor, "best_value": self.best_value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_value = None if state["best_value"] is None else float(state["best_value"])
