@@ -201,7 +201,7 @@ def numeric_runs(tmp_path_factory):
     ("iris", [0, 1.5, 2], "whole numbers 0..K-1, got 1.5"),
     ("iris", [0, 1, 7], "labels must be in [0, 2], got 7"),
     ("iris", [0, 1, np.nan], "1 NaN or infinite values"),
-    ("iris", ["a", "b", "c"], "must hold real numbers"),
+    ("iris", ["a", "b", "c"], "are text, but"),
     ("iris", [0, 1], "has 3 inputs but 2 targets"),
     ("iris", np.zeros((3, 2), dtype=int), "labels must be one column"),
     ("diabetes", [1.0, np.inf, 2.0], "1 NaN or infinite values"),

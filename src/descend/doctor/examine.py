@@ -1,7 +1,8 @@
 """``examine``: run the flowchart's checks within a time budget and hand back one ranked :class:`Diagnosis`.
 
 Order: the data and the speed settings (before any training), the loss at init, overfitting a tiny batch, the LR
-range test, a short run of the recipe (curves, gradients, units, clipping), and the zeroed-input baseline. Each
+range test, a short run of the recipe (curves, gradients, units, clipping), the zeroed-input baseline, and for a
+regression the mean predictor and a least-squares linear model (:mod:`.regression`). Each
 check gets a share of the budget (what a fast check leaves goes to the later ones) and is marked ``cut_short`` when
 the time ran out.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from .. import config as cfg
 from .. import experiment, workflow
 from ..errors import UserError
-from . import data_checks, lr_range, speed_checks, stage1, stage2
+from . import data_checks, lr_range, regression, speed_checks, stage1, stage2
 from . import subject as subjects
 from .findings import Budget, Check, Diagnosis, Finding, rank
 
@@ -149,7 +150,8 @@ class _Run:
 
     def examine(self, subject: subjects.Subject) -> None:
         s = subject
-        self.run("data", lambda deadline: (data_checks.check_data(s.data, s.scale), False))
+        self.run("data", lambda deadline: (data_checks.check_data(s.data, s.scale) + regression.target_scale(s.data),
+                                           False))
         self.run("speed_settings", lambda deadline: (speed_checks.slow_settings(s.raw), False))
         blocked = "the data must be fixed first" if any(f.id in BLOCKING for f in self.findings) else ""
         self.run("initial_loss", lambda deadline: self._initial_loss(s), blocked)
@@ -162,6 +164,9 @@ class _Run:
         zero_skip = blocked or (f"{', '.join(broken)} must be fixed first: a run that cannot learn says nothing "
                                 "about its inputs" if broken else "" if self.short else "the short run failed")
         self.run("zeroed_inputs", lambda deadline: self._zeroed(s, deadline), zero_skip)
+        if s.data.train.task == "regression":  # the mean predictor, not the zeroed-input model, is its baseline
+            self.run("references", lambda deadline: self._references(s), blocked or ("" if self.short else
+                                                                                     "the short run failed"))
 
     def _initial_loss(self, s) -> tuple[list[Finding], bool]:
         found, evidence = stage1.initial_loss(s, any(f.id == "unscaled_inputs" for f in self.findings))
@@ -210,6 +215,13 @@ class _Run:
         if "plot" in layers:
             self.plots["gradients"] = layers.pop("plot")
         return found + grads + units + stage2.clipping(stats, s.clip_grad_norm, s.lr) + curves, result.cut_short
+
+    def _references(self, s) -> tuple[list[Finding], bool]:
+        if self.short.diverged_at is not None:
+            return [], False
+        found, evidence = regression.references(self.short.trainer, s.data, s.lr, self.evidence.get("lr_range"))
+        self.evidence["references"] = evidence
+        return found, False
 
     def _zeroed(self, s, deadline) -> tuple[list[Finding], bool]:
         zero = stage2.zeroed_run(s, len(self.short.losses), deadline)

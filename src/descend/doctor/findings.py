@@ -19,10 +19,11 @@ SEVERITIES = ("error", "warning", "info")
 
 # Presentation and ranking order within a severity: data first, then the flowchart's stages (Karpathy's recipe:
 # become one with the data, set up the end-to-end skeleton, overfit, regularize).
-ORDER = ("data_nan", "label_out_of_range", "train_test_leakage", "unscaled_inputs", "too_few_samples",
-         "class_imbalance", "initial_loss_off", "lr_too_high", "exploding_gradients", "lr_too_low",
-         "vanishing_gradients", "dead_units", "saturated_units", "cannot_overfit_small_subset",
-         "input_independent", "aggressive_clipping", "noisy_loss", "underfitting", "overfitting")
+ORDER = ("data_nan", "label_out_of_range", "train_test_leakage", "unscaled_inputs", "unscaled_targets",
+         "too_few_samples", "class_imbalance", "initial_loss_off", "lr_too_high", "exploding_gradients",
+         "lr_too_low", "vanishing_gradients", "dead_units", "saturated_units", "cannot_overfit_small_subset",
+         "input_independent", "worse_than_mean", "linear_model_better", "aggressive_clipping", "noisy_loss",
+         "underfitting", "overfitting")
 
 
 @dataclass
