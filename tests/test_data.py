@@ -169,7 +169,7 @@ def test_fashion_mnist_download_failure_is_one_clean_error(tmp_path, monkeypatch
 
 
 def test_sine_follows_its_formula():
-    b = dd.load("sine", noise_std=0.0, scale="none", n_train=50)
+    b = dd.load("sine", noise_std=0.0, scale="none", target_scale="none", n_train=50)
     x, y = b.train.x[:, 0].double(), b.train.y[:, 0].double()
     assert len(b.train) == 50 and float(x.min()) >= 0.0 and float(x.max()) <= 10.0
     # float32 storage of values up to ~12: 1e-5 absolute is a few ulps
@@ -177,12 +177,12 @@ def test_sine_follows_its_formula():
 
 
 def test_sine_noise_is_sigma_sqrt_0_2_by_default():
-    b = dd.load("sine", scale="none", n_train=20000)
+    b = dd.load("sine", scale="none", target_scale="none", n_train=20000)
     x, y = b.train.x[:, 0].double(), b.train.y[:, 0].double()
     resid = y - (x + 2 * torch.sin(1.5 * x))
     # the sample std of 20000 normals has std σ/√(2n) ≈ 0.0022; 0.01 is > 4 of those
     assert abs(float(resid.std()) - math.sqrt(0.2)) < 0.01
-    other = dd.load("sine", scale="none", n_train=20000, noise_std=0.2)
+    other = dd.load("sine", scale="none", target_scale="none", n_train=20000, noise_std=0.2)
     r2 = other.train.y[:, 0].double() - (
         other.train.x[:, 0].double() + 2 * torch.sin(1.5 * other.train.x[:, 0])
     )
@@ -190,11 +190,11 @@ def test_sine_noise_is_sigma_sqrt_0_2_by_default():
 
 
 def test_linear_highdim_follows_its_formula():
-    b = dd.load("linear_highdim", noise_std=0.0, scale="none")
+    b = dd.load("linear_highdim", noise_std=0.0, scale="none", target_scale="none")
     assert b.info.sizes == {"train": 20, "val": 2, "test": 100} and b.train.x.shape == (20, 200)
     expect = 0.05 + 0.01 * b.train.x.double().sum(dim=1, keepdim=True)
     torch.testing.assert_close(b.train.y.double(), expect, rtol=0, atol=1e-6)  # float32 of values ~0.1
-    noisy = dd.load("linear_highdim", scale="none", n_train=5000, d=5)
+    noisy = dd.load("linear_highdim", scale="none", target_scale="none", n_train=5000, d=5)
     resid = noisy.train.y.double() - (0.05 + 0.01 * noisy.train.x.double().sum(dim=1, keepdim=True))
     assert noisy.train.x.shape == (5000, 5) and abs(float(resid.std()) - 0.01) < 0.0005  # σ/√(2n)=1e-4
 

@@ -1,6 +1,8 @@
 """Data from the user's own code: (x, y), a torch Dataset, or named splits, split, scaled and checked as descend's
 own data; and a recipe's ``[data] name = "file.py:loader"`` read from the recipe's folder."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,8 @@ from descend import experiment
 from descend.errors import UserError
 
 LOADER = """
+import warnings
+
 import numpy as np
 import torch
 
@@ -141,3 +145,14 @@ def test_recipe_loader_mistakes_name_the_loader(tmp_path, data, message):
     with pytest.raises(UserError, match=message) as error:
         experiment.load_data(config)
     assert str(error.value).startswith("[data]")
+
+
+def test_many_whole_number_classes_announce_the_inferred_task():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(400, 2)), rng.integers(0, 50, 400)
+    with pytest.warns(UserWarning, match='task = "classification" inferred .* 50 classes; .* task = "regression"'):
+        assert datasets.from_user((x, y)).info.task == "classification"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert datasets.from_user((x, y), task="regression").info.task == "regression"
+        assert datasets.from_user((x, y % 3)).info.num_classes == 3

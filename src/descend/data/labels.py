@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,8 @@ from descend.errors import UserError
 
 #: whole-number targets in [0, this) are read as class labels 0..K-1
 MAX_INFERRED_CLASSES = 100
+#: an inferred classification with this many distinct labels is announced (it may be a regression)
+ANNOUNCED_CLASSES = 20
 
 
 def encode(y: np.ndarray, labels: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
@@ -37,17 +40,23 @@ def decode(codes: np.ndarray, labels: Sequence[str] | None) -> np.ndarray:
     return codes if labels is None else np.asarray(labels, dtype=str)[codes]
 
 
-def infer_task(y: np.ndarray, y_test: np.ndarray | None = None) -> str:
+def infer_task(y: np.ndarray, y_test: np.ndarray | None = None, source: str = "the data") -> str:
     """Classification when targets are one column of whole numbers in [0, 100) (labels 0..K-1), or of an
-    integer type; regression otherwise. Pass ``task=`` to decide it yourself."""
+    integer type; regression otherwise. Pass ``task=`` to decide it yourself. Classification inferred for
+    :data:`ANNOUNCED_CLASSES` or more distinct values is announced with a warning: counts, ages and prices are whole
+    numbers too."""
     values = y if y_test is None else np.concatenate([y.reshape(len(y), -1), y_test.reshape(len(y_test), -1)])
     if values.ndim > 1 and values.shape[1] != 1:
         return "regression"
     if np.issubdtype(values.dtype, np.integer):
-        return "classification"
-    whole = bool(np.all(values == np.round(values)))
-    return (
-        "classification"
-        if whole and values.min() >= 0 and values.max() < MAX_INFERRED_CLASSES
-        else "regression"
-    )
+        task = "classification"
+    else:
+        whole = bool(np.all(values == np.round(values)))
+        inside = whole and values.min() >= 0 and values.max() < MAX_INFERRED_CLASSES
+        task = "classification" if inside else "regression"
+    distinct = len(np.unique(values)) if task == "classification" else 0
+    if distinct >= ANNOUNCED_CLASSES:
+        warnings.warn(f"{source}: task = \"classification\" inferred from whole-number targets, {distinct} classes; "
+                      "if they are quantities, set [data] task = \"regression\" (task='regression' from Python)",
+                      UserWarning, stacklevel=3)
+    return task

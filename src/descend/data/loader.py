@@ -209,7 +209,7 @@ def read_file(
             raise UserError(
                 f"inputs{what} of {str(path)!r} have shape {a.shape}; need rows of shape {x.shape[1:]}"
             )
-    task = task or infer_task(y, y_test)
+    task = task or infer_task(y, y_test, repr(str(path)))
     num_classes = opts["num_classes"]
     if num_classes is not None:
         if task != "classification":

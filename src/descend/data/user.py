@@ -193,7 +193,7 @@ def from_user(
         y_val=y_val,
         x_test=x_test,
         y_test=y_test,
-        task=task or infer_task(y, y_test),
+        task=task or infer_task(y, y_test, f"data {name!r}"),
         num_classes=num_classes,
         feature_names=parts["feature_names"],
         class_names=parts["labels"],
