@@ -1,5 +1,6 @@
 """The README runs as shown. Its marked snippets (each block after a `<!-- readme-test -->` line) run in order in one
-folder (python blocks share one namespace; a toml block is written to the file its first comment names; `descend`
+folder (python blocks share one namespace, but one whose first line is `# name.py` is written to that module file;
+a toml block is written to the file its first comment names; `descend`
 lines run through the command line, training with fewer epochs to stay fast); every other command it shows runs
 too (the long ones with -m slow), with fewer epochs, trials and seeds, or is listed in SKIPPED with the reason; and
 no command lets a warning through that is not descend's own."""
@@ -27,9 +28,12 @@ def test_the_marked_readme_snippets_run(tmp_path, monkeypatch, capsys):
     blocks = BLOCK.findall(README.read_text())
     assert [kind for kind, _ in blocks].count("python") >= 4 and any(kind == "sh" for kind, _ in blocks)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # a module the README writes imports as from a script beside it
     namespace: dict = {}
     for kind, code in blocks:
-        if kind == "python":
+        if kind == "python" and re.match(r"# \w+\.py\n", code):
+            Path(code.split()[1]).write_text(code)
+        elif kind == "python":
             exec(compile(code, str(README), "exec"), namespace)
         elif kind == "toml":
             name = re.match(r"# (\S+\.toml)", code).group(1)
