@@ -311,3 +311,16 @@ def test_describe_gives_every_optimizer_its_update_and_source():
     for name in ds.optim.names():
         line = next(line for line in text.splitlines() if line.startswith(f"{name}: "))
         assert "(" in line and any(ch.isdigit() for ch in line)  # a formula with its source's year
+
+
+def test_muon_decays_what_every_optimizer_decays():
+    """exclude_from_decay applies to both halves: norms and biases (AdamW's) and a matrix a pattern names (Muon's)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 8), nn.Linear(8, 2))
+    opt = ds.optim.create(
+        "muon", model, weight_decay=0.1, exclude_from_decay=["bias", "*.bias", "<normalization>", "2.weight"]
+    )
+    decay = {(g["muon"], g["weight_decay"]): [tuple(p.shape) for p in g["params"]] for g in opt.param_groups}
+    assert decay[(True, 0.1)] == [(8, 4)] and decay[(True, 0.0)] == [(8, 8)]
+    assert decay[(False, 0.1)] == [(2, 8)]  # the output layer: AdamW, decayed
+    assert sorted(decay[(False, 0.0)]) == [(2,), (8,), (8,), (8,), (8,)]  # 3 biases, batch norm's scale and shift

@@ -25,17 +25,15 @@ def _muon(params: Any, o: dict[str, Any]) -> torch.optim.Optimizer:
             "muon splits a model's parameters by layer (Muon for hidden matrices, AdamW for the rest): "
             "pass the nn.Module, not tensors"
         )
-    chosen = muon_parameters(params)
-    named = list(params.named_parameters())
-    adamw = [(n, p) for n, p in named if n not in chosen]
-    groups = []
-    matrices = [p for n, p in named if n in chosen]
-    if matrices:
-        groups.append({"params": matrices, "muon": True})
-    if adamw:
-        extra = {"lr": o["adamw_lr"]} if o["adamw_lr"] is not None else {}
-        for g in param_groups(adamw, o["weight_decay"], o["exclude_from_decay"]):
-            groups.append({**g, **extra, "muon": False})
+    chosen = {id(p) for n, p in params.named_parameters() if n in muon_parameters(params)}
+    lr = {"lr": o["adamw_lr"]} if o["adamw_lr"] is not None else {}
+    groups = []  # each decay group (biases and norms excluded as for any optimizer) split into Muon's and AdamW's
+    for g in param_groups(params, o["weight_decay"], o["exclude_from_decay"]):
+        options = {k: v for k, v in g.items() if k != "params"}
+        matrices = [p for p in g["params"] if id(p) in chosen]
+        rest = [p for p in g["params"] if id(p) not in chosen]
+        groups += [{**options, "params": matrices, "muon": True}] if matrices else []
+        groups += [{**options, **lr, "params": rest, "muon": False}] if rest else []
     return Muon(
         groups,
         **_take(
