@@ -83,6 +83,7 @@ def test_schedule_free_validates_and_ends_with_the_averaged_weights(iris):
     history = trainer.fit(iris.train, iris.val, epochs=4, batch_size=20)
     opt = trainer.optimizer
     assert opt.param_groups[0]["train_mode"] is False  # the fit ends with x in the model
+    assert [r["scheduled_lr"] for r in history] == [0.01] * 4  # η after its warm-up (none here), logged
     assert trainer.evaluate(iris.val)["loss"] == history[-1]["val_loss"]  # validation saw x too
     x = [p.detach().clone() for p in trainer.model.parameters()]
     opt.train()
