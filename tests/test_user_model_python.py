@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 import descend as ds
@@ -30,6 +31,7 @@ def mynets():
         yield importlib.import_module("mynets")
     finally:
         sys.path.remove(str(PROJECT))
+        sys.modules.pop("mynets", None)  # another test's folder may hold a module of that name
 
 
 RECIPE = {"seed": 0, "data": {"name": "iris"}, "train": {"epochs": 2, "batch_size": 32, "device": "cpu"}}
@@ -94,3 +96,16 @@ def test_search_cv_compare_and_doctor_take_model_and_data(mynets, tmp_path):
     assert config.load(tmp_path / "c" / "recipe.toml").model.name == "mynets:TinyNet"
     diagnosis = examine(RECIPE, budget=10, model=mynets.TinyNet, data=(x, y))
     assert diagnosis.checks
+
+
+def test_an_ensemble_and_averaging_of_a_given_factory(mynets, tmp_path):
+    x, y = mynets.waves(n=150)
+    recipe = {**RECIPE, "ensemble": {"members": 2}}
+    summary = ds.run(recipe, out=tmp_path / "e", model=mynets.TinyNet, data=(x, y), quiet=True)
+    assert "test_accuracy" in summary["final"]
+    members = ds.load_run(tmp_path / "e").model  # the members combined; the factory was given in this process
+    assert members(torch.from_numpy(x[:4])).shape == (4, 3)
+    averaged = ds.run(
+        {**RECIPE, "averaging": {"method": "ema"}}, out=tmp_path / "a", model=mynets.TinyNet, data=(x, y), quiet=True
+    )
+    assert averaged["final"]["train_loss"] > 0

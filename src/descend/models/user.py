@@ -24,9 +24,6 @@ from descend import usercode
 from descend.errors import UserError
 from descend.models import networks
 
-#: The sizes descend offers a factory, by parameter name (see the module's docstring).
-SIZES = ("input_shape", "in_features", "num_outputs", "num_classes")
-
 
 def is_user(name: Any) -> bool:
     """Whether the recipe's ``model.name`` names the user's code rather than one of descend's networks."""
@@ -38,13 +35,6 @@ def sizes(input_shape: Sequence[int], num_outputs: int, num_classes: int | None 
     shape = tuple(int(n) for n in input_shape)
     given = {"input_shape": shape, "in_features": math.prod(shape), "num_outputs": int(num_outputs)}
     return given | ({"num_classes": int(num_classes)} if num_classes else {})
-
-
-def check(name: str, options: Mapping[str, Any]) -> None:
-    """Import the factory ``name`` and check the recipe's ``options`` against its signature (nothing is built):
-    an unknown argument, or a required one that neither the recipe nor the data gives, is one UserError."""
-    factory = usercode.load(name, what="model.name")
-    usercode.call_kwargs(factory, options, sizes((1,), 1, 2), what=f"model factory {name!r}")
 
 
 def create(name: str, input_shape: Sequence[int], num_outputs: int, options: Mapping[str, Any] | None = None, *,
