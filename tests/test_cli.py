@@ -82,7 +82,7 @@ BAD = {
     "unknown dataset": ("[data]\nname = \"imagenet\"", ["imagenet", "mnist1d", "digits"]),
     "unknown activation": ("[model]\nname = \"mlp\"\nactivation = \"swishy\"", ["swishy", "relu", "maxout"]),
     "unknown loss": ("[train]\nloss = \"hinge\"", ["train.loss", "cross_entropy"]),
-    "unknown optimizer": ("[optimizer]\nname = \"lion\"", ["lion", "adam"]),
+    "unknown optimizer": ("[optimizer]\nname = \"adamax_plus\"", ["adamax_plus", "adam"]),
 }
 
 
