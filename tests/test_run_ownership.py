@@ -86,7 +86,8 @@ def _race(tmp_path: Path, rounds: int) -> None:
         codes = sorted(p.returncode for p in done)
         assert codes == [0, 2], [(p.returncode, p.stderr[-400:]) for p in done]
         loser = next(p for p in done if p.returncode == 2)
-        assert loser.stderr.startswith("descend: error: ") and str(out) in loser.stderr, loser.stderr
+        error = loser.stderr.splitlines()[-1]  # after any warning lines
+        assert error.startswith("descend: error: ") and str(out) in error, loser.stderr
         assert "Traceback" not in loser.stderr
         # the directory is the winner's run, whole: the same bytes as the same recipe run alone
         for name in ("model.safetensors", "metrics.jsonl"):
@@ -130,7 +131,8 @@ def test_a_run_still_training_cannot_be_resumed_and_its_killed_owner_leaves_no_l
             timeout=300,
         )
         assert resumed.returncode == 2, resumed.stderr
-        assert resumed.stderr.startswith(f"descend: error: cannot resume {out}: process {owner.pid} is training")
+        error = resumed.stderr.splitlines()[-1]  # after any warning lines
+        assert error.startswith(f"descend: error: cannot resume {out}: process {owner.pid} is training"), error
         with pytest.raises(UserError, match=f"process {owner.pid} is training in it now"):
             with rundir.owned(out):
                 pass
