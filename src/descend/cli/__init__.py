@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import warnings
 
@@ -38,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "mlflow", None):
         args.overrides.append(f"tracking.mlflow={json.dumps(args.mlflow)}")  # a JSON string is a TOML string
     with _one_line_warnings():
-        return _main(args)
+        try:
+            return _main(args)
+        except BrokenPipeError:
+            # the reader went away (`descend show … | head`): stop quietly, as Unix tools do, and point stdout at
+            # /dev/null so Python's flush at exit does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + 13  # SIGPIPE, what a shell reports for a writer whose pipe closed
 
 
 @contextlib.contextmanager
