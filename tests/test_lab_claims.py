@@ -122,3 +122,19 @@ def test_unresolved_points_are_drawn_hollow_without_a_line_or_band():
     assert np.isnan(variance.get_ydata()[2]) and not np.isnan(variance.get_ydata()[:2]).any()   # no line to it
     hollow = [line for line in ax.lines if line.get_markerfacecolor() == "none" and len(line.get_xdata())]
     assert any(list(line.get_xdata()) == [2] and line.get_ydata()[0] == 40.0 for line in hollow)
+
+
+def test_the_optimizer_bake_off_names_a_best_only_where_its_interval_stands_above_the_others():
+    from descend.lab.optimizers import _finding
+
+    def entry(mean, low, high, steps=None):
+        return {"mean": mean, "ci95": [low, high], "steps_to_target": steps}
+
+    overlapping = {"adamw": entry(0.90, 0.88, 0.92, 10), "lion": entry(0.91, 0.89, 0.93, 12),
+                   "sgd": entry(0.80, 0.79, 0.81)}
+    text = _finding("mnist1d", overlapping, 0.85)
+    assert "highest mean final validation accuracy lion (91.00%), not distinguished at 95% from adamw" in text
+    assert "best final" not in text and "sgd" not in text.split(";")[0] and "to 85.00%: adamw." in text
+    separated = {"adamw": entry(0.90, 0.89, 0.91), "muon": entry(0.95, 0.94, 0.96, 8)}
+    assert _finding("fashion", separated, 0.9).startswith(
+        "fashion: best final validation accuracy muon (95.00%), its 95% interval above every other's")

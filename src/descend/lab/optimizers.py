@@ -28,6 +28,7 @@ import numpy as np
 from descend import config as cfg
 from descend import data, experiment, tune
 from descend.lab.base import LabResult
+from descend.lab.claims import Estimate, highest
 from descend.lab.stats import bootstrap_ci, probability_of_improvement
 from descend.report import html
 
@@ -189,14 +190,7 @@ def optimizers_lab(quick: bool = False) -> LabResult:
                 rows,
             )
         )
-        best = max(summary, key=lambda n: summary[n]["mean"])
-        reached = {n: o["steps_to_target"] for n, o in summary.items() if o["steps_to_target"]}
-        fewest = [n for n, steps in reached.items() if steps == min(reached.values())] if reached else []
-        findings.append(
-            f"{problem}: best final validation accuracy {best} ({100 * summary[best]['mean']:.2f}%), "
-            f"AdamW {100 * summary['adamw']['mean']:.2f}%; fewest steps (median over seeds) to {100 * target:.2f}%: "
-            f"{', '.join(fewest) or 'none reached it'}."
-        )
+        findings.append(_finding(problem, summary, target))
     fig, axes = html.figure(11.0, 3.5, ncols=len(runs))
     for ax, (problem, by_name) in zip(np.atleast_1d(axes), runs.items(), strict=True):
         for name, r in by_name.items():
@@ -220,3 +214,22 @@ def optimizers_lab(quick: bool = False) -> LabResult:
         tables,
         findings,
     )
+
+
+def _finding(problem: str, summary: dict, target: float) -> str:
+    """The problem's sentence, only as strong as its intervals: the optimizer with the highest mean final accuracy
+    is named the best only when its 95% interval lies above every other's; otherwise the optimizers it cannot be
+    told apart from are named with it."""
+    points = {n: Estimate(o["mean"], *o["ci95"]) for n, o in summary.items()}
+    best, tied = highest(points, list(points))
+    mean = f"{100 * summary[best]['mean']:.2f}%"
+    if tied:
+        head = (f"{problem}: highest mean final validation accuracy {best} ({mean}), not distinguished at 95% from "
+                f"{', '.join(tied)}")
+    else:
+        head = f"{problem}: best final validation accuracy {best} ({mean}), its 95% interval above every other's"
+    reached = {n: o["steps_to_target"] for n, o in summary.items() if o["steps_to_target"]}
+    fewest = [n for n, steps in reached.items() if steps == min(reached.values())] if reached else []
+    return (f"{head}; AdamW {100 * summary['adamw']['mean']:.2f}%; fewest steps (median over seeds) to "
+            f"{100 * target:.2f}%: {', '.join(fewest) or 'none reached it'}.")
+
