@@ -179,17 +179,17 @@ def test_chains_are_checked():
         ComposedOptimizer([torch.zeros(1)], [P.first_moment()], momentum=0.9)
     with pytest.raises(UserError, match="reads hyper-parameters"):
         ComposedOptimizer([torch.zeros(1)], [P.first_moment(), P.scale_by_lr()], lr=0.1)
-    with pytest.raises(UserError, match="before the moment parts"):
-        ComposedOptimizer([torch.zeros(1)], [P.second_moment(), P.bias_correction(), P.precondition(),
-                                             P.scale_by_lr()], lr=0.1, beta2=0.9, eps=1e-8)
+    with pytest.raises(UserError, match="bias correction applies to moving averages"):
+        P.scale_by_rms("sum", bias_correction=True)
+    with pytest.raises(UserError, match="bias correction applies to moving averages"):
+        P.first_moment("heavy_ball", bias_correction=True)
 
 
 def test_a_user_chain_is_a_torch_optimizer():
-    """RMSProp with an EMA first moment on the raw gradient and bias correction — a chain no name has."""
+    """RMSProp's decay ρ with an EMA first moment on the raw gradient and bias correction — a chain no name has."""
     P = O.parts
     w = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
-    opt = ComposedOptimizer([w], [P.bias_correction(), P.second_moment("ema", "rho"),
-                                  P.first_moment("ema", decay="beta1"), P.precondition(), P.scale_by_lr()],
+    opt = ComposedOptimizer([w], P.chain(P.scale_by_adam("beta1", "rho", bias_correction=True), P.scale_by_lr()),
                             lr=0.1, rho=0.9, beta1=0.5, eps=1e-8)
     for step in range(1, 4):
         opt.zero_grad()

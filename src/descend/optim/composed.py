@@ -1,10 +1,7 @@
 """A chain of parts wrapped as a ``torch.optim.Optimizer``.
 
 >>> from descend.optim import ComposedOptimizer, parts as P
->>> opt = ComposedOptimizer(model.parameters(),
-...                         [P.bias_correction(), P.second_moment("ema", "beta2"),
-...                          P.first_moment("ema", decay="beta1"), P.precondition("outside"),
-...                          P.scale_by_lr()],
+>>> opt = ComposedOptimizer(model.parameters(), P.chain(P.scale_by_adam(), P.scale_by_lr()),
 ...                         lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)        # this is Adam
 
 Everything torch expects works: ``param_groups`` (hyper-parameters per group, read at every step),
@@ -20,7 +17,7 @@ from typing import Any
 import torch
 
 from descend.errors import UserError
-from descend.optim.parts import BiasCorrection, Context, FirstMoment, Part, SecondMoment, Update
+from descend.optim.parts import Context, Part, Update
 
 
 def _check_chain(chain: Sequence[Part], defaults: dict[str, Any]) -> None:
@@ -29,10 +26,6 @@ def _check_chain(chain: Sequence[Part], defaults: dict[str, Any]) -> None:
     if sum(p.applies_lr for p in chain) != 1:
         raise UserError("the chain must apply the learning rate exactly once "
                         "(scale_by_lr(), or first_moment('velocity') which puts η in the velocity)")
-    moments = [i for i, p in enumerate(chain) if isinstance(p, (FirstMoment, SecondMoment))]
-    for i, p in enumerate(chain):
-        if isinstance(p, BiasCorrection) and moments and i > moments[0]:
-            raise UserError("bias_correction() must come before the moment parts it corrects")
     names = [b for p in chain for b in p.buffers]
     if len(names) != len(set(names)):
         raise UserError(f"two parts of the chain keep the same state buffer: {sorted(names)}")

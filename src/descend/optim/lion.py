@@ -9,30 +9,27 @@ Lion ("EvoLved Sign Momentum") was found by program search. Per step, with gradi
 and decoupled weight decay w ← (1 − ηλ)w. The paper's defaults are β1 = 0.9, β2 = 0.99; because the update has
 unit size per coordinate, its η is typically 3-10x smaller than AdamW's and its λ 3-10x larger. One buffer per
 parameter (Adam keeps two). ``descend.optim.create("lion")`` is ``chain(sign_momentum(), scale_by_lr(),
-decoupled_decay())``, equal to the authors' reference (Lucidrains' ``lion-pytorch``, tested).
+decoupled_decay())`` (:func:`descend.optim.named.lion`), equal to the authors' reference (Lucidrains'
+``lion-pytorch``, tested).
 """
 
 from __future__ import annotations
 
 import torch
 
-from descend.optim.parts import Context, FirstMoment, Part, Update
+from descend.optim.parts import Context, Part, Update
 
 
-class SignMomentum(FirstMoment):
+class SignMomentum(Part):
     """Lion's step direction sign(β1·m + (1 − β1)·g), then the momentum update m ← β2·m + (1 − β2)·g.
 
-    A :class:`~descend.optim.parts.FirstMoment` (it tracks the gradient's first moment, buffer ``m``), with β1
-    and β2 read from the group at every step.
+    It tracks the gradient's first moment (buffer ``m``), with β1 and β2 read from the group at every step.
     """
 
     name = "sign_momentum"
     buffers = ("m",)
     hypers = ("beta1", "beta2")
-    applies_lr = False
-
-    def __init__(self):  # the FirstMoment options (form, nesterov, schedule) do not apply
-        self.form, self.nesterov, self.decay, self.schedule = "ema", False, "beta1", None
+    first_moment = True
 
     def update(self, u: Update, ctx: Context) -> Update:
         g, m = u.raw(), ctx.buffers["m"]

@@ -1,20 +1,7 @@
-"""The named optimizers: each one a chain of parts, and torch's own kernels where the request is exactly a
-torch algorithm.
-
-=========  ==============================================================================================
-gd         w ← w − ηg                               (full-batch GD or SGD: the batch size decides)
-momentum   first_moment(form) [+ nesterov]         heavy_ball v=ρv+g, w−=ηv | velocity v=ρv−ηg, w+=v
-                                                    | ema v=βv+(1−β)g, w−=ηv
-nesterov   the same with the look-ahead step
-adagrad    v += g²;  w −= η g/(√v + ε)             (Duchi et al. 2011; eps_placement="inside": g/√(v + ε))
-rmsprop    v = ρv + (1−ρ)g²;  w −= η g/(√v + ε)    [+ heavy-ball momentum on the scaled gradient, as torch]
-adadelta   v = ρv + (1−ρ)g²;  Δ = √(u+ε)/√(v+ε)·g;  u = ρu + (1−ρ)Δ²;  w −= ηΔ   (ε inside, Zeiler)
-adam       m = β1m + (1−β1)g;  v = β2v + (1−β2)g²;  w −= η m̂/(√v̂ + ε)   (bias_correction=false: m, v)
-adamw      adam with decoupled weight decay, weight_decay=0.01 by default (Loshchilov & Hutter 2019, Alg. 2)
-nadam      adam with the look-ahead first moment and μ_t schedule (Dozat 2016, torch.optim.NAdam)
-newton     w −= α (∇²f)⁻¹∇f, damped; see :class:`descend.optim.newton.Newton`
-lion       w −= η sign(β1m + (1−β1)g);  m = β2m + (1−β2)g   (Chen et al. 2023; :mod:`descend.optim.lion`)
-=========  ==============================================================================================
+"""The named optimizers: one small function per name returning its chain of parts (as optax's ``alias.py``),
+each with its update rule and original source; and torch's own kernels where the request is exactly a torch
+algorithm. A new optimizer is a function here (a few parts) and an entry in :data:`CHAINS`. ``newton`` is not
+a chain: :class:`descend.optim.newton.Newton`.
 
 The newer methods that are not a chain of parts each have their own module: ``muon``
 (:mod:`~descend.optim.muon`), ``adafactor`` (torch.optim.Adafactor), ``schedule_free_sgd`` and
@@ -42,43 +29,91 @@ STRUCTURAL = ("weight_decay_mode", "exclude_from_decay", "implementation", "mome
               "bias_correction", "eps_placement", "max_params")
 
 
+def _decayed(o: dict[str, Any], *body: Part) -> list[Part]:
+    """``body`` with the weight decay the options ask for: L2 in the gradient first, or decoupled last."""
+    mode = o["weight_decay_mode"]
+    head = [P.l2_decay()] if mode == "l2" else []
+    return head + list(body) + ([P.decoupled_decay()] if mode == "decoupled" else [])
+
+
+def gd(o: dict[str, Any]) -> list[Part]:
+    """Gradient descent: w ← w − ηg (Cauchy 1847; stochastic: Robbins & Monro 1951). Full-batch or SGD: the
+    batch size decides."""
+    return _decayed(o, P.scale_by_lr())
+
+
+def momentum(o: dict[str, Any]) -> list[Part]:
+    """Momentum (Polyak 1964) in ``momentum_form``: heavy_ball v ← ρv + g, w ← w − ηv | velocity v ← ρv − ηg,
+    w ← w + v | ema v ← βv + (1 − β)g, w ← w − ηv; ``nesterov=True`` takes the look-ahead step."""
+    form = o["momentum_form"]
+    moment = P.first_moment(form, nesterov=o.get("nesterov", False), decay="momentum")
+    return _decayed(o, moment) if form == "velocity" else _decayed(o, moment, P.scale_by_lr())
+
+
+def nesterov(o: dict[str, Any]) -> list[Part]:
+    """Nesterov's accelerated gradient (Nesterov 1983; as Sutskever et al. 2013 write it):
+    v ← ρv + g, w ← w − η(g + ρv)."""
+    return momentum({**o, "nesterov": True})
+
+
+def adagrad(o: dict[str, Any]) -> list[Part]:
+    """AdaGrad (Duchi, Hazan & Singer 2011): v ← v + g², w ← w − ηg/(√v + ε) (``eps_placement="inside"``:
+    g/√(v + ε))."""
+    return _decayed(o, P.scale_by_rms("sum", eps=o["eps_placement"]), P.scale_by_lr())
+
+
+def rmsprop(o: dict[str, Any]) -> list[Part]:
+    """RMSProp (Tieleman & Hinton 2012): v ← ρv + (1 − ρ)g², w ← w − ηg/(√v + ε); with ``momentum`` > 0,
+    heavy-ball momentum on the scaled gradient, as torch.optim.RMSprop."""
+    body = [P.scale_by_rms("ema", decay="rho", eps=o["eps_placement"])]
+    if o["momentum"] > 0:
+        body.append(P.first_moment("heavy_ball", decay="momentum"))
+    return _decayed(o, *body, P.scale_by_lr())
+
+
+def adadelta(o: dict[str, Any]) -> list[Part]:
+    """Adadelta (Zeiler 2012), ε inside the roots: v ← ρv + (1 − ρ)g², Δ = √(u + ε)/√(v + ε)·g,
+    u ← ρu + (1 − ρ)Δ², w ← w − ηΔ."""
+    return _decayed(o, P.scale_by_rms("ema", decay="rho", eps="inside"), P.adadelta_units(), P.scale_by_lr())
+
+
+def adam(o: dict[str, Any]) -> list[Part]:
+    """Adam (Kingma & Ba 2015, Algorithm 1): m ← β1m + (1 − β1)g, v ← β2v + (1 − β2)g², w ← w − ηm̂/(√v̂ + ε)
+    (``bias_correction=False``: m and v as they are; ``nesterov=True``: NAdam's look-ahead with μ = β1)."""
+    return _adam(o, nesterov=o.get("nesterov", False))
+
+
+def _adam(o: dict[str, Any], nesterov: bool, schedule: str | None = None) -> list[Part]:
+    moments = P.scale_by_adam(eps=o["eps_placement"], bias_correction=o["bias_correction"], nesterov=nesterov,
+                              schedule=schedule)
+    return _decayed(o, moments, P.scale_by_lr())
+
+
+def adamw(o: dict[str, Any]) -> list[Part]:
+    """AdamW (Loshchilov & Hutter 2019, Algorithm 2): Adam with decoupled weight decay w ← w − ηλw
+    (its options default to ``weight_decay_mode="decoupled"``, λ = 0.01)."""
+    return adam(o)
+
+
+def nadam(o: dict[str, Any]) -> list[Part]:
+    """NAdam (Dozat 2016; torch.optim.NAdam): Adam with Nesterov's look-ahead first moment and the momentum
+    schedule μ_t = β1(1 − ½·0.96^(tψ)), ψ = ``momentum_decay``."""
+    return _adam(o, nesterov=True, schedule="momentum_decay")
+
+
+def lion(o: dict[str, Any]) -> list[Part]:
+    """Lion (Chen et al. 2023): w ← w − η·sign(β1m + (1 − β1)g), m ← β2m + (1 − β2)g, decoupled decay
+    (:mod:`descend.optim.lion`)."""
+    return _decayed(o, sign_momentum(), P.scale_by_lr())
+
+
+CHAINS = {"gd": gd, "momentum": momentum, "nesterov": nesterov, "adagrad": adagrad, "rmsprop": rmsprop,
+          "adadelta": adadelta, "adam": adam, "adamw": adamw, "nadam": nadam, "lion": lion}
+
+
 def chain(name: str, o: dict[str, Any]) -> list[Part]:
     """The parts of optimizer ``name`` with validated options ``o`` (from :func:`options.validate`)."""
-    decay = o["weight_decay_mode"]
-    head: list[Part] = []
-    if o.get("bias_correction") and name in ("adam", "adamw", "nadam"):
-        head.append(P.bias_correction())
-    if decay == "l2":
-        head.append(P.l2_decay())
-    tail: list[Part] = [P.decoupled_decay()] if decay == "decoupled" else []
-    if name == "gd":
-        body = [P.scale_by_lr()]
-    elif name in ("momentum", "nesterov"):
-        form = o["momentum_form"]
-        body = [P.first_moment(form, nesterov=name == "nesterov" or o["nesterov"], decay="momentum")]
-        if form != "velocity":
-            body.append(P.scale_by_lr())
-    elif name == "adagrad":
-        body = [P.second_moment("sum"), P.precondition(o["eps_placement"]), P.scale_by_lr()]
-    elif name == "rmsprop":
-        body = [P.second_moment("ema", decay="rho"), P.precondition(o["eps_placement"])]
-        if o["momentum"] > 0:
-            body.append(P.first_moment("heavy_ball", decay="momentum"))
-        body.append(P.scale_by_lr())
-    elif name == "adadelta":
-        body = [P.second_moment("ema", decay="rho"), P.precondition("inside"), P.adadelta_units(),
-                P.scale_by_lr()]
-    elif name in ("adam", "adamw", "nadam"):
-        nesterov = name == "nadam" or o.get("nesterov", False)
-        schedule = "momentum_decay" if name == "nadam" else None
-        body = [P.second_moment("ema", decay="beta2"),
-                P.first_moment("ema", nesterov=nesterov, decay="beta1", schedule=schedule),
-                P.precondition(o["eps_placement"]), P.scale_by_lr()]
-    elif name == "lion":
-        body = [sign_momentum(), P.scale_by_lr()]
-    else:
-        raise KeyError(name)
-    return head + body + tail
+    return CHAINS[name](o)
 
 
 def group_defaults(o: dict[str, Any]) -> dict[str, Any]:
@@ -120,11 +155,10 @@ def torch_equivalent(name: str, o: dict[str, Any]) -> tuple[type, dict[str, Any]
     return None
 
 
-# torch's fused kernels (every device torch has them for: CPU since torch 2.4, CUDA, ...). On CPU they beat
-# foreach in benchmarks/optimizer_step.py for all four (Adam/AdamW by 3-10x); RMSprop, Adadelta and NAdam
-# have no fused kernel and run foreach.
+# torch's fused kernels (every device torch has them for: CPU since torch 2.4, CUDA, ...): one kernel per step
+# instead of one per operation, faster than foreach wherever both exist (benchmarks/optimizer_step.py measures
+# it); RMSprop, Adadelta and NAdam have no fused kernel and run foreach.
 _FUSED = {torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad}
-FUSED_ON_CPU: set[type] = set(_FUSED)
 
 
 def build_torch(cls: type[torch.optim.Optimizer], kwargs: dict[str, Any], groups: list[dict[str, Any]]):
@@ -132,8 +166,7 @@ def build_torch(cls: type[torch.optim.Optimizer], kwargs: dict[str, Any], groups
     params = [p for g in groups for p in g["params"]]
     devices = {p.device.type for p in params}
     floating = all(p.is_floating_point() for p in params)
-    fused = cls in _FUSED and floating and len(devices) == 1 and (
-        devices != {"cpu"} or cls in FUSED_ON_CPU)
+    fused = cls in _FUSED and floating and len(devices) == 1
     kind = dict(fused=True) if fused else dict(foreach=True)
     return cls(groups, **kwargs, **kind)
 

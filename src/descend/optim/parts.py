@@ -1,13 +1,16 @@
-"""The parts optimizers are made of, one idea each: momentum, second moments, bias correction, weight decay.
+"""The parts optimizers are made of, one idea each: momentum, adaptive scaling, weight decay, the step size.
 
-An optimizer is a short chain of parts (in the spirit of optax). Each part receives the update so far and
-returns the next one; the chain ends by adding the update to the weights. Parts work on *lists* of tensors
-with torch's multi-tensor ``torch._foreach_*`` kernels, so a step costs a handful of kernel launches per
-chain, not one Python loop per parameter.
+An optimizer is a short chain of parts (in the spirit of optax's ``GradientTransformation``). Each part is a
+transformation: it receives the update built so far (starting from the gradient) and returns the next one,
+reading nothing but that update, the weights, its own state buffers and the group's hyper-parameters. The
+chain ends by adding the update to the weights. Parts work on *lists* of tensors with torch's multi-tensor
+``torch._foreach_*`` kernels, so a step costs a handful of kernel launches per chain, not one Python loop per
+parameter.
 
 Numeric hyper-parameters (``lr``, ``momentum``, ``beta1``, ``eps``, ...) are read from the parameter group at
 every step, so learning-rate schedules and torch's LR schedulers that write ``group["lr"]`` just work. The
-constructor arguments of a part are structural choices (which momentum formulation, where eps goes).
+constructor arguments of a part are structural choices (which momentum formulation, where ε goes, whether the
+moments are bias-corrected).
 
 The update is kept *lazy*: ``scale * num / den``, so the common chains (Adam, RMSProp, AdaGrad, momentum) end
 in a single ``addcdiv_``/``add_`` on the weights, with no more temporaries than torch's own foreach kernels.
@@ -19,7 +22,7 @@ Notation: g the gradient, w the weights, η the learning rate, ρ / β the decay
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -74,17 +77,23 @@ class Context:
     step: int
     buffers: dict[str, list[Tensor]]
     states: list[dict[str, Any]]
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 class Part:
-    """One idea of an optimizer. Subclasses set ``buffers`` (per-parameter state tensors, zero at start) and
-    ``hypers`` (group keys they read), and implement :meth:`update`."""
+    """One idea of an optimizer: a transformation ``update(u, ctx) -> u'``.
+
+    Subclasses set ``buffers`` (per-parameter state tensors, zero at start) and ``hypers`` (group keys they
+    read), and implement :meth:`update`. The class attributes ``first_moment``, ``second_moment`` ("sum",
+    "ema" or None) and ``bias_correction`` say what the part tracks (the property table reads them).
+    """
 
     name = "part"
     buffers: tuple[str, ...] = ()
     hypers: tuple[str, ...] = ()
     applies_lr = False  # True for the part that turns the direction into a step (multiplies by -η)
+    first_moment = False
+    second_moment: str | None = None
+    bias_correction = False
 
     def update(self, u: Update, ctx: Context) -> Update:  # pragma: no cover - interface
         raise NotImplementedError
@@ -93,19 +102,9 @@ class Part:
         return f"{self.name}()"
 
 
-class BiasCorrection(Part):
-    """Bias correction of the moment estimates (Kingma & Ba 2015, Algorithm 1): the moving averages start from
-    0, so early estimates are biased towards 0; m̂_t = m_t / (1 − β1^t), v̂_t = v_t / (1 − β2^t) undo that.
-
-    Put it *first* in a chain: it switches correction on for the EMA moment parts that follow.
-    Without it an Adam chain divides the raw, zero-biased m_t by √v_t.
-    """
-
-    name = "bias_correction"
-
-    def update(self, u: Update, ctx: Context) -> Update:
-        ctx.notes["bias_correction"] = True
-        return u
+def chain(*parts: Part) -> list[Part]:
+    """The parts in the order they transform the update (what :class:`ComposedOptimizer` runs)."""
+    return list(parts)
 
 
 class L2Decay(Part):
@@ -146,85 +145,98 @@ class DecoupledDecay(Part):
         return u
 
 
-class SecondMoment(Part):
-    """Track the second moment of the gradient, for adaptive per-parameter learning rates.
+def _accumulate_second(v: list[Tensor], g: list[Tensor], kind: str, beta: float) -> None:
+    """v ← v + g² (``sum``) or v ← βv + (1 − β)g² (``ema``), in place."""
+    if kind == "sum":
+        _foreach._foreach_addcmul_(v, g, g, value=1.0)
+    else:
+        _foreach._foreach_mul_(v, beta)
+        _foreach._foreach_addcmul_(v, g, g, value=1.0 - beta)
 
-    - ``kind="sum"`` (AdaGrad, Duchi, Hazan & Singer 2011): v ← v + g²   (not leaky: the effective step only
+
+def _divide_by_root(u: Update, v: list[Tensor], debias: float, eps: float, placement: str) -> Update:
+    """u / (√(v/debias) + ε) (``outside``) or u / √(v/debias + ε) (``inside``), kept lazy."""
+    if placement == "outside":
+        den = _foreach._foreach_sqrt(v)
+        if debias != 1.0:
+            _foreach._foreach_div_(den, math.sqrt(debias))
+        _foreach._foreach_add_(den, eps)
+    else:
+        den = _foreach._foreach_div(v, debias) if debias != 1.0 else _foreach._foreach_add(v, eps)
+        if debias != 1.0:
+            _foreach._foreach_add_(den, eps)
+        _foreach._foreach_sqrt_(den)
+    if u.den is not None:
+        u.materialize()
+    return Update(u.num, den, u.scale, u.owned)
+
+
+def _check_eps(eps: str) -> str:  # the eps_placement option
+    if eps not in ("outside", "inside"):
+        raise UserError(f"eps_placement must be one of ['inside', 'outside'], got {eps!r}")
+    return eps
+
+
+class ScaleByRms(Part):
+    """Divide the update by the root of its tracked second moment, for per-parameter learning rates.
+
+    - ``kind="sum"`` (AdaGrad, Duchi, Hazan & Singer 2011): v ← v + u²   (not leaky: the effective step only
       shrinks)
-    - ``kind="ema"`` (RMSProp, Tieleman & Hinton 2012, a "leaky AdaGrad"; Adam): v ← ρv + (1 − ρ)g², ρ read
-      from group[``decay``]
+    - ``kind="ema"`` (RMSProp, Tieleman & Hinton 2012, a "leaky AdaGrad"): v ← ρv + (1 − ρ)u², ρ read from
+      group[``decay``]; ``bias_correction=True`` uses v̂ = v/(1 − ρ^t)
 
-    The update passes through unchanged; :class:`Precondition` divides by √v later.
+    then u ← u / (√v̂ + ε) (``eps="outside"``: Kingma & Ba 2015 and torch's AdaGrad, RMSprop) or
+    u / √(v̂ + ε) (``eps="inside"``: Adadelta, Zeiler 2012, and some textbooks' AdaGrad).
     """
 
-    name = "second_moment"
+    name = "scale_by_rms"
     buffers = ("v",)
 
-    def __init__(self, kind: str = "ema", decay: str = "beta2"):
+    def __init__(self, kind: str = "ema", decay: str = "rho", eps: str = "outside", bias_correction: bool = False):
         if kind not in ("sum", "ema"):
             raise UserError(f"second moment kind must be one of ['ema', 'sum'], got {kind!r}")
-        self.kind, self.decay = kind, decay
-        self.hypers = (decay,) if kind == "ema" else ()
+        if bias_correction and kind == "sum":
+            raise UserError("bias correction applies to moving averages (kind='ema'), not to AdaGrad's sum")
+        self.kind, self.decay, self.eps_placement = kind, decay, _check_eps(eps)
+        self.second_moment, self.bias_correction = kind, bool(bias_correction)
+        self.hypers = ((decay,) if kind == "ema" else ()) + ("eps",)
 
     def update(self, u: Update, ctx: Context) -> Update:
-        g, v = u.raw(), ctx.buffers["v"]
-        if self.kind == "sum":
-            _foreach._foreach_addcmul_(v, g, g, value=1.0)
-            ctx.notes["v_debias"] = 1.0
-        else:
-            beta = ctx.group[self.decay]
-            _foreach._foreach_mul_(v, beta)
-            _foreach._foreach_addcmul_(v, g, g, value=1.0 - beta)
-            ctx.notes["v_debias"] = 1.0 - beta**ctx.step if ctx.notes.get("bias_correction") else 1.0
-        ctx.notes["v"] = v
-        return u
+        v = ctx.buffers["v"]
+        beta = ctx.group[self.decay] if self.kind == "ema" else 0.0
+        _accumulate_second(v, u.raw(), self.kind, beta)
+        debias = 1.0 - beta**ctx.step if self.bias_correction else 1.0
+        return _divide_by_root(u, v, debias, ctx.group["eps"], self.eps_placement)
 
     def __repr__(self) -> str:
-        return f"second_moment({self.kind!r}, decay={self.decay!r})"
-
-
-class Precondition(Part):
-    """Divide the update element-wise by the root of the tracked second moment:
-
-    - ``eps="outside"``: u / (√v̂ + ε) — Adam as Kingma & Ba 2015 (Algorithm 1) write it, and torch's
-      AdaGrad, RMSprop and Adam.
-    - ``eps="inside"``: u / √(v̂ + ε) — the form with ε inside the root, as some textbooks write AdaGrad and
-      Adam, and Adadelta (Zeiler 2012).
-    """
-
-    name = "precondition"
-    hypers = ("eps",)
-
-    def __init__(self, eps: str = "outside"):
-        if eps not in ("outside", "inside"):
-            raise UserError(f"eps_placement must be one of ['inside', 'outside'], got {eps!r}")
-        self.eps_placement = eps
-
-    def update(self, u: Update, ctx: Context) -> Update:
-        if "v" not in ctx.notes:
-            raise UserError("precondition needs a second_moment part before it in the chain")
-        v, debias, eps = ctx.notes["v"], ctx.notes["v_debias"], ctx.group["eps"]
-        if self.eps_placement == "outside":
-            den = _foreach._foreach_sqrt(v)
-            if debias != 1.0:
-                _foreach._foreach_div_(den, math.sqrt(debias))
-            _foreach._foreach_add_(den, eps)
-        else:
-            den = _foreach._foreach_div(v, debias) if debias != 1.0 else _foreach._foreach_add(v, eps)
-            if debias != 1.0:
-                _foreach._foreach_add_(den, eps)
-            _foreach._foreach_sqrt_(den)
-        if u.den is not None:
-            u.materialize()
-        return Update(u.num, den, u.scale, u.owned)
-
-    def __repr__(self) -> str:
-        return f"precondition(eps={self.eps_placement!r})"
+        return (f"scale_by_rms({self.kind!r}, decay={self.decay!r}, eps={self.eps_placement!r}, "
+                f"bias_correction={self.bias_correction})")
 
 
 def _nadam_mu(beta: float, psi: float | None, t: int) -> float:
     """NAdam's momentum schedule μ_t = β(1 − ½·0.96^(tψ)) (Dozat 2016, torch.optim.NAdam); β without one."""
     return beta if psi is None else beta * (1.0 - 0.5 * 0.96 ** (t * psi))
+
+
+def _ema_first(u: Update, ctx: Context, m: list[Tensor], beta: float, correct: bool, nesterov: bool,
+               schedule: str | None) -> Update:
+    """m ← βm + (1 − β)g and the step direction: m (÷ (1 − β^t) when ``correct``), or NAdam's look-ahead."""
+    g = u.raw()
+    _foreach._foreach_lerp_(m, g, 1.0 - beta)
+    t = ctx.step
+    if not nesterov:
+        return Update(m, scale=1.0 / (1.0 - beta**t) if correct else 1.0)
+    psi = ctx.group[schedule] if schedule else None
+    mu, mu_next = _nadam_mu(beta, psi, t), _nadam_mu(beta, psi, t + 1)
+    a, b = 1.0 - mu, mu_next
+    if correct:
+        product = ctx.states[0].get("mu_product", 1.0) * mu
+        for s in ctx.states:
+            s["mu_product"] = product
+        a, b = a / (1.0 - product), b / (1.0 - product * mu_next)
+    out = _foreach._foreach_mul(m, b)
+    _foreach._foreach_add_(out, g, alpha=a)
+    return Update(out, owned=True)
 
 
 class FirstMoment(Part):
@@ -237,28 +249,32 @@ class FirstMoment(Part):
     The first two give the same sequence of weights for a constant η. ``nesterov=True`` is the look-ahead
     variant (Nesterov 1983), written with the gradient at the current weights (Sutskever et al. 2013): the
     step uses g_term + ρ·v_new instead of v_new, where g_term is what the gradient contributes to v (g, −ηg
-    or (1 − β)g). With bias correction on, the EMA form corrects both
-    terms (NAdam); ``schedule`` names a group key ψ for NAdam's momentum schedule μ_t = β(1 − ½·0.96^(tψ)).
-    ρ is read from group[``decay``].
+    or (1 − β)g). ``bias_correction=True`` (EMA form only) divides by 1 − β^t (Kingma & Ba 2015), with the
+    look-ahead correcting both terms (NAdam); ``schedule`` names a group key ψ for NAdam's momentum schedule
+    μ_t = β(1 − ½·0.96^(tψ)). ρ is read from group[``decay``].
     """
 
     name = "first_moment"
     buffers = ("m",)
+    first_moment = True
 
     def __init__(self, form: str = "heavy_ball", nesterov: bool = False, decay: str = "momentum",
-                 schedule: str | None = None):
+                 schedule: str | None = None, bias_correction: bool = False):
         if form not in ("heavy_ball", "velocity", "ema"):
             raise UserError(f"momentum_form must be one of ['ema', 'heavy_ball', 'velocity'], got {form!r}")
         if schedule is not None and not (form == "ema" and nesterov):
             raise UserError("a momentum schedule needs momentum_form='ema' with nesterov=True (NAdam)")
+        if bias_correction and form != "ema":
+            raise UserError("bias correction applies to moving averages (momentum_form='ema')")
         self.form, self.nesterov, self.decay, self.schedule = form, bool(nesterov), decay, schedule
+        self.bias_correction = bool(bias_correction)
         self.hypers = (decay,) + (("lr",) if form == "velocity" else ()) + ((schedule,) if schedule else ())
         self.applies_lr = form == "velocity"
 
     def update(self, u: Update, ctx: Context) -> Update:
         m, rho = ctx.buffers["m"], ctx.group[self.decay]
         if self.form == "ema":
-            return self._ema(u, ctx, m, rho)
+            return _ema_first(u, ctx, m, rho, self.bias_correction, self.nesterov, self.schedule)
         coef = u.scale * (-ctx.group["lr"] if self.form == "velocity" else 1.0)
         _foreach._foreach_mul_(m, rho)
         if u.den is not None:
@@ -273,34 +289,53 @@ class FirstMoment(Part):
         _foreach._foreach_add_(g_term, m, alpha=rho)
         return Update(g_term, owned=True)
 
-    def _ema(self, u: Update, ctx: Context, m: list[Tensor], beta: float) -> Update:
-        g = u.raw()
-        _foreach._foreach_lerp_(m, g, 1.0 - beta)
-        correct = bool(ctx.notes.get("bias_correction"))
-        t = ctx.step
-        if not self.nesterov:
-            return Update(m, scale=1.0 / (1.0 - beta**t) if correct else 1.0)
-        psi = ctx.group[self.schedule] if self.schedule else None
-        mu, mu_next = _nadam_mu(beta, psi, t), _nadam_mu(beta, psi, t + 1)
-        a, b = 1.0 - mu, mu_next
-        if correct:
-            state = ctx.states[0]
-            product = state.get("mu_product", 1.0) * mu
-            for s in ctx.states:
-                s["mu_product"] = product
-            a, b = a / (1.0 - product), b / (1.0 - product * mu_next)
-        out = _foreach._foreach_mul(m, b)
-        _foreach._foreach_add_(out, g, alpha=a)
-        return Update(out, owned=True)
+    def __repr__(self) -> str:
+        extra = f", schedule={self.schedule!r}" if self.schedule else ""
+        return (f"first_moment({self.form!r}, nesterov={self.nesterov}, decay={self.decay!r}{extra}, "
+                f"bias_correction={self.bias_correction})")
+
+
+class ScaleByAdam(Part):
+    """Adam's direction (Kingma & Ba 2015, Algorithm 1), both moments of the same gradient g:
+
+        m ← β1m + (1 − β1)g,  v ← β2v + (1 − β2)g²,  u ← m̂ / (√v̂ + ε)
+
+    with m̂ = m/(1 − β1^t), v̂ = v/(1 − β2^t) when ``bias_correction`` (the averages start at 0, so early
+    estimates lean towards 0), else m and v as they are. ``nesterov=True`` takes Nesterov's look-ahead first
+    moment (NAdam, Dozat 2016) and ``schedule`` names the group key ψ of its momentum schedule. ``eps`` places
+    ε as in :class:`ScaleByRms`; ``b1``/``b2`` name the group keys β1 and β2 are read from.
+    """
+
+    name = "scale_by_adam"
+    buffers = ("v", "m")  # this order keeps the state layout of checkpoints written before
+    first_moment, second_moment = True, "ema"
+
+    def __init__(self, b1: str = "beta1", b2: str = "beta2", eps: str = "outside", bias_correction: bool = True,
+                 nesterov: bool = False, schedule: str | None = None):
+        if schedule is not None and not nesterov:
+            raise UserError("a momentum schedule needs nesterov=True (NAdam)")
+        self.b1, self.b2, self.eps_placement = b1, b2, _check_eps(eps)
+        self.bias_correction, self.nesterov, self.schedule = bool(bias_correction), bool(nesterov), schedule
+        self.hypers = (b1, b2, "eps") + ((schedule,) if schedule else ())
+
+    def update(self, u: Update, ctx: Context) -> Update:
+        beta2, v = ctx.group[self.b2], ctx.buffers["v"]
+        _accumulate_second(v, u.raw(), "ema", beta2)
+        m = _ema_first(u, ctx, ctx.buffers["m"], ctx.group[self.b1], self.bias_correction, self.nesterov,
+                       self.schedule)
+        debias = 1.0 - beta2**ctx.step if self.bias_correction else 1.0
+        return _divide_by_root(m, v, debias, ctx.group["eps"], self.eps_placement)
 
     def __repr__(self) -> str:
         extra = f", schedule={self.schedule!r}" if self.schedule else ""
-        return f"first_moment({self.form!r}, nesterov={self.nesterov}, decay={self.decay!r}{extra})"
+        return (f"scale_by_adam(eps={self.eps_placement!r}, bias_correction={self.bias_correction}, "
+                f"nesterov={self.nesterov}{extra})")
 
 
 class AdadeltaUnits(Part):
-    """Adadelta's unit correction (Zeiler 2012): multiply the preconditioned gradient by
-    the RMS of past updates, Δ = √(u_acc + ε) · g / √(v + ε), then u_acc ← ρ·u_acc + (1 − ρ)Δ²."""
+    """Adadelta's unit correction (Zeiler 2012): multiply the update (g/√(v + ε), from
+    ``scale_by_rms("ema", eps="inside")``) by the RMS of past updates, Δ = √(u_acc + ε) · g / √(v + ε),
+    then u_acc ← ρ·u_acc + (1 − ρ)Δ²."""
 
     name = "adadelta_units"
     buffers = ("delta_sq",)
@@ -329,11 +364,6 @@ class ScaleByLr(Part):
         return u
 
 
-# optax-style constructors: the names a user composes with.
-def bias_correction() -> Part:
-    return BiasCorrection()
-
-
 def l2_decay() -> Part:
     return L2Decay()
 
@@ -342,17 +372,18 @@ def decoupled_decay() -> Part:
     return DecoupledDecay()
 
 
-def second_moment(kind: str = "ema", decay: str = "beta2") -> Part:
-    return SecondMoment(kind, decay)
-
-
-def precondition(eps: str = "outside") -> Part:
-    return Precondition(eps)
+def scale_by_rms(kind: str = "ema", decay: str = "rho", eps: str = "outside", bias_correction: bool = False) -> Part:
+    return ScaleByRms(kind, decay, eps, bias_correction)
 
 
 def first_moment(form: str = "heavy_ball", nesterov: bool = False, decay: str = "momentum",
-                 schedule: str | None = None) -> Part:
-    return FirstMoment(form, nesterov, decay, schedule)
+                 schedule: str | None = None, bias_correction: bool = False) -> Part:
+    return FirstMoment(form, nesterov, decay, schedule, bias_correction)
+
+
+def scale_by_adam(b1: str = "beta1", b2: str = "beta2", eps: str = "outside", bias_correction: bool = True,
+                  nesterov: bool = False, schedule: str | None = None) -> Part:
+    return ScaleByAdam(b1, b2, eps, bias_correction, nesterov, schedule)
 
 
 def adadelta_units() -> Part:
@@ -363,7 +394,7 @@ def scale_by_lr() -> Part:
     return ScaleByLr()
 
 
-for _fn, _cls in [(bias_correction, BiasCorrection), (l2_decay, L2Decay), (decoupled_decay, DecoupledDecay),
-                  (second_moment, SecondMoment), (precondition, Precondition), (first_moment, FirstMoment),
-                  (adadelta_units, AdadeltaUnits), (scale_by_lr, ScaleByLr)]:
+for _fn, _cls in [(l2_decay, L2Decay), (decoupled_decay, DecoupledDecay), (scale_by_rms, ScaleByRms),
+                  (first_moment, FirstMoment), (scale_by_adam, ScaleByAdam), (adadelta_units, AdadeltaUnits),
+                  (scale_by_lr, ScaleByLr)]:
     _fn.__doc__ = _cls.__doc__

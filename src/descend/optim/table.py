@@ -12,7 +12,6 @@ import torch
 from descend.optim import named
 from descend.optim.create import create
 from descend.optim.options import OPTIONS, WRAPPED, validate
-from descend.optim.parts import BiasCorrection, FirstMoment, SecondMoment
 
 COLUMNS = ("Tracks first moments (Momentum)", "Tracks second moments (Adaptive learning rates)",
            "Leaky second moments", "Bias correction for moment estimates", "Uses curvature (Hessian)",
@@ -40,9 +39,9 @@ def properties(name: str, **hyper: Any) -> tuple:
         classic = _STANDALONE[base]
     else:
         parts = named.chain(base, validate(name, hyper))
-        second = [p for p in parts if isinstance(p, SecondMoment)]
-        classic = (any(isinstance(p, FirstMoment) for p in parts), bool(second),
-                   any(p.kind == "ema" for p in second), any(isinstance(p, BiasCorrection) for p in parts), False)
+        second = [p.second_moment for p in parts if p.second_moment]
+        classic = (any(p.first_moment for p in parts), bool(second), "ema" in second,
+                   any(p.bias_correction for p in parts), False)
     return classic + _built(name, hyper)
 
 
