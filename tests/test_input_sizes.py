@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import struct
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from descend import resources
+from descend import load_run, resources
 from descend.cli import main
 from descend.data import files
 from descend.errors import UserError
@@ -135,3 +136,13 @@ def test_a_recipe_file_larger_than_any_recipe_is_refused_before_it_is_read(tmp_p
     assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
     assert "has 16,777,217 bytes; a recipe holds at most 16,777,216" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["summary.json", "metrics.jsonl", "inference.json"])
+def test_a_run_s_json_file_too_large_for_memory_is_refused_before_it_is_read(run, tmp_path, name):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    with open(copy / name, "wb") as f:
+        f.truncate(1 << 40)  # sparse: a terabyte of nothing
+    with pytest.raises(UserError, match=rf"{name}' \(1,099,511,627,776 bytes\) needs about 16.0 TiB"):
+        load_run(copy)

@@ -1,6 +1,6 @@
 """One atomic writer for every file descend writes: checkpoints, weights, summaries, recipes, cached data; and
 the reader of the JSON files it wrote (:func:`read_json`, :func:`read_jsonl`), for which a file that is not what
-descend writes (edited, truncated, not JSON) is one :class:`~descend.errors.UserError`.
+descend writes (edited, truncated, not JSON, too large for memory) is one :class:`~descend.errors.UserError`.
 
 A file is written to a temporary name in its own directory, flushed and fsynced, renamed over the target with
 ``os.replace`` and the directory fsynced, so a process killed at any moment leaves either the previous file or
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from descend.errors import UserError
+from descend.resources import check_fits_memory
 
 _CHUNK = 2**24  # bytes per os.write call
 
@@ -135,6 +136,8 @@ def write_json(path: str | Path, value: Any, *, what: str = "file") -> None:
 def read_json(path: str | Path, *, what: str = "file", kind: type = dict) -> Any:
     """The JSON value in ``path``, which must be a ``kind`` (an object by default); a file that is missing,
     unreadable, not JSON, nested past Python's recursion limit or of another kind is a :class:`UserError`."""
+    if Path(path).is_file():
+        _check_size(Path(path), what)
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -149,6 +152,8 @@ def read_json(path: str | Path, *, what: str = "file", kind: type = dict) -> Any
 def read_jsonl(path: str | Path, *, what: str = "file") -> list[dict]:
     """The JSON objects of ``path``, one a line (blank lines skipped; no file: none); a line that is not a JSON
     object is a :class:`UserError` naming the line."""
+    if Path(path).is_file():
+        _check_size(Path(path), what)
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines() if Path(path).exists() else []
     except (OSError, UnicodeDecodeError) as e:
@@ -165,6 +170,16 @@ def read_jsonl(path: str | Path, *, what: str = "file") -> list[dict]:
             raise UserError(f"the {what} {str(path)!r} line {number} is not a JSON object: was the file edited?")
         rows.append(row)
     return rows
+
+
+_JSON_BYTES_PER_BYTE = 16  # Python objects parsed from JSON text: up to ~16 bytes of memory per byte of text
+
+
+def _check_size(path: Path, what: str) -> None:
+    """Refuse a JSON file whose parsed value would not fit in memory, before reading it (a file that is not what
+    descend writes may be of any size)."""
+    check_fits_memory(f"the {what} {str(path)!r} ({path.stat().st_size:,} bytes)",
+                      path.stat().st_size * _JSON_BYTES_PER_BYTE)
 
 
 def _failure(path: Path, e: OSError, what: str) -> str:

@@ -76,5 +76,5 @@ def check_fits_memory(what: str, nbytes: float, fix: str = "") -> None:
     """Refuse ``what`` when its estimated ``nbytes`` exceed :func:`memory_limit`, saying both."""
     limit = memory_limit()
     if nbytes > limit:
-        raise UserError(f"{what} needs about {size(nbytes)}, more than the memory limit of {size(limit)} "
-                        f"(physical memory, or $DESCEND_MEMORY_LIMIT){'; ' + fix if fix else ''}")
+        raise UserError(f"{what} needs about {size(nbytes)}, more than the memory limit of {size(limit)} (physical "
+                        f"memory, cgroup and ulimit limits, or $DESCEND_MEMORY_LIMIT){'; ' + fix if fix else ''}")
