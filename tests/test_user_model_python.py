@@ -109,3 +109,21 @@ def test_an_ensemble_and_averaging_of_a_given_factory(mynets, tmp_path):
         {**RECIPE, "averaging": {"method": "ema"}}, out=tmp_path / "a", model=mynets.TinyNet, data=(x, y), quiet=True
     )
     assert averaged["final"]["train_loss"] > 0
+
+
+def test_a_run_of_objects_given_in_another_process_says_to_pass_them_again(tmp_path):
+    code = (
+        "import numpy as np, descend as ds\nfrom torch import nn\n"
+        "def net(in_features, num_outputs):\n    return nn.Linear(in_features, num_outputs)\n"
+        "x = np.random.default_rng(0).normal(size=(60, 4)).astype('float32')\n"
+        f"ds.run({RECIPE!r}, out={str(tmp_path / 'r')!r}, model=net, data=(x, (x[:, 0] > 0).astype(int)), quiet=True)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert config.load(tmp_path / "r" / "config.toml").model.name == "__main__:net"
+    with pytest.raises(UserError, match=r"'__main__:net' was passed from Python in another process.*model=factory"):
+        ds.load_run(tmp_path / "r")
+
+    def net(in_features, num_outputs):
+        return nn.Linear(in_features, num_outputs)
+
+    assert ds.load_run(tmp_path / "r", model=net).predict(np.zeros((2, 4), np.float32)).shape == (2,)

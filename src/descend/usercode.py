@@ -132,6 +132,10 @@ def load(ref: CodeRef | str, *, base: Path | None = None, what: str = "object") 
         ref = parse(ref, base=base, what=what)
     if ref.text.strip() in _GIVEN:
         return _GIVEN[ref.text.strip()]
+    if ref.module == "__main__":
+        raise UserError(f"{what} {ref.text!r} was passed from Python in another process (a notebook's or a script's "
+                        "own function, or data given as arrays): nothing can import it; pass the object again "
+                        "(load_run(path, model=factory); ds.run(recipe, model=..., data=...))")
     try:
         if ref.file is not None:
             module = _import_file(ref)
@@ -234,8 +238,8 @@ def consent(text: str, *, allow: bool, what: str, where: str) -> None:
     """Refuse to import the reference ``text`` for ``where`` (a run directory) unless ``allow``: loading a run must
     not run the code it names silently. Nothing is read or imported either way; an object this process passed
     from Python under that reference (:func:`name_of`) needs no consent, as nothing would be imported."""
-    if allow or text.strip() in _GIVEN:
-        return
+    if allow or text.strip() in _GIVEN or text.strip().startswith("__main__:"):
+        return  # nothing to import: given here, or given elsewhere and refused by load with how to pass it again
     module = text.rsplit(":", 1)[0]
     source = f"file {module!r}" if module.endswith(".py") else f"module {module!r}"
     raise UserError(
