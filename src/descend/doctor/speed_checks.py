@@ -1,7 +1,7 @@
 """The doctor's speed check: explicit speed settings that are slow on the machine the recipe is examined on.
 
 A recipe tuned on one machine can be many times slower on another: ``precision = "bf16"`` is fast on a CPU with
-AVX512-BF16 or AMX and emulated (some twenty times slower than fp32, measured) on one with AVX2 only. The settings
+AVX512-BF16 or AMX and emulated in software (far slower than fp32) on one with AVX2 only. The settings
 are judged by :func:`descend.train.hardware.slow_choices`, the rule training itself warns by; the fix is the
 automatic setting, which decides from the hardware.
 """

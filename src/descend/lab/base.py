@@ -71,8 +71,7 @@ def jsonable(value):
 def timed(fn: Callable[..., LabResult], quick: bool) -> LabResult:
     """Run a lab on one thread: its steps are tiny (20-sample sets, 2-D surfaces, 100-sample random features),
     the case where descend's thread policy (:mod:`descend.train.threads`) picks one thread, since a second one only
-    waits at every op's barrier (on a busy machine the random-features fits of double-descent took 13 s on two
-    threads, 0.1 s on one)."""
+    waits at every op's barrier, and on a busy machine that wait dominates (``benchmarks.threads`` measures it)."""
     started = time.perf_counter()
     with threads.fixed(1):
         result = fn(quick=quick)

@@ -13,8 +13,8 @@ reports explicit choices that are slow on this machine (:func:`slow_choices`).
   than the faster products save). An explicit ``"bf16"`` or ``"fp16"`` that the hardware only emulates trains,
   after one warning.
 - ``channels_last = "auto"``: NHWC memory for models with 2-D convolutions on image batches (N, C, H, W) on a CPU
-  or CUDA device, where oneDNN's and cuDNN's convolution kernels are fastest in it (measured on one Sapphire Rapids
-  core: 1.13x for a 2-D CNN of 2.8e7 FLOPs a step, 1.48x for the Fashion-MNIST example's); off for everything else.
+  or CUDA device, where oneDNN's and cuDNN's convolution kernels are fastest in it (the README's "automatic speed
+  settings" gives the measured gains); off for everything else.
 - ``threads = "auto"``: with ``deterministic = true``, from the model's size and the core count only (one thread
   for a step under :data:`~descend.train.threads.SMALL_STEP_FLOPS`, else torch's own count, by default one per
   core), so a result never depends on the machine's load; without it, from the load as well, at each fit
@@ -37,10 +37,9 @@ from torch import nn
 from . import threads as thread_policy
 from .callbacks import Callback
 
-# forward + backward of one batch; below this, fp32 stays. Measured on 1 thread of a Sapphire Rapids core (AMX),
-# machine busy: an MNIST-1D MLP (1.2e7 FLOPs) ran 0.70x as fast in bf16 autocast, a small 2-D CNN (2.8e7) 1.26x,
-# the quickstart 1-D CNN (6.4e8) 1.77x, a 64-channel 1-D CNN (2.6e9) 2.26x, the Fashion-MNIST example's CNN (7.8e9)
-# 1.55x; the bound leaves room on both sides.
+# forward + backward of one batch; below this, fp32 stays: autocast's casts around each layer cost more than the
+# faster bf16 products save. The bound sits between the step sizes measured slower and faster in bf16 (the
+# README's "automatic speed settings" lists them), with room on both sides.
 LOW_PRECISION_FLOPS = 1e8
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ASKED = "asked for"  # the reason of an explicit setting

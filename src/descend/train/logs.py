@@ -161,7 +161,7 @@ def _live(console: Console) -> bool:
     return console.is_jupyter and importlib.util.find_spec("ipywidgets") is not None
 
 
-_last_look: tuple = (None, False)  # (stream, whether it is a terminal or notebook): rich takes ~0.1 ms to tell
+_last_look: tuple = (None, False)  # (stream, whether it is a terminal or notebook): asked of rich once per stream
 
 
 def _interactive(stream) -> bool:

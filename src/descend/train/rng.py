@@ -49,8 +49,8 @@ def seed_torch(seed: int) -> None:
     """``torch.manual_seed(seed)``: the CPU generator and every GPU's, the same streams.
 
     torch's own function also queues a deferred seeding, with a recorded stack trace, for each back-end it was
-    built for and this machine lacks (CUDA, XPU, MTIA on a CPU-only machine): about 0.2 ms a call, which showed
-    in the fixed cost of short fits. Here only the back-ends present are seeded.
+    built for and this machine lacks (CUDA, XPU, MTIA on a CPU-only machine), work that showed in the fixed cost
+    of short fits. Here only the back-ends present are seeded.
     """
     torch.default_generator.manual_seed(seed)
     if torch.cuda.is_available():

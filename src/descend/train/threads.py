@@ -2,8 +2,8 @@
 
 torch runs each CPU kernel on a team of OpenMP threads (by default one per core) that meet at a barrier after every
 op. A small model's step is hundreds of tiny ops, so when another process holds a core, every barrier waits for a
-descheduled thread: a 60-epoch wine MLP that trains in 1.9 s on one thread took 10-17 s on two while one other
-process was busy. ``"auto"`` therefore uses one thread when a step is too small to split (under
+descheduled thread, and a small model's fit runs several times slower on two threads than on one
+(``benchmarks.threads`` measures it). ``"auto"`` therefore uses one thread when a step is too small to split (under
 :data:`SMALL_STEP_FLOPS`, counted once on one batch) or when the machine has no idle core (:func:`idle_cores`:
 load average and run queue), and leaves torch's own setting (``OMP_NUM_THREADS``, ``torch.set_num_threads``)
 otherwise. A number asks for exactly that many. The setting is restored when the fit ends.
