@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from descend import load_run, resources
+from descend import ensemble, load_run, resources
 from descend.cli import main
 from descend.data import files
 from descend.errors import UserError
@@ -146,3 +146,10 @@ def test_a_run_s_json_file_too_large_for_memory_is_refused_before_it_is_read(run
         f.truncate(1 << 40)  # sparse: a terabyte of nothing
     with pytest.raises(UserError, match=rf"{name}' \(1,099,511,627,776 bytes\) needs about 16.0 TiB"):
         load_run(copy)
+
+
+def test_an_ensemble_manifest_too_large_for_memory_is_refused_before_it_is_read(tmp_path):
+    with open(tmp_path / "ensemble.json", "wb") as f:
+        f.truncate(1 << 40)
+    with pytest.raises(UserError, match=r"ensemble.json' \(1,099,511,627,776 bytes\) needs about 16.0 TiB"):
+        ensemble.load(tmp_path)

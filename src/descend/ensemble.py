@@ -30,7 +30,6 @@ ensemble from a recipe is :mod:`descend.ensemble_fit`.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,13 +255,11 @@ def load(directory: str | Path, device: str | torch.device = "cpu", *, allow_cod
     Members built by a factory of the user's code are loaded only when the caller consents (``allow_code=True``)
     or passes the factory itself (``model``); otherwise nothing is imported and the refusal names the code."""
     directory = Path(directory)
-    try:
-        manifest = json.loads(atomic.inside(directory, directory / MANIFEST, what="ensemble manifest").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{directory} is not an ensemble: it has no {MANIFEST}") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {directory / MANIFEST}: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    path = atomic.inside(directory, directory / MANIFEST, what="ensemble manifest")
+    if not path.is_file():
+        raise UserError(f"{directory} is not an ensemble: it has no {MANIFEST}")
+    manifest = atomic.read_json(path, what="ensemble manifest")  # its size checked before it is read
+    if manifest.get("format") != FORMAT:
         raise UserError(f"{directory / MANIFEST} is not a descend ensemble manifest (format {FORMAT!r})")
     arch = _checked_manifest(manifest, directory / MANIFEST)["architecture"]
     if model is None and models.user.is_user(arch["name"]):
