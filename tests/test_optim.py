@@ -200,6 +200,25 @@ def test_a_user_chain_is_a_torch_optimizer():
     assert opt.state[w]["step"] == 3 and set(opt.state[w]) == {"step", "m", "v"}
 
 
+@pytest.mark.parametrize(("name", "hyper", "keys"), [
+    ("gd", {}, {"step"}), ("momentum", {}, {"step", "m"}), ("nesterov", {}, {"step", "m"}),
+    ("adagrad", {}, {"step", "v"}), ("rmsprop", {"momentum": 0.9}, {"step", "v", "m"}),
+    ("adadelta", {}, {"step", "v", "delta_sq"}), ("adam", {}, {"step", "v", "m"}), ("adamw", {}, {"step", "v", "m"}),
+    ("nadam", {}, {"step", "v", "m", "mu_product"}), ("lion", {}, {"step", "m"}),
+])
+def test_composed_state_keeps_the_checkpoint_layout(name, hyper, keys):
+    """The per-parameter state keys are what checkpoints hold: a composed optimizer that renamed a buffer could
+    not resume a run written before. Every name in named.CHAINS is covered."""
+    from descend.optim import named
+    assert set(named.CHAINS) == {"gd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw",
+                                 "nadam", "lion"}
+    w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    opt = O.create(name, [w], implementation="composed", **hyper)
+    (w**2).sum().backward()
+    opt.step()
+    assert set(opt.state[w]) == keys
+
+
 # ---- textbook claims -----------------------------------------------------------------------------------
 
 def test_momentum_formulations_agree_under_a_constant_rate_and_differ_when_it_changes():

@@ -2,8 +2,9 @@
 
 - :func:`create` — ``create("adamw", model, lr=3e-3, weight_decay=0.05)``; without params an
   :class:`OptimizerSpec` to bind later.
-- :mod:`descend.optim.parts` — first moment, second moment, bias correction, weight decay, learning-rate
-  scaling; :class:`ComposedOptimizer` runs a chain of them as a ``torch.optim.Optimizer``.
+- :mod:`descend.optim.parts` — momentum, Adam's and RMSProp's scaling (bias correction a flag of each), weight
+  decay, learning-rate scaling; :class:`ComposedOptimizer` runs a chain of them as a ``torch.optim.Optimizer``,
+  and :mod:`descend.optim.named` has one function per named optimizer returning its chain.
 - :class:`Newton` — damped Newton's method for small models (needs a closure).
 - The newer methods, each equal to its authors' code: Lion (:mod:`~descend.optim.lion`, a part), :class:`Muon`,
   Adafactor (torch's), :class:`ScheduleFreeSGD` / :class:`ScheduleFreeAdamW`, :class:`Prodigy`,
