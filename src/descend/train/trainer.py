@@ -31,8 +31,6 @@ from .logs import ProgressBar, progress_bar
 from .metrics import MetricSums, OneProcess, check_loss
 from .streams import Stream
 
-PER_STEP = ("on_after_backward", "on_batch_end")
-
 
 class Trainer(Evaluation):
     """Trains a model: ``Trainer(model, loss=..., optimizer=..., callbacks=[...]).fit(train, val, epochs=...)``.
