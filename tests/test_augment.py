@@ -36,7 +36,7 @@ def test_create_validates_options():
     with pytest.raises(UserError, match=r"augment: option 'hflip' must be a number in \[0, 1\] or true or false; "
                        "got 1.5"):
         augment.create(hflip=1.5)
-    with pytest.raises(UserError, match="augment: option 'crop_padding' must be an integer in \[0, 64\]; got 2.5"):
+    with pytest.raises(UserError, match=r"augment: option 'crop_padding' must be an integer in \[0, 64\]; got 2.5"):
         augment.create(crop_padding=2.5)
     with pytest.raises(UserError, match=r"augment: option 'rotation' must be a number in \[0, 180\]; got -5"):
         augment.create(rotation=-5)
