@@ -123,3 +123,22 @@ def test_a_given_factory_is_named_by_its_reference(project):
 
     text = usercode.name_of(local)
     assert text.startswith("__main__:") and usercode.load(text) is local
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "recipe.toml", "--out", "x"],
+        ["ensemble", "recipe.toml", "--members", "2", "--out", "x"],
+        ["cv", "recipe.toml", "--folds", "2", "--out", "x"],
+        ["compare", "recipe.toml", "--vary", "model.blocks=1,2", "--out", "x"],
+        ["doctor", "recipe.toml", "--out", "x", "--fix"],
+        ["tune", "recipe.toml", "--space", "space.toml", "--out", "x"],
+        ["show", "recipe.toml"],
+    ],
+)
+def test_every_workflow_refuses_a_wrong_factory_argument_before_writing(project, capsys, command):
+    (project / "space.toml").write_text("[model]\nchannels = { categorical = [4, 8] }\n")
+    err = error_of(capsys, [*command, "--set", "model.width=3"])
+    assert err.count("\n") == 1 and "takes no argument 'width'" in err, err
+    assert not (project / "x").exists() and not (project / "recipe.fixed.toml").exists()

@@ -45,12 +45,24 @@ def _section(name: str):
 
 
 def load_data(config: cfg.Config) -> datasets.DataBundle:
-    """The data a recipe asks for, split and scaled: load it once and pass it to many :func:`build` calls."""
+    """The data a recipe asks for, split and scaled: load it once and pass it to many :func:`build` calls. The
+    recipe's model factory is checked first (:func:`check_model`): every workflow reads its data before it trains
+    or writes, so a wrong factory argument stops it there, before the data is read."""
+    check_model(config)
     c = config.data
     with _section("data"):
         return datasets.load(c.name, val_fraction=c.val_fraction, test_fraction=c.test_fraction, scale=c.scale,
                              target_scale=c.target_scale, seed=config.seed, target=c.target, features=c.features,
                              task=c.task, **c.options)
+
+
+def check_model(config: cfg.Config) -> None:
+    """The recipe's model factory of the user's code imported and its ``[model]`` arguments checked against its
+    signature (:func:`descend.models.user.check`); nothing is built. descend's own networks are checked when the
+    recipe is read."""
+    if models.user.is_user(config.model.name):
+        with _section("model"):
+            models.user.check(config.model.name, config.model.options)
 
 
 def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experiment:

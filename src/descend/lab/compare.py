@@ -168,7 +168,7 @@ def compare_recipe(recipe: str | Path | dict | cfg.Config, vary: list[str], over
     """Run the comparison and write ``compare.json`` and ``compare.html`` into ``out``; returns the summary
     (with ``report``: the HTML path). ``recipe`` may be a dict or a Config, and ``model`` and ``data`` replace its
     sections (:func:`descend.workflow.recipe`): the recipe compared is then written to ``out/recipe.toml``."""
-    from descend import workflow
+    from descend import experiment, workflow
     from descend.report.compare import write_compare_report
 
     if model is not None or data is not None or not isinstance(recipe, (str, Path)):
@@ -189,6 +189,7 @@ def compare_recipe(recipe: str | Path | dict | cfg.Config, vary: list[str], over
     names = [", ".join(c) or "recipe as given" for c in combos]
     for combo in combos:                      # every variant's recipe is checked before anything trains
         base = cfg.load(recipe, [*overrides, *combo])
+        experiment.check_model(base)          # and a model factory's arguments, against its signature
     stamp = f"compare-{base.name or 'recipe'}-{datetime.now():%Y%m%d-%H%M%S}"
     out = Path(out) if out is not None else Path("runs") / stamp
     # made as they are needed: memory grows with the runs done, not with the number asked for

@@ -37,6 +37,14 @@ def sizes(input_shape: Sequence[int], num_outputs: int, num_classes: int | None 
     return given | ({"num_classes": int(num_classes)} if num_classes else {})
 
 
+def check(name: str, options: Mapping[str, Any]) -> None:
+    """Import the factory ``name`` and check the recipe's ``options`` against its signature, nothing built: an
+    unknown argument, or a required one that neither the recipe nor the data gives, is one UserError."""
+    factory = usercode.load(name, what="model.name")
+    usercode.call_kwargs(factory, options, dict.fromkeys(("input_shape", "in_features", "num_outputs", "num_classes")),
+                         what=f"model factory {name!r}")
+
+
 def create(name: str, input_shape: Sequence[int], num_outputs: int, options: Mapping[str, Any] | None = None, *,
            num_classes: int | None = None, factory: Callable | None = None) -> nn.Module:
     """The network a recipe's ``[model]`` describes: descend's ``mlp`` / ``cnn1d`` / ``cnn2d``
