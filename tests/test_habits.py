@@ -133,3 +133,12 @@ def test_callbacks_of_ones_own_log_values_and_stop_training():
     assert all(row["grad_norm"] > 0 for row in history)
     assert history[-1]["val_accuracy"] >= 0.9 and all(a < 0.9 for a in history["val_accuracy"][:-1])
     assert len(history) < 50
+
+
+def test_evaluate_takes_x_and_y_as_keras_does():
+    x, y = data()
+    t = trainer()
+    t.fit(x, y, epochs=1, progress=False)
+    assert t.evaluate(x, y) == t.evaluate((x, y))
+    with pytest.raises(UserError, match="evaluate\\(x, y\\)"):
+        t.evaluate(x)

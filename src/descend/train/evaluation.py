@@ -12,14 +12,17 @@ from ..data import Split
 from ..data.core import as_tensor
 from ..errors import UserError
 from .checks import prepare_data
+from .inputs import data_pairs
 from .streams import Stream
 
 
 class Evaluation:
     """:class:`~descend.train.Trainer`'s evaluation methods (a mixin: they read its model, loss and device)."""
 
-    def evaluate(self, data, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
-        """Mean loss and metrics over ``data`` in eval mode (dropout off, batch norm on running statistics)."""
+    def evaluate(self, data, y=None, *, batch_size: int = 1024, prefix: str = "") -> dict[str, float]:
+        """Mean loss and metrics over ``data`` in eval mode (dropout off, batch norm on running statistics);
+        ``evaluate(x, y)`` with inputs and targets as arrays, as Keras takes them, is ``evaluate((x, y))``."""
+        data, _ = data_pairs(data, y, None)
         return self._evaluate(prepare_data(self, data, "data")[1], batch_size=batch_size, prefix=prefix)
 
     @torch.inference_mode()

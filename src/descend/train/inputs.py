@@ -25,13 +25,14 @@ def _rows(value: Any) -> Any:
     return value.to_numpy() if hasattr(value, "to_numpy") and not isinstance(value, np.ndarray) else value
 
 
-def training_pairs(train: Any, val: Any, validation_split: float | None) -> tuple[Any, Any]:
-    """``(train, val)`` as ``fit`` takes them, from ``fit(x, y)`` and ``validation_split`` (a fraction in (0, 1))."""
+def data_pairs(train: Any, val: Any, validation_split: float | None) -> tuple[Any, Any]:
+    """``(train, val)`` as ``fit`` takes them, from ``fit(x, y)`` and ``validation_split`` (a fraction in (0, 1));
+    ``evaluate(x, y)`` likewise, without a split."""
     if is_array(train):  # fit(X, y): the second argument holds the targets, not validation data
         if not is_array(val):
             raise UserError(
-                "fit(x, ...) got inputs as an array: pass the targets as the second argument, "
-                "fit(x, y), or a pair: fit((x, y), (x_val, y_val))"
+                "got the inputs as an array without targets: pass the targets as the second argument, "
+                "fit(x, y) or evaluate(x, y), or pairs: fit((x, y), (x_val, y_val))"
             )
         train, val = (_rows(train), _rows(val)), None
     if validation_split is None or validation_split == 0:

@@ -184,7 +184,7 @@ class Trainer(Evaluation):
         :class:`~descend.callbacks.ProgressBar` is among the callbacks already). As Keras: ``fit(x, y)`` with inputs
         and targets as arrays, and ``validation_split`` to hold out the last rows (:mod:`descend.train.inputs`).
         """
-        train, val = inputs.training_pairs(train, val, validation_split)
+        train, val = inputs.data_pairs(train, val, validation_split)
         self.prepare(train, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
         val, batches = self._plan[4:]
         bar = progress_bar(self.callbacks, progress)
