@@ -5,6 +5,8 @@ option and the epoch-counting schedules, with the logged epoch numbers as the re
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -113,3 +115,18 @@ def test_early_stopping_first_epoch_is_the_first_epoch_watched(first, best):
 def test_a_multistep_milestone_counts_the_epochs_before_the_drop():
     _, history = run([], schedule=ds.schedules.create("multistep", milestones=[2, 4], gamma=0.5, per="epoch"))
     assert history["lr"] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])  # lowered after epochs 2 and 4
+
+
+@pytest.mark.parametrize("make", [lambda: averaging.SWA(first_epoch=9, evaluate_with="raw"),
+                                  lambda: EarlyStopping(monitor="val_loss", patience=1, first_epoch=9)])
+def test_a_first_epoch_after_the_last_one_is_warned_about(make):
+    with pytest.warns(UserWarning, match=r"first_epoch = 9 is after the run's last epoch \(6\)"):
+        run([make()])
+
+
+@pytest.mark.parametrize("make", [lambda: averaging.SWA(first_epoch=6, evaluate_with="raw"),
+                                  lambda: EarlyStopping(monitor="val_loss", patience=1, first_epoch=6)])
+def test_a_first_epoch_within_the_run_says_nothing(make):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run([make()])

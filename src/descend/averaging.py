@@ -212,6 +212,7 @@ class WeightAveraging(Callback):
             self._apply(self._pending)
         total = trainer.total_steps // trainer.steps_per_epoch
         first = self.first_epoch if self.first_epoch is not None else int(SWA_START_FRACTION * total) + 1
+        epochs.warn_if_after_last("SWA", self.first_epoch, total, f"only epoch {total} is averaged")
         self._start = min(first, total) - 1  # at the latest the last epoch is averaged
         if self.method == "swa" and self.swa_lr is not None:
             trainer.schedule = SWALearningRate(trainer.schedule, self._start * trainer.steps_per_epoch,

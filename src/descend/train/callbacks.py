@@ -127,6 +127,10 @@ class EarlyStopping(Callback):
     def setup(self, trainer, logged: set[str]) -> None:
         require_logged("EarlyStopping", self.monitor, logged)
 
+    def on_fit_start(self, trainer) -> None:
+        epochs.warn_if_after_last("EarlyStopping", self.first_epoch, trainer.total_steps // trainer.steps_per_epoch,
+                                  "no epoch is watched and the run never stops early")
+
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
         value = read_metric("EarlyStopping", logs, self.monitor)
         epoch = int(trainer.epoch) + 1  # the epoch's number as printed and logged (from 1)

@@ -45,3 +45,11 @@ def first_epoch(where: str, first: int | None, old_name: str, old: int | None, *
                   f"that meaning; write first_epoch = {old + 1} instead (epochs count from 1 everywhere in descend)",
                   FutureWarning, stacklevel=3)
     return old + 1
+
+
+def warn_if_after_last(where: str, first: int | None, last: int, consequence: str) -> None:
+    """One warning when an epoch-naming option ``first`` lies after the run's ``last`` epoch: the option cannot do
+    what it was written for, and ``consequence`` says what happens instead."""
+    if first is not None and first > last:
+        warnings.warn(f"{where}: first_epoch = {first} is after the run's last epoch ({last}): {consequence}; lower "
+                      f"first_epoch or raise train.epochs", stacklevel=3)
