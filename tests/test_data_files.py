@@ -92,19 +92,25 @@ def test_missing_file(tmp_path):
 @pytest.mark.parametrize(
     "cell, why",
     [
-        ("nan", "not a finite number"),
-        ("NaN", "not a finite number"),
-        ("inf", "not a finite number"),
-        ("abc", "not a number"),
-        ("", "not a number"),
+        ("inf", "row 3, column 'b': .*not a finite number"),
+        ("abc", "column 'b' is mostly numbers but holds the text 'abc'"),
     ],
 )
 def test_csv_bad_cells(tmp_path, cell, why):
     path = write_csv(tmp_path / "bad.csv", f"a,b,y\n1,2,0\n3,{cell},1\n5,6,0\n")
     before = {p.name for p in tmp_path.iterdir()}
-    with pytest.raises(UserError, match=f"row 3, column 'b': .*{why}"):
+    with pytest.raises(UserError, match=why):
         dd.load(str(path))
     _nothing_written(tmp_path, before)
+
+
+@pytest.mark.parametrize("cell", ["nan", "NaN", "", "NA"])
+def test_csv_missing_cells_are_imputed_or_refused(tmp_path, cell):
+    rows = "".join(f"{i},{cell if i == 3 else i % 5},{i % 2}\n" for i in range(40))
+    path = write_csv(tmp_path / "gaps.csv", "a,b,y\n" + rows)
+    assert dd.load(str(path)).info.table.names == ["a", "b", "b=missing"]
+    with pytest.raises(UserError, match="column 'b' has 1 missing cell .* missing = \"impute\""):
+        dd.load(str(path), missing="refuse")
 
 
 @pytest.mark.parametrize(
@@ -134,6 +140,10 @@ def test_npz_bad_key_and_nan(tmp_path):
         dd.load(str(tmp_path / "a.npz"), y_key="labels")
     x = np.zeros((10, 2))
     x[3, 1] = np.nan
+    np.savez(tmp_path / "b.npz", x=x, y=np.arange(10) % 2)
+    with pytest.raises(UserError, match="column 'x1' has 1 missing cell"):
+        dd.load(str(tmp_path / "b.npz"), missing="refuse")
+    x[3, 1] = np.inf
     np.savez(tmp_path / "b.npz", x=x, y=np.zeros(10))
     with pytest.raises(UserError, match="1 NaN or infinite"):
         dd.load(str(tmp_path / "b.npz"))

@@ -83,7 +83,7 @@ def test_named_splits_are_kept_and_text_labels_encoded():
         ((np.zeros((4, 2)), np.zeros(3)), "4 inputs but 3 targets"),
         ([np.zeros((4, 2))], "must be (x, y) arrays"),
         ({"training": (np.zeros((4, 2)), np.zeros(4))}, "a dict of splits has keys 'train'"),
-        ((np.array([[1.0, np.nan]] * 4), np.zeros(4)), "NaN"),
+        ((np.array([[1.0, np.inf]] * 4), np.zeros(4)), "NaN or infinite"),
         (torch.utils.data.TensorDataset(torch.zeros(4, 2)), "(x, y) pairs"),
         ({"train": _xy(20), "val": (np.zeros((5, 4)), np.zeros(5))}, "shape (4,)"),
     ],

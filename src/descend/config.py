@@ -71,6 +71,7 @@ class DataConfig(_PartSection):
     test_fraction: float | None = Field(_default(datasets.load, "test_fraction"), gt=0.0, lt=1.0)
     scale: Literal["standardize", "minmax", "none"] = _default(datasets.load, "scale")
     target_scale: Literal["standardize", "none"] = _default(datasets.load, "target_scale")
+    missing: Literal["impute", "refuse"] = _default(datasets.load, "missing")
     target: str | int | None = None
     features: list[str | int] | None = None
     task: Literal["classification", "regression"] | None = None

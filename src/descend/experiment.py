@@ -52,8 +52,8 @@ def load_data(config: cfg.Config) -> datasets.DataBundle:
     c = config.data
     with _section("data"):
         return datasets.load(c.name, val_fraction=c.val_fraction, test_fraction=c.test_fraction, scale=c.scale,
-                             target_scale=c.target_scale, seed=config.seed, target=c.target, features=c.features,
-                             task=c.task, **c.options)
+                             target_scale=c.target_scale, missing=c.missing, seed=config.seed, target=c.target,
+                             features=c.features, task=c.task, **c.options)
 
 
 def check_model(config: cfg.Config) -> None:

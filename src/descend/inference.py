@@ -28,9 +28,19 @@ from . import config as cfg
 from . import export as export_
 from .data import Split, labels
 from .data.core import TASKS, RawData
-from .data.files import check_finite, check_float32_range, csv_target, file_kind, numeric_columns, read_npz, read_table
+from .data.files import (
+    check_finite,
+    check_float32_range,
+    csv_target,
+    feature_columns,
+    file_kind,
+    numeric_columns,
+    read_npz,
+    read_table,
+)
 from .data.loader import check_targets
 from .data.scaling import Scaler, as_float_inputs
+from .data.tables import TableEncoder
 from .errors import UserError
 from .report import inline
 from .train.checkpoint import load_weights
@@ -50,6 +60,7 @@ def inference_record(config: cfg.Config, info, num_outputs: int, loss) -> dict:
             "loss": loss if isinstance(loss, str) else None,
             "scaler": info.scaler.to_json() if info.scaler is not None else None,
             "target_scaler": info.target_scaler.to_json() if info.target_scaler is not None else None,
+            "table": info.table.to_json() if info.table is not None else None,
             "labels": info.labels, "class_names": info.class_names, "feature_names": info.feature_names}
 
 
@@ -144,7 +155,17 @@ class LoadedRun:
     def inputs(self, x) -> torch.Tensor:
         """Raw inputs as the model's scaled float32 tensor (checked: shape, columns, finite values)."""
         options = self.config.data.options
-        t = _as_tensor(x, self.record["feature_names"], options.get("x_key", "x"), options.get("delimiter", ","))
+        t = _as_tensor(x, self.record["feature_names"], options.get("x_key", "x"), options.get("delimiter", ","),
+                       self.table)
+        return self._model_inputs(t)
+
+    @property
+    def table(self) -> TableEncoder | None:
+        """The encoding of text columns and missing cells the model learned with (None: numeric inputs)."""
+        return TableEncoder.from_json(self.record["table"]) if self.record.get("table") else None
+
+    def _model_inputs(self, t: torch.Tensor) -> torch.Tensor:
+        """Numeric (encoded) inputs checked against the model and scaled as in training."""
         want = tuple(self.record["input_shape"])
         if tuple(t.shape[1:]) != want:
             raise UserError(f"the inputs have shape {tuple(t.shape)}; this model takes rows of shape {want} "
@@ -200,6 +221,9 @@ class LoadedRun:
     def export(self, path: str | Path | None = None, format: str = "onnx", **options) -> export_.Exported:
         """Write this run as an ONNX, TorchScript or ``torch.export`` model that takes raw inputs, checked against
         this PyTorch model first (:func:`descend.export.export`, which takes ``tolerance`` and ``rows``)."""
+        if self.table is not None:
+            raise UserError(f"{self.path} learned on a table with text columns or missing cells, which an exported "
+                            "graph cannot encode; predict with descend predict or load_run(...).predict")
         return export_.export(self, path, format, **options)
 
     def held_out_inputs(self) -> torch.Tensor:
@@ -217,7 +241,8 @@ class LoadedRun:
         d, seed = self.config.data, self.config.seed
         if name is None and usercode.is_reference(d.name):  # the run's own data comes from the user's loader
             usercode.consent(d.name, allow=self.allow_code, what="data loader", where=str(self.path))
-        options = {"target": d.target, "features": d.features, "task": d.task, **d.options} if name is None else {}
+        options = {"target": d.target, "features": d.features, "task": d.task, "missing": d.missing, **d.options} \
+            if name is None else {}
         return datasets.load(name or d.name, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                              scale="none", target_scale="none", seed=seed, **options)
 
@@ -227,7 +252,7 @@ class LoadedRun:
         if bundle.test is None:
             raise UserError(f"the data {name or self.config.data.name!r} has no test split to evaluate on")
         test = self._classes(bundle.test, bundle.info.labels, name or self.config.data.name)
-        return self._targets(replace(test, x=self.inputs(test.x)))
+        return self._targets(replace(test, x=self._model_inputs(test.x)))  # a table's rows are encoded already
 
     def _classes(self, split: Split, data_labels: list[str] | None, source: str) -> Split:
         """``split`` with its class indices those of the run, or one UserError: labels of another kind (text at
@@ -314,15 +339,18 @@ def predictions_csv(run: LoadedRun, x, *, proba: bool = False) -> str:
     return buffer.getvalue()
 
 
-def _as_tensor(x, feature_names: list[str] | None, x_key: str, delimiter: str = ",") -> torch.Tensor:
-    """Raw inputs of any accepted kind as a float32 tensor (rows of a table: the model's feature columns)."""
+def _as_tensor(x, feature_names: list[str] | None, x_key: str, delimiter: str = ",",
+               table: TableEncoder | None = None) -> torch.Tensor:
+    """Raw inputs of any accepted kind as a float32 tensor (rows of a table: the model's feature columns, text
+    columns and missing cells encoded by ``table`` as in training)."""
     if isinstance(x, (str, Path)):
         kind = file_kind(x)
         if kind == "csv":
-            return torch.as_tensor(_csv_features(Path(x), feature_names, delimiter), dtype=torch.float32)
-        if kind != "npz":
+            x = _csv_features(Path(x), feature_names, delimiter, cells=table is not None)
+        elif kind != "npz":
             raise UserError(f"cannot read inputs from {str(x)!r}: give a .csv or .npz file, an array or a tensor")
-        x = read_npz(x, [x_key])[x_key]
+        else:
+            x = read_npz(x, [x_key])[x_key]
     if hasattr(x, "columns") and hasattr(x, "to_numpy"):  # a DataFrame (pandas, polars): columns by name
         columns = [str(c) for c in x.columns]
         if feature_names and all(name in columns for name in feature_names):
@@ -332,6 +360,8 @@ def _as_tensor(x, feature_names: list[str] | None, x_key: str, delimiter: str = 
             raise UserError(f"the table lacks the model's feature columns {', '.join(missing)}")
         x = x.to_numpy()
     array = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+    if table is not None and array.ndim == 2:
+        array = table.transform(array, "the inputs")
     if array.dtype.kind not in "biuf":
         raise UserError(f"the inputs must be real numbers, got values of type {array.dtype}")
     if array.ndim < 2:
@@ -341,26 +371,28 @@ def _as_tensor(x, feature_names: list[str] | None, x_key: str, delimiter: str = 
     return as_float_inputs(array)
 
 
-def _csv_features(path: Path, feature_names: list[str] | None, delimiter: str = ",") -> np.ndarray:
-    """The model's feature columns of a CSV file (by header name; a label column may be there or not)."""
+def _csv_features(path: Path, feature_names: list[str] | None, delimiter: str = ",", cells: bool = False) -> np.ndarray:
+    """The model's feature columns of a CSV file (by header name; a label column may be there or not), as numbers,
+    or with ``cells`` as the text cells a table encoder reads when any is not a number."""
+    read = feature_columns if cells else numeric_columns
     p, header, rows = read_table(path, delimiter=delimiter)
     ncols = len(rows[0])
     names = feature_names or []
     if header is not None and names and all(name in header for name in names):
-        return numeric_columns(p, header, rows, [header.index(name) for name in names])
+        return read(p, header, rows, [header.index(name) for name in names])
     if header is not None and names and not all(n.startswith("x") and n[1:].isdigit() for n in names):
         missing = [name for name in names if name not in header]
         raise UserError(f"CSV file {str(p)!r} lacks the model's feature column(s) {', '.join(missing)}; "
                         f"its columns: {', '.join(header)}")
     if ncols == len(names) or not names:
-        return numeric_columns(p, header, rows, list(range(ncols)))
+        return read(p, header, rows, list(range(ncols)))
     if not all(n.startswith("x") and n[1:].isdigit() for n in names):  # named columns, and no header to find them
         raise UserError(f"CSV file {str(p)!r} has {ncols} columns and no header; the model reads the {len(names)} "
                         f"columns {', '.join(names)}: give the file a header naming them, or exactly those columns")
     index = [int(n[1:]) for n in names]  # a headerless training file: columns x0, x1, ... by position
     if max(index) >= ncols:
         raise UserError(f"CSV file {str(p)!r} has {ncols} columns; the model reads columns {', '.join(names)}")
-    return numeric_columns(p, header, rows, index)
+    return read(p, header, rows, index)
 
 
 def _checked_record(record: dict, path: Path) -> dict:
@@ -389,7 +421,11 @@ def _checked_record(record: dict, path: Path) -> dict:
         raise UserError(f"{path}: a classifier of {k} classes cannot have {record['num_outputs']} outputs")
     if record["labels"] is not None and len(record["labels"]) != k:
         raise UserError(f"{path}: labels names {len(record['labels'])} classes, num_classes says {k}")
-    if names is not None and [len(names)] != shape:
+    table = TableEncoder.from_json(record["table"]) if record.get("table") else None
+    if table is not None and (names is None or len(table.columns) != len(names) or [table.width] != shape):
+        raise UserError(f"{path}: the table encoding must read the {len(names or [])} feature columns and give the "
+                        f"model's {shape} inputs; was it edited?")
+    if table is None and names is not None and [len(names)] != shape:
         raise UserError(f"{path}: feature_names names {len(names)} columns, input_shape is {shape}")
     scaler = _scaler(record)
     want = (shape[0], *(1,) * (len(shape) - 1))  # per feature, or per channel

@@ -10,6 +10,7 @@ from descend.data.core import DataBundle, DatasetInfo, RawData, Split, kind_of
 from descend.data.files import check_float32_range
 from descend.data.scaling import Scaler, as_float_inputs, fit_scaler
 from descend.data.splits import held_count, split_indices, warn_if_small
+from descend.data.tables import TableEncoder, is_table
 from descend.errors import UserError
 
 DEFAULT_TEST_FRACTION = 0.2
@@ -72,12 +73,15 @@ def build(
     scale: str,
     seed: int,
     target_scale: str = "standardize",
+    missing: str = "impute",
 ) -> DataBundle:
     """Split ``raw`` (test first, then val from the rest), fit the input scaler on train, and make tensors.
 
-    ``target_scale="standardize"`` standardises regression targets with the training split's mean and standard
-    deviation per output (a network's last layer starts near zero, and an MSE of targets around 100 would start at
-    10⁴ and give gradients a hundred times those a unit-scale target gives); ``"none"`` keeps them as they are.
+    Inputs with text columns or missing cells are encoded by a :class:`TableEncoder` fitted on the training split
+    (``missing``: "impute" or "refuse"). ``target_scale="standardize"`` standardises regression targets with the
+    training split's mean and standard deviation per output (a network's last layer starts near zero, and an MSE of
+    targets around 100 would start at 10⁴ and give gradients a hundred times those a unit-scale target gives);
+    ``"none"`` keeps them as they are.
     """
     x, y = raw.x, raw.y
     if raw.draw_val is not None and test_fraction is None:  # generated: all n_train train, fresh val
@@ -124,6 +128,13 @@ def build(
     for key, split, field in (("val", "validation", "val_fraction"), ("test", "test", "test_fraction")):
         if parts[key][0] is not None:
             warn_if_small(name, split, len(parts[key][0]), raw.num_classes, field)
+    table = None
+    if any(is_table(px) for px, _ in parts.values()):  # text columns or missing cells: encoded as training says
+        table = TableEncoder.fit(parts["train"][0], raw.feature_names, missing=missing, where=f"data {name!r}")
+        parts = {
+            k: (table.transform(px, f"the {k} split of {name!r}") if px is not None else px, py)
+            for k, (px, py) in parts.items()
+        }
     for what, (px, py) in parts.items():
         check_float32_range(f"{what} inputs of {name!r}", px)
         if raw.task == "regression":
@@ -160,6 +171,7 @@ def build(
         source=raw.source,
         scaler=scaler,
         target_scaler=target_scaler,
+        table=table,
         feature_names=raw.feature_names,
         class_names=raw.class_names,
         labels=raw.labels,

@@ -12,6 +12,7 @@ import torch
 
 if TYPE_CHECKING:
     from descend.data.scaling import Scaler
+    from descend.data.tables import TableEncoder
 
 TASKS = ("classification", "regression")
 #: What one sample is: an image (C, H, W), a 1-D signal (L,) or (C, L), or a row of unordered features (F,).
@@ -91,6 +92,7 @@ class DatasetInfo:
     source: str
     scaler: Scaler | None = None
     target_scaler: Scaler | None = None  # regression targets' standardisation (``target_scale``), else None
+    table: TableEncoder | None = None  # text columns and missing cells encoded (feature_names: the raw columns)
     feature_names: list[str] | None = None
     class_names: list[str] | None = None
     labels: list[str] | None = None  # the original label of each class index, when labels were text (encoded)

@@ -247,8 +247,9 @@ def read_csv(
 
     The first row is a header when any of its cells is not a number. ``target`` picks the label/target
     column by name or index (default: the last column); ``features`` picks the input columns (default: all
-    other columns). Every input cell must be a finite number: an empty, non-numeric, NaN or infinite cell is
-    an error naming its row and column. Targets are numbers, or text labels (``"setosa"``), which come back
+    other columns). Inputs are numbers, or a table with text columns or missing cells (empty, NA, NaN, ...) that
+    :mod:`descend.data.tables` encodes; an infinite cell is an error naming its row and column. Targets are numbers,
+    or text labels (``"setosa"``), which come back
     as a string array for :mod:`descend.data.labels` to encode.
     """
     p, header, rows = read_table(path, delimiter=delimiter)
@@ -267,7 +268,16 @@ def read_csv(
         if len(set(cols)) != len(cols):  # a column twice is a mistake, and would be named twice in the run
             raise UserError(f"features names a column more than once: {features!r}")
     names = [header[c] if header is not None else f"x{c}" for c in cols]
-    return numeric_columns(p, header, rows, cols), target_column(p, header, rows, t), names
+    return feature_columns(p, header, rows, cols), target_column(p, header, rows, t), names
+
+
+def feature_columns(p: Path, header: list[str] | None, rows: list[list[str]], cols: list[int]) -> np.ndarray:
+    """Columns ``cols`` as float64 numbers where every cell is a finite number, else as a table of text cells
+    for :class:`descend.data.tables.TableEncoder` (text columns, missing cells)."""
+    cells = [[row[j].strip() for j in cols] for row in rows]
+    if all(is_number(c) and c.lower() not in ("nan", "-nan", "+nan") for row in cells for c in row):
+        return numeric_columns(p, header, rows, cols)  # infinite values are refused there, by row and column
+    return np.array(cells, dtype=object).reshape(len(rows), len(cols))
 
 
 def target_column(p: Path, header: list[str] | None, rows: list[list[str]], t: int) -> np.ndarray:

@@ -27,6 +27,7 @@ from descend.data.labels import encode as encode_labels
 from descend.data.labels import infer_task
 from descend.data.scaling import SCALES
 from descend.data.splits import held_count
+from descend.data.tables import is_table
 from descend.errors import UserError
 from descend.options import OneOf, Option, Optional, Text, declare, integer, number, validate
 from descend.options import describe as describe_table
@@ -59,6 +60,8 @@ FILE_OPTIONS: dict[str, tuple[Option, ...]] = {
          Option("test_fraction", Optional(number(0, 1, closed="left"), "none (the dataset's own test split, else "
                                           "0.2)"), doc="fraction of all data held out for testing"),
          Option("scale", OneOf(*SCALES), doc="input scaling, fitted on the training split only"),
+         Option("missing", OneOf("impute", "refuse"), doc="missing input cells: imputed from the training split "
+                "with an indicator column, or refused"),
          Option("target_scale", OneOf("standardize", "none"), doc="regression targets: standardised on the "
                 "training split (metrics and predictions in their own units), or used as they are"),
          Option("seed", integer(0), doc="seed of the splits"),
@@ -70,6 +73,7 @@ def load(
     test_fraction: float | None = None,
     scale: str = "standardize",
     target_scale: str = "standardize",
+    missing: str = "impute",
     seed: int = 0,
     target: str | int | None = None,
     features: list[str | int] | None = None,
@@ -111,7 +115,7 @@ def load(
             raise UserError(f"target and features choose CSV columns; data loader {key!r} returns x and y itself")
         return user.from_user(user.call_loader(key, opts), name=key, task=task, val_fraction=val_fraction,
                          test_fraction=test_fraction, scale=scale, seed=int(seed), source=f"data loader {key}",
-                              target_scale=target_scale)
+                              target_scale=target_scale, missing=missing)
     else:
         path = Path(key).expanduser()
         raw = read_file(file_kind(key), path, target=target, features=features, task=task, options=opts)
@@ -119,7 +123,7 @@ def load(
     check_targets(raw)
     return build(
         raw, name, val_fraction=val_fraction, test_fraction=test_fraction, scale=scale, seed=int(seed),
-        target_scale=target_scale,
+        target_scale=target_scale, missing=missing,
     )
 
 
@@ -195,7 +199,8 @@ def read_file(
     for what, a, b in (("", x, y), (" test", x_test, y_test)):
         if a is None:
             continue
-        check_finite(f"inputs{what} of {str(path)!r}", a)
+        if not is_table(a):  # a table's cells are checked as it is encoded (descend.data.tables)
+            check_finite(f"inputs{what} of {str(path)!r}", a)
         check_finite(f"targets{what} of {str(path)!r}", b)
         if a.ndim == 1:
             raise UserError(f"inputs{what} of {str(path)!r} must have shape (N, features...), got {a.shape}")

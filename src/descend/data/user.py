@@ -29,6 +29,7 @@ from descend.data.core import DataBundle, RawData, as_tensor
 from descend.data.files import check_finite
 from descend.data.labels import encode as encode_labels
 from descend.data.labels import infer_task
+from descend.data.tables import is_table
 from descend.errors import UserError
 from descend.resources import check_fits_memory
 
@@ -165,6 +166,7 @@ def from_user(
     scale: str = "standardize",
     seed: int = 0,
     target_scale: str = "standardize",
+    missing: str = "impute",
     source: str | None = None,
 ) -> DataBundle:
     """Your own data as a :class:`DataBundle`, split, scaled and checked as descend's own datasets are.
@@ -172,15 +174,19 @@ def from_user(
     ``data`` is ``(x, y)`` (arrays, tensors, DataFrames), a ``torch.utils.data.Dataset`` of ``(x, y)`` items, or a
     dict of splits ``{"train": (x, y), "val": ..., "test": ...}`` (see this module). Splits not given
     are carved from ``train``: ``test_fraction`` (default 0.2 unless a test split is given), then ``val_fraction``.
-    ``task`` is inferred from ``y`` as for files unless given; text labels are encoded in sorted order. This is what
+    ``task`` is inferred from ``y`` as for files unless given; text labels are encoded in sorted order. Text columns
+    and missing cells (a DataFrame as it comes) are encoded by :mod:`descend.data.tables` (``missing``: "impute" or
+    "refuse"). This is what
     a recipe's ``[data] name = "package.module:loader"`` and ``descend.run(recipe, data=...)`` both use.
     """
     parts = splits_of(data, f"data {name!r}")
     x, y = parts["train"]
     x_val, y_val = parts.get("val", (None, None))
     x_test, y_test = parts.get("test", (None, None))
+    table = any(is_table(parts[k][0]) for k in SPLITS if k in parts)  # checked by the table encoder instead
     for split, (px, py) in ((k, parts[k]) for k in SPLITS if k in parts):
-        check_finite(f"inputs of split {split!r} of {name!r}", px)
+        if not table:
+            check_finite(f"inputs of split {split!r} of {name!r}", px)
         check_finite(f"targets of split {split!r} of {name!r}", py)
     if parts["labels"] is not None:
         if task == "regression":
@@ -211,4 +217,5 @@ def from_user(
         scale=scale,
         seed=int(seed),
         target_scale=target_scale,
+        missing=missing,
     )
