@@ -97,3 +97,12 @@ def test_an_exported_regressor_gives_values_in_the_targets_units(regression_run,
     loaded = torch.jit.load(str(done.path))  # the test trusts its own file; descend itself never loads one
     rows = torch.as_tensor(x[:9], dtype=torch.float32)
     torch.testing.assert_close(loaded(rows)[:, 0], torch.as_tensor(run.predict(x[:9])), rtol=0, atol=1e-4)
+
+
+def test_the_scikit_learn_regressor_standardises_targets_too():
+    from descend.sklearn import DescendRegressor
+
+    x, y = _table(400)
+    model = DescendRegressor(train={"epochs": 30}, random_state=0).fit(x[:300], y[:300])
+    assert float(model.target_scaler_.shift) == pytest.approx(float(y[:300].mean()), rel=1e-5)
+    assert model.score(x[300:], y[300:]) > 0.9  # R² on predictions in the targets' own units

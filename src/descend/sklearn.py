@@ -35,7 +35,7 @@ from . import config as cfg
 from . import experiment
 from .data import DataBundle, DatasetInfo, Split
 from .data.core import as_tensor
-from .data.scaling import fit_scaler
+from .data.scaling import Scaler, fit_scaler
 from .data.splits import split_indices
 from .ensemble import probabilities
 
@@ -146,7 +146,8 @@ class _DescendEstimator(BaseEstimator):
         x = _float32(X)
         targets = self._targets(y, first, classes)
         config = self.recipe_config(epochs)
-        bundle = self._bundle(x, targets, config, scaler=None if first else self.scaler_)
+        bundle = self._bundle(x, targets, config, scaler=None if first else self.scaler_,
+                              target_scaler=None if first else self.target_scaler_)
         if first:
             run = experiment.build(config, bundle)  # seeded from random_state: a fresh network every fit
         else:
@@ -154,6 +155,7 @@ class _DescendEstimator(BaseEstimator):
         result = run.fit(progress=bool(self.verbose))
         self.model_ = run.trainer.model.eval()
         self.scaler_ = bundle.info.scaler
+        self.target_scaler_ = bundle.info.target_scaler  # regression targets standardised as [data] target_scale
         self.history_ = list(result.history)
         self.n_iter_ = len(self.history_)
         self._fitted_trainer, self._stopper = run.trainer, run.early_stopping
@@ -167,8 +169,10 @@ class _DescendEstimator(BaseEstimator):
             trainer.model.load_state_dict(self.model_.state_dict())
         return trainer
 
-    def _bundle(self, x: np.ndarray, targets: np.ndarray, config: cfg.Config, *, scaler) -> DataBundle:
-        """The rows as descend's data: a validation split held out when asked, scaling fitted on the training rows."""
+    def _bundle(self, x: np.ndarray, targets: np.ndarray, config: cfg.Config, *, scaler, target_scaler=None
+                ) -> DataBundle:
+        """The rows as descend's data: a validation split held out when asked, scaling fitted on the training rows
+        (regression targets too, unless ``data.target_scale = "none"``)."""
         classification = self._task == "classification"
         if config.data.val_fraction > 0:
             idx = split_indices(
@@ -185,12 +189,14 @@ class _DescendEstimator(BaseEstimator):
         if scaler is None:
             scaler = fit_scaler(config.data.scale, raw["train"])
         k = len(self.classes_) if classification else None
-        splits = {
-            name: Split(
-                scaler.transform(t) if scaler is not None else t, as_tensor(targets[parts[name]]), self._task, k
-            )
-            for name, t in raw.items()
-        }
+        if target_scaler is None and not classification and config.data.target_scale == "standardize":
+            target_scaler = Scaler.fit("standardize", as_tensor(targets[parts["train"]]))
+        splits = {}
+        for name, t in raw.items():
+            y = as_tensor(targets[parts[name]])
+            splits[name] = Split(scaler.transform(t) if scaler is not None else t,
+                                 target_scaler.transform(y) if target_scaler is not None else y, self._task, k,
+                                 target_scaler=target_scaler)
         names = [str(n) for n in self.feature_names_in_] if hasattr(self, "feature_names_in_") else None
         info = DatasetInfo(
             name=ARRAYS,
@@ -201,6 +207,7 @@ class _DescendEstimator(BaseEstimator):
             sizes={n: len(s) for n, s in splits.items()},
             source=f"arrays given to {type(self).__name__}.fit",
             scaler=scaler,
+            target_scaler=target_scaler,
             feature_names=names,
         )
         return DataBundle(splits["train"], splits.get("val"), None, info)
@@ -289,7 +296,10 @@ class DescendRegressor(RegressorMixin, _DescendEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Predicted values: shape ``(n,)`` for one target, ``(n, k)`` for k."""
-        out = self._outputs(X).double().numpy()
+        out = self._outputs(X)
+        if self.__dict__.get("target_scaler_") is not None:  # the network learned standardised targets
+            out = self.target_scaler_.inverse_transform(out)
+        out = out.double().numpy()
         return out[:, 0] if self._one_target else out
 
     def __sklearn_tags__(self):
