@@ -63,9 +63,7 @@ class Update:
 
     def raw(self) -> list[Tensor]:
         """``num`` when the update is a plain tensor list (no den, scale 1), else the materialized update."""
-        if self.den is None and self.scale == 1.0:
-            return self.num
-        return self.materialize()
+        return self.num if self.den is None and self.scale == 1.0 else self.materialize()
 
 
 @dataclass
@@ -209,8 +207,7 @@ class ScaleByRms(Part):
         return _divide_by_root(u, v, debias, ctx.group["eps"], self.eps_placement)
 
     def __repr__(self) -> str:
-        return (f"scale_by_rms({self.kind!r}, decay={self.decay!r}, eps={self.eps_placement!r}, "
-                f"bias_correction={self.bias_correction})")
+        return f"scale_by_rms({self.kind!r}, {self.decay!r}, {self.eps_placement!r}, {self.bias_correction})"
 
 
 def _nadam_mu(beta: float, psi: float | None, t: int) -> float:
@@ -306,9 +303,8 @@ class ScaleByAdam(Part):
     ε as in :class:`ScaleByRms`; ``b1``/``b2`` name the group keys β1 and β2 are read from.
     """
 
-    name = "scale_by_adam"
+    name, first_moment, second_moment = "scale_by_adam", True, "ema"
     buffers = ("v", "m")  # this order keeps the state layout of checkpoints written before
-    first_moment, second_moment = True, "ema"
 
     def __init__(self, b1: str = "beta1", b2: str = "beta2", eps: str = "outside", bias_correction: bool = True,
                  nesterov: bool = False, schedule: str | None = None):
