@@ -117,8 +117,8 @@ def test_each_bad_recipe_gives_one_message_and_exit_2(case, tmp_path, capsys, mo
 
 
 @pytest.mark.parametrize("csv, expected", [
-    ("a,b,label\n1,2,0\n3,nan,1\n5,6,0\n7,8,1\n", ["NaN"]),
-    ("a,b,label\n1,2,0\n3,x,1\n5,6,0\n7,8,1\n", ["row 3, column 'b'", "'x' is not a number"]),
+    ("a,b,label\n1,2,0\n3,inf,1\n5,6,0\n7,8,1\n", ["row 3, column 'b'", "not a finite number"]),
+    ("a,b,label\n1,2,0\n3,x,1\n5,6,0\n7,8,1\n", ["column 'b'", "'x'", "leave it empty"]),
     ("a,b,label\n1,2,0\n3,4,1\n5,6,0.5\n7,8,1\n", ["whole numbers", "0.5"]),
 ])
 def test_bad_csv_files(csv, expected, tmp_path, capsys, monkeypatch):

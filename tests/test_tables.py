@@ -108,3 +108,14 @@ def test_a_run_on_a_table_predicts_and_evaluates_raw_rows(tmp_path):
     assert run.evaluate(rows)["test_accuracy"] == pytest.approx(float(np.mean(predicted == truth)))
     with pytest.raises(UserError, match="cannot encode"):
         run.export(tmp_path / "shop.onnx")
+
+
+def test_the_command_line_refuses_missing_cells_when_asked(tmp_path, capsys):
+    from descend.cli import main
+
+    path = _shop(tmp_path / "shop.csv", n=60)
+    (tmp_path / "r.toml").write_text(f'[data]\nname = "{path}"\nmissing = "refuse"\n[train]\nepochs = 1\n')
+    assert main(["run", str(tmp_path / "r.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("descend: error: [data]") and "missing cells" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

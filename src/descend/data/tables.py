@@ -151,7 +151,10 @@ class TableEncoder:
                 for i, c in enumerate(cells):
                     v = column.fill if absent[i] else _number(c)
                     if v is None or not np.isfinite(v):
-                        raise UserError(f"{where}: column {column.name!r} row {i}: {c!r} is not a finite number")
+                        raise UserError(
+                            f"{where}: column {column.name!r} holds {c!r}, not a finite number as in the "
+                            "training split; fix the cell, or leave it empty to mark it missing"
+                        )
                     values[i] = v
                 parts.append(values[:, None])
                 if column.indicator:
