@@ -77,7 +77,8 @@ def test_cli_writes_the_report_and_the_fixed_recipe_and_exits_0(tmp_path, capsys
 
 def test_budget_cuts_checks_short_and_says_so():
     started = time.perf_counter()
-    d = doctor.examine(EXAMPLES / "digits_mlp.toml", budget=1.0)
+    # a budget that no machine meets (loading alone takes longer): every check is given less than it needs
+    d = doctor.examine(EXAMPLES / "digits_mlp.toml", budget=0.01)
     assert time.perf_counter() - started < 20  # loading and warm-up on top of the budget, then each check stops
     assert any(c.status == "cut_short" for c in d.checks) and "cut_short" in d.summary()
 

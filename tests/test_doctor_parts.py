@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from descend import config
+from descend import config, doctor
 from descend.data import DataBundle, DatasetInfo, Split
 from descend.doctor import data_checks, fix, lr_range, report, stage1, stage2
 from descend.doctor.findings import Budget, Check, Diagnosis, Finding, Fix, rank
@@ -119,6 +119,24 @@ def test_scan_csv_counts_missing_and_non_finite_cells_but_not_the_header(tmp_pat
     clean = tmp_path / "c.csv"
     clean.write_text("a,label\n1,0\n2,1\n")
     assert data_checks.scan_csv(clean) is None
+
+
+def test_cells_descend_imputes_are_a_warning_and_the_training_checks_still_run(tmp_path):
+    """[data] missing = "impute" (the default) trains on a CSV with empty cells: the doctor says so as a warning
+    with the count, and goes on with every training check; with missing = "refuse" the data blocks them."""
+    rng = np.random.default_rng(0)
+    rows = ["a,b,label"] + [f"{x:.3f},{x * 2:.3f},{int(x > 0)}" for x in rng.normal(size=60)]
+    rows[5], rows[9] = "nan,1.0,1", "0.5,,0"
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\nname = "d.csv"\n[model]\nhidden = [8]\n[train]\nepochs = 2\n')
+    diagnosis = doctor.examine(recipe, budget=60)
+    found = {f.id: f for f in diagnosis.findings}
+    assert found["data_nan"].severity == "warning" and "2 missing" in found["data_nan"].message
+    assert {c.id: c.status for c in diagnosis.checks}["short_run"] != "skipped"
+    recipe.write_text(recipe.read_text().replace('name = "d.csv"', 'name = "d.csv"\nmissing = "refuse"'))
+    refused = doctor.examine(recipe, budget=60)
+    assert [(f.id, f.severity) for f in refused.findings] == [("data_nan", "error")]
 
 
 def test_ranking_puts_errors_first_then_the_flowchart_order():

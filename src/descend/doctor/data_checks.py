@@ -81,6 +81,17 @@ def scan_csv(path: str | Path, delimiter: str = ",") -> Finding | None:
     return nan_finding({"file": count}, f"{Path(path).name} ({len(bad_rows)} of {len(rows)} rows)", bad_rows)
 
 
+def imputed(finding: Finding) -> Finding:
+    """A CSV's ``data_nan`` finding when descend imputes the cells (``[data] missing = "impute"``, the default):
+    training runs, so a warning, but each imputed cell is a guess the user should know about."""
+    cells = sum(finding.evidence["non_finite_values"].values())
+    return Finding("data_nan", "warning", f"{cells} missing or non-finite cell(s) in the data file: descend imputes "
+                   "them (each column's training-split median, plus a 0/1 column saying which were missing)",
+                   finding.evidence,
+                   Fix("check why the cells are missing; if a missing value cannot be guessed, fix the file or "
+                       "set [data] missing = \"refuse\""))
+
+
 def _finite_cell(cell: str) -> bool:
     try:
         return math.isfinite(float(cell))

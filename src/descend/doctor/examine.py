@@ -50,6 +50,7 @@ def examine(target, budget: float = DEFAULT_BUDGET, out: str | Path | None = Non
     if subject is None:
         doctor.record("data", "finding", 0.0, early)
     else:
+        doctor.findings.extend(early)  # what the data file showed before loading: cells descend imputes
         doctor.examine(subject)
     diagnosis = Diagnosis(rank(_merge(doctor.findings)), doctor.checks, time.perf_counter() - started, budget,
                           name, doctor.evidence, doctor.plots)
@@ -79,15 +80,16 @@ def _subject(target, options: dict):
     config = cfg.load(target) if isinstance(target, (str, Path)) else target
     if not isinstance(config, cfg.Config):
         raise UserError(f"examine takes a recipe path, Config, Experiment or model, got {type(target).__name__}")
+    csv = str(config.data.name).lower().endswith(".csv")
     try:
-        return subjects.from_config(config), []
+        subject = subjects.from_config(config)
     except UserError:
-        finding = None
-        if str(config.data.name).lower().endswith(".csv"):
-            finding = data_checks.scan_csv(config.data.name, config.data.options.get("delimiter", ","))
+        finding = data_checks.scan_csv(config.data.name, config.data.options.get("delimiter", ",")) if csv else None
         if finding is None:
             raise
         return None, [finding]
+    finding = data_checks.scan_csv(config.data.name, config.data.options.get("delimiter", ",")) if csv else None
+    return subject, [data_checks.imputed(finding)] if finding is not None else []
 
 
 def _warm_up() -> None:
@@ -153,7 +155,8 @@ class _Run:
         self.run("data", lambda deadline: (data_checks.check_data(s.data, s.scale) + regression.target_scale(s.data),
                                            False))
         self.run("speed_settings", lambda deadline: (speed_checks.slow_settings(s.raw), False))
-        blocked = "the data must be fixed first" if any(f.id in BLOCKING for f in self.findings) else ""
+        refused = any(f.id in BLOCKING and f.severity == "error" for f in self.findings)  # imputed cells train
+        blocked = "the data must be fixed first" if refused else ""
         self.run("initial_loss", lambda deadline: self._initial_loss(s), blocked)
         if any(f.evidence.get("head_mismatch") for f in self.findings):
             blocked = "the model's head must match the number of classes first"
