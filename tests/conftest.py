@@ -49,3 +49,15 @@ def no_unpickling(monkeypatch):
     _UNPICKLING_FORBIDDEN.append(True)
     yield
     _UNPICKLING_FORBIDDEN.clear()
+
+
+@pytest.fixture(autouse=True)
+def _threads_left_as_found():
+    """descend restores torch's thread count after every fit, whatever ends it: a test that leaves another count
+    fails (and the count is put back so the tests after it are not changed by it)."""
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    if after != before:
+        torch.set_num_threads(before)
+        pytest.fail(f"torch's thread count was left at {after} (it was {before})")

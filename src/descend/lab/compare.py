@@ -29,6 +29,7 @@ from descend import config as cfg
 from descend.errors import DivergenceError, UserError
 from descend.lab.base import jsonable
 from descend.lab.stats import bootstrap_ci, probability_interval, probability_of_improvement, ranks
+from descend.train import threads as thread_policy
 
 MAX_VARIANTS = 1000
 _DATA: dict[str, object] = {}  # per process: data section -> DataBundle, so each process loads a data set once
@@ -81,13 +82,16 @@ def _data_for(config):
 
 
 def run_one(task: tuple) -> dict:
-    """Train one (variant, seed); never raises: crashes and divergence come back as a status."""
-    import torch
+    """Train one (variant, seed) on one thread (runs side by side compete for no core; torch's setting is put
+    back afterwards); never raises: crashes and divergence come back as a status."""
+    with thread_policy.fixed(1):
+        return _run_one(task)
 
+
+def _run_one(task: tuple) -> dict:
     from descend import experiment
 
     recipe, overrides, index, seed = task
-    torch.set_num_threads(1)
     started = time.perf_counter()
     out = {"variant": index, "seed": seed, "history": [], "final": {}, "status": "finished", "error": None}
     try:
