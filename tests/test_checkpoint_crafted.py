@@ -219,10 +219,12 @@ def _wrong(value, choice: int):
 
 def _free(path: tuple, how: str) -> bool:
     """Changes the format allows: history rows are free-form, a callback may be added or removed on resume, and
-    the Checkpoints policy's entry is optional."""
+    the Checkpoints policy's entry and the speed record and gradient scaler (absent from checkpoints written before
+    the automatic speed settings) are optional."""
     if how == "retype":
         return False
-    return (path[0], len(path)) in (("history", 3), ("callbacks", 2)) or (path == ("checkpoints",) and how == "delete")
+    optional = path in (("checkpoints",), ("speed",), ("scaler",)) and how == "delete"
+    return (path[0], len(path)) in (("history", 3), ("callbacks", 2)) or optional
 
 
 EXAMPLES = [pytest.param(60, id="fast"), pytest.param(2000, id="long", marks=pytest.mark.slow)]

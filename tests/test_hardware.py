@@ -18,6 +18,7 @@ import descend as ds
 from descend.cli import main
 from descend.doctor import examine, speed_checks
 from descend.train import checkpoint, hardware
+from descend.train.checkpoint import CheckpointError
 from descend.train.state import Checkpoints
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
@@ -192,35 +193,49 @@ class _CrashAt(ds.callbacks.Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_fp16_s_loss_scale_travels_in_checkpoints_so_resume_stays_exact(tmp_path):
+def _fp16_fit(folder, callbacks=(), resume=None):
     """Large inputs overflow fp16 at the default loss scale (65536): the scaler skips those steps and halves the
-    scale (here four times in the first steps, once more at step 11). A resumed run that started again from 65536
-    would skip steps the unbroken run took."""
+    scale (here four times in the first steps, once more at step 11)."""
     g = torch.Generator().manual_seed(0)
     data = (torch.randn(128, 6, generator=g) * 30, torch.randint(0, 3, (128,), generator=g))
+    torch.manual_seed(0)
+    trainer = ds.Trainer(
+        nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 3)),
+        precision="fp16",
+        device="cpu",
+        threads=1,
+        seed=0,
+        deterministic=True,
+        callbacks=list(callbacks),
+        optimizer=ds.optim.create("sgd", lr=0.01),
+        checkpoints=Checkpoints(folder, every=3, unit="step"),
+    )
+    with pytest.warns(UserWarning, match='precision = "fp16" on a CPU'):
+        trainer.fit(data, epochs=3, batch_size=16, progress=False, resume=resume)
+    return trainer
 
-    def fit(folder, callbacks=(), resume=None):
-        torch.manual_seed(0)
-        trainer = ds.Trainer(
-            nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 3)),
-            precision="fp16",
-            device="cpu",
-            threads=1,
-            seed=0,
-            deterministic=True,
-            callbacks=list(callbacks),
-            optimizer=ds.optim.create("sgd", lr=0.01),
-            checkpoints=Checkpoints(folder, every=3, unit="step"),
-        )
-        with pytest.warns(UserWarning, match='precision = "fp16" on a CPU'):
-            trainer.fit(data, epochs=3, batch_size=16, progress=False, resume=resume)
-        return trainer
 
-    unbroken = fit(tmp_path / "unbroken")
+def test_fp16_s_loss_scale_travels_in_checkpoints_so_resume_stays_exact(tmp_path):
+    """A resumed run that started again from the default scale would skip steps the unbroken run took."""
+    unbroken = _fp16_fit(tmp_path / "unbroken")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(tmp_path / "crashed", [_CrashAt(8)])
+        _fp16_fit(tmp_path / "crashed", [_CrashAt(8)])
     saved = checkpoint.load(tmp_path / "crashed" / "last.safetensors")
     assert saved["scaler"]["scale"] == 4096.0 and saved["speed"]["precision"] == "fp16"
-    resumed = fit(tmp_path / "crashed", resume=tmp_path / "crashed")
+    resumed = _fp16_fit(tmp_path / "crashed", resume=tmp_path / "crashed")
     for a, b in zip(unbroken.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "key, value", [("scale", -1.0), ("scale", float("inf")), ("growth_factor", 0.5), ("backoff_factor", 2.0),
+                   ("growth_interval", 0), ("_growth_tracker", -3)]
+)
+def test_a_checkpoint_s_gradient_scaler_holds_values_a_scaler_can_work_with(tmp_path, key, value):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fp16_fit(tmp_path / "crashed", [_CrashAt(8)])
+    saved = checkpoint.load(tmp_path / "crashed" / "last.safetensors")
+    saved["scaler"][key] = value
+    checkpoint.save(tmp_path / "crashed" / "last.safetensors", saved)
+    with pytest.raises(CheckpointError, match=f"scaler.{key} is"):
+        _fp16_fit(tmp_path / "crashed", resume=tmp_path / "crashed")

@@ -83,11 +83,34 @@ def check_state(saved: Any, trainer) -> None:
     if "checkpoints" in saved:
         checker.like(saved["checkpoints"], _OPTIONAL["checkpoints"], "checkpoints")
     for key in _SINCE:  # {}: no record (a trainer saved before its first fit), or no gradient scaling
-        if key in saved and not (isinstance(saved[key], dict) and not saved[key]) and template[key]:
+        if key not in saved:
+            continue
+        if not isinstance(saved[key], dict):
+            raise _fail(key, f"must be a table, got {_kind(saved[key])}")
+        if saved[key] and template[key]:
             checker.like(saved[key], template[key], key)
+        elif saved[key] and key == "scaler":
+            raise _fail("scaler", "holds fp16 gradient-scaling state, but this run does not scale its gradients")
+    _check_scaler(saved.get("scaler") or {})
     bad = non_finite(checker.finite)
     if bad:
         raise _fail(names(bad), "hold non-finite values (NaN or infinity); a descend checkpoint never does")
+
+
+_SCALER = {  # torch.amp.GradScaler's state: what each value must be for the scaler to keep working
+    "scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "growth_factor": (lambda v: math.isfinite(v) and v > 1, "a finite number > 1"),
+    "backoff_factor": (lambda v: 0 < v < 1, "a number between 0 and 1"),
+    "growth_interval": (lambda v: v >= 1, "an integer >= 1"),
+    "_growth_tracker": (lambda v: v >= 0, "an integer >= 0"),
+}
+
+
+def _check_scaler(state: dict) -> None:
+    """fp16's gradient-scaling state holds values a scaler can work with (its types are checked with the rest)."""
+    for key, (ok, wanted) in _SCALER.items():
+        if key in state and not ok(state[key]):
+            raise _fail(f"scaler.{key}", f"is {short(state[key])}; it must be {wanted}")
 
 
 _ACCEPTS = {  # what a JSON leaf of the template's type accepts; None means "not known yet"
