@@ -114,7 +114,9 @@ def test_fixed_recipes_train_clearly_better(name, tmp_path):
     case = next(c for c in CASES if c.name == name)
     gain = fix_gain(case, tmp_path, BUDGET)
     before, after = gain["before"], gain["after"]
-    assert after["test_accuracy"] > before["test_accuracy"] + 0.03, gain
+    # clearly better: at most 70% of the errors and of the loss. (A fixed margin of 3 accuracy points depended on the
+    # CPU: on an x86 with AMX, Adam at 3e-2 reaches 95.3% and its fix 97.8%, half the errors but 2.5 points.)
+    assert 1 - after["test_accuracy"] < 0.7 * (1 - before["test_accuracy"]), gain
     assert after["test_loss"] < 0.7 * before["test_loss"], gain
 
 
