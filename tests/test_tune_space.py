@@ -110,6 +110,7 @@ def test_apply_sets_recipe_values():
     ("[train.epochs]\nint = [1.5, 3]", "two integers"),
     ("[model.hidden]\ncategorical = []", "non-empty list"),
     ("[optimizer.lr]\nfloat = [1e-3, 1e-1]\nlog = true\nstep = 0.01", "step and log cannot be combined"),
+    ("[optimizer.lr]\nfloat = [1e-4, 1e-1]\nstep = 1e-300", "more than 1e+09 steps"),
     ("[optimizer.lr]\nfloat = [1e-3, 1e-1]\nint = [1, 2]", "give one of"),
     ("[optimizer.momentum]\nfloat = [0.8, 0.9]\nwhen = { \"optimizer.name\" = \"momentum\" }",
      "a condition must name a categorical dimension"),

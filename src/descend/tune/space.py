@@ -53,6 +53,7 @@ MAX_DIMS = 64  # far more than a search can resolve: random search's trials cove
 # & Bengio 2012)
 MAX_CHOICES = 256  # each choice is built once to check it; more choices than a search has trials are never tried
 MAX_GRID_AXIS = 100  # points on one axis of the grid
+MAX_STEPS = 10**9  # steps of one axis: finer is a continuous range (and Optuna's exact step check fails at 1e-300)
 MAX_GRID = 10_000  # points of the whole grid: each is a trial, queued in the database when the study is made
 MAX_DEPTH = config_depth + 2  # a recipe path, the dimension's table and a categorical list around a recipe value
 GRID = Option("grid", integer(1, MAX_GRID_AXIS), 3, "points on this axis under the grid sampler")
@@ -348,6 +349,9 @@ def _dim(path: str, t: dict, source: str) -> Dim:
             raise UserError(f"{where}: step and log cannot be combined (a log scale has no fixed step)")
         if isinstance(step, bool) or not isinstance(step, number) or not step > 0 or step > high - low:
             raise UserError(f"{where}: step must be a positive {kind} no larger than high - low, got {short(step)}")
+        if (high - low) / step > MAX_STEPS:
+            raise UserError(f"{where}: step {short(step)} cuts [{low}, {high}] into more than {MAX_STEPS:.0e} steps; "
+                            "leave step out for a continuous range")
     if kind == "float":
         low, high = float(low), float(high)
         step = float(step) if step is not None else None
