@@ -1,6 +1,7 @@
 """descend tune: every sampler and pruner on a tiny study, resume, patience, outputs, refit, and the test split."""
 
 import json
+import os
 from dataclasses import replace
 
 import optuna
@@ -322,6 +323,15 @@ def test_search_options_out_of_bounds_are_refused_before_anything_is_written(fil
         run(files, sampler="random", trials=options.pop("trials", 2), **options)
     assert message in str(e.value)
     assert not (files / "out").exists()
+
+
+def test_more_workers_than_cpus_is_a_warning_not_a_refusal(files, monkeypatch):
+    """The bound on --workers is the same on every machine; more workers than CPUs share cores, and are told so."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    (files / "s.toml").write_text("[data.val_fraction]\nfloat = [0.1, 0.3]\n")  # refused by the next check
+    with pytest.warns(UserWarning, match="--workers 2 on 1 CPUs: the workers share cores"):
+        with pytest.raises(UserError, match="cannot be searched"):  # so nothing is spawned
+            run(files, sampler="random", trials=2, workers=2)
 
 
 def test_k_fold_search_warns_when_folds_are_too_small_to_score_on(files):

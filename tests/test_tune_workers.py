@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from descend.tune import postgres, search
@@ -72,10 +73,16 @@ def server():
 
 def _running_pid(url: str, deadline: float) -> tuple[int, int]:
     """The trial number and worker pid of a trial that is running (and has trained a little)."""
+    # one storage without a connection pool for all the looks (a storage made per look keeps its pool's connections
+    # until it is collected, and a few hundred looks exhaust the server's max_connections), which never creates the
+    # tables itself: that is the workers' job, under descend's lock
+    storage = None
     while time.monotonic() < deadline:
         try:
-            study = optuna.load_study(study_name="killed", storage=url)
-        except KeyError:
+            storage = storage or optuna.storages.RDBStorage(
+                url, engine_kwargs={"poolclass": sqlalchemy.pool.NullPool}, skip_table_creation=True)
+            study = optuna.load_study(study_name="killed", storage=storage)
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):  # not yet made
             time.sleep(0.5)
             continue
         running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if "pid" in t.user_attrs]

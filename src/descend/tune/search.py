@@ -33,11 +33,12 @@ from .storage import storage
 from .study import PRUNERS, SAMPLERS, WILCOXON_MIN_FOLDS, WILCOXON_P, Plan, canonical, digest, open_study, work
 
 DEFAULT_TRIALS = 20
+MAX_WORKERS = 256  # local processes: the same bound on every machine (a recipe's command means what it says anywhere)
 MAX_TRIALS = spaces.MAX_GRID  # the queued samplers put every trial in the database when the study is created
 # (options as data: None is "not given"; the upper bounds keep a typo from queueing, spawning or waiting for ever)
 OPTIONS = (
     Option("--trials", Optional(integer(1, MAX_TRIALS)), None),
-    Option("--workers", integer(1, os.cpu_count() or 1), 1, "local processes; more than CPUs only adds memory"),
+    Option("--workers", integer(1, MAX_WORKERS), 1, "local processes; more than the CPUs share cores (a warning)"),
     Option("--patience", Optional(integer(1, MAX_TRIALS)), None),
     Option("--cv", Optional(integer(2, None)), None, "folds; the data's own bound is checked with the data"),
     Option("--timeout", Optional(number(0, None)), None, "seconds; 0 creates and queues the study, runs nothing"),
@@ -113,6 +114,9 @@ def _check_options(space, sampler, pruner, folds, trials, workers, patience, tim
     validate("descend tune", OPTIONS, {"--trials": trials, "--workers": workers, "--patience": patience,
                                        "--cv": folds, "--timeout": timeout, "--heartbeat": heartbeat,
                                        "--retries": retries})
+    if workers > (os.cpu_count() or 1):
+        warnings.warn(f"--workers {workers} on {os.cpu_count()} CPUs: the workers share cores, so each trial runs "
+                      "slower and the search takes as long as with one worker per CPU, in more memory", stacklevel=3)
     searched_data = [p for p in space.paths if p.split(".")[0] in ("data", "name")]
     if searched_data:
         raise UserError(f"{space.source}: [{searched_data[0]}] cannot be searched: the data is loaded once for all "
