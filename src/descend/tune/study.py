@@ -226,7 +226,9 @@ def work(study: optuna.Study, objective, plan: Plan, *, timeout: float | None = 
         if step == "done":
             return
         if step == "wait":
-            optuna.storages.fail_stale_trials(study)
+            with warnings.catch_warnings():  # Optuna marks the function experimental; users see descend's lines only
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
             time.sleep(poll)
             continue
         study.optimize(objective, n_trials=1, catch=(DivergenceError,), callbacks=[finished])
