@@ -22,7 +22,7 @@ from . import atomic, experiment, models
 from . import config as cfg
 from .ensemble import Ensemble, dropout_layers
 from .errors import UserError
-from .inference import INFERENCE_FILE, inference_record
+from .inference_record import INFERENCE_FILE, inference_record
 from .models.networks import BYTES_PER_PARAMETER
 from .report.ensemble import write_ensemble_report
 from .resources import check_fits_memory

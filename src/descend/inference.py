@@ -27,7 +27,7 @@ from . import atomic, ensemble, models, usercode
 from . import config as cfg
 from . import export as export_
 from .data import Split, labels
-from .data.core import TASKS, RawData
+from .data.core import RawData
 from .data.files import (
     check_finite,
     check_float32_range,
@@ -42,26 +42,15 @@ from .data.loader import check_targets
 from .data.scaling import Scaler, as_float_inputs
 from .data.tables import TableEncoder
 from .errors import UserError
+from .inference_record import INFERENCE_FILE, checked_record, feature_scaler
 from .report import inline
 from .train.checkpoint import load_weights
 from .train.divergence import all_finite
 from .train.history import History
 from .train.metric_fns import predicted_class
 
-INFERENCE_FILE = "inference.json"
 WEIGHTS = {"final": "model.safetensors", "best": "checkpoints/best.safetensors",
            "last": "checkpoints/last.safetensors"}
-
-
-def inference_record(config: cfg.Config, info, num_outputs: int, loss) -> dict:
-    """What ``inference.json`` holds for a run of ``config`` on data described by ``info``."""
-    return {"format": "descend-inference", "version": 1, "task": info.task, "input_shape": list(info.input_shape),
-            "num_outputs": int(num_outputs), "num_classes": info.num_classes,
-            "loss": loss if isinstance(loss, str) else None,
-            "scaler": info.scaler.to_json() if info.scaler is not None else None,
-            "target_scaler": info.target_scaler.to_json() if info.target_scaler is not None else None,
-            "table": info.table.to_json() if info.table is not None else None,
-            "labels": info.labels, "class_names": info.class_names, "feature_names": info.feature_names}
 
 
 def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.device = "cpu",
@@ -91,7 +80,7 @@ def load_run(run_dir: str | Path, which: str = "final", *, device: str | torch.d
     if model is None and models.user.is_user(config.model.name):
         usercode.consent(config.model.name, allow=allow_code, what="model factory", where=str(path))
     record_path = atomic.inside(path, path / INFERENCE_FILE, what="inference record")
-    record = _checked_record(atomic.read_json(record_path, what="inference record"), record_path)
+    record = checked_record(atomic.read_json(record_path, what="inference record"), record_path)
     if ensemble.is_ensemble(path):  # the members' combined prediction, as one model (descend.ensemble.Combined)
         if which != "final":
             raise UserError(f"{path} is an ensemble: its members are its weights; which={which!r} is for single "
@@ -141,7 +130,7 @@ class LoadedRun:
 
     @property
     def scaler(self) -> Scaler | None:
-        return _scaler(self.record)
+        return feature_scaler(self.record)
 
     @property
     def target_scaler(self) -> Scaler | None:
@@ -393,56 +382,3 @@ def _csv_features(path: Path, feature_names: list[str] | None, delimiter: str = 
     if max(index) >= ncols:
         raise UserError(f"CSV file {str(p)!r} has {ncols} columns; the model reads columns {', '.join(names)}")
     return read(p, header, rows, index)
-
-
-def _checked_record(record: dict, path: Path) -> dict:
-    """``inference.json`` as descend wrote it: each field of its type, and the fields consistent with each other
-    (a class label per class, a scaling statistic per feature or channel, a name per CSV column). An edited file
-    is one UserError naming the field, not a KeyError in prediction or silently wrong classes."""
-    def texts(v):
-        return v is None or (isinstance(v, list) and all(isinstance(t, str) for t in v) and len(set(v)) == len(v))
-
-    def count(v, low):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-    fields = {"task": (lambda v: v in TASKS, "one of " + ", ".join(TASKS)),
-              "input_shape": (lambda v: isinstance(v, list) and v and all(count(n, 1) for n in v),
-                              "a non-empty list of integers >= 1"),
-              "num_outputs": (lambda v: count(v, 1), "an integer >= 1"),
-              "num_classes": (lambda v: v is None or count(v, 2), "an integer >= 2 or null"),
-              "scaler": (lambda v: v is None or isinstance(v, dict), "an object or null"),
-              "labels": (texts, "a list of distinct strings or null"),
-              "feature_names": (texts, "a list of distinct strings or null")}
-    for field, (ok, wanted) in fields.items():
-        if not ok(record.get(field)):
-            raise UserError(f"{path}: {field} must be {wanted}, got {str(record.get(field))[:60]}; was it edited?")
-    shape, k, names = record["input_shape"], record["num_classes"], record["feature_names"]
-    if record["task"] == "classification" and (k is None or record["num_outputs"] not in (k, 1 if k == 2 else k)):
-        raise UserError(f"{path}: a classifier of {k} classes cannot have {record['num_outputs']} outputs")
-    if record["labels"] is not None and len(record["labels"]) != k:
-        raise UserError(f"{path}: labels names {len(record['labels'])} classes, num_classes says {k}")
-    table = TableEncoder.from_json(record["table"]) if record.get("table") else None
-    if table is not None and (names is None or len(table.columns) != len(names) or [table.width] != shape):
-        raise UserError(f"{path}: the table encoding must read the {len(names or [])} feature columns and give the "
-                        f"model's {shape} inputs; was it edited?")
-    if table is None and names is not None and [len(names)] != shape:
-        raise UserError(f"{path}: feature_names names {len(names)} columns, input_shape is {shape}")
-    scaler = _scaler(record)
-    want = (shape[0], *(1,) * (len(shape) - 1))  # per feature, or per channel
-    if scaler is not None and not (scaler.shift.shape == scaler.scale.shape == want and
-                                   bool(torch.isfinite(scaler.shift).all()) and bool((scaler.scale > 0).all())):
-        raise UserError(f"{path}: the saved feature scaling must hold finite statistics of shape {want} (scale > 0) "
-                        f"for inputs of shape {tuple(shape)}; was it edited?")
-    target = record.get("target_scaler")  # absent in runs from before targets were standardised
-    if target is not None:
-        ok = isinstance(target, dict) and record["task"] == "regression"
-        scaler = Scaler.from_json(target) if ok else None
-        if not ok or not (scaler.shift.shape == scaler.scale.shape == (record["num_outputs"],)
-                          and bool(torch.isfinite(scaler.shift).all()) and bool((scaler.scale > 0).all())):
-            raise UserError(f"{path}: target_scaler must hold finite statistics for the {record['num_outputs']} "
-                            "regression output(s) (scale > 0), or be null; was it edited?")
-    return record
-
-
-def _scaler(record: dict) -> Scaler | None:
-    return Scaler.from_json(record["scaler"]) if record["scaler"] else None

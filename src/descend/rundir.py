@@ -28,7 +28,7 @@ from pathlib import Path
 from . import atomic, models, schedules
 from . import config as cfg
 from .errors import DivergenceError, UserError
-from .inference import INFERENCE_FILE, inference_record
+from .inference_record import INFERENCE_FILE, inference_record
 from .report.run import write_predictions, write_run_report
 from .train.checkpoint import save_weights
 from .train.checkpoint.policy import Checkpoints, has_checkpoint
