@@ -30,6 +30,7 @@ from . import config as cfg
 from .errors import DivergenceError, UserError
 from .inference_record import INFERENCE_FILE, inference_record
 from .report.run import write_predictions, write_run_report
+from .tracking import flatten
 from .train.checkpoint import save_weights
 from .train.checkpoint.policy import Checkpoints, has_checkpoint
 from .train.logs import MetricsFile, TensorBoard
@@ -247,8 +248,8 @@ def check_resume(config: cfg.Config, out: Path) -> dict[str, tuple]:
     recorded = out / "config.toml"
     if not recorded.is_file():
         raise UserError(f"cannot resume: {out} holds no run (no config.toml); give the run directory to --resume")
-    before = _flat(resolved_recipe(cfg.load(atomic.inside(out, recorded, what="recorded recipe"))).model_dump())
-    now = _flat(resolved_recipe(config).model_dump())
+    before = flatten(resolved_recipe(cfg.load(atomic.inside(out, recorded, what="recorded recipe"))).model_dump())
+    now = flatten(resolved_recipe(config).model_dump())
     changed = {key: (before.get(key), now.get(key)) for key in sorted(set(before) | set(now))
                if before.get(key) != now.get(key)}
     fixed = [f"{key} ({old!r} -> {new!r})" for key, (old, new) in changed.items() if key not in RESUMABLE]
@@ -257,15 +258,6 @@ def check_resume(config: cfg.Config, out: Path) -> dict[str, tuple]:
                         f"and must stay as recorded; only {', '.join(RESUMABLE)} may change")
     return changed
 
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _listing(directory: Path) -> list[str]:
