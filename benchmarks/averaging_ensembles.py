@@ -22,10 +22,11 @@ import time
 
 import torch
 
-from descend import averaging, config, experiment
+from descend import averaging, config
 from descend.data import DataBundle
 from descend.ensemble import Ensemble
-from descend.ensemble_fit import fit as fit_ensemble
+from descend.runs import experiment
+from descend.runs.ensemble import fit as fit_ensemble
 
 from . import machine
 

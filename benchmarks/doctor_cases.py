@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from descend import config, data, doctor, experiment
+from descend import config, data, doctor
+from descend.runs import experiment
 
 from . import machine
 

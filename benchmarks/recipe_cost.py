@@ -20,7 +20,7 @@ import torch
 
 import descend as ds
 from descend import config as cfg
-from descend import experiment
+from descend.runs import experiment
 from descend.train.threads import step_flops
 
 from . import machine, speed

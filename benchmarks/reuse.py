@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from descend import config, experiment
+from descend import config
+from descend.runs import experiment
 
 from . import machine
 

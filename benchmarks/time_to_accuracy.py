@@ -20,8 +20,8 @@ import statistics
 import time
 
 from descend import config as cfg
-from descend import experiment
 from descend.errors import UserError
+from descend.runs import experiment
 
 from . import machine
 from .averaging_ensembles import mean_std

@@ -25,8 +25,9 @@ import torch
 
 from benchmarks import machine
 from benchmarks.averaging_ensembles import mean_std
-from descend import config, experiment
+from descend import config
 from descend.data import DataBundle, Split
+from descend.runs import experiment
 from descend.train.checkpoint import save_weights
 
 

@@ -198,7 +198,7 @@ def test_recipe_section_and_its_errors():
 def test_a_recipe_with_averaging_writes_the_averaged_weights(tmp_path):
     from safetensors.torch import load_file
 
-    from descend import experiment
+    from descend.runs import experiment
 
     raw = {"name": "avg", "data": {"name": "iris"}, "model": {"name": "mlp", "hidden": [8], "batch_norm": True},
            "train": {"epochs": 3, "batch_size": 16, "device": "cpu"}, "optimizer": {"name": "adam", "lr": 0.01},

@@ -10,7 +10,8 @@ import torch
 from benchmarks import machine, overhead, recipe_cost, speed, time_to_accuracy
 
 import descend as ds
-from descend import config, experiment
+from descend import config
+from descend.runs import experiment
 
 TINY = """
 name = "tiny"

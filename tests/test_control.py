@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from descend import config as cfg
-from descend import experiment
 from descend.errors import UserError
+from descend.runs import experiment
 from descend.train import Trainer
 from descend.train.callbacks import Callback
 from descend.train.control import Control, _KeyReader, parse

@@ -18,8 +18,8 @@ import descend as ds
 from descend.cli import main
 from descend.train import checkpoint
 from descend.train.callbacks import Callback
+from descend.train.dataloaders import Stream
 from descend.train.state import Checkpoints
-from descend.train.streams import Stream
 
 NO_CUDA = not torch.cuda.is_available()
 CUDA = [pytest.mark.cuda, pytest.mark.skipif(NO_CUDA, reason="needs a CUDA GPU (benchmarks/gpu_check.sh)")]

@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import descend as ds
-from descend import config, experiment
+from descend import config
+from descend.runs import experiment
 from descend.train.state import Checkpoints
 
 

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from descend.data import Split
-from descend.dist import ShardedBatches
-from descend.dist.trainer import ProcessGroup, backend
+from descend.distributed import ShardedBatches
+from descend.distributed.trainer import ProcessGroup, backend
 from descend.errors import UserError
 from descend.train.metrics import MetricSums
 

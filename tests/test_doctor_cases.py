@@ -130,7 +130,7 @@ def test_range_test_ignores_a_warmup_longer_than_its_sweep():
 
 
 def test_examine_takes_a_built_experiment():
-    from descend import experiment
+    from descend.runs import experiment
 
     exp = experiment.build(config.load(EXAMPLES / "digits_mlp.toml", ["train.epochs=3"]))
     d = doctor.examine(exp, budget=BUDGET)

@@ -11,7 +11,7 @@ from torch import nn
 
 from descend import config, doctor
 from descend.data import DataBundle, DatasetInfo, Split
-from descend.doctor import data_checks, fix, lr_range, report, stage1, stage2
+from descend.doctor import curve_checks, data_checks, fit_checks, fix, lr_range, report
 from descend.doctor.findings import Budget, Check, Diagnosis, Finding, Fix, rank
 from descend.doctor.subject import Probe, Subject, from_config
 from descend.errors import UserError
@@ -208,32 +208,32 @@ def test_unit_statistics_find_dead_relus_and_saturated_tanh():
     torch.manual_seed(0)
     x = torch.randn(256, 8)
     relu = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
-    assert stage1.unit_findings(relu, x, "now")[0] == []
+    assert fit_checks.unit_findings(relu, x, "now")[0] == []
     nn.init.constant_(relu[0].bias, -50.0)
-    found, evidence = stage1.unit_findings(relu, x, "now")
+    found, evidence = fit_checks.unit_findings(relu, x, "now")
     assert [f.id for f in found] == ["dead_units"] and evidence["dead_fraction_per_layer"] == [1.0]
     tanh = nn.Sequential(nn.Linear(8, 16), nn.Tanh())
     nn.init.normal_(tanh[0].weight, std=20.0)
-    assert [f.id for f in stage1.unit_findings(tanh, x, "now")[0]] == ["saturated_units"]
+    assert [f.id for f in fit_checks.unit_findings(tanh, x, "now")[0]] == ["saturated_units"]
 
 
 def test_gradient_statistics_call_vanishing_and_exploding():
     def stats(norms):
-        s = stage1.GradientStats()
+        s = fit_checks.GradientStats()
         s.grad = [torch.tensor(norms)]
         s.names = [str(i) for i in range(len(norms))]
         return s
-    assert stage1.gradient_findings(stats([0.5, 1.0, 2.0]))[0] == []
-    assert [f.id for f in stage1.gradient_findings(stats([1e-9, 1e-5, 1.0]))[0]] == ["vanishing_gradients"]
-    assert [f.id for f in stage1.gradient_findings(stats([1e4, 1.0, 1.0]))[0]] == ["exploding_gradients"]
+    assert fit_checks.gradient_findings(stats([0.5, 1.0, 2.0]))[0] == []
+    assert [f.id for f in fit_checks.gradient_findings(stats([1e-9, 1e-5, 1.0]))[0]] == ["vanishing_gradients"]
+    assert [f.id for f in fit_checks.gradient_findings(stats([1e4, 1.0, 1.0]))[0]] == ["exploding_gradients"]
 
 
 def test_noise_is_judged_against_the_fall_of_the_loss():
     rng = np.random.default_rng(0)
     trend = np.linspace(2.0, 0.5, 200)
-    assert stage2._noise(list(trend + rng.normal(0, 0.02, 200))) < 0.1
-    assert stage2._noise(list(trend + rng.normal(0, 1.0, 200))) > stage2.NOISE
-    assert stage2._noise(list(np.full(200, 2.0) + rng.normal(0, 0.2, 200))) is None  # flat: no verdict
+    assert curve_checks._noise(list(trend + rng.normal(0, 0.02, 200))) < 0.1
+    assert curve_checks._noise(list(trend + rng.normal(0, 1.0, 200))) > curve_checks.NOISE
+    assert curve_checks._noise(list(np.full(200, 2.0) + rng.normal(0, 0.2, 200))) is None  # flat: no verdict
 
 
 def test_overfitting_is_an_error_when_validation_gives_back_a_real_share_of_its_fall():
@@ -241,7 +241,7 @@ def test_overfitting_is_an_error_when_validation_gives_back_a_real_share_of_its_
         history = [{"epoch": e + 1, "train_loss": 1.0 / (e + 1), "val_loss": v} for e, v in enumerate(val)]
         result = Probe([1.0] * 100, history, None)
         subject = Subject("s", None, None, len(val), 64, 1e-3, raw={"model": {}, "optimizer": {}})
-        found, _ = stage2.learning_curves(result, 2.3, subject)
+        found, _ = curve_checks.learning_curves(result, 2.3, subject)
         return {f.id: f.severity for f in found}.get("overfitting")
 
     assert judged([1.0, 0.5, 0.3, 0.3]) is None
@@ -259,12 +259,12 @@ def test_a_snapshot_ensemble_is_examined_with_its_cosine_cycles():
 
 
 def test_clipping_most_steps_asks_for_a_lower_lr():
-    stats = stage1.GradientStats()
+    stats = fit_checks.GradientStats()
     stats.total = [torch.tensor(v) for v in (5.0, 4.0, 6.0, 0.5)]
-    found = stage2.clipping(stats, 1.0, 0.1)
+    found = curve_checks.clipping(stats, 1.0, 0.1)
     assert [f.id for f in found] == ["aggressive_clipping"]
     assert found[0].evidence["clipped_fraction"] == 0.75 and found[0].fix.changes == {"optimizer.lr": 0.023}
-    assert stage2.clipping(stats, 10.0, 0.1) == [] and stage2.clipping(stats, None, 0.1) == []
+    assert curve_checks.clipping(stats, 10.0, 0.1) == [] and curve_checks.clipping(stats, None, 0.1) == []
 
 
 @pytest.mark.parametrize("extra, expected", [({"label_smoothing": 0.1}, "cross_entropy"),
@@ -272,16 +272,17 @@ def test_clipping_most_steps_asks_for_a_lower_lr():
 def test_the_loss_at_init_is_judged_with_label_smoothing_or_class_weights(extra, expected):
     # the recipe's label smoothing or class weights make torch's CrossEntropyLoss module, still cross-entropy
     raw = {"name": "d", "data": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]}, "train": extra}
-    findings, evidence = stage1.initial_loss(from_config(config.validate(raw)))
+    findings, evidence = fit_checks.initial_loss(from_config(config.validate(raw)))
     assert evidence["loss"] == expected and abs(evidence["initial_loss"] - math.log(10)) < 0.7 and not findings
     assert builtin_loss_name(lambda out, y: out.sum()) is None
 
 
 def test_the_loss_floor_of_label_smoothing_is_what_the_best_model_reaches():
     loss, classes = nn.CrossEntropyLoss(label_smoothing=0.1), 10
-    floor = stage1.loss_floor(loss, classes)
+    floor = fit_checks.loss_floor(loss, classes)
     q = torch.full((1, classes), 0.1 / classes)
     q[0, 3] += 0.9                               # the smoothed target: the best prediction there is
     assert loss(q.log(), torch.tensor([3])).item() == pytest.approx(floor, rel=1e-6)
     assert floor == pytest.approx(0.5003, abs=1e-4)
-    assert stage1.loss_floor(nn.CrossEntropyLoss(), classes) == 0.0 and stage1.loss_floor("cross_entropy", 10) == 0.0
+    assert fit_checks.loss_floor(nn.CrossEntropyLoss(), classes) == 0.0
+    assert fit_checks.loss_floor("cross_entropy", 10) == 0.0

@@ -12,8 +12,8 @@ import torch
 
 from descend import config as cfg
 from descend import data as datasets
-from descend import experiment
 from descend.doctor import examine, fix, regression
+from descend.runs import execute
 
 
 def write_table(path, n=500, seed=0):
@@ -35,7 +35,7 @@ def table(tmp_path):
 
 
 def test_the_default_recipe_reaches_r2_of_0_9_on_targets_around_100(table):
-    summary = experiment.run(cfg.load(table / "default.toml"), table / "run", quiet=True)
+    summary = execute.run(cfg.load(table / "default.toml"), table / "run", quiet=True)
     assert summary["final"]["test_r2"] >= 0.9
     record = json.loads((table / "run" / "inference.json").read_text())
     assert record["target_scaler"]["shift"][0] == pytest.approx(100, abs=1)

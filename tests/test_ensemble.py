@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 import descend as ds
-from descend import config, ensemble, ensemble_fit
+from descend import config, ensemble
 from descend.cli import main
+from descend.runs import ensemble as ensemble_fit
 
 RAW = {"name": "ens", "seed": 0, "data": {"name": "iris"},
        "model": {"name": "mlp", "hidden": [16], "dropout": 0.2},

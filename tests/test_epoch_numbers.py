@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import descend as ds
-from descend import averaging, reference
+from descend import averaging
+from descend.options import reference
 from descend.options.constraints import Interval, Optional
 from descend.train import Trainer
 from descend.train.callbacks import Callback, EarlyStopping

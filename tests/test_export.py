@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import descend as ds
-from descend import config, experiment, tune
+from descend import config, tune
 from descend import export as export_
 from descend.cli import main
 from descend.errors import UserError
+from descend.runs import execute
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -27,7 +28,7 @@ WINE = (
 
 def _train(folder, recipe: str, name: str = "run"):
     (folder / f"{name}.toml").write_text(recipe)
-    experiment.run(config.load(folder / f"{name}.toml"), folder / name, quiet=True)
+    execute.run(config.load(folder / f"{name}.toml"), folder / name, quiet=True)
     return ds.load_run(folder / name)
 
 

@@ -15,9 +15,10 @@ import sklearn.datasets
 import torch
 
 import descend as ds
-from descend import config, experiment
+from descend import config
 from descend.cli import main
 from descend.data.scaling import Scaler
+from descend.runs import experiment
 
 CULTIVARS = ["barolo", "grignolino", "barbera"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from descend import ensemble, load_run, resources
+from descend import ensemble, load_run, memory
 from descend.cli import main
 from descend.data import files
 from descend.errors import UserError
@@ -118,7 +118,7 @@ def test_the_memory_limit_follows_the_process_s_address_space_limit():
     code = (
         "import resource\n"
         f"resource.setrlimit(resource.RLIMIT_AS, ({soft}, resource.getrlimit(resource.RLIMIT_AS)[1]))\n"
-        "from descend.resources import memory_limit; print(memory_limit())"
+        "from descend.memory import memory_limit; print(memory_limit())"
     )
     hard = resource.getrlimit(resource.RLIMIT_AS)[1]
     if hard != resource.RLIM_INFINITY and hard < soft:
@@ -126,7 +126,7 @@ def test_the_memory_limit_follows_the_process_s_address_space_limit():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     env.pop("DESCEND_MEMORY_LIMIT", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert int(out.stdout) == min(soft, resources.memory_limit()), out.stderr
+    assert int(out.stdout) == min(soft, memory.memory_limit()), out.stderr
 
 
 def test_a_recipe_file_larger_than_any_recipe_is_refused_before_it_is_read(tmp_path, capsys):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import descend as ds
-from descend import config, experiment, notebook
+from descend import config, notebook
+from descend.runs import experiment
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

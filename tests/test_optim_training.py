@@ -145,7 +145,7 @@ def test_data_parallel_training_refuses_an_optimizer_with_a_closure(iris, monkey
 
     import torch.distributed as dist
 
-    from descend.dist.trainer import DistributedTrainer
+    from descend.distributed.trainer import DistributedTrainer
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -191,7 +191,7 @@ def test_a_schedule_free_run_directory_saves_the_averaged_weights(tmp_path):
     from safetensors.torch import load_file
 
     from descend import config as cfg
-    from descend import experiment
+    from descend.runs import execute
     from descend.train.checkpoint import load
 
     recipe = cfg.validate(
@@ -205,7 +205,7 @@ def test_a_schedule_free_run_directory_saves_the_averaged_weights(tmp_path):
         },
         source="test",
     )
-    experiment.run(recipe, tmp_path / "run", quiet=True)
+    execute.run(recipe, tmp_path / "run", quiet=True)
     final = load_file(tmp_path / "run" / "model.safetensors")
     last = load(tmp_path / "run" / "checkpoints" / "last.safetensors")
     assert last["optimizer"]["param_groups"][0]["train_mode"] is False

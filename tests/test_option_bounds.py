@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from descend import reference
 from descend.cli import main
 from descend.errors import UserError
-from descend.options import refusal
+from descend.options import reference, refusal
 from descend.options.constraints import Either, Interval, ListOf, Optional
 
 # integer options without an upper bound of their own, and why none is needed there
@@ -20,7 +19,7 @@ BOUNDED_ELSEWHERE = {
     "seed": "a seed sizes nothing",
     "data_seed": "a seed sizes nothing",
     "num_classes": "must match the labels of the data",
-    "n_train": "the generated data's memory estimate (descend.resources) before it is made",
+    "n_train": "the generated data's memory estimate (descend.memory) before it is made",
     "n_test": "the generated data's memory estimate before it is made",
     "d": "the generated data's memory estimate before it is made",
     "num_samples": "the generated data's memory estimate before it is made",

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from descend import options as O
-from descend import reference
 from descend.errors import UserError
+from descend.options import reference
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -3,9 +3,8 @@ range and an unknown option name each give one UserError naming the part, the op
 
 import pytest
 
-from descend import reference
 from descend.errors import UserError
-from descend.options import REQUIRED, refusal
+from descend.options import REQUIRED, reference, refusal
 
 PARTS = reference.parts()
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import descend as ds
-from descend import config, experiment
+from descend import config
+from descend.runs import experiment
 from descend.train.callbacks import Callback
 
 RAW = {"name": "iris", "seed": 0, "data": {"name": "iris"}, "model": {"name": "mlp", "hidden": [8]},

@@ -22,8 +22,8 @@ import tomli_w
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from descend import experiment
 from descend.cli import main
+from descend.runs import experiment
 from descend.train.callbacks import Callback
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)

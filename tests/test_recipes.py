@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 import descend as ds
-from descend import config, experiment, schedules
+from descend import config, schedules
 from descend.cli import main
+from descend.runs import execute, experiment
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
 
@@ -28,7 +29,7 @@ def run(tmp_path: Path, **sections) -> dict:
     raw = json.loads(json.dumps(BASE))
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    return experiment.run(config.validate(raw), tmp_path / "run", quiet=True)
+    return execute.run(config.validate(raw), tmp_path / "run", quiet=True)
 
 
 def test_examples_are_valid_recipes():

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from descend import config as cfg
-from descend import experiment
 from descend.report.run import lr_figure, write_run_report
+from descend.runs import experiment
 from descend.train.callbacks import Callback
 from descend.train.control import Control
 

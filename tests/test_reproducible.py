@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import descend as ds
-from descend import config, experiment
+from descend import config
 from descend.cli import main
+from descend.runs import execute
 from descend.train import threads
 from descend.train.callbacks import Callback
 from descend.train.state import Checkpoints
@@ -132,7 +133,7 @@ def test_descend_resume_keeps_the_choices_recorded_in_the_run(cores_2, monkeypat
     recipe.write_text(RECIPE)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        experiment.run(config.load(recipe), out, quiet=True, callbacks=[CrashAt(9)])
+        execute.run(config.load(recipe), out, quiet=True, callbacks=[CrashAt(9)])
     monkeypatch.setattr(threads, "SMALL_STEP_FLOPS", 0.0)  # a fresh decision would say two threads
     monkeypatch.setattr(threads, "idle_cores", lambda: BUSY)
     assert main(["resume", str(out), "--quiet"]) == 0

@@ -77,7 +77,8 @@ def reference(tmp_path_factory):
 KILLER = """
 import os, signal, sys
 sys.path.insert(0, {src!r})
-from descend import config, experiment
+from descend import config
+from descend.runs import execute
 from descend.train.callbacks import Callback
 
 class KillAt(Callback):
@@ -85,7 +86,7 @@ class KillAt(Callback):
         if trainer.global_step == {step}:
             os.kill(os.getpid(), signal.SIGKILL)
 
-experiment.run(config.load({recipe!r}), {out!r}, quiet=True, callbacks=[KillAt()])
+execute.run(config.load({recipe!r}), {out!r}, quiet=True, callbacks=[KillAt()])
 """
 
 

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import descend as ds
-from descend import atomic, ensemble, models, rundir, transfer
+from descend import atomic, ensemble, models, transfer
 from descend.cli import main
 from descend.doctor import fix
 from descend.errors import UserError
+from descend.runs import directory as rundir
 
 RECIPE = """
 name = "iris"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from descend import rundir
 from descend.cli import main
 from descend.errors import UserError
+from descend.runs import directory as rundir
 
 RECIPE = """
 name = "iris"

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import descend as ds
-from descend.train.streams import one_ahead
+from descend.train.dataloaders import one_ahead
 
 
 def test_the_next_item_is_started_before_the_current_one_is_handed_out():

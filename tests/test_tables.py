@@ -9,10 +9,10 @@ import pytest
 
 from descend import config as cfg
 from descend import data as datasets
-from descend import experiment
 from descend.data.tables import MAX_LEVELS, TableEncoder
 from descend.errors import UserError
-from descend.inference import load_run
+from descend.runs import execute
+from descend.runs.loaded import load_run
 
 
 def test_numbers_with_missing_cells_are_imputed_with_the_training_median_and_flagged():
@@ -96,7 +96,7 @@ def test_a_dataframe_with_text_and_missing_values_from_python():
 def test_a_run_on_a_table_predicts_and_evaluates_raw_rows(tmp_path):
     path = _shop(tmp_path / "shop.csv")
     config = cfg.validate({"data": {"name": str(path)}, "train": {"epochs": 20}, "name": "shop"})
-    summary = experiment.run(config, tmp_path / "run", quiet=True)
+    summary = execute.run(config, tmp_path / "run", quiet=True)
     assert summary["final"]["test_accuracy"] > 0.8
     run = load_run(tmp_path / "run")
     assert json.loads((tmp_path / "run" / "inference.json").read_text())["table"]["missing"] == "impute"

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 import descend as ds
-from descend import config, experiment, transfer
+from descend import config, transfer
+from descend.runs import experiment
 
 PRE = {"name": "pre", "seed": 0, "data": {"name": "iris"},
        "model": {"name": "mlp", "hidden": [16, 16], "batch_norm": True, "dropout": 0.1},

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from descend import config as cfg
-from descend import experiment, load_run
+from descend import load_run
 from descend.cli import main
 from descend.data import Split
 from descend.errors import UserError
+from descend.runs import experiment
 from descend.train.callbacks import Callback
 from descend.train.checkpoint import load_weights
 from descend.tune import Folds, cross_validate

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from descend import config as cfg
-from descend import experiment
 from descend.cli import main
 from descend.errors import UserError
+from descend.runs import experiment
 from descend.train import Trainer
 from descend.tune import search
 from descend.tune.objective import Pruning

@@ -9,8 +9,8 @@ import torch
 
 from descend import config as cfg
 from descend import data as datasets
-from descend import experiment
 from descend.errors import UserError
+from descend.runs import experiment
 
 LOADER = """
 import warnings

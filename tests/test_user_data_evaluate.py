@@ -6,10 +6,10 @@ import pytest
 from sklearn.datasets import load_iris
 
 from descend import config as cfg
-from descend import experiment
 from descend.cli import main
 from descend.errors import UserError
-from descend.inference import load_run
+from descend.runs import execute
+from descend.runs.loaded import load_run
 
 NAMES = np.array(["setosa", "versicolor", "virginica"])
 
@@ -29,7 +29,7 @@ def runs(tmp_path_factory):
     out = {}
     for name, data in (("text", str(text)), ("numbers", str(numbers))):
         config = cfg.validate({"name": name, "data": {"name": data}, "train": {"epochs": 2}})
-        experiment.run(config, folder / name, quiet=True)
+        execute.run(config, folder / name, quiet=True)
         out[name] = folder / name
     return SimpleRuns(folder, out["text"], out["numbers"], text, numbers, x, y)
 

@@ -10,9 +10,9 @@ import torch
 
 from descend import config as cfg
 from descend import data as datasets
-from descend import experiment
 from descend.errors import UserError
-from descend.inference import load_run
+from descend.runs import execute, experiment
+from descend.runs.loaded import load_run
 
 
 def _table(n=240, seed=0):
@@ -59,7 +59,7 @@ def regression_run(tmp_path):
     path = tmp_path / "table.csv"
     np.savetxt(path, np.column_stack([x, y]), delimiter=",", header="a,b,c,y", comments="", fmt="%.6f")
     config = cfg.validate({"data": {"name": str(path)}, "train": {"epochs": 2}, "name": "reg"})
-    experiment.run(config, tmp_path / "run", quiet=True)
+    execute.run(config, tmp_path / "run", quiet=True)
     return tmp_path / "run", path, x
 
 

@@ -12,9 +12,10 @@ import pytest
 from torch import nn
 
 import descend as ds
-from descend import config, experiment, usercode
+from descend import config, usercode
 from descend.cli import main
 from descend.errors import UserError
+from descend.runs import experiment
 
 PROJECT = Path(__file__).parent / "userproject"
 ROW = "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)\n5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n"

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 import descend as ds
-from descend import config, workflow
+from descend import config
 from descend.doctor import examine
 from descend.errors import UserError
 from descend.lab.compare import compare_recipe
+from descend.runs import workflow
 
 PROJECT = Path(__file__).parent / "userproject"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from descend.errors import UserError
-from descend.resources import check_fits_memory
+from descend.memory import check_fits_memory
 
 _CHUNK = 2**24  # bytes per os.write call
 

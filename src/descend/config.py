@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from . import averaging, ensemble, models, optim, regularization, schedules, transfer
 from . import data as datasets
 from .data import augment
+from .data.files import file_kind
 from .errors import UserError, short
 from .options import Option
 from .options import validate as validate_options
 from .train import Trainer
 from .train.callbacks import EarlyStopping
-from .train.checkpoint.policy import Checkpoints
+from .train.checkpointing import Checkpoints
 from .train.epochs import MAX_EPOCHS
 
 
@@ -275,8 +276,6 @@ def resolve_paths(raw: dict, folder: Path) -> None:
     """Relative data file paths (``data.name``, ``data.labels``) and code files (``model.name`` or ``data.name`` of
     the form ``file.py:name``) as absolute ones, against ``folder``: the recipe's own folder for what the recipe
     says, the working directory for ``--set`` values."""
-    from .data.files import file_kind
-
     for section in ("model", "data"):  # the user's code by file ("file.py:factory"), read from the recipe's folder
         table = raw.get(section)
         if isinstance(table, dict) and isinstance(table.get("name"), str) and ".py:" in table["name"]:

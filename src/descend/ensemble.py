@@ -24,7 +24,7 @@ Classifiers average the members' probabilities, regressors their outputs. An ens
 ``members/member-<k>.safetensors``; :func:`load` reads it back (no pickle) and ``predict`` / ``predict_proba``
 answer like one model. With the recipe (``config.toml``) and ``inference.json`` beside them, the directory is what
 :func:`descend.load_run` and ``descend predict`` take, as for a single run (:meth:`Ensemble.as_module`). Training an
-ensemble from a recipe is :mod:`descend.ensemble_fit`.
+ensemble from a recipe is :mod:`descend.runs.ensemble`.
 """
 
 from __future__ import annotations

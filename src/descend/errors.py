@@ -24,6 +24,10 @@ class UserError(ValueError):
     exit_code = 2
 
 
+class CheckpointError(UserError):
+    """A checkpoint or weights file could not be written or read; the message names the file and problem."""
+
+
 class DivergenceError(RuntimeError):
     """Training produced a non-finite loss or gradient. Exit code 3."""
 

@@ -50,6 +50,7 @@ from torch import nn
 from . import atomic, ensemble
 from .data.scaling import Scaler
 from .errors import UserError
+from .optional import require
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "exported": "model.pt2"}
 #: The largest difference allowed, relative to max(1, |largest PyTorch output|): see the module's docstring.
@@ -137,7 +138,7 @@ class EnsembleGraph(nn.Module):
 
 
 def servable(run) -> Servable:
-    """The exportable module of a loaded run (:class:`descend.inference.LoadedRun`), on the CPU, in eval mode."""
+    """The exportable module of a loaded run (:class:`descend.runs.loaded.LoadedRun`), on the CPU, in eval mode."""
     model = run.model
     if isinstance(model, ensemble.Combined):
         if model.ensemble.kind == "mc_dropout":
@@ -182,7 +183,7 @@ def export(
     tolerance: float = TOLERANCE,
     rows: torch.Tensor | None = None,
 ) -> Exported:
-    """Write ``run`` (a :class:`~descend.inference.LoadedRun`) as ``format`` ("onnx", "torchscript" or "exported")
+    """Write ``run`` (a :class:`~descend.runs.loaded.LoadedRun`) as ``format`` ("onnx", "torchscript" or "exported")
     to ``path`` (default: the run directory's ``model.onnx``, ``model.torchscript.pt`` or ``model.pt2``), after
     checking that it gives the PyTorch model's outputs on ``rows`` (default: the first 1024 of the run's held-out
     rows) and on batches of 1 and 37, within ``tolerance`` × max(1, |largest output|). Nothing is left behind when a
@@ -259,11 +260,9 @@ def _as_list(out) -> list[torch.Tensor]:
 
 
 def _onnx(module: Servable, example: torch.Tensor, temp: Path, info: dict):
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError:
-        raise UserError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'descend[export]'") from None
+    onnx = require("onnx", "ONNX export")
+    onnxruntime = require("onnxruntime", "ONNX export")
+    require("onnxscript", "ONNX export")  # torch.onnx's exporter
     names = info["outputs"]
     with _quiet():
         program = torch.onnx.export(

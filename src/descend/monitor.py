@@ -9,6 +9,7 @@ min_delta in one ``MonitorCallback``). ``mode="auto"`` reads the name: losses an
 
 from __future__ import annotations
 
+import difflib
 import math
 
 from descend.errors import UserError
@@ -53,3 +54,16 @@ def read_metric(where: str, logs: dict[str, float], monitor: str) -> float:
         raise UserError(f"{where}: monitor {monitor!r} is not a logged metric; "
                         f"logged: {', '.join(sorted(logs))}")
     return float(logs[monitor])
+
+
+def require_logged(where: str, monitor: str, logged: set[str]) -> None:
+    """Refuse, before training, a monitor this run will never log (a misspelling, or val_* without val data)."""
+    if monitor in logged:
+        return
+    hint = difflib.get_close_matches(monitor, sorted(logged), n=1)
+    if monitor.startswith("val_") and not any(name.startswith("val_") for name in logged):
+        why = "this run has no validation data (set data.val_fraction > 0, or monitor a train_* value)"
+    else:
+        why = f"did you mean {hint[0]!r}?" if hint else "choose one of the logged values"
+    shown = ", ".join(sorted(n for n in logged if n not in ("epoch", "step", "seconds")))
+    raise UserError(f"{where}: monitor {monitor!r} is never logged by this run; {why} Logged: {shown}")

@@ -32,12 +32,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import config as cfg
-from . import experiment
 from .data import DataBundle, DatasetInfo, Split
 from .data.core import as_tensor
 from .data.scaling import Scaler, fit_scaler
 from .data.splits import split_indices
 from .ensemble import probabilities
+from .runs import experiment
 
 #: The recipe sections an estimator takes as parameters (each a dict of the section's fields, or None).
 SECTIONS = ("model", "train", "optimizer", "schedule", "regularization", "early_stopping", "averaging", "augment")

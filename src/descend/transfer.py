@@ -263,7 +263,7 @@ class Prepared:
 
 def prepare(spec: TransferSpec, model: nn.Module, data: DataBundle, optimizer_spec, *, device="cpu",
             augment=None) -> Prepared:
-    """Load, freeze and (feature extraction) cache, as ``spec`` says; used by :func:`descend.experiment.build`."""
+    """Load, freeze and (feature extraction) cache, as ``spec`` says; used by :func:`descend.runs.experiment.build`."""
     load_pretrained(model, spec)
     groups = layer_groups(model, spec.head_groups)
     backbone = [m for g in groups[:-1] for m in g]

@@ -45,12 +45,14 @@ def add_parsers(sub) -> None:
 
 
 def _run(args) -> int:
-    from .. import atomic, config, dist, experiment
-    from ..rundir import default_run_dir
+    from .. import atomic, config
+    from ..distributed import is_worker
+    from ..runs import execute, launch
+    from ..runs.directory import default_run_dir
     from ..train.control import Control
 
-    if getattr(args, "nproc", None) is not None and not dist.is_worker():
-        return dist.launch(args)  # data-parallel: the same command in N processes through torchrun
+    if getattr(args, "nproc", None) is not None and not is_worker():
+        return launch.launch(args)  # data-parallel: the same command in N processes through torchrun
     if args.command == "resume":  # the run's recorded recipe (with the --set it was run with), and new --set
         recorded = atomic.inside(args.run_dir, Path(args.run_dir) / "config.toml", what="recorded recipe")
         if not recorded.is_file():
@@ -58,7 +60,7 @@ def _run(args) -> int:
         args.recipe, args.resume, args.out = recorded, args.run_dir, None
     kinds = {k: getattr(args, k, None) for k in ("members", "snapshots", "mc_dropout")}
     kinds = [f"ensemble.{k}={v}" for k, v in kinds.items() if v is not None]
-    with dist.quiet_unless_rank_0():  # data-parallel: the recipe's warnings are said once, by rank 0
+    with launch.quiet_unless_rank_0():  # data-parallel: the recipe's warnings are said once, by rank 0
         recipe = config.load(args.recipe, args.overrides + kinds)
     if args.command == "ensemble" and recipe.ensemble is None:
         raise UserError("descend ensemble needs --members K, --snapshots K, --mc-dropout N or an [ensemble] section")
@@ -66,13 +68,13 @@ def _run(args) -> int:
     if resume and args.out and Path(args.out) != Path(resume):
         raise UserError("--resume continues the run in its own directory; leave out --out")
     out = Path(resume or args.out or default_run_dir(recipe))
-    if dist.is_worker():
-        summary = dist.run_worker(recipe, out, resume=bool(resume), quiet=args.quiet)
+    if is_worker():
+        summary = launch.run_worker(recipe, out, resume=bool(resume), quiet=args.quiet)
         if summary is None:  # ranks other than 0 print nothing
             return 0
     else:
         control = Control(out / "control.toml", keys=not args.quiet)  # babysitting: keys, or control.toml in out
-        summary = experiment.run(recipe, out, resume=bool(resume), quiet=args.quiet, callbacks=[control])
+        summary = execute.run(recipe, out, resume=bool(resume), quiet=args.quiet, callbacks=[control])
     if summary.get("already"):
         state = "stopped early" if summary["already"] == "stopped_early" else "finished"
         print(f"the run in {summary['run_dir']} had already {state}: nothing to resume, nothing changed")
@@ -86,9 +88,10 @@ def _run(args) -> int:
 
 
 def _show(args) -> int:
-    from .. import config, experiment
-    from ..data.loader import resolved_fields
-    from ..rundir import resolved_recipe
+    from .. import config
+    from ..data.load import resolved_fields
+    from ..runs import experiment
+    from ..runs.directory import resolved_recipe
 
     recipe = config.load(args.recipe, args.overrides)
     exp = experiment.build(recipe)  # the data and the model: what the automatic speed settings decide from

@@ -33,7 +33,7 @@ def add_parsers(sub) -> None:
 
 def _predict(args) -> int:
     from .. import atomic
-    from ..inference import load_run, predictions_csv
+    from ..runs.loaded import load_run, predictions_csv
 
     text = predictions_csv(load_run(args.run_dir, args.which, allow_code=args.allow_code), args.input, proba=args.proba)
     if args.out:
@@ -45,7 +45,7 @@ def _predict(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from ..inference import load_run
+    from ..runs.loaded import load_run
 
     for key, value in load_run(args.run_dir, args.which, allow_code=args.allow_code).evaluate(args.data).items():
         print(f"{key} {value:.6g}")
@@ -53,7 +53,7 @@ def _evaluate(args) -> int:
 
 
 def _export(args) -> int:
-    from ..inference import load_run
+    from ..runs.loaded import load_run
 
     run = load_run(args.run_dir, args.which, allow_code=args.allow_code)
     print(f"exported {run.export(args.out, args.format, tolerance=args.tolerance)}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from descend import atomic
 from descend.errors import UserError
-from descend.resources import check_fits_memory
+from descend.memory import check_fits_memory
 
 # IDX type codes (LeCun's format): byte 3 of the magic number
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -154,7 +154,7 @@ _CSV_CELL_BYTES = 8 + 50 + 8 + 4
 
 def check_csv_size(p: Path, delimiter: str = ",") -> None:
     """Refuse a CSV file before parsing it when a line holds more than :data:`MAX_CSV_COLUMNS` cells or its cells
-    would take more memory than :func:`~descend.resources.memory_limit`: one streaming pass counts delimiters and
+    would take more memory than :func:`~descend.memory.memory_limit`: one streaming pass counts delimiters and
     line ends (quoted delimiters count too, so the estimate is an upper bound), in bounded memory."""
     sep = delimiter.encode("utf-8")
     cells = line = lines = 0  # cells so far, cells of the current line, lines ended

@@ -6,7 +6,7 @@ from Python) may return:
 
 - ``(x, y)``: two arrays of the same length (numpy arrays, torch tensors, pandas or polars frames and series, lists);
 - a map-style ``torch.utils.data.Dataset`` whose items are ``(x, y)`` pairs: materialised into two tensors when it
-  fits in memory (checked against :func:`descend.resources.memory_limit` from its first item before anything is
+  fits in memory (checked against :func:`descend.memory.memory_limit` from its first item before anything is
   stacked);
 - named splits: a dict with ``"train"`` and optionally ``"val"`` and ``"test"``, each ``(x, y)`` or a Dataset. Splits
   that are given are used as they are; those missing are carved from ``train`` with the recipe's fractions.
@@ -31,7 +31,7 @@ from descend.data.labels import encode as encode_labels
 from descend.data.labels import infer_task
 from descend.data.tables import is_table
 from descend.errors import UserError
-from descend.resources import check_fits_memory
+from descend.memory import check_fits_memory
 
 SPLITS = ("train", "val", "test")
 SHAPES = "(x, y) arrays or tensors, a torch Dataset of (x, y) items, or a dict of splits {'train': (x, y), ...}"

@@ -13,12 +13,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from .. import config as cfg
-from .. import experiment, workflow
 from ..errors import UserError
-from . import data_checks, lr_range, regression, speed_checks, stage1, stage2
+from ..runs import experiment, workflow
+from . import curve_checks, data_checks, fit_checks, lr_range, regression, speed_checks
 from . import subject as subjects
 from .findings import Budget, Check, Diagnosis, Finding, rank
+from .report import write
 
 DEFAULT_BUDGET = 120.0
 WEIGHTS = {"data": 0.03, "initial_loss": 0.02, "small_subset": 0.12, "lr_range": 0.3, "short_run": 0.38,
@@ -32,12 +35,12 @@ NOT_LEARNING = ("lr_too_high", "lr_too_low", "vanishing_gradients", "exploding_g
 def examine(target, budget: float = DEFAULT_BUDGET, out: str | Path | None = None, **options) -> Diagnosis:
     """Examine a recipe and return the ranked findings.
 
-    ``target``: a recipe path, a :class:`descend.config.Config`, a built :class:`descend.experiment.Experiment`,
+    ``target``: a recipe path, a :class:`descend.config.Config`, a built :class:`descend.runs.experiment.Experiment`,
     or a ``torch.nn.Module`` with ``data=`` (a DataBundle or (train, val)) and optionally ``loss``, ``optimizer``
     (a :func:`descend.optim.create` spec), ``epochs``, ``batch_size``, ``clip_grad_norm``, ``name``.
     ``budget`` is in seconds of wall time; ``out`` (a folder) receives ``doctor.json`` and ``doctor.html``.
     For a recipe (a path, dict or Config), ``model=`` (a factory) and ``data=`` replace its sections
-    (:func:`descend.workflow.recipe`).
+    (:func:`descend.runs.workflow.recipe`).
     """
     if not budget > 0:
         raise UserError(f"budget must be a positive number of seconds, got {budget!r}")
@@ -55,16 +58,12 @@ def examine(target, budget: float = DEFAULT_BUDGET, out: str | Path | None = Non
     diagnosis = Diagnosis(rank(_merge(doctor.findings)), doctor.checks, time.perf_counter() - started, budget,
                           name, doctor.evidence, doctor.plots)
     if out is not None:
-        from .report import write
-
         write(diagnosis, Path(out))
     return diagnosis
 
 
 def _subject(target, options: dict):
     """A Subject, or (None, findings) for a recipe whose data cannot even be loaded but can be diagnosed."""
-    import torch
-
     if isinstance(target, subjects.Subject):
         return target, []
     if isinstance(target, (str, Path, dict, cfg.Config)) and options.keys() & {"model", "data"}:
@@ -95,8 +94,6 @@ def _subject(target, options: dict):
 def _warm_up() -> None:
     """Pay torch's one-off cost of a first optimizer (it imports torch._dynamo: seconds) before the checks'
     shares are handed out, so it does not eat the first check's share."""
-    import torch
-
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
@@ -172,16 +169,16 @@ class _Run:
                                                                                      "the short run failed"))
 
     def _initial_loss(self, s) -> tuple[list[Finding], bool]:
-        found, evidence = stage1.initial_loss(s, any(f.id == "unscaled_inputs" for f in self.findings))
+        found, evidence = fit_checks.initial_loss(s, any(f.id == "unscaled_inputs" for f in self.findings))
         self.evidence["initial_loss"] = evidence
         init_model = s.make(None).model
-        units, unit_evidence = stage1.unit_findings(init_model, s.data.train.x[:512].to(
+        units, unit_evidence = fit_checks.unit_findings(init_model, s.data.train.x[:512].to(
             next(init_model.parameters()).device), "at initialisation")
         self.evidence["units_at_init"] = unit_evidence
         return found + units, False
 
     def _small_subset(self, s, deadline) -> tuple[list[Finding], bool]:
-        found, evidence, cut = stage1.overfit_subset(s, deadline)
+        found, evidence, cut = fit_checks.overfit_subset(s, deadline)
         curve = evidence.pop("curve", None) or (found[0].plot if found else None)
         if curve:
             self.plots["small_subset"] = curve
@@ -204,20 +201,20 @@ class _Run:
         return lr_range.judge(s.lr, summary, plot), cut
 
     def _short_run(self, s, deadline) -> tuple[list[Finding], bool]:
-        result, stats = stage2.short_run(s, deadline)
+        result, stats = curve_checks.short_run(s, deadline)
         self.short = result
         initial = self.evidence.get("initial_loss", {}).get("initial_loss")
-        found = stage2.divergence(result, s.lr)
-        curves, evidence = stage2.learning_curves(result, initial, s) if result.diverged_at is None else ([], {})
-        grads, layers = stage1.gradient_findings(stats)
+        found = curve_checks.divergence(result, s.lr)
+        curves, evidence = curve_checks.learning_curves(result, initial, s) if result.diverged_at is None else ([], {})
+        grads, layers = fit_checks.gradient_findings(stats)
         x = s.data.train.x[:512].to(result.trainer.device)
-        units, unit_evidence = stage1.unit_findings(result.trainer.model, x, "after the short run") \
+        units, unit_evidence = fit_checks.unit_findings(result.trainer.model, x, "after the short run") \
             if result.diverged_at is None else ([], {})
         self.evidence.update(short_run=evidence, gradients=layers, units_after_run=unit_evidence)
-        self.plots["learning_curves"] = stage2.curves(result)
+        self.plots["learning_curves"] = curve_checks.curves(result)
         if "plot" in layers:
             self.plots["gradients"] = layers.pop("plot")
-        return found + grads + units + stage2.clipping(stats, s.clip_grad_norm, s.lr) + curves, result.cut_short
+        return found + grads + units + curve_checks.clipping(stats, s.clip_grad_norm, s.lr) + curves, result.cut_short
 
     def _references(self, s) -> tuple[list[Finding], bool]:
         if self.short.diverged_at is not None:
@@ -227,7 +224,7 @@ class _Run:
         return found, False
 
     def _zeroed(self, s, deadline) -> tuple[list[Finding], bool]:
-        zero = stage2.zeroed_run(s, len(self.short.losses), deadline)
-        found, evidence = stage2.input_independence(self.short, zero)
+        zero = curve_checks.zeroed_run(s, len(self.short.losses), deadline)
+        found, evidence = curve_checks.input_independence(self.short, zero)
         self.evidence["zeroed_inputs"] = evidence
         return found, zero.cut_short

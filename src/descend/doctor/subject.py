@@ -2,7 +2,7 @@
 
 A :class:`Subject` is the data plus a way to make a fresh trainer (same initial weights for the same seed) with the
 recipe's model, loss, optimizer, schedule, regularizer and clipping. It comes from a recipe, a built
-:class:`~descend.experiment.Experiment`, or a ready ``torch.nn.Module`` and data (for models no recipe describes).
+:class:`~descend.runs.experiment.Experiment`, or a ready ``torch.nn.Module`` and data (for models no recipe describes).
 :func:`probe` trains a trainer for a number of steps under a deadline and records every step's loss; it drives the
 trainer only through its public API (``fit`` and callbacks).
 """
@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import experiment, optim
+from .. import optim
 from ..data import DataBundle, DatasetInfo, Split
 from ..errors import DivergenceError, UserError
+from ..runs import experiment
+from ..runs.ensemble import snapshot_recipe
 from ..train import Trainer
 from ..train.callbacks import Callback, EarlyStopping
 from ..train.checks import as_split
@@ -49,8 +51,6 @@ def from_experiment_parts(config, data: DataBundle) -> Subject:
     A snapshot ensemble is examined as it trains: with its cosine cycles in place of the recipe's schedule."""
     trained = config
     if config.ensemble is not None and (spec := config.ensemble.build()).kind == "snapshots":
-        from ..ensemble_fit import snapshot_recipe
-
         trained = snapshot_recipe(config, spec.size)
 
     def make(seed: int | None) -> Trainer:

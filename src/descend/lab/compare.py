@@ -29,6 +29,8 @@ from descend import config as cfg
 from descend.errors import DivergenceError, UserError
 from descend.lab.base import jsonable
 from descend.lab.stats import bootstrap_ci, probability_interval, probability_of_improvement, ranks
+from descend.report.compare import write_compare_report
+from descend.runs import experiment, workflow
 from descend.train import threads as thread_policy
 
 MAX_VARIANTS = 1000
@@ -73,8 +75,6 @@ def variants(vary: list[str]) -> list[list[str]]:
 
 
 def _data_for(config):
-    from descend import experiment
-
     key = json.dumps([config.data.model_dump(), config.seed], sort_keys=True, default=str)
     if key not in _DATA:
         _DATA[key] = experiment.load_data(config)
@@ -89,8 +89,6 @@ def run_one(task: tuple) -> dict:
 
 
 def _run_one(task: tuple) -> dict:
-    from descend import experiment
-
     recipe, overrides, index, seed = task
     started = time.perf_counter()
     out = {"variant": index, "seed": seed, "history": [], "final": {}, "status": "finished", "error": None}
@@ -171,10 +169,7 @@ def compare_recipe(recipe: str | Path | dict | cfg.Config, vary: list[str], over
                    seeds: int = 3, jobs: int = 1, out: str | Path | None = None, model=None, data=None) -> dict:
     """Run the comparison and write ``compare.json`` and ``compare.html`` into ``out``; returns the summary
     (with ``report``: the HTML path). ``recipe`` may be a dict or a Config, and ``model`` and ``data`` replace its
-    sections (:func:`descend.workflow.recipe`): the recipe compared is then written to ``out/recipe.toml``."""
-    from descend import experiment, workflow
-    from descend.report.compare import write_compare_report
-
+    sections (:func:`descend.runs.workflow.recipe`): the recipe compared is then written to ``out/recipe.toml``."""
     if model is not None or data is not None or not isinstance(recipe, (str, Path)):
         given = workflow.recipe(recipe, model=model, data=data, overrides=overrides)
         out = Path(out) if out is not None else Path("runs") / f"compare-{given.name}-{datetime.now():%Y%m%d-%H%M%S}"

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from descend import config as cfg
-from descend import data, experiment, tune
+from descend import data, tune
 from descend.lab.base import LabResult
 from descend.lab.claims import Estimate, highest
 from descend.lab.stats import bootstrap_ci, probability_of_improvement
 from descend.report import html
+from descend.runs import experiment
 
 #: optimizer -> the centre of its searched learning-rate range (its authors' default, or a usual value)
 CENTRES = {

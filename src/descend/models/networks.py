@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from descend.errors import UserError
+from descend.memory import check_fits_memory
 from descend.models.blocks import BLOCK_OPTIONS, BlockOptions, block
 from descend.models.init import initialize
 from descend.options import ListOf, OneOf, Option, Optional, declare, integer, validate
 from descend.options import describe as describe_table
-from descend.resources import check_fits_memory
 
 #: float32 weight, gradient and two optimizer moments (Adam's m and v): what training holds per parameter
 BYTES_PER_PARAMETER = 16

@@ -27,11 +27,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from descend.errors import UserError
-from descend.monitor import MIN_DELTA, MODE, MONITOR, improved, read_metric, resolve_mode
+from descend.monitor import MIN_DELTA, MODE, MONITOR, improved, read_metric, require_logged, resolve_mode
 from descend.options import Boolean, Option, declare, integer
 from descend.train import epochs
 from descend.train.checkpoint import save_weights
-from descend.train.checks import require_logged
 
 EVENTS = ("on_fit_start", "on_epoch_start", "on_after_backward", "on_batch_end", "on_validation_start",
           "on_validation_end", "on_epoch_end", "on_fit_end")
@@ -190,7 +189,7 @@ class ModelCheckpoint(Callback):
     keeps one file per epoch, a plain name is overwritten. Improvement is judged as in :class:`EarlyStopping`
     (``mode``, ``min_delta``; :mod:`descend.monitor`). The file holds the weights only (no pickle): load them with
     :func:`descend.train.checkpoint.load_weights` into the same architecture. Resuming a run from its checkpoints
-    (``Trainer.fit(resume=...)``) is :class:`~descend.train.checkpoint.policy.Checkpoints`' job; this callback is for
+    (``Trainer.fit(resume=...)``) is :class:`~descend.train.checkpointing.Checkpoints`' job; this callback is for
     keeping weights to use.
     """
 

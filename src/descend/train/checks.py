@@ -7,7 +7,6 @@ output size does not fit the data.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 import torch
@@ -17,9 +16,9 @@ from ..data import Split
 from ..data.core import as_tensor
 from ..errors import UserError
 from . import hardware, metric_fns, rng, speed
+from .dataloaders import Stream, is_stream
 from .divergence import all_finite
 from .metrics import loss_function, num_outputs, resolve_loss
-from .streams import Stream, is_stream
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -106,19 +105,6 @@ def logged_names(trainer, validation: bool) -> set[str]:
     if trainer.clip_grad_norm is not None or trainer.clip_grad_value is not None:
         names.add("grad_norm")
     return names
-
-
-def require_logged(where: str, monitor: str, logged: set[str]) -> None:
-    """Refuse, before training, a monitor this run will never log (a misspelling, or val_* without val data)."""
-    if monitor in logged:
-        return
-    hint = difflib.get_close_matches(monitor, sorted(logged), n=1)
-    if monitor.startswith("val_") and not any(name.startswith("val_") for name in logged):
-        why = "this run has no validation data (set data.val_fraction > 0, or monitor a train_* value)"
-    else:
-        why = f"did you mean {hint[0]!r}?" if hint else "choose one of the logged values"
-    shown = ", ".join(sorted(n for n in logged if n not in ("epoch", "step", "seconds")))
-    raise UserError(f"{where}: monitor {monitor!r} is never logged by this run; {why} Logged: {shown}")
 
 
 def schedule_monitor(schedule) -> str | None:

@@ -76,8 +76,8 @@ class Control(Callback):
     """Apply babysitting commands from ``path`` (a ``control.toml``) and, with ``keys``, from the terminal.
 
     ``share``: in a data-parallel run, a function that hands the process of rank 0's commands to every process
-    (:func:`descend.dist.share_commands`); the other processes read no file (``path=None``) and no keys, and apply
-    what they are handed, so every process trains the same epochs at the same rate."""
+    (:func:`descend.distributed.share_commands`); the other processes read no file (``path=None``) and no keys, and
+    apply what they are handed, so every process trains the same epochs at the same rate."""
 
     order = 10  # before the loggers (order 90), which then log what was changed
 

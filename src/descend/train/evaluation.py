@@ -12,8 +12,8 @@ from ..data import Split
 from ..data.core import as_tensor
 from ..errors import UserError
 from .checks import prepare_data
+from .dataloaders import Stream
 from .inputs import data_pairs
-from .streams import Stream
 
 
 class Evaluation:

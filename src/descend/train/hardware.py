@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -35,7 +34,6 @@ import torch
 from torch import nn
 
 from . import threads as thread_policy
-from .callbacks import Callback
 
 # forward + backward of one batch; below this, fp32 stays: autocast's casts around each layer cost more than the
 # faster bf16 products save. The bound sits between the step sizes measured slower and faster in bf16 (the
@@ -262,16 +260,3 @@ def resumed(now: Settings, recorded: dict, *, deterministic: bool) -> Settings:
     if deterministic and now.reasons["threads"] != ASKED and type(saved_count) is int and saved_count >= 1:
         count, reasons["threads"] = saved_count, "recorded by the run being resumed (deterministic)"
     return Settings(precision, now.channels_last, count, now.machine, reasons)
-
-
-class SpeedLine(Callback):
-    """Prints :meth:`Settings.line` when a fit starts (after a resume has put back the recorded settings)."""
-
-    order = 89  # before the progress bar's first line
-
-    def __init__(self, stream=None):
-        self.stream = stream
-
-    def on_fit_start(self, trainer) -> None:
-        if trainer.speed is not None:
-            print(trainer.speed.line(), file=self.stream or sys.stdout, flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..monitor import resolve_mode
+from ..optional import require
 
 
 class History(list):
@@ -17,9 +18,7 @@ class History(list):
 
     def to_pandas(self):
         """The history as a pandas DataFrame, one row per epoch (``pd.DataFrame(history)`` gives the same)."""
-        import pandas as pd  # an optional dependency: imported when asked for
-
-        return pd.DataFrame(list(self))
+        return require("pandas", "History.to_pandas()").DataFrame(list(self))
 
     def best(self, metric: str, mode: str = "auto") -> dict:
         """The epoch row where ``metric`` was best; ``mode="auto"`` as :func:`descend.monitor.resolve_mode`."""

@@ -171,3 +171,17 @@ def _interactive(stream) -> bool:
         console = Console(file=stream)
         _last_look = (stream, _live(console))
     return _last_look[1]
+
+
+class SpeedLine(Callback):
+    """Prints the automatic speed settings' line (:meth:`descend.train.hardware.Settings.line`) when a fit starts,
+    after a resume has put back the recorded settings."""
+
+    order = 89  # before the progress bar's first line
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    def on_fit_start(self, trainer) -> None:
+        if trainer.speed is not None:
+            print(trainer.speed.line(), file=self.stream or sys.stdout, flush=True)

@@ -78,7 +78,7 @@ def metric_name(metric) -> str:
 
 class OneProcess:
     """How a pass's running values combine over the processes of a data-parallel run: in one process they are
-    the whole (:class:`descend.dist.trainer.ProcessGroup` sums and concatenates them over every process)."""
+    the whole (:class:`descend.distributed.trainer.ProcessGroup` sums and concatenates them over every process)."""
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The element-wise sum of ``tensor`` over the processes."""

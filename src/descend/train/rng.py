@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from descend.train.checkpoint.container import CheckpointError
+from descend.errors import CheckpointError
 
 _MT_WORDS = 624
 

@@ -8,7 +8,7 @@ running, the speed settings the run chose (:mod:`descend.train.hardware`: a resu
 gradient scale. Restoring all of it makes a resumed run end bit-identical to one that never stopped (CPU,
 deterministic).
 
-When it is written is the checkpoint policy's business (:mod:`descend.train.checkpoint.policy`); the file format
+When it is written is the checkpoint policy's business (:mod:`descend.train.checkpointing`); the file format
 is :mod:`descend.train.checkpoint` (no pickle, atomic).
 """
 
@@ -23,7 +23,7 @@ import torch
 from ..errors import UserError
 from . import checkpoint, divergence, rng
 from .callbacks import Callback
-from .checkpoint.policy import Checkpoints, find, has_checkpoint
+from .checkpointing import Checkpoints, find, has_checkpoint
 from .history import History
 
 __all__ = ["Checkpoints", "callback_keys", "capture", "find", "has_checkpoint", "restore", "stop_on_signals"]
@@ -54,7 +54,7 @@ def capture(trainer) -> dict:
 
 def restore(trainer, saved: dict) -> None:
     """Put ``saved`` (from :func:`capture`) back into ``trainer``; data and model must be those it was saved with."""
-    checkpoint.check_state(saved, trainer)  # every field, before anything reaches torch
+    checkpoint.check_state(saved, trainer, callback_keys(trainer.callbacks))  # every field, before torch sees any
     position = saved["position"]
     report = trainer.model.load_state_dict(saved["model"], strict=False)
     if report.missing_keys or report.unexpected_keys:

@@ -20,16 +20,17 @@ from torch import nn
 from .. import optim
 from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
+from ..monitor import require_logged
 from ..options import Boolean, Either, OneOf, Option, Optional, declare, integer, number
 from . import checkpoint, divergence, hardware, inputs, lr, optimizer_events, rng, speed, state, threads
 from .callbacks import EVENTS, Callback
-from .checks import logged_names, prepare_data, require_logged, resolve_device, schedule_monitor
+from .checks import logged_names, prepare_data, resolve_device, schedule_monitor
 from .clipping import clip_gradients
+from .dataloaders import Stream
 from .evaluation import Evaluation
 from .history import History
 from .logs import ProgressBar, progress_bar
 from .metrics import MetricSums, OneProcess, check_loss
-from .streams import Stream
 
 
 class Trainer(Evaluation):
@@ -178,7 +179,7 @@ class Trainer(Evaluation):
         """Train for ``epochs`` epochs; returns the history (one dict of logged values per epoch).
 
         ``train`` and ``val``: a :class:`~descend.data.Split`, an ``(x, y)`` pair, or a torch ``DataLoader`` (any
-        re-iterable of ``(x, y)`` batches) for data that does not fit in memory (:mod:`descend.train.streams` says
+        re-iterable of ``(x, y)`` batches) for data that does not fit in memory (:mod:`descend.train.dataloaders` says
         what that costs). ``resume``: a checkpoint file or a run/checkpoints directory; training continues exactly
         where it stopped. ``progress``: show a progress bar; by default on a terminal or in a notebook (unless a
         :class:`~descend.callbacks.ProgressBar` is among the callbacks already). As Keras: ``fit(x, y)`` with inputs
@@ -318,7 +319,7 @@ class Trainer(Evaluation):
         self.end_epoch, self.total_steps = self.end_epoch + n, self.total_steps + n * self.steps_per_epoch
 
     def _batches(self, train: Split, batch_size: int | str, **options) -> Batches:
-        """The training batches (:class:`descend.dist.DistributedTrainer` shards them across processes)."""
+        """The training batches (:class:`descend.distributed.DistributedTrainer` shards them across processes)."""
         return Batches(train, batch_size, seed=self.seed, **options)
 
     def _training_forward(self) -> nn.Module:

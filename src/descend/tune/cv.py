@@ -21,12 +21,15 @@ import numpy as np
 import torch
 
 from .. import config as cfg
-from .. import experiment, tracking, workflow
+from .. import tracking
 from ..atomic import write_json
 from ..data import DataBundle, Split, kfold_indices
 from ..data.scaling import fit_scaler
 from ..data.splits import MIN_HELD_ROWS
+from ..ensemble import Ensemble
 from ..errors import UserError
+from ..runs import experiment, workflow
+from ..runs.ensemble import records, write
 
 
 def unscaled(raw: dict) -> DataBundle:
@@ -128,7 +131,7 @@ def cross_validate(config: cfg.Config | str | Path | dict, k: int, out: str | Pa
     With ``ensemble``, the fold models are kept in ``out/ensemble/`` as an ensemble directory of kind ``folds``
     (:mod:`descend.ensemble`): each member with its fold's scaling, so raw inputs go in; ``descend.load_run`` and
     ``descend predict`` take it. The test split stays unread here too. ``config`` may be a recipe path or dict, and
-    ``model`` and ``data`` replace its sections (:func:`descend.workflow.recipe`).
+    ``model`` and ``data`` replace its sections (:func:`descend.runs.workflow.recipe`).
     """
     if model is not None or data is not None or not isinstance(config, cfg.Config):
         config = workflow.recipe(config, model=model, data=data)
@@ -162,9 +165,6 @@ def cross_validate(config: cfg.Config | str | Path | dict, k: int, out: str | Pa
 
 def _keep(directory: Path, config: cfg.Config, folds: Folds, models: list, rows: list[dict]) -> None:
     """The fold models as an ensemble directory: member k with the scaling fitted on fold k's training part."""
-    from ..ensemble import Ensemble
-    from ..ensemble_fit import records, write
-
     architecture, record = records(config, folds.info, folds.pool.y)  # record: no scaling, each member has its own
     scalers = [folds.bundle(fold).info.scaler for fold in range(folds.k)]
     kept = Ensemble(models, folds.info.task, "folds", architecture=architecture, scalers=scalers,

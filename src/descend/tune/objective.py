@@ -16,9 +16,11 @@ from pathlib import Path
 import optuna
 
 from .. import config as cfg
-from .. import experiment, tracking
+from .. import tracking
 from ..errors import DivergenceError
+from ..runs import experiment
 from ..train.callbacks import Callback
+from .cv import Folds
 from .space import Space
 from .study import DONE, QUEUED, Plan
 
@@ -56,8 +58,6 @@ class Objective:
         self.data = replace(data, test=None)
         self.pools = None
         if plan.folds:
-            from .cv import Folds
-
             self.pools = Folds(self.raw, plan.folds)
 
     def __call__(self, trial: optuna.Trial) -> float:

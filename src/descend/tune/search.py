@@ -18,12 +18,14 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
+import torch
 
 from .. import config as cfg
-from .. import experiment, tracking, workflow
+from .. import tracking
 from ..errors import UserError
 from ..monitor import resolve_mode
 from ..options import Option, Optional, integer, number, validate
+from ..runs import experiment, workflow
 from . import report
 from . import space as spaces
 from . import study as studies
@@ -56,7 +58,7 @@ def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, ti
 
     Returns what ``tune.json`` holds: every trial (number, state, params, value, epochs, seconds), the best one, and
     the paths written (``best.toml``, ``tune.html``, ``refit`` with its test metrics when asked for). ``model`` and
-    ``data`` replace the recipe's sections (:func:`descend.workflow.recipe`): a space may search the model
+    ``data`` replace the recipe's sections (:func:`descend.runs.workflow.recipe`): a space may search the model
     factory's arguments (``model.hidden``). Factories and data that only this process can load (a notebook's
     function, arrays) need ``workers=1``.
     """
@@ -157,8 +159,6 @@ def _work(raw, space, plan, url, name, runs, timeout, heartbeat, retries, *, dat
 
 
 def _worker_main(job: tuple, threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _work(*job, echo=lambda text: print(f"[worker {os.getpid()}] {text}", flush=True))

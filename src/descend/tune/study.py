@@ -16,6 +16,7 @@ trial killed last is still retried (#6283, #4234).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -27,7 +28,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import UserError
+from ..errors import DivergenceError, UserError
 from .space import Space
 from .storage import exclusive, safe
 
@@ -211,8 +212,6 @@ def without_improvement(study: optuna.Study) -> int:
 def work(study: optuna.Study, objective, plan: Plan, *, timeout: float | None = None, poll: float = 1.0,
          on_trial=None) -> None:
     """Run trials until the plan is done, the study stopped (patience), or ``timeout`` seconds have passed."""
-    from ..errors import DivergenceError
-
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def finished(study_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -236,8 +235,6 @@ def work(study: optuna.Study, objective, plan: Plan, *, timeout: float | None = 
 
 def digest(raw: dict) -> str:
     """A short digest of the recipe's fields, its name aside."""
-    import hashlib
-
     fields = {k: v for k, v in raw.items() if k != "name"}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -17,7 +17,7 @@ place later would otherwise fault the process with SIGBUS when the tensor is nex
 it, descend checks what the library does not, each a :class:`CheckpointError` naming the file:
 
 - before: a file shorter than 8 bytes, a header length over :data:`MAX_HEADER_BYTES` or past the end of the file,
-  tensor data larger than :func:`~descend.resources.memory_limit` (a :class:`~descend.errors.UserError`),
+  tensor data larger than :func:`~descend.memory.memory_limit` (a :class:`~descend.errors.UserError`),
   and a hint when the file is something descend never loads (a ``torch.save`` zip, a pickle, ``.npy``, HDF5, gzip);
 - after: the same name twice in the header, tensor entries with fields other than ``dtype``, ``shape`` and
   ``data_offsets``, and bool tensors holding bytes other than 0 and 1.
@@ -36,8 +36,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from descend import atomic
-from descend.errors import UserError, short
-from descend.resources import check_fits_memory
+from descend.errors import CheckpointError, short
+from descend.memory import check_fits_memory
 
 MAX_HEADER_BYTES = 100 * 2**20  # a checkpoint's JSON is kilobytes; a bigger claim is corruption or hostile
 DTYPES = (
@@ -53,10 +53,6 @@ _FOREIGN = [
     (b"\x1f\x8b", "a gzip file"),
 ]
 _TENSOR_FIELDS = {"dtype", "shape", "data_offsets"}
-
-
-class CheckpointError(UserError):
-    """A checkpoint or weights file could not be written or read; the message names the file and problem."""
 
 
 def names(items: list[str], limit: int = 20) -> str:

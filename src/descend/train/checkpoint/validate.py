@@ -50,8 +50,9 @@ _OPTIONAL = {"checkpoints": {"best_value": None}}  # written by the Checkpoints 
 _SINCE = {"speed", "scaler"}  # entries checkpoints written before the automatic speed settings lack
 
 
-def check_state(saved: Any, trainer) -> None:
-    """Raise :class:`CheckpointError` unless ``saved`` is a state this trainer can load (see the module doc)."""
+def check_state(saved: Any, trainer, callbacks: dict) -> None:
+    """Raise :class:`CheckpointError` unless ``saved`` is a state this trainer can load (see the module doc);
+    ``callbacks`` are the trainer's callbacks under the keys their state is saved by."""
     template = trainer.state_dict()
     checker = _Checker({"cpu", trainer.device.type})
     checker.keys(saved, {**template, **_OPTIONAL}, "checkpoint", optional=set(_OPTIONAL) | _SINCE)
@@ -60,7 +61,7 @@ def check_state(saved: Any, trainer) -> None:
     if not (isinstance(saved["schedule"], dict) and not saved["schedule"]):  # {}: the run had no schedule state
         checker.like(saved["schedule"], template["schedule"], "schedule")
         _check_values(saved["schedule"], getattr(trainer.schedule, "state_options", ()), "schedule")
-    checker.callbacks(saved["callbacks"], template["callbacks"], trainer)
+    checker.callbacks(saved["callbacks"], template["callbacks"], trainer, callbacks)
     checker.keys(saved["rng"], template["rng"], "rng")
     try:
         rng.validated(saved["rng"]["streams"])
@@ -242,13 +243,11 @@ class _Checker:
             else:
                 self.like(state[key], value, _at(where, key))
 
-    def callbacks(self, saved: Any, template: dict, trainer) -> None:
+    def callbacks(self, saved: Any, template: dict, trainer, callbacks: dict) -> None:
         if not isinstance(saved, dict):
             raise _fail("callbacks", f"must be a dict, got {_kind(saved)}")
         model = trainer.model.state_dict()
-        from ..state import callback_keys  # the policy module imports this package: import when used
-
-        for key, callback in callback_keys(trainer.callbacks).items():
+        for key, callback in callbacks.items():
             if key not in saved:
                 continue
             where = _at("callbacks", key)

@@ -27,9 +27,10 @@ from typing import Any
 
 from torch import nn
 
-from . import config as cfg
-from . import experiment, usercode
-from .errors import UserError
+from .. import config as cfg
+from . import execute, experiment
+from .. import usercode
+from ..errors import UserError
 
 #: The ``[data]`` fields that describe splitting and scaling, kept when ``data=`` replaces the dataset.
 DATA_FIELDS = ("val_fraction", "test_fraction", "scale", "target_scale", "task")
@@ -94,5 +95,5 @@ def run(source: str | Path | Mapping | cfg.Config | None = None, out: str | Path
     """Train a recipe into a run directory, as ``descend run`` does, and return its summary (``final`` metrics,
     ``run_dir``, ...). ``model`` and ``data`` replace the recipe's sections (see :func:`recipe`); ``out`` defaults
     to ``runs/<name>-<timestamp>``; ``quiet`` turns off the model summary and progress."""
-    return experiment.run(recipe(source, model=model, data=data, overrides=overrides), out, resume=resume,
+    return execute.run(recipe(source, model=model, data=data, overrides=overrides), out, resume=resume,
                           quiet=quiet)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ...errors import UserError
-from ...monitor import MODE, improved, read_metric, resolve_mode
-from ...options import OneOf, Option, integer
-from ..callbacks import Callback
-from ..checks import require_logged
-from .codec import save
+from ..errors import UserError
+from ..monitor import MODE, improved, read_metric, require_logged, resolve_mode
+from ..options import OneOf, Option, integer
+from .callbacks import Callback
+from .checkpoint.codec import save
 
 UNITS = ("epoch", "step")
 _EVERY = Option("every", integer(1))

@@ -11,9 +11,16 @@ import sys
 import warnings
 from pathlib import Path
 
+from torch.distributed import run as torchrun
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+from .. import config
+from ..distributed.trainer import is_worker, rank, share_commands
 from ..errors import UserError
 from ..train.control import Control
-from .trainer import is_worker, rank, share_commands
+from . import execute, experiment
+from .directory import default_run_dir
+
 
 
 def launch(args) -> int:
@@ -27,12 +34,6 @@ def launch(args) -> int:
     if args.nproc < 1 or args.nnodes < 1 or args.max_restarts < 0:
         raise UserError(f"--nproc and --nnodes must be >= 1 and --max-restarts >= 0; got --nproc {args.nproc}, "
                         f"--nnodes {args.nnodes}, --max-restarts {args.max_restarts}")
-    from torch.distributed import run as torchrun
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-
-    from .. import config
-    from ..rundir import default_run_dir
-
     with _silent():  # its warnings are said once, by the process of rank 0
         recipe = config.load(args.recipe, args.overrides)  # a bad recipe fails once, here, not in every process
     out = args.resume or args.out or str(default_run_dir(recipe))
@@ -87,13 +88,11 @@ def run_worker(recipe, out: str | Path, *, resume: bool, quiet: bool) -> dict | 
 
     After a restart by torchrun (``TORCHELASTIC_RESTART_COUNT`` > 0) every rank resumes from the run's last
     checkpoint, if one was written."""
-    from .. import experiment
-
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     resume = resume or (restarted and (Path(out) / "checkpoints" / "last.safetensors").is_file())
     if rank() == 0:  # babysitting: rank 0 reads control.toml (and keys) and hands the commands to every rank
         control = Control(Path(out) / "control.toml", keys=not quiet, share=share_commands)
-        return experiment.run(recipe, out, resume=resume, quiet=quiet, callbacks=[control])
+        return execute.run(recipe, out, resume=resume, quiet=quiet, callbacks=[control])
     with _silent():  # rank 0 says what the run has to say, once
         follower = Control(None, share=share_commands, stream=io.StringIO())  # applies rank 0's commands silently
         experiment.build(recipe).fit([follower], resume_from=out if resume else None)

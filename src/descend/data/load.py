@@ -29,9 +29,9 @@ from descend.data.scaling import SCALES
 from descend.data.splits import held_count
 from descend.data.tables import is_table
 from descend.errors import UserError
+from descend.memory import check_fits_memory
 from descend.options import OneOf, Option, Optional, Text, declare, integer, number, validate
 from descend.options import describe as describe_table
-from descend.resources import check_fits_memory
 from descend.usercode import is_reference
 
 _NUM_CLASSES = Option("num_classes", Optional(integer(2), "none (inferred from the labels)"), None,

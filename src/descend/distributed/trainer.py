@@ -104,7 +104,7 @@ class DistributedTrainer(Trainer):
     """A :class:`~descend.train.Trainer` for one of ``WORLD_SIZE`` processes started by torchrun.
 
     Joins the process group on first use (gloo on the CPU, nccl on CUDA with one GPU per local rank), shards the
-    batches (:class:`~descend.dist.ShardedBatches`), trains through ``DistributedDataParallel`` with
+    batches (:class:`~descend.distributed.ShardedBatches`), trains through ``DistributedDataParallel`` with
     sample-weighted gradient averaging, seeds dropout and augmentation per rank, and sums the epoch's metrics over
     all ranks. ``seed`` still fixes the (shared) data order and initialisation.
 

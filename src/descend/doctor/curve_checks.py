@@ -1,7 +1,7 @@
 """The short run and what its learning curves say.
 
 One run of the recipe (up to its epochs, within the budget) with validation, per-step losses and the gradient
-statistics of :class:`~descend.doctor.stage1.GradientStats`, then the same number of epochs on zeroed inputs:
+statistics of :class:`~descend.doctor.fit_checks.GradientStats`, then the same number of epochs on zeroed inputs:
 Karpathy's input-independent baseline. The curves give ``underfitting``, ``overfitting`` (training loss falling
 while validation rises, or a large gap), ``noisy_loss``, ``aggressive_clipping`` (the Deep Learning Tuning
 Playbook: clipping more than half the steps means the learning rate should come down instead), early divergence
@@ -18,7 +18,7 @@ import torch
 
 from ..data import DataBundle
 from .findings import Finding, Fix
-from .stage1 import GradientStats
+from .fit_checks import GradientStats
 from .subject import Probe, Subject, probe
 
 NOISE = 0.5       # step-to-step noise / the trend's fall, beyond which the loss is called noisy

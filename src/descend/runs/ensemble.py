@@ -18,16 +18,18 @@ from pathlib import Path
 
 import torch
 
-from . import atomic, experiment, models
-from . import config as cfg
-from .ensemble import Ensemble, dropout_layers
-from .errors import UserError
-from .inference_record import INFERENCE_FILE, inference_record
-from .models.networks import BYTES_PER_PARAMETER
-from .report.ensemble import write_ensemble_report
-from .resources import check_fits_memory
-from .train.callbacks import Callback
-from .train.metrics import num_outputs, resolve_loss
+from .. import atomic, models
+from . import experiment
+from .. import config as cfg
+from ..ensemble import Ensemble, dropout_layers
+from ..errors import UserError
+from .directory import check_links, default_run_dir, owned
+from .record import INFERENCE_FILE, inference_record
+from ..models.networks import BYTES_PER_PARAMETER
+from ..report.ensemble import write_ensemble_report
+from ..memory import check_fits_memory
+from ..train.callbacks import Callback
+from ..train.metrics import num_outputs, resolve_loss
 
 __all__ = ["SnapshotCollector", "EnsembleResult", "fit", "run", "snapshot_recipe", "records", "write"]
 
@@ -64,7 +66,7 @@ class SnapshotCollector(Callback):
 
 @dataclass
 class EnsembleResult:
-    """The trained :class:`~descend.ensemble.Ensemble`, each training run's :class:`~descend.experiment.Result`
+    """The trained :class:`~descend.ensemble.Ensemble`, each training run's :class:`~descend.runs.experiment.Result`
     (K for members, one otherwise), the ensemble's and members' metrics on the test split (the validation split
     when there is no test split), and the total training seconds."""
 
@@ -188,8 +190,6 @@ def _with_state(model, state: dict):
 
 def run(config: cfg.Config, out: str | Path | None = None, *, quiet: bool = False, stream=None) -> dict:
     """Train the recipe's ensemble and write its directory (what ``descend run`` does with ``[ensemble]``)."""
-    from .rundir import check_links, default_run_dir, owned
-
     out = Path(out) if out is not None else default_run_dir(config)
     _check_empty(out)
     with owned(out):  # owned while its members train: a second writer or an unwritable place is found first

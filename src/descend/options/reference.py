@@ -2,7 +2,7 @@
 
 Each part of descend declares its options once (:mod:`descend.options`); this module only gathers the
 tables, so :func:`describe_all` and the README's option reference are generated from them and cannot drift.
-``python -m descend.reference`` prints the Markdown; ``python -m descend.reference --write README.md``
+``python -m descend.options.reference`` prints the Markdown; ``python -m descend.options.reference --write README.md``
 replaces the README's region between the :data:`START` and :data:`END` markers with it.
 """
 
@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import data as datasets
-from . import models, optim, regularization, schedules
-from .data import augment, registry
-from .data.loader import FILE_OPTIONS
-from .ensemble import mc_dropout
-from .options import Option, describe, markdown
-from .train.callbacks import EarlyStopping
+from .. import data as datasets
+from .. import models, optim, regularization, schedules
+from ..data import augment, registry
+from ..data.load import FILE_OPTIONS
+from ..ensemble import mc_dropout
+from ..train.callbacks import EarlyStopping
+from . import Option, describe, markdown
 
 START, END = "<!-- options:start -->", "<!-- options:end -->"
-COMMAND = "python -m descend.reference --write README.md"
+COMMAND = "python -m descend.options.reference --write README.md"
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def write(path: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m descend.reference", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m descend.options.reference", description=__doc__.split("\n")[0])
     parser.add_argument("--write", metavar="README", help="rewrite the option reference region of this file")
     parser.add_argument("--text", action="store_true", help="print plain text instead of Markdown")
     args = parser.parse_args(argv)

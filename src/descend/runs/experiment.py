@@ -7,7 +7,7 @@ Made to be called many times in one process (a search, cross-validation, a compa
         result = experiment.build(trial_config, data).fit()  # nothing touches the disk
         result.final["val_accuracy"]
 
-``fit(out=...)`` writes a run directory through :class:`descend.rundir.RunDirectory` (config, metrics,
+``fit(out=...)`` writes a run directory through :class:`descend.runs.directory.RunDirectory` (config, metrics,
 TensorBoard, checkpoints, summary, weights); :func:`run` is what ``descend run`` calls. Everything is built
 before a run directory is made, so a mistake in the recipe leaves nothing behind.
 """
@@ -15,6 +15,7 @@ before a run directory is made, so a mistake in the recipe leaves nothing behind
 from __future__ import annotations
 
 import contextlib
+import platform
 import sys
 import time
 import warnings
@@ -23,16 +24,18 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, dist, models, tracking, transfer
-from . import config as cfg
-from . import data as datasets
-from .errors import UserError
-from .report import inline
-from .train import History, Trainer
-from .train.callbacks import EarlyStopping
-from .train.checks import resolve_device
-from .train.metrics import make_loss, num_outputs
-from .train.rng import seed_torch
+from .. import __version__, distributed as dist, models, tracking, transfer
+from .. import config as cfg
+from .. import data as datasets
+from ..errors import UserError
+from ..report import inline
+from ..train import History, Trainer
+from ..train.callbacks import EarlyStopping
+from ..train.checks import resolve_device
+from ..train.logs import ProgressBar, SpeedLine
+from .directory import RunDirectory, resolved_recipe
+from ..train.metrics import make_loss, num_outputs
+from ..train.rng import seed_torch
 
 
 @contextlib.contextmanager
@@ -190,15 +193,11 @@ class Experiment:
         :class:`~descend.errors.DivergenceError` when the loss becomes non-finite. ``resume_from`` (a checkpoint or
         run directory) continues from there without writing anything (the other ranks of a data-parallel run).
         """
-        from .rundir import RunDirectory, resolved_recipe  # the writer sits above the experiment: imported here
 
         c, trainer = self.config, self.trainer
         writer = RunDirectory(Path(out), c, resume=resume) if out is not None else None
         extra = list(callbacks) + (writer.callbacks(self) if writer is not None else [])
         if progress:
-            from .train.hardware import SpeedLine
-            from .train.logs import ProgressBar
-
             extra += [SpeedLine(stream), ProgressBar(stream=stream)]
         trainer.callbacks += extra
         fit_args = {"epochs": c.train.epochs, "batch_size": c.train.batch_size, "shuffle": c.train.shuffle,
@@ -262,58 +261,5 @@ class Experiment:
         return Result(trainer.history, final, best, seconds, trainer, status, about=about)
 
 
-def run(config: cfg.Config, out: str | Path | None = None, *, resume: bool = False, quiet: bool = False,
-        stream=None, callbacks=()) -> dict:
-    """Train the recipe and write its run directory (what ``descend run`` does); returns the summary.
-
-    ``out`` defaults to ``runs/<name>-<timestamp>``. ``resume=True`` continues the run in ``out`` from its last
-    checkpoint; fields that shape the computation (data, model, optimizer, …) must equal the run's recorded recipe,
-    others (epochs, patience, …) may change and are reported under ``"changed"``.
-    """
-    from . import rundir
-
-    if config.ensemble is not None:  # several networks: descend.ensemble_fit trains and writes them
-        from .ensemble_fit import run as run_ensemble
-
-        if resume:
-            raise UserError("an ensemble run cannot be resumed; train it again (each member takes one run)")
-        return run_ensemble(config, out, quiet=quiet, stream=stream)
-    out = Path(out) if out is not None else rundir.default_run_dir(config)
-    changed, already = _check_out(config, out, resume, warn=True)  # before building: a quick refusal
-    if already is not None:
-        return already
-    exp = build(config)
-    with rundir.owned(out, doing="resume" if resume else "write"):
-        changed, already = _check_out(config, out, resume)  # again, as owner: another process may have written it
-        if already is not None:
-            return already
-        if not quiet:
-            print(models.summary(exp.trainer.model, exp.data.info.input_shape), file=stream or sys.stdout)
-        result = exp.fit(callbacks, out, resume=resume, progress=not quiet, stream=stream)
-    return {**result.summary(), "run_dir": str(out), "changed": changed}
-
-
-def _check_out(config: cfg.Config, out: Path, resume: bool, warn: bool = False) -> tuple[dict, dict | None]:
-    """What ``out`` holds against what the command asks: the resumed fields that change, and the summary of a
-    run that has already ended (nothing to resume), or a :class:`UserError` for a directory that holds a run."""
-    from . import rundir
-
-    held = rundir.status(out)
-    changed = rundir.check_resume(config, out) if resume else {}
-    if resume:
-        summary = rundir.read_summary(out) or {}
-        if held == "stopped_early" or (held == "finished" and summary.get("epochs_run", 0) >= config.train.epochs):
-            return changed, {**summary, "run_dir": str(out), "changed": changed, "already": held}
-    elif held == "unstarted":
-        if warn:
-            warnings.warn(f"{out} holds a run that stopped before its first checkpoint: starting it afresh",
-                          UserWarning, stacklevel=3)
-    elif held != "empty":
-        raise UserError(f"{out} already holds a run; choose another --out directory, or continue it with --resume")
-    return changed, None
-
-
 def versions() -> dict[str, str]:
-    import platform
-
     return {"descend": __version__, "torch": torch.__version__, "python": platform.python_version()}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from . import config as cfg
-from .data.core import TASKS
-from .data.scaling import Scaler
-from .data.tables import TableEncoder
-from .errors import UserError
+from .. import config as cfg
+from ..data.core import TASKS
+from ..data.scaling import Scaler
+from ..data.tables import TableEncoder
+from ..errors import UserError
 
 INFERENCE_FILE = "inference.json"
 

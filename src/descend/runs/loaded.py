@@ -1,6 +1,6 @@
 """Use a trained run: ``descend.load_run(RUN_DIR).predict(raw_inputs)``.
 
-A run directory holds everything prediction needs (see :mod:`descend.rundir`): the resolved recipe
+A run directory holds everything prediction needs (see :mod:`descend.runs.directory`): the resolved recipe
 (``config.toml``: the model's name and options), the weights (``model.safetensors``, or a checkpoint), and
 ``inference.json``: the feature scaling fitted on the training split, the CSV feature columns, the original class
 labels, the task and the model's input and output sizes. :class:`LoadedRun` applies the saved scaling to *raw*
@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic, ensemble, models, usercode
-from . import config as cfg
-from . import export as export_
-from .data import Split, labels
-from .data.core import RawData
-from .data.files import (
+from .. import atomic, ensemble, models, usercode
+from .. import config as cfg
+from .. import export as export_
+from ..data import Split, labels
+from ..data.core import RawData
+from ..data.files import (
     check_finite,
     check_float32_range,
     csv_target,
@@ -38,16 +38,20 @@ from .data.files import (
     read_npz,
     read_table,
 )
-from .data.loader import check_targets
-from .data.scaling import Scaler, as_float_inputs
-from .data.tables import TableEncoder
-from .errors import UserError
-from .inference_record import INFERENCE_FILE, checked_record, feature_scaler
-from .report import inline
-from .train.checkpoint import load_weights
-from .train.divergence import all_finite
-from .train.history import History
-from .train.metric_fns import predicted_class
+from ..data.load import check_targets
+from ..data.scaling import Scaler, as_float_inputs
+from ..data.tables import TableEncoder
+from ..errors import UserError
+from .record import INFERENCE_FILE, checked_record, feature_scaler
+from ..report import inline
+from ..train.checkpoint import load_weights
+from ..train.divergence import all_finite
+from ..train.history import History
+from ..train.metric_fns import predicted_class
+import csv
+import io
+from .experiment import evaluation_trainer
+from .. import data as datasets
 
 WEIGHTS = {"final": "model.safetensors", "best": "checkpoints/best.safetensors",
            "last": "checkpoints/last.safetensors"}
@@ -196,8 +200,6 @@ class LoadedRun:
     def evaluate(self, data: str | Path | Split | None = None, *, prefix: str = "test_") -> dict[str, float]:
         """Loss and metrics on labelled data: a CSV/NPZ file (raw, scaled here), a dataset name (its test
         split), a scaled :class:`~descend.data.Split`, or by default the recipe's own test split."""
-        from .experiment import evaluation_trainer
-
         if isinstance(data, Split):
             split = data
         elif data is None or file_kind(str(data)) is None:
@@ -225,8 +227,6 @@ class LoadedRun:
 
     def _raw_bundle(self, name: str | None):
         """The recipe's data (or dataset ``name``), split as in training and not scaled."""
-        from . import data as datasets
-
         d, seed = self.config.data, self.config.seed
         if name is None and usercode.is_reference(d.name):  # the run's own data comes from the user's loader
             usercode.consent(d.name, allow=self.allow_code, what="data loader", where=str(self.path))
@@ -309,9 +309,6 @@ class LoadedRun:
 def predictions_csv(run: LoadedRun, x, *, proba: bool = False) -> str:
     """Predictions for raw inputs ``x`` as CSV text: a ``prediction`` column (original labels or values), and with
     ``proba`` one probability column per class, ``p_<label>``."""
-    import csv
-    import io
-
     if proba and run.task != "classification":  # before reading any input
         raise UserError(f"--proba (class probabilities) is for classifiers; {run.path} learned a {run.task} task: "
                         "leave out --proba")

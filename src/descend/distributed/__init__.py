@@ -25,9 +25,7 @@ a model with batch norm trained on N processes matches a one-process run with ba
 normalisation, not one with ``batch_size``.
 """
 
-from .launch import launch, quiet_unless_rank_0, run_worker
 from .sharding import ShardedBatches
 from .trainer import DistributedTrainer, is_worker, rank, share_commands, world_size
 
-__all__ = ["DistributedTrainer", "ShardedBatches", "is_worker", "launch", "quiet_unless_rank_0", "rank", "run_worker",
-           "share_commands", "world_size"]
+__all__ = ["DistributedTrainer", "ShardedBatches", "is_worker", "rank", "share_commands", "world_size"]

@@ -11,7 +11,7 @@ from ..errors import UserError
 
 
 class ShardedBatches(Batches):
-    """Rank ``rank``'s chunks of the global batches of ``split`` (see :mod:`descend.dist`).
+    """Rank ``rank``'s chunks of the global batches of ``split`` (see :mod:`descend.distributed`).
 
     Every rank draws the same permutation for an epoch (:meth:`Batches.order`, seeded by ``(seed, epoch)``), cuts
     each global batch of ``batch_size`` samples into ``world`` contiguous chunks whose sizes differ by at most one,

@@ -25,16 +25,16 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-from . import atomic, models, schedules
-from . import config as cfg
-from .errors import DivergenceError, UserError
-from .inference_record import INFERENCE_FILE, inference_record
-from .report.run import write_predictions, write_run_report
-from .tracking import flatten
-from .train.checkpoint import save_weights
-from .train.checkpoint.policy import Checkpoints, has_checkpoint
-from .train.logs import MetricsFile, TensorBoard
-from .train.metrics import num_outputs
+from .. import atomic, models, schedules
+from .. import config as cfg
+from ..errors import DivergenceError, UserError
+from .record import INFERENCE_FILE, inference_record
+from ..report.run import write_predictions, write_run_report
+from ..tracking import flatten
+from ..train.checkpoint import save_weights
+from ..train.checkpointing import Checkpoints, has_checkpoint
+from ..train.logs import MetricsFile, TensorBoard
+from ..train.metrics import num_outputs
 
 # Fields a resumed run may change; every other field shapes the computation and must stay as recorded.
 RESUMABLE = ("name", "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_unit",
@@ -157,7 +157,7 @@ def default_run_dir(config: cfg.Config, root: str | Path = "runs") -> Path:
 
 
 class RunDirectory:
-    """Writes one run directory around :meth:`Experiment.fit <descend.experiment.Experiment.fit>`."""
+    """Writes one run directory around :meth:`Experiment.fit <descend.runs.experiment.Experiment.fit>`."""
 
     def __init__(self, path: Path, config: cfg.Config, *, resume: bool = False):
         self.path, self.config, self.resume = Path(path), config, resume
