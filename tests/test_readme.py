@@ -7,6 +7,7 @@ no command lets a warning through that is not descend's own."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 import shutil
@@ -229,3 +230,59 @@ def test_the_unmarked_python_blocks_run(tmp_path, monkeypatch):
         foreign = [f"{w.filename}: {w.message}" for w in caught
                    if not Path(w.filename).resolve().is_relative_to(SOURCE) and w.filename != str(README)]
         assert not foreign, foreign
+
+
+# ------------------------------------------------------------------------------------------- names it gives
+
+DOCS = [README, *sorted((README.parent / "docs").glob("*.md"))]
+
+
+def _resolves(dotted: str) -> bool:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:]:
+            if not hasattr(found, part):
+                return False
+            found = getattr(found, part)
+        return True
+    return False
+
+
+def test_every_descend_name_and_path_in_the_docs_exists():
+    """A module moved or renamed leaves no name behind in README.md or docs/*.md: each ``descend.x.y`` is a module
+    or attribute, and each module path (``src/descend/x/`` or, package-relative, ``train/x.py``) a file."""
+    src = README.parent / "src" / "descend"
+    missing = []
+    for doc in DOCS:
+        text = doc.read_text()
+        for dotted in sorted(set(re.findall(r"`(descend(?:\.[A-Za-z_]\w*)+)", text))):
+            if not _resolves(dotted):
+                missing.append(f"{doc.name}: {dotted}")
+        for path in sorted(set(re.findall(r"`(src/descend/[\w/.]*|[a-z_]+/[\w/]*\.py)`", text))):
+            relative = path.removeprefix("src/descend/")
+            if not (src / relative).exists() and not (README.parent / path).exists():
+                missing.append(f"{doc.name}: {path}")
+    assert not missing, "names the docs give that do not exist:\n" + "\n".join(missing)
+
+
+def test_every_cross_reference_in_a_docstring_exists():
+    """``:mod:`descend.x```, ``:func:`.y``` and the like in the package's docstrings name what is there."""
+    src = README.parent / "src"
+    missing, seen = [], 0
+    for path in sorted((src / "descend").rglob("*.py")):
+        module = ".".join(path.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for role in re.finditer(r":(?:mod|func|class|meth|attr|data|exc):`~?([.\w]+)`", path.read_text()):
+            name = role.group(1)
+            if name.startswith("."):
+                up = len(name) - len(name.lstrip("."))
+                name = ".".join(package.split(".")[: len(package.split(".")) - up + 1] + [name.lstrip(".")])
+            if name.startswith("descend."):
+                seen += 1
+                if not _resolves(name):
+                    missing.append(f"{path.relative_to(src)}: {role.group(0)}")
+    assert seen > 100 and not missing, "cross-references to nothing:\n" + "\n".join(missing)
