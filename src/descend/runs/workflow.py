@@ -96,4 +96,4 @@ def run(source: str | Path | Mapping | cfg.Config | None = None, out: str | Path
     ``run_dir``, ...). ``model`` and ``data`` replace the recipe's sections (see :func:`recipe`); ``out`` defaults
     to ``runs/<name>-<timestamp>``; ``quiet`` turns off the model summary and progress."""
     return execute.run(recipe(source, model=model, data=data, overrides=overrides), out, resume=resume,
-                          quiet=quiet)
+                       quiet=quiet)
