@@ -184,12 +184,12 @@ def test_swa_learning_rate_matches_torch_swalr():
 
 
 def test_recipe_section_and_its_errors():
-    raw = {"data": {"name": "iris"}, "averaging": {"method": "swa", "first_epoch": 4, "batch_norm": "keep"}}
+    raw = {"data": {"name": "iris"}, "averaging": {"name": "swa", "first_epoch": 4, "batch_norm": "keep"}}
     callback = config.validate(raw).averaging.build()
     assert isinstance(callback, averaging.WeightAveraging) and callback.batch_norm == "keep"
-    for bad, words in [({"method": "polyak"}, "option 'method' must be one of 'ema', 'swa'; got 'polyak'"),
+    for bad, words in [({"name": "polyak"}, "option 'name' must be one of 'ema', 'swa'; got 'polyak'"),
                        ({"decay": 1.0}, "option 'decay'"), ({"batch_norm": "freeze"}, "'recompute', 'average', 'keep'"),
-                       ({"method": "ema", "swa_lr": 0.1}, "belong to method = 'swa'"),
+                       ({"name": "ema", "swa_lr": 0.1}, "belong to method = 'swa'"),
                        ({"decay_rate": 0.9}, "unknown option 'decay_rate'")]:
         with pytest.raises(ds.UserError, match=words):
             config.validate({"data": {"name": "iris"}, "averaging": bad})
@@ -202,7 +202,7 @@ def test_a_recipe_with_averaging_writes_the_averaged_weights(tmp_path):
 
     raw = {"name": "avg", "data": {"name": "iris"}, "model": {"name": "mlp", "hidden": [8], "batch_norm": True},
            "train": {"epochs": 3, "batch_size": 16, "device": "cpu"}, "optimizer": {"name": "adam", "lr": 0.01},
-           "averaging": {"method": "ema", "decay": 0.9, "evaluate_with": "both"}}
+           "averaging": {"name": "ema", "decay": 0.9, "evaluate_with": "both"}}
     built = experiment.build(config.validate(raw))
     result = built.fit(out=tmp_path / "run")
     ema = next(cb for cb in built.trainer.callbacks if isinstance(cb, averaging.WeightAveraging))

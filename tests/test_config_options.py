@@ -59,7 +59,7 @@ def test_train_and_early_stopping_defaults_are_the_parts_own():
 
 def test_early_stopping_section_is_checked_by_early_stoppings_table():
     assert _error({"early_stopping": {"patience": 2.5}}) == (
-        "config: [early_stopping] EarlyStopping: option 'patience' must be an integer >= 0; got 2.5.")
+        "config: early_stopping.patience = 2.5: must be an integer >= 0")
     assert _error({"early_stopping": {"patient": 3}}).startswith(
         "config: unknown field 'early_stopping.patient'; allowed here: monitor, mode, patience")
 

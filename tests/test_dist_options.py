@@ -44,7 +44,7 @@ clip_grad_norm = 5.0
 name = "adamw"
 lr = 0.003
 [regularization]
-kind = "l2"
+name = "l2"
 strength = 1e-3
 [early_stopping]
 monitor = "train_f1"

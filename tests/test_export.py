@@ -163,8 +163,8 @@ def test_the_command_line_prints_the_largest_difference(wine, tmp_path, capsys):
             'device = "cpu"\n',
             "",
         ),
-        ("ema", WINE, '[averaging]\nmethod = "ema"\ndecay = 0.9\n'),
-        ("swa", WINE.replace("epochs = 2", "epochs = 4"), '[averaging]\nmethod = "swa"\nfirst_epoch = 3\n'),
+        ("ema", WINE, '[averaging]\nname = "ema"\ndecay = 0.9\n'),
+        ("swa", WINE.replace("epochs = 2", "epochs = 4"), '[averaging]\nname = "swa"\nfirst_epoch = 3\n'),
         ("members", WINE, "[ensemble]\nmembers = 2\n"),
         (
             "cnn",

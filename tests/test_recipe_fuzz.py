@@ -120,8 +120,8 @@ AUGMENT = section({"hflip": field(st.sampled_from([0.5, True])), "noise_std": fi
                    "shift": field(st.integers(0, 3)), "crop_padding": field(st.integers(0, 2))})
 STOPPING = section({"patience": field(st.integers(0, 3)), "monitor": field(st.sampled_from(
     ["val_loss", "train_loss", "val_acc"])), "restore_best": field(st.booleans())})
-REGULARIZATION = section({"kind": field(st.sampled_from(["l1", "l2", "elastic_net", "proximal_l1"])),
-                          "strength": field(st.sampled_from([1e-4, 1e10]))}, ("kind",))
+REGULARIZATION = section({"name": field(st.sampled_from(["l1", "l2", "elastic_net", "proximal_l1"])),
+                          "strength": field(st.sampled_from([1e-4, 1e10]))}, ("name",))
 
 RECIPES = st.fixed_dictionaries(
     {"data": DATA},

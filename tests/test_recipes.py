@@ -74,7 +74,7 @@ def test_warmup_from_a_recipe_starts_low(tmp_path):
                                            ("elastic_net", {"l1_strength": 1e-3, "l2_strength": 1e-3}),
                                            ("lp", {"strength": 1e-3, "p": 1.5}), ("proximal_l1", {"strength": 0.05})])
 def test_every_regularizer_runs_and_logs_its_penalty_apart(kind, options, tmp_path):
-    summary = run(tmp_path, regularization={"kind": kind, **options})
+    summary = run(tmp_path, regularization={"name": kind, **options})
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert "train_penalty" in row and "train_loss" in row
     if kind == "proximal_l1":

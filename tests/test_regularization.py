@@ -231,7 +231,7 @@ def test_correlated_noisy_features_lasso_selects_ridge_groups():
 
 
 def test_create_errors():
-    with pytest.raises(UserError, match="regularization: option 'kind' must be one of "
+    with pytest.raises(UserError, match="regularization: option 'name' must be one of "
                        "'l1', 'l2', 'elastic_net', 'lp', 'proximal_l1'; got 'l3'"):
         regularization.create("l3")
     with pytest.raises(UserError, match="regularization 'l2': unknown option 'p'; valid options: strength"):

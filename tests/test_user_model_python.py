@@ -107,7 +107,7 @@ def test_an_ensemble_and_averaging_of_a_given_factory(mynets, tmp_path):
     members = ds.load_run(tmp_path / "e").model  # the members combined; the factory was given in this process
     assert members(torch.from_numpy(x[:4])).shape == (4, 3)
     averaged = ds.run(
-        {**RECIPE, "averaging": {"method": "ema"}}, out=tmp_path / "a", model=mynets.TinyNet, data=(x, y), quiet=True
+        {**RECIPE, "averaging": {"name": "ema"}}, out=tmp_path / "a", model=mynets.TinyNet, data=(x, y), quiet=True
     )
     assert averaged["final"]["train_loss"] > 0
 

@@ -79,7 +79,7 @@ def test_ensembles_averaging_and_transfer_build_the_factory(project, capsys):
     assert main(["ensemble", "recipe.toml", "--members", "2", "--out", "e", "--quiet"]) == 0
     refused(capsys, ["predict", "e", "new.csv"], str(project / "mynets.py"))
     assert main(["predict", "e", "new.csv", "--allow-code"]) == 0
-    assert main(["run", "recipe.toml", "--set", 'averaging.method="swa"', "--out", "a", "--quiet"]) == 0
+    assert main(["run", "recipe.toml", "--set", 'averaging.name="swa"', "--out", "a", "--quiet"]) == 0
     assert main(["run", "recipe.toml", "--set", 'transfer.from="a"', "--out", "tr", "--quiet"]) == 0
     assert ds.load_run(project / "tr", allow_code=True).summary["final"]["train_loss"] > 0
 

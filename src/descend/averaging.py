@@ -35,13 +35,13 @@ import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from .errors import UserError
-from .options import Boolean, OneOf, Option, Optional, declare, integer, number
+from .options import Boolean, OneOf, Option, Optional, declare, integer, number, validate
 from .train import epochs
 from .train.callbacks import Callback, EarlyStopping
 from .train.optimizer_events import switches
 
-__all__ = ["METHODS", "BATCH_NORM", "EVALUATE_WITH", "WeightAveraging", "EMA", "SWA", "SWALearningRate", "create",
-           "recompute_batch_norm"]
+__all__ = ["METHODS", "OPTIONS", "BATCH_NORM", "EVALUATE_WITH", "WeightAveraging", "EMA", "SWA", "SWALearningRate",
+           "create", "recompute_batch_norm"]
 
 METHODS = ("ema", "swa")
 BATCH_NORM = ("recompute", "average", "keep")
@@ -308,6 +308,13 @@ class SWA(WeightAveraging):
         super().__init__("swa", first_epoch=first_epoch, **options)
 
 
-def create(method: str = "ema", **options) -> WeightAveraging:
-    """The averaging callback a recipe's ``[averaging]`` section describes (options of :class:`WeightAveraging`)."""
-    return WeightAveraging(method, **options)
+#: ``[averaging]``: ``name`` picks the method (``method`` of :class:`WeightAveraging`); the rest are its options.
+OPTIONS = (Option("name", OneOf(*METHODS), "ema", "ema (Polyak averaging) or swa (stochastic weight averaging)"),
+           *(o for o in WeightAveraging.__init__.options if o.name != "method"))
+
+
+def create(name: str = "ema", **options) -> WeightAveraging:
+    """The averaging callback a recipe's ``[averaging]`` section describes: ``name`` (ema or swa) and the options of
+    :class:`WeightAveraging`, checked against :data:`OPTIONS`."""
+    values = validate("averaging", OPTIONS, {"name": name, **options})
+    return WeightAveraging(values["name"], **{k: values[k] for k in options})

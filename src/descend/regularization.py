@@ -222,19 +222,21 @@ KINDS: dict[str, tuple[Option, ...]] = {
     "lp": (_STRENGTH, Option("p", number(0, closed="right"), doc="the exponent p of λΣ|w|ᵖ"), *_SELECTION),
     "proximal_l1": (_STRENGTH, *_SELECTION),
 }
-_KIND = Option("kind", OneOf(*KINDS))
+#: ``[regularization] name``: which penalty.
+NAME = Option("name", OneOf(*KINDS), doc="the penalty")
 
 
-def create(kind: str, **options) -> Regularizer:
+def create(name: str, **options) -> Regularizer:
     """Build a regularizer from the ``[regularization]`` config section.
 
-    ``kind``: ``l1`` | ``l2`` | ``elastic_net`` | ``lp`` | ``proximal_l1``; its options are in :data:`KINDS`
+    ``name``: ``l1`` | ``l2`` | ``elastic_net`` | ``lp`` | ``proximal_l1``; its options are in :data:`KINDS`
     (:func:`describe` lists them; an option given as ``None`` means its default). ``convention`` for ``l2``:
     ``"half"`` for λ/2·Σw², whose gradient λw makes L2 + SGD the weight decay w ← (1 − ηλ)w − η∇J, or ``"full"``
     for λ·Σw² with gradient 2λw. ``p`` < 1 for ``lp`` warns that the penalty is non-convex. ``include`` and
     ``exclude``: see :meth:`Regularizer.selects`.
     """
-    where = f"regularization {_KIND.check('regularization', kind)!r}"
+    kind = NAME.check("regularization", name)
+    where = f"regularization {kind!r}"
     values = validate(where, KINDS[kind], {k: v for k, v in options.items() if v is not None})
     selection = {"include": values["include"], "exclude": values["exclude"]}
     if kind == "elastic_net":

@@ -37,7 +37,15 @@ from pathlib import Path
 
 from . import __version__, atomic
 from .errors import UserError
+from .options import Option, Optional, Text
 from .train.callbacks import Callback
+
+#: ``[tracking]``: where runs are logged besides their run directory.
+OPTIONS = (
+    Option("mlflow", Optional(Text("an MLflow tracking URI"), "no tracking"), None,
+           "an MLflow tracking URI: sqlite:///mlruns.db, file:./mlruns, or a server's http(s)://host:port"),
+    Option("experiment", Optional(Text(), "the recipe's name"), None, "the MLflow experiment"),
+)
 
 #: The MLflow run that the runs started in this process (and in the processes it starts) are nested under.
 PARENT_ENV = "DESCEND_MLFLOW_PARENT"

@@ -214,7 +214,8 @@ class ListOf(Constraint):
 
     def allowed(self) -> str:
         item = self.item.allowed().removeprefix("an ").removeprefix("a ")
-        plural = item.replace("integer", "integers", 1).replace("number", "numbers", 1)
+        plural = item + "s" if isinstance(self.item, Text) else item.replace("integer", "integers", 1).replace(
+            "number", "numbers", 1)
         size = f"{self.length} " if self.length else ""
         nonempty = "non-empty " if self.min_length and not self.length else ""
         most = f" (at most {self.max_length})" if self.max_length is not None else ""

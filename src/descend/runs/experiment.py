@@ -16,26 +16,25 @@ from __future__ import annotations
 
 import contextlib
 import platform
-import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .. import __version__, distributed as dist, models, tracking, transfer
+from .. import __version__, models, tracking, transfer
 from .. import config as cfg
 from .. import data as datasets
+from .. import distributed as dist
 from ..errors import UserError
 from ..report import inline
 from ..train import History, Trainer
 from ..train.callbacks import EarlyStopping
 from ..train.checks import resolve_device
 from ..train.logs import ProgressBar, SpeedLine
-from .directory import RunDirectory, resolved_recipe
 from ..train.metrics import make_loss, num_outputs
 from ..train.rng import seed_torch
+from .directory import RunDirectory, resolved_recipe
 
 
 @contextlib.contextmanager
@@ -94,15 +93,13 @@ def build(config: cfg.Config, data: datasets.DataBundle | None = None) -> Experi
             ready = transfer.prepare(c.transfer.build(), model, bundle, optimizer,
                                      device=resolve_device(c.train.device), augment=augment)
         model, bundle, optimizer, callbacks = ready.model, ready.data, ready.optimizer, callbacks + ready.callbacks
+    # every Trainer option of [train] in one call; "rollback" reloads a run directory's checkpoints, so the trainer
+    # stops on divergence until Experiment.fit gives it those (a fit without a run directory has none)
+    options = {**c.train.trainer_options(), "on_divergence": "stop"}
     trainer = (dist.DistributedTrainer if dist.is_worker() else Trainer)(
-        model, loss=loss, optimizer=optimizer,
-        schedule=c.schedule.build() if c.schedule else None,
-        regularizer=c.regularization.build() if c.regularization else None,
-        augment=augment, callbacks=callbacks, metrics=c.train.metrics,
-        clip_grad_norm=c.train.clip_grad_norm, clip_grad_value=c.train.clip_grad_value,
-        device=c.train.device, precision=c.train.precision, seed=c.seed,
-        deterministic=c.train.deterministic, log_every=c.train.log_every, threads=c.train.threads,
-        channels_last=c.train.channels_last, compile=c.train.compile)
+        model, loss=loss, optimizer=optimizer, schedule=c.schedule.build() if c.schedule else None,
+        regularizer=c.regularization.build() if c.regularization else None, augment=augment, callbacks=callbacks,
+        metrics=c.train.metrics, device=c.train.device, seed=c.seed, **options)
     return Experiment(config, bundle, trainer, stopper)
 
 
@@ -200,14 +197,13 @@ class Experiment:
         if progress:
             extra += [SpeedLine(stream), ProgressBar(stream=stream)]
         trainer.callbacks += extra
-        fit_args = {"epochs": c.train.epochs, "batch_size": c.train.batch_size, "shuffle": c.train.shuffle,
-                    "drop_last": c.train.drop_last}
+        fit_args = c.train.fit_options()
         tracker = None
         with contextlib.ExitStack() as owner:
             try:
                 trainer.prepare(self.data.train, self.data.val, **fit_args)  # every check before anything is written
-                trainer.on_divergence = c.train.on_divergence if trainer.checkpoints is not None else "stop"
-                trainer.max_rollbacks = c.train.max_rollbacks
+                if trainer.checkpoints is not None:  # the run directory's checkpoints: a rollback has one to reload
+                    trainer.on_divergence = c.train.on_divergence
                 if writer is not None:
                     owner.enter_context(writer.owned())  # one process writes a run directory at a time
                     resume_from = writer.resume_from() if resume else None

@@ -12,13 +12,11 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..monitor import MODE, improved, read_metric, require_logged, resolve_mode
-from ..options import OneOf, Option, integer
+from ..options import OneOf, Option, declare, integer
 from .callbacks import Callback
 from .checkpoint.codec import save
 
 UNITS = ("epoch", "step")
-_EVERY = Option("every", integer(1))
-_UNIT = Option("unit", OneOf(*UNITS))
 
 
 class Checkpoints(Callback):
@@ -32,10 +30,12 @@ class Checkpoints(Callback):
 
     order = 100
 
+    @declare("Checkpoints",
+             Option("every", integer(1), doc="steps or epochs between writes of the last checkpoint"),
+             Option("unit", OneOf(*UNITS), doc="what every counts: epochs or optimizer steps"),
+             MODE)
     def __init__(self, directory: str | Path, *, every: int = 1, unit: str = "epoch", monitor: str | None = None,
                  mode: str = "auto"):
-        unit, every = _UNIT.check("Checkpoints", unit), _EVERY.check("Checkpoints", every)
-        mode = MODE.check("Checkpoints", mode)
         self.directory, self.every, self.unit, self.monitor, self.mode = Path(directory), every, unit, monitor, mode
         self.best_value: float | None = None
 

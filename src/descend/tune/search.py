@@ -24,7 +24,7 @@ from .. import config as cfg
 from .. import tracking
 from ..errors import UserError
 from ..monitor import resolve_mode
-from ..options import Option, Optional, integer, number, validate
+from ..options import OneOf, Option, Optional, integer, number, validate
 from ..runs import experiment, workflow
 from . import report
 from . import space as spaces
@@ -39,6 +39,8 @@ MAX_WORKERS = 256  # local processes: the same bound on every machine (a recipe'
 MAX_TRIALS = spaces.MAX_GRID  # the queued samplers put every trial in the database when the study is created
 # (options as data: None is "not given"; the upper bounds keep a typo from queueing, spawning or waiting for ever)
 OPTIONS = (
+    Option("--sampler", OneOf(*SAMPLERS), "tpe", "the search strategy"),
+    Option("--pruner", OneOf(*PRUNERS), "none", "stops unpromising trials early"),
     Option("--trials", Optional(integer(1, MAX_TRIALS)), None),
     Option("--workers", integer(1, MAX_WORKERS), 1, "local processes; more than the CPUs share cores (a warning)"),
     Option("--patience", Optional(integer(1, MAX_TRIALS)), None),
@@ -107,15 +109,11 @@ def search(recipe, space, *, sampler: str = "tpe", trials: int | None = None, ti
 
 def _check_options(space, sampler, pruner, folds, trials, workers, patience, timeout, heartbeat,
                    retries) -> None:
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    if pruner not in PRUNERS:
-        raise UserError(f"unknown pruner {pruner!r}; choose one of: {', '.join(PRUNERS)}")
+    validate("descend tune", OPTIONS, {"--sampler": sampler, "--pruner": pruner, "--trials": trials,
+                                       "--workers": workers, "--patience": patience, "--cv": folds,
+                                       "--timeout": timeout, "--heartbeat": heartbeat, "--retries": retries})
     if pruner == "wilcoxon" and not folds:
         raise UserError("the Wilcoxon pruner compares per-fold scores: give --cv K (K folds) with it")
-    validate("descend tune", OPTIONS, {"--trials": trials, "--workers": workers, "--patience": patience,
-                                       "--cv": folds, "--timeout": timeout, "--heartbeat": heartbeat,
-                                       "--retries": retries})
     if workers > (os.cpu_count() or 1):
         warnings.warn(f"--workers {workers} on {os.cpu_count()} CPUs: the workers share cores, so each trial runs "
                       "slower and the search takes as long as with one worker per CPU, in more memory", stacklevel=3)
