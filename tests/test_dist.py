@@ -90,7 +90,7 @@ def test_under_class_weights_the_ranks_logged_loss_adds_up_to_the_one_process_lo
     for r in range(2):
         sharded = ShardedBatches(data, 10, rank=r, world=2, seed=1, class_weights=weights)
         sums = MetricSums(loss, torch.device("cpu"), task="classification",
-                          processes=ProcessGroup(SimpleNamespace(_sharded=sharded)))
+                          processes=ProcessGroup(SimpleNamespace(sharded=sharded)))
         for index, y, _ in _with_weights(sharded):
             sums.update(logits[index], y, loss(logits[index], y))
         total += sums.state_dict()["sums"]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from descend.errors import DivergenceError
 from descend.train.divergence import Watch
+from descend.train.fit_state import FitState
 from descend.train.metric_fns import predicted_class
 from descend.train.metrics import MetricSums
 
@@ -60,7 +61,7 @@ class _Trainer:
     """What the watch reads from a trainer: the epoch, and for its diagnosis the model and augmentation."""
 
     def __init__(self, epoch):
-        self.epoch, self.model, self.augment, self._train = epoch, torch.nn.Linear(2, 1), None, None
+        self.epoch, self.model, self.augment, self.fit_state = epoch, torch.nn.Linear(2, 1), None, FitState()
 
 
 def test_the_watch_names_the_first_non_finite_step_and_keeps_raising():

@@ -72,7 +72,7 @@ class ProcessGroup(OneProcess):
     def loss_weight(self, samples: int) -> float | torch.Tensor:
         """The chunk's part of its global batch's mean loss, in samples: under class weights its share of Σ w[y]
         times the batch's size, so the ranks' parts add up to the one-process batch's loss · size exactly."""
-        sharded = self.trainer._sharded
+        sharded = self.trainer.sharded
         if sharded is None or sharded.class_weights is None:
             return samples
         return sharded.weight * sharded.batch_samples
@@ -81,7 +81,7 @@ class ProcessGroup(OneProcess):
 def _weighted_all_reduce(trainer, bucket):  # no annotations: DDP checks them, and these would be strings here
     """DDP communication hook: Σ_r w_r g_r with w_r the rank's share of the global batch (1/N for equal chunks),
     so unequal chunks give exactly the gradient of the mean loss over the whole global batch."""
-    buffer = bucket.buffer().mul_(trainer._sharded.weight)
+    buffer = bucket.buffer().mul_(trainer.sharded.weight)
     return dist.all_reduce(buffer, async_op=True).get_future().then(lambda fut: fut.value()[0])
 
 
@@ -120,16 +120,16 @@ class DistributedTrainer(Trainer):
         if not dist.is_initialized():
             _join(backend(self.device))
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self._processes = ProcessGroup(self)  # the training sums, metrics and logs are those of the whole global batch
+        self.fit_state.processes = ProcessGroup(self)  # the training sums and logs: those of the global batch
         self._ddp: nn.Module | None = None
-        self._sharded: ShardedBatches | None = None
+        self.sharded: ShardedBatches | None = None  # this process's share of the batches, once prepared
 
     def _batches(self, train: Split, batch_size: int | str, **options) -> ShardedBatches:
         # a weighted cross-entropy's mean divides by Σ w[y]: each rank's gradient is weighted by its share of that
         weights = self.loss.weight if isinstance(self.loss, nn.CrossEntropyLoss) else None
-        self._sharded = ShardedBatches(train, batch_size, rank=self.rank, world=self.world, seed=self.seed,
-                                       class_weights=weights, **options)
-        return self._sharded
+        self.sharded = ShardedBatches(train, batch_size, rank=self.rank, world=self.world, seed=self.seed,
+                                      class_weights=weights, **options)
+        return self.sharded
 
     def _start(self, batches, epochs: int) -> None:
         if getattr(self.optimizer, "needs_closure", False):  # the closure's pass would see one process's batch only
@@ -148,7 +148,7 @@ class DistributedTrainer(Trainer):
             # every epoch start, so a run resumed from an epoch's checkpoint continues every rank's stream exactly
             state = np.random.SeedSequence([self.seed, self.rank, self.epoch]).generate_state(1, dtype=np.uint64)
             seed_torch(int(state[0]))
-            self._augment_rng.manual_seed(int(state[0]))
+            self.fit_state.augment_rng.manual_seed(int(state[0]))
         super()._run_epoch(batches, val)
 
     def _forward_module(self) -> nn.Module:

@@ -1,8 +1,9 @@
 """Checks on what the user hands the trainer, done once per fit, before the first step.
 
-Each failure is one :class:`~descend.errors.UserError` naming the problem and the fix: an unknown device, data that
-is not a split, NaN or infinite inputs, labels outside the classes the loss can take, and a model whose input or
-output size does not fit the data.
+Each failure is one :class:`~descend.errors.UserError` naming the problem and the fix: an unknown device, a model,
+optimizer or divergence action that do not fit together, data that is not a split, NaN or infinite inputs, labels
+outside the classes the loss can take, and a model whose input or output size does not fit the data. The checks
+only look: the trainer builds and prepares (``Trainer.prepare``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,24 @@ from torch import nn
 from ..data import Split
 from ..data.core import as_tensor
 from ..errors import UserError
-from . import hardware, metric_fns, rng, speed
-from .dataloaders import Stream, is_stream
 from .divergence import all_finite
-from .metrics import loss_function, num_outputs, resolve_loss
+from .metrics import num_outputs
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def check_arguments(model, optimizer, on_divergence: str, checkpoints) -> None:
+    """The model, optimizer and divergence action a Trainer is given fit together."""
+    if on_divergence == "rollback" and checkpoints is None:
+        raise UserError("on_divergence='rollback' reloads the last checkpoint: pass checkpoints=Checkpoints(...)")
+    if not isinstance(model, nn.Module) and not hasattr(model, "build"):
+        raise UserError(f"model must be a torch.nn.Module or a descend.models spec, got {type(model).__name__}")
+    if isinstance(optimizer, torch.optim.Optimizer) and not isinstance(model, nn.Module):
+        raise UserError("a ready-made torch optimizer needs a ready-made model; pass descend.optim.create(...) "
+                        "without parameters to let the trainer bind it to the model it builds")
+    if not (optimizer is None or isinstance(optimizer, (str, torch.optim.Optimizer)) or hasattr(optimizer, "build")):
+        raise UserError(f"optimizer must be a name ('adam'), descend.optim.create(...) or a torch optimizer, "
+                        f"got {type(optimizer).__name__}")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -94,9 +107,9 @@ def check_shapes(model: nn.Module, split: Split, loss: str, outputs: int | None,
     return int(out.shape[1])
 
 
-def logged_names(trainer, validation: bool) -> set[str]:
-    """The values the trainer itself logs every epoch (callbacks may add theirs in ``Callback.setup``)."""
-    metrics = trainer._metric_sums().names()
+def logged_names(trainer, metrics: list[str], validation: bool) -> set[str]:
+    """The values the trainer itself logs every epoch, ``metrics`` being the names its loss and metric sums give
+    (callbacks may add theirs in ``Callback.setup``)."""
     names = {"epoch", "step", "lr", "seconds", *(f"train_{m}" for m in metrics)}
     if validation:
         names.update(f"val_{m}" for m in metrics)
@@ -116,47 +129,22 @@ def schedule_monitor(schedule) -> str | None:
     return None
 
 
-def prepare_data(trainer, data, what: str):
-    """The checked data and what to iterate: for in-memory data the split and None (training: the caller makes
-    its Batches) or the split itself (evaluation); for a DataLoader its first batch and the stream."""
-    if not is_stream(data):
-        split = prepare_split(trainer, as_split(data, what))
-        return split, None if what == "train" else split
-    stream = Stream(data, trainer.device)
-    return prepare_split(trainer, stream.probe(trainer.model)), stream
-
-
-def prepare_split(trainer, split: Split) -> Split:
-    """Check the data against the model (building spec models and optimizers on first sight).
-
-    The first split (the training data) sets the run: its task, and the number of outputs (for classification,
-    the number of classes) the model is built with. A later split (validation, evaluation) is checked against the
-    run's model, not its own labels: a validation split that lacks the highest class is fine."""
-    first = trainer.task is None
-    if first:
-        trainer.task = split.task
-        trainer.target_scaler = split.target_scaler
-        trainer.loss = resolve_loss(trainer.loss, split.task)
-        trainer.metrics = metric_fns.check(trainer.metrics, split.task)
-        trainer._loss_callable = loss_function(trainer.loss)
-        if isinstance(trainer.loss, nn.Module):
-            trainer.loss.to(trainer.device)
-    elif split.task != trainer.task:
-        raise UserError(f"this trainer learns a {trainer.task} task but was given {split.task} data")
+def check_split(split: Split, loss, first: bool) -> int | None:
+    """Non-empty finite inputs and labels the loss can take; returns the number of outputs the loss needs of the
+    model. The first split (the training data) sets it; a later classification split (validation, evaluation)
+    gives None: it is checked against the run's model (:func:`check_model`), not its own labels, so a validation
+    split that lacks the highest class is fine."""
     run_sets_classes = not first and split.task == "classification"  # a regression split's targets tell their width
-    outputs = None if run_sets_classes else num_outputs(trainer.loss, split.task, split.num_classes, split.y)
+    outputs = None if run_sets_classes else num_outputs(loss, split.task, split.num_classes, split.y)
     check_data(split)
     if outputs is not None:
-        check_labels(split, trainer.loss, outputs)
-    if trainer.model is None:
-        rng.seed_torch(trainer.seed)
-        trainer.model = trainer._model_spec.build(tuple(split.x.shape[1:]), outputs)
-    trainer.model.to(trainer.device)
-    if trainer.optimizer is None:
-        trainer.optimizer = trainer._optimizer_spec.build(trainer.model)
-    width = check_shapes(trainer.model, split, trainer.loss, outputs, trainer.device)
+        check_labels(split, loss, outputs)
+    return outputs
+
+
+def check_model(model: nn.Module, split: Split, loss, outputs: int | None, device: torch.device) -> None:
+    """The model takes the split's inputs and gives ``outputs`` values per sample (None: as many as the run's
+    classes, and the split's labels must be among them)."""
+    width = check_shapes(model, split, loss, outputs, device)
     if outputs is None:
-        check_labels(split, trainer.loss, width)  # the run's classes: as many as the model's outputs
-    split = split.to(trainer.device)
-    layout, _ = hardware.layout_choice(trainer.channels_last, trainer.device.type, trainer.model, split.x)
-    return speed.channels_last(trainer.model, split) if layout else split
+        check_labels(split, loss, width)  # the run's classes: as many as the model's outputs

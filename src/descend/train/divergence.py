@@ -99,8 +99,9 @@ def check_validation(trainer, logs: dict[str, float]) -> None:
 def culprit(trainer) -> str:
     """What became non-finite, and the fix that goes with it (run once, when training has diverged)."""
     with torch.no_grad():
-        if trainer.augment is not None and trainer._train is not None:  # the data itself was checked before
-            x = trainer._train.x[:256]
+        train = trainer.fit_state.train
+        if trainer.augment is not None and train is not None:  # the data itself was checked before
+            x = train.x[:256]
             augmented = trainer.augment(x, torch.Generator(device=x.device).manual_seed(0))
             if not all_finite([augmented]):
                 return ("The inputs became non-finite in augmentation (the data itself is finite): check the "
@@ -131,5 +132,5 @@ def roll_back(trainer, diverged: DivergenceError) -> None:
     trainer.rollbacks = rollbacks
     lr.scale(trainer, 0.5**halvings)
     warnings.warn(f"{diverged} Rolled back to {last} (epoch {trainer.epoch}, step {trainer.global_step}) with the "
-                  f"learning rate halved to {trainer._base_lrs[0]:.3g} (rollback {rollbacks} of "
+                  f"learning rate halved to {trainer.fit_state.base_lrs[0]:.3g} (rollback {rollbacks} of "
                   f"{trainer.max_rollbacks}).", RuntimeWarning, stacklevel=3)

@@ -11,9 +11,9 @@ import torch
 from ..data import Split
 from ..data.core import as_tensor
 from ..errors import UserError
-from .checks import prepare_data
 from .dataloaders import Stream
 from .inputs import data_pairs
+from .preparation import prepare_data
 
 
 class Evaluation:
@@ -60,8 +60,8 @@ class Evaluation:
         """The dtype the model takes: that of the data it was trained on (integer token ids for an embedding stay
         integers; integer pixels a fit read as float32 become float32), else float32 for floating inputs and
         the inputs' own dtype for integers."""
-        if self._plan is not None:
-            return self._plan[3].x.dtype  # the training split the last fit prepared
+        if self.fit_state.plan is not None:
+            return self.fit_state.plan.split.x.dtype  # the training split the last fit prepared
         return torch.float32 if x.is_floating_point() else x.dtype
 
 

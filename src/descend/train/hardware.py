@@ -24,6 +24,7 @@ reports explicit choices that are slow on this machine (:func:`slow_choices`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import UserError
 from . import threads as thread_policy
 
 # forward + backward of one batch; below this, fp32 stays: autocast's casts around each layer cost more than the
@@ -260,3 +262,32 @@ def resumed(now: Settings, recorded: dict, *, deterministic: bool) -> Settings:
     if deterministic and now.reasons["threads"] != ASKED and type(saved_count) is int and saved_count >= 1:
         count, reasons["threads"] = saved_count, "recorded by the run being resumed (deterministic)"
     return Settings(precision, now.channels_last, count, now.machine, reasons)
+
+
+# ---------------------------------------------------------------------------------------------- applying them
+def autocast(device: torch.device, precision: str):
+    """bf16 or fp16 autocast, or a no-op context for fp32 (entering a disabled torch.autocast still costs time)."""
+    if precision not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def gradient_scaler(precision: str, kept, optimizer, device: torch.device):
+    """fp16's ``torch.amp.GradScaler`` (``kept``, from an earlier fit, when there is one); None otherwise."""
+    if precision == "fp16" and getattr(optimizer, "needs_closure", False):
+        raise UserError("precision 'fp16' scales gradients, which an optimizer that needs a closure cannot "
+                        "take; use precision = \"bf16\" or \"fp32\"")
+    if precision != "fp16":
+        return None
+    return kept if kept is not None else torch.amp.GradScaler(device.type)
+
+
+@contextlib.contextmanager
+def deterministic_kernels(wanted: bool):
+    """torch's deterministic algorithms while the block runs when ``wanted`` (a global setting made before stays)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(wanted or before)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)

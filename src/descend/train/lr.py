@@ -14,6 +14,9 @@
   ``fit`` or another Trainer starts from it, not from the decayed end of the schedule).
 
 A divergence rollback halves ``base`` (and, without a descend schedule, ``group["lr"]`` itself).
+
+The base rates and the rates last written are the fit's state (``trainer.fit_state.base_lrs`` and ``lr_written``,
+:class:`~descend.train.fit_state.FitState`); a checkpoint keeps the base rates.
 """
 
 from __future__ import annotations
@@ -80,14 +83,14 @@ def as_schedule(schedule):
 
 def start(trainer, continuing: bool) -> None:
     """At fit start: the base rates (kept from the previous fit when continuing) and the schedule's length."""
-    groups, schedule = trainer.optimizer.param_groups, trainer.schedule
-    if not continuing or len(trainer._base_lrs) != len(groups):
-        trainer._base_lrs = [group["lr"] for group in groups]
-    trainer._lr_written = [None] * len(groups)
+    groups, schedule, fit = trainer.optimizer.param_groups, trainer.schedule, trainer.fit_state
+    if not continuing or len(fit.base_lrs) != len(groups):
+        fit.base_lrs = [group["lr"] for group in groups]
+    fit.lr_written = [None] * len(groups)
     if isinstance(schedule, TorchSchedule):
         schedule.check(trainer.optimizer)
     elif schedule is not None:
-        schedule.bind(trainer.steps_per_epoch, trainer.total_steps - trainer.fit_start_step)
+        schedule.bind(fit.steps_per_epoch, fit.total_steps - fit.fit_start_step)
 
 
 def before_step(trainer) -> float:
@@ -95,7 +98,8 @@ def before_step(trainer) -> float:
     groups, schedule = trainer.optimizer.param_groups, trainer.schedule
     if schedule is None or isinstance(schedule, TorchSchedule):
         return groups[0]["lr"]
-    bases, written, t = trainer._base_lrs, trainer._lr_written, trainer.global_step - trainer.fit_start_step
+    fit = trainer.fit_state
+    bases, written, t = fit.base_lrs, fit.lr_written, fit.global_step - fit.fit_start_step
     for i, group in enumerate(groups):
         if written[i] is not None and group["lr"] != written[i]:  # user code changed it: keep its level
             bases[i] = bases[i] * group["lr"] / written[i] if written[i] else group["lr"]
@@ -120,15 +124,16 @@ def after_epoch(trainer, logs: dict[str, float]) -> None:
 def finish(trainer) -> None:
     """Leave the optimizer at its base rates (descend schedules; torch schedulers keep theirs)."""
     if trainer.schedule is not None and not isinstance(trainer.schedule, TorchSchedule):
-        for group, base in zip(trainer.optimizer.param_groups, trainer._base_lrs):
+        for group, base in zip(trainer.optimizer.param_groups, trainer.fit_state.base_lrs):
             group["lr"] = base
 
 
 def scale(trainer, factor: float) -> None:
     """Multiply the base rates by ``factor`` (a divergence rollback), and the live rates where no descend schedule
     rewrites them."""
-    trainer._base_lrs = [lr * factor for lr in trainer._base_lrs]
-    trainer._lr_written = [None] * len(trainer._base_lrs)
+    fit = trainer.fit_state
+    fit.base_lrs = [lr * factor for lr in fit.base_lrs]
+    fit.lr_written = [None] * len(fit.base_lrs)
     if trainer.schedule is None or isinstance(trainer.schedule, TorchSchedule):
         for group in trainer.optimizer.param_groups:
             group["lr"] *= factor
@@ -137,8 +142,8 @@ def scale(trainer, factor: float) -> None:
 def rate_after_end(trainer) -> tuple[float, float] | None:
     """``(rate, base)``: the first group's rate a descend schedule gives past the end of its fit (where epochs added
     by babysitting train: the schedule keeps its length) and its base rate; None without a descend schedule."""
-    schedule = trainer.schedule
-    if schedule is None or isinstance(schedule, TorchSchedule) or not trainer._base_lrs:
+    schedule, bases = trainer.schedule, trainer.fit_state.base_lrs
+    if schedule is None or isinstance(schedule, TorchSchedule) or not bases:
         return None
-    return schedule.lr(trainer._base_lrs[0], schedule.total_steps), trainer._base_lrs[0]
+    return schedule.lr(bases[0], schedule.total_steps), bases[0]
 

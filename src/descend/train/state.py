@@ -8,7 +8,9 @@ running, the speed settings the run chose (:mod:`descend.train.hardware`: a resu
 gradient scale. Restoring all of it makes a resumed run end bit-identical to one that never stopped (CPU,
 deterministic).
 
-When it is written is the checkpoint policy's business (:mod:`descend.train.checkpointing`); the file format
+The values the fit itself keeps are its :class:`~descend.train.fit_state.FitState` (``trainer.fit_state``); the
+rest are the model, optimizer, schedule and callbacks the user handed over. When it is written is the checkpoint
+policy's business (:mod:`descend.train.checkpointing`); the file format
 is :mod:`descend.train.checkpoint` (no pickle, atomic).
 """
 
@@ -21,7 +23,7 @@ import threading
 import torch
 
 from ..errors import UserError
-from . import checkpoint, divergence, rng
+from . import checkpoint, rng
 from .callbacks import Callback
 from .checkpointing import Checkpoints, find, has_checkpoint
 from .history import History
@@ -30,25 +32,20 @@ __all__ = ["Checkpoints", "callback_keys", "capture", "find", "has_checkpoint", 
 
 def capture(trainer) -> dict:
     """The trainer's whole state (see the module docstring), as tensors and JSON values."""
-    done = trainer._epoch_done  # at an epoch's end the run continues with the next epoch
-    sums = trainer._sums
+    fit = trainer.fit_state
     return {
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "schedule": trainer.schedule.state_dict() if trainer.schedule is not None else {},
         "callbacks": {key: cb.state_dict() for key, cb in callback_keys(trainer.callbacks).items()},
-        "rng": {"streams": rng.capture(), "augment": trainer._augment_rng.get_state()},
-        "position": {"epoch": trainer.epoch + 1 if done else trainer.epoch,
-                     "batch_index": 0 if done else trainer.batch_index, "global_step": trainer.global_step,
-                     "steps_per_epoch": trainer.steps_per_epoch, "stopped": bool(trainer.stop_training),
-                     "fit_start": [trainer.fit_start_epoch, trainer.fit_start_step]},
-        "base_lrs": list(trainer._base_lrs),
-        "rollbacks": trainer.rollbacks,
-        "history": list(trainer.history),
-        "epoch_sums": {"metrics": sums["metrics"].state_dict(), "penalty": sums["penalty"],
-                       "grad_norm": sums["grad_norm"]},
+        "rng": {"streams": rng.capture(), "augment": fit.augment_rng.get_state()},
+        "position": fit.position(),  # at an epoch's end the run continues with the next epoch
+        "base_lrs": list(fit.base_lrs),
+        "rollbacks": fit.rollbacks,
+        "history": list(fit.history),
+        "epoch_sums": fit.sums.state_dict(),
         "speed": trainer.speed.record() if trainer.speed is not None else {},  # reused on resume
-        "scaler": trainer._scaler.state_dict() if trainer._scaler is not None else {},  # fp16's loss scale
+        "scaler": fit.scaler.state_dict() if fit.scaler is not None else {},  # fp16's loss scale
     }
 
 
@@ -68,19 +65,14 @@ def restore(trainer, saved: dict) -> None:
         if key in saved["callbacks"]:
             cb.load_state_dict(saved["callbacks"][key])
     rng.restore(saved["rng"]["streams"])
-    trainer._augment_rng.set_state(saved["rng"]["augment"].cpu())
-    trainer.epoch, trainer.batch_index = position["epoch"], position["batch_index"]
-    trainer.global_step, trainer.stop_training = position["global_step"], bool(position.get("stopped", False))
-    trainer.fit_start_epoch, trainer.fit_start_step = position.get("fit_start", (0, 0))
-    trainer._base_lrs, trainer.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
-    trainer.history = History(saved["history"])
-    sums = trainer._sums = trainer._fresh_sums()
-    sums["metrics"].load_state_dict(saved["epoch_sums"]["metrics"])
-    sums["penalty"].copy_(saved["epoch_sums"]["penalty"])
-    sums["grad_norm"].copy_(saved["epoch_sums"]["grad_norm"])
-    trainer._watch = divergence.Watch(trainer.global_step)
-    if trainer._scaler is not None and saved.get("scaler"):
-        trainer._scaler.load_state_dict(saved["scaler"])
+    fit = trainer.fit_state
+    fit.augment_rng.set_state(saved["rng"]["augment"].cpu())
+    fit.resume_at(position)  # the loss watch starts afresh at the position's step
+    fit.base_lrs, fit.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
+    fit.history = History(saved["history"])
+    fit.sums.load_state_dict(saved["epoch_sums"])  # every sum, and none of the batches held for the next reduction
+    if fit.scaler is not None and saved.get("scaler"):
+        fit.scaler.load_state_dict(saved["scaler"])
     if trainer.checkpoints is not None:
         trainer.checkpoints.restore(saved)
 

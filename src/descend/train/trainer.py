@@ -8,7 +8,6 @@ the step itself never waits for the host.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -22,15 +21,17 @@ from ..data import Batches, Split
 from ..errors import DivergenceError, Interrupted, UserError
 from ..monitor import require_logged
 from ..options import Boolean, Either, OneOf, Option, Optional, declare, integer, number
-from . import checkpoint, divergence, hardware, inputs, lr, optimizer_events, rng, speed, state, threads
+from . import checkpoint, divergence, hardware, inputs, lr, optimizer_events, preparation, rng, speed, state, threads
 from .callbacks import EVENTS, Callback
-from .checks import logged_names, prepare_data, resolve_device, schedule_monitor
+from .checks import check_arguments, logged_names, resolve_device, schedule_monitor
 from .clipping import clip_gradients
 from .dataloaders import Stream
 from .evaluation import Evaluation
+from .fit_state import SHOWN, EpochSums, FitState, Plan, shown
 from .history import History
 from .logs import ProgressBar, progress_bar
 from .metrics import MetricSums, OneProcess, check_loss
+from .preparation import prepare_data
 
 
 class Trainer(Evaluation):
@@ -58,7 +59,14 @@ class Trainer(Evaluation):
     per step with :class:`~descend.train.lr.TorchSchedule`); :mod:`descend.train.lr` says exactly who owns
     ``group["lr"]``. Calling :meth:`fit` again continues: the history is appended, epochs and steps count on, and
     the schedule runs again over the new fit's epochs from the base learning rate (a warm restart).
+
+    The fit's state (position, base learning rates, running sums, random streams, the prepared data) is
+    ``trainer.fit_state`` (:class:`~descend.train.fit_state.FitState`); ``epoch``, ``global_step``,
+    ``batch_index``, ``history``, ``stop_training`` and the other position attributes read and write it.
     """
+
+    epoch, global_step, batch_index, steps_per_epoch, total_steps, fit_start_epoch, fit_start_step, end_epoch, \
+        stop_training, stop_signal, rollbacks, last_loss, step_loss, history, val_data = map(shown, SHOWN)
 
     @declare("Trainer",
              Option("precision", OneOf(*hardware.PRECISIONS), doc="auto, fp32, bf16 or fp16 autocast"),
@@ -81,23 +89,14 @@ class Trainer(Evaluation):
                  on_divergence: str = "stop", max_rollbacks: int = 3, threads: int | str = "auto",
                  channels_last: bool | str = "auto", compile: bool = False):
         check_loss(loss)
-        if on_divergence == "rollback" and checkpoints is None:
-            raise UserError("on_divergence='rollback' reloads the last checkpoint: pass checkpoints=Checkpoints(...)")
-        self.model = model if isinstance(model, nn.Module) else None
-        self._model_spec = None if isinstance(model, nn.Module) else model
-        if self._model_spec is not None and not hasattr(model, "build"):
-            raise UserError(f"model must be a torch.nn.Module or a descend.models spec, got {type(model).__name__}")
-        if isinstance(optimizer, torch.optim.Optimizer) and self.model is None:
-            raise UserError("a ready-made torch optimizer needs a ready-made model; pass descend.optim.create(...) "
-                            "without parameters to let the trainer bind it to the model it builds")
+        check_arguments(model, optimizer, on_divergence, checkpoints)
         if isinstance(optimizer, str):  # optimizer="adam", as Keras takes it: descend's optimizer of that name
             optimizer = optim.create(optimizer)
-        elif optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer) and \
-                not hasattr(optimizer, "build"):
-            raise UserError(f"optimizer must be a name ('adam'), descend.optim.create(...) or a torch optimizer, "
-                            f"got {type(optimizer).__name__}")
+        self.model = model if isinstance(model, nn.Module) else None
         self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
-        self._optimizer_spec = None if self.optimizer else (optimizer or optim.create("adam", lr=1e-3))
+        self.fit_state = FitState(  # the fit's state, with one owner; specs are built in prepare()
+            model_spec=None if self.model is not None else model,
+            optimizer_spec=None if self.optimizer else (optimizer or optim.create("adam", lr=1e-3)))
         self.loss, self.regularizer, self.augment = loss, regularizer, augment
         self.schedule = lr.as_schedule(schedule)
         self.metrics = list(metrics)
@@ -109,29 +108,8 @@ class Trainer(Evaluation):
         self.channels_last, self.compile = channels_last, compile
         self._compiled: nn.Module | None = None  # torch.compile's wrapper of self.model (same parameters)
         self.speed: hardware.Settings | None = None  # the settings the last fit chose (hardware.decide)
-        self._scaler: torch.amp.GradScaler | None = None  # fp16's gradient scaling
-        self._processes = OneProcess()  # how the epoch's training sums combine (data parallelism: over processes)
-        self.rollbacks = 0         # divergence rollbacks so far
-        self.stop_signal = None    # set by SIGINT/SIGTERM during fit; the loop stops at the next step boundary
-        self.history = History()
-        self.epoch = 0             # index of the epoch running (in on_epoch_end: the one just finished)
-        self.global_step = 0       # optimizer steps taken
-        self.batch_index = 0       # batches done in the running epoch
-        self.last_loss = math.nan  # training loss, refreshed every log_every steps and at epoch ends
-        self.step_loss = None      # the current step's loss (detached, on the device) while per-step events run
-        self.stop_training = False
         self.task: str | None = None
         self.target_scaler = None  # the training split's standardisation of regression targets (Split.target_scaler)
-        self.steps_per_epoch = 0
-        self.total_steps = 0       # the global step at which the running fit ends
-        self.fit_start_epoch = self.fit_start_step = self.end_epoch = 0  # where the running fit began and ends
-        self._base_lrs: list[float] = []
-        self._lr_written: list[float | None] = []
-        self._epoch_done = False   # the running epoch is complete (its on_epoch_end events are under way)
-        self._train: Split | None = None
-        self.val_data: Split | None = None  # the running fit's validation split (for callbacks)
-        self._batch_size: int | str = 128
-        self._plan = None          # (train, val, arguments, train split, val split, batches) of the last prepare()
 
     @property
     def checkpoints(self) -> state.Checkpoints | None:
@@ -151,27 +129,26 @@ class Trainer(Evaluation):
             raise UserError(f"epochs must be a positive integer, got {epochs!r}")
         # the plan is reused only for the very same data objects (kept in the plan, so an (x, y) pair made afresh
         # for a later call can never pass for an earlier one that happened to have the same id)
-        arguments = (epochs, batch_size, shuffle, drop_last)
-        if self._plan is None or self._plan[0] is not train or self._plan[1] is not val or self._plan[2] != arguments:
+        fit, arguments = self.fit_state, (epochs, batch_size, shuffle, drop_last)
+        if fit.plan is None or not fit.plan.matches(train, val, arguments):
             split, batches = prepare_data(self, train, "train")
             held = prepare_data(self, val, "val")[1] if val is not None else None
             if batches is None:
                 batches = self._batches(split, batch_size, shuffle=shuffle, drop_last=drop_last)
             if hasattr(self.augment, "check"):  # descend's Augment; any callable (x, generator) -> x is welcome
                 self.augment.check((1, *split.x.shape[1:]), split.x.dtype)
-            self._plan = (train, val, arguments, split, held, batches)
-        split, held, batches = self._plan[3:]
-        self.steps_per_epoch = len(batches)
+            fit.plan = Plan(train, val, arguments, split, held, batches)
+        split, held, batches = fit.plan.split, fit.plan.held, fit.plan.batches
+        fit.steps_per_epoch = len(batches)
         if self.schedule is not None and not isinstance(self.schedule, lr.TorchSchedule):
             self.schedule.bind(self.steps_per_epoch, self.steps_per_epoch * epochs)  # over this fit's steps
         optimizer_events.attach(self)  # schedule-free train/eval weights, values an optimizer logs
-        logged = logged_names(self, held is not None)
+        logged = logged_names(self, self._metric_sums().names(), held is not None)
         for callback in sorted(self.callbacks, key=lambda cb: cb.order):
             callback.setup(self, logged)
         if (monitor := schedule_monitor(self.schedule)) is not None:
             require_logged("plateau schedule", monitor, logged)
-        self._train = batches if isinstance(batches, Stream) else split
-        self.val_data, self._batch_size = held, batch_size
+        fit.train, fit.val_data, fit.batch_size = batches if isinstance(batches, Stream) else split, held, batch_size
 
     def fit(self, train, val=None, *, epochs: int = 10, batch_size: int | str = 128, shuffle: bool = True,
             drop_last: bool = False, resume: str | Path | None = None, progress: bool | None = None,
@@ -187,17 +164,17 @@ class Trainer(Evaluation):
         """
         train, val = inputs.data_pairs(train, val, validation_split)
         self.prepare(train, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
-        val, batches = self._plan[4:]
+        val, batches = self.fit_state.plan.held, self.fit_state.plan.batches
         bar = progress_bar(self.callbacks, progress)
         self.callbacks += [bar] if bar is not None else []
         saved = checkpoint.load(state.find(resume), device=self.device) if resume is not None else None
-        self._choose_speed(saved)
-        with self._determinism(), state.stop_on_signals(self), threads.fixed(self.speed.threads):
+        preparation.choose_speed(self, saved)
+        with hardware.deterministic_kernels(self.deterministic), state.stop_on_signals(self), \
+                threads.fixed(self.speed.threads):
             self._start(batches, epochs)
             if saved is not None:
                 self.load_state_dict(saved)
-                self.end_epoch = self.fit_start_epoch + epochs  # the fit the checkpoint was written in
-                self.total_steps = self.fit_start_step + self.steps_per_epoch * epochs
+                self.fit_state.lasts(epochs)  # the fit the checkpoint was written in ends where it would have
             try:
                 self._event("on_fit_start")
                 while self.epoch < self.end_epoch and not self.stop_training:
@@ -217,10 +194,10 @@ class Trainer(Evaluation):
         return self.history
 
     def _run_epoch(self, batches: Batches, val: Split | None) -> None:
-        started = time.perf_counter()
-        if self.batch_index == 0:
+        started, fit = time.perf_counter(), self.fit_state
+        if fit.batch_index == 0:
             self._event("on_epoch_start")
-            self._sums = self._fresh_sums()
+            fit.sums = EpochSums.zeros(self._metric_sums(fit.processes), self.device)
         logs = {"epoch": self.epoch + 1, **self._train_epoch(batches)}  # epochs and steps count from 1
         divergence.check_weights(self)  # note: a host sync, once per epoch
         if val is not None:
@@ -231,24 +208,25 @@ class Trainer(Evaluation):
             logs.update(val_logs)
         logs.update(step=self.global_step, lr=self.optimizer.param_groups[0]["lr"],
                     seconds=time.perf_counter() - started)
-        self.history.append(logs)   # the same dict: values callbacks add below show in the history too
+        fit.history.append(logs)    # the same dict: values callbacks add below show in the history too
         lr.after_epoch(self, logs)
-        self._epoch_done = True     # a checkpoint written from here on resumes at the next epoch
+        fit.epoch_done = True       # a checkpoint written from here on resumes at the next epoch
         self._event("on_epoch_end", logs)
-        self.epoch, self.batch_index, self._epoch_done = self.epoch + 1, 0, False
+        fit.epoch, fit.batch_index, fit.epoch_done = fit.epoch + 1, 0, False
 
     def _train_epoch(self, batches: Batches) -> dict[str, float]:
-        model, opt, sums, forward = self.model, self.optimizer, self._sums, self._training_forward()
+        fit, model, opt, forward = self.fit_state, self.model, self.optimizer, self._training_forward()
+        sums, watch, augment_rng, scaler = fit.sums, fit.watch, fit.augment_rng, fit.scaler
         after_backward, batch_end = self._handlers["on_after_backward"], self._handlers["on_batch_end"]
-        closure, autocast, scaler = getattr(opt, "needs_closure", False), self._autocast(), self._scaler
+        closure, autocast = getattr(opt, "needs_closure", False), self._autocast()
         scheduled = self.schedule is not None and not isinstance(self.schedule, lr.TorchSchedule)
         step_schedule = isinstance(self.schedule, lr.TorchSchedule) and self.schedule.per == "step"
         model.train()
-        for x, y in batches.epoch(self.epoch, start=self.batch_index):
+        for x, y in batches.epoch(fit.epoch, start=fit.batch_index):
             # note: without a descend schedule nothing writes group["lr"]; the rate is only read for proximal L1
             rate = lr.before_step(self) if scheduled else opt.param_groups[0]["lr"]
             if self.augment is not None:
-                x = self.augment(x, self._augment_rng)
+                x = self.augment(x, augment_rng)
             with autocast:
                 out = forward(x)
                 data_loss = self._loss_fn(out, y)
@@ -261,7 +239,7 @@ class Trainer(Evaluation):
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
             if after_backward or batch_end:
-                self.step_loss = loss.detach()
+                fit.step_loss = loss.detach()
                 for handler in after_backward:
                     handler(self)
             norm = clip_gradients(model, self.clip_grad_norm, self.clip_grad_value)
@@ -277,33 +255,28 @@ class Trainer(Evaluation):
             if penalty is not None:
                 self.regularizer.after_step(model, rate)
                 n = torch.full((), y.shape[0], dtype=torch.float32, device=self.device)
-                sums["penalty"] += torch.stack([penalty.detach().float() * n, n])
+                sums.penalty += torch.stack([penalty.detach().float() * n, n])
             if norm is not None:
-                sums["grad_norm"] += torch.stack([norm.detach().float(), torch.ones((), device=norm.device)])
-            sums["metrics"].update(out, y, data_loss)
-            self._watch.update(loss)
-            self.global_step, self.batch_index = self.global_step + 1, self.batch_index + 1
-            if self.global_step % self.log_every == 0:
+                sums.grad_norm += torch.stack([norm.detach().float(), torch.ones((), device=norm.device)])
+            sums.metrics.update(out, y, data_loss)
+            watch.update(loss)
+            fit.global_step, fit.batch_index = fit.global_step + 1, fit.batch_index + 1
+            if fit.global_step % self.log_every == 0:
                 self.check_finite()  # note: a host sync, every log_every steps only
             for handler in batch_end:
                 handler(self)
-            if self.stop_signal is not None:
+            if fit.stop_signal is not None:
                 self._stop_for_signal()
         self.check_finite()
-        logs = sums["metrics"].compute("train_")  # note: the epoch's one host sync for the training sums
+        logs = sums.metrics.compute("train_")  # note: the epoch's one host sync for the training sums
         if self.regularizer is not None:
-            total, samples = self._processes.sum(sums["penalty"].clone()).tolist()
+            total, samples = fit.processes.sum(sums.penalty.clone()).tolist()
             logs["train_penalty"] = total / max(samples, 1.0)
         if self.clip_grad_norm is not None or self.clip_grad_value is not None:
-            total, steps = self._processes.sum(sums["grad_norm"].clone()).tolist()
+            total, steps = fit.processes.sum(sums.grad_norm.clone()).tolist()
             logs["grad_norm"] = total / max(steps, 1.0)
-        self.last_loss = logs.get("train_loss", math.nan)
+        fit.last_loss = logs.get("train_loss", math.nan)
         return logs
-
-    def _fresh_sums(self) -> dict:
-        """The epoch's running sums, on the device: metrics, (Σ penalty·n, n), (Σ pre-clip grad norm, steps)."""
-        return {"metrics": self._metric_sums(self._processes), "penalty": torch.zeros(2, device=self.device),
-                "grad_norm": torch.zeros(2, device=self.device)}
 
     def scale_lr(self, factor: float) -> None:
         """Multiply every group's learning rate by ``factor`` from the next step on (a schedule keeps shaping it).
@@ -316,7 +289,8 @@ class Trainer(Evaluation):
 
     def add_epochs(self, n: int) -> None:
         """Train ``n`` epochs more than fit() was asked for (a schedule keeps its length and stays at its end)."""
-        self.end_epoch, self.total_steps = self.end_epoch + n, self.total_steps + n * self.steps_per_epoch
+        fit = self.fit_state
+        fit.end_epoch, fit.total_steps = fit.end_epoch + n, fit.total_steps + n * fit.steps_per_epoch
 
     def _batches(self, train: Split, batch_size: int | str, **options) -> Batches:
         """The training batches (:class:`descend.distributed.DistributedTrainer` shards them across processes)."""
@@ -344,12 +318,12 @@ class Trainer(Evaluation):
         For callbacks that need a pass over the training data (batch-norm statistics after weight averaging);
         available from ``on_fit_start`` on. Read-only: the tensors are the trainer's own.
         """
-        if self._train is None:
+        train, chosen = self.fit_state.train, self.fit_state.batch_size
+        if train is None:
             raise UserError("train_batches() is available once fit() has started")
-        if isinstance(self._train, Stream):
-            return self._train.epoch(0)
-        size = batch_size or (self._batch_size if self._batch_size != "full" else len(self._train))
-        return Batches(self._train, size, shuffle=False).epoch(0)
+        if isinstance(train, Stream):
+            return train.epoch(0)
+        return Batches(train, batch_size or (chosen if chosen != "full" else len(train)), shuffle=False).epoch(0)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -363,70 +337,31 @@ class Trainer(Evaluation):
     # ------------------------------------------------------------------ set-up
     def _start(self, batches: Batches | Stream, epochs: int) -> None:
         # a second fit continues the first: history appended, epochs and steps counted on, RNG streams not reseeded
-        continuing = bool(self.history)
+        fit = self.fit_state
+        continuing = bool(fit.history)
         if not continuing:
-            self.epoch, self.global_step, self.history = 0, 0, History()
             rng.seed_torch(self.seed)
-            self._augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
-        self.fit_start_epoch, self.fit_start_step = self.epoch, self.global_step
-        self.end_epoch = self.epoch + epochs
-        self.total_steps = self.global_step + self.steps_per_epoch * epochs
-        self.batch_index, self.stop_training = 0, False
-        self.stop_signal, self.rollbacks, self._epoch_done = None, 0, False
-        self._sums = self._fresh_sums()
+            fit.augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
+        fit.start(epochs, continuing)
+        fit.sums = EpochSums.zeros(self._metric_sums(fit.processes), self.device)
         lr.start(self, continuing)
-        self._watch = divergence.Watch(self.global_step)
         # callbacks in order; each event's handlers listed once, so events nobody overrides cost nothing per step
         self.callbacks.sort(key=lambda cb: cb.order)
         self._handlers = {event: [getattr(cb, event) for cb in self.callbacks
                                   if getattr(type(cb), event) is not getattr(Callback, event)] for event in EVENTS}
 
-    @contextlib.contextmanager
-    def _determinism(self):
-        before = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(self.deterministic or before)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(before)
-
     def _autocast(self):
-        """bf16 or fp16 autocast, or a no-op context (entering a disabled torch.autocast still costs microseconds).
-
-        Before a fit has chosen, "auto" evaluates in fp32."""
-        precision = self.speed.precision if self.speed is not None else self.precision
-        if precision not in ("bf16", "fp16"):
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+        """The fit's autocast (:func:`~descend.train.hardware.autocast`); before a fit has chosen, "auto" is fp32."""
+        return hardware.autocast(self.device, self.speed.precision if self.speed is not None else self.precision)
 
     def decide_speed(self) -> hardware.Settings:
         """The speed settings a fit with the data of the last :meth:`prepare` would choose now, with their reasons
         (:func:`descend.train.hardware.decide`; ``descend show`` prints them)."""
-        if self._plan is None:
-            raise UserError("decide_speed() needs the data: call prepare() or fit() first")
-        automatic = "auto" in (self.precision, self.threads) or self.channels_last == "auto"
-        sample = next(iter(self._plan[5].epoch(0)))[0] if automatic else None  # for the estimate of a step's work
-        return hardware.decide(self.device, precision=self.precision, channels_last=self.channels_last,
-                               threads=self.threads, deterministic=self.deterministic, model=self.model,
-                               sample=sample)
-
-    def _choose_speed(self, saved: dict | None) -> None:
-        """Decide precision, layout and threads for this fit; a resumed fit keeps the precision and, when
-        deterministic, the thread count its checkpoint recorded."""
-        self.speed = self.decide_speed()
-        if isinstance(saved, dict) and saved.get("speed"):
-            self.speed = hardware.resumed(self.speed, saved["speed"], deterministic=self.deterministic)
-        if self.speed.precision == "fp16" and getattr(self.optimizer, "needs_closure", False):
-            raise UserError("precision 'fp16' scales gradients, which an optimizer that needs a closure cannot "
-                            "take; use precision = \"bf16\" or \"fp32\"")
-        if self.speed.precision != "fp16":
-            self._scaler = None
-        elif self._scaler is None:
-            self._scaler = torch.amp.GradScaler(self.device.type)
+        return preparation.decide_speed(self)
 
     # ------------------------------------------------------------------ step parts
     def _loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self._loss_callable(out.float(), y)
+        return self.fit_state.loss_fn(out.float(), y)
 
     def _metric_sums(self, processes: OneProcess | None = None) -> MetricSums:
         return MetricSums(self.loss, self.device, task=self.task, metrics=self.metrics, processes=processes,
@@ -448,7 +383,7 @@ class Trainer(Evaluation):
 
         Also refreshes ``last_loss`` (the latest finite step loss) for progress displays.
         """
-        self.last_loss = self._watch.check(self)
+        self.fit_state.last_loss = self.fit_state.watch.check(self)
 
     def _event(self, name: str, *args) -> None:
         for handler in self._handlers[name]:
