@@ -2,7 +2,9 @@
 range and an unknown option name each give one UserError naming the part, the option and the value."""
 
 import pytest
+from pydantic import BaseModel
 
+from descend.config import Config
 from descend.errors import UserError
 from descend.options import REQUIRED, reference, refusal
 
@@ -51,9 +53,22 @@ def test_every_recipe_part_builds_from_its_defaults(part):
         with pytest.raises(UserError, match=f"option {required[0]!r} is required"):
             part.build()
     else:
-        part.build()
+        part.build(**part.needs)
 
 
-def test_every_recipe_section_with_parts_is_in_the_reference():
-    assert {p.section for p in PARTS} - {None} == {
-        "data", "model", "optimizer", "schedule", "regularization", "augment", "early_stopping"}
+def test_every_recipe_section_is_in_the_reference():
+    sections = {name for name, field in Config.model_fields.items() if isinstance(field.annotation, type) and
+                issubclass(field.annotation, BaseModel) or any(isinstance(a, type) and issubclass(a, BaseModel)
+                                                               for a in getattr(field.annotation, "__args__", ()))}
+    assert sections == {"data", "model", "train", "optimizer", "schedule", "regularization", "augment",
+                        "early_stopping", "averaging", "ensemble", "transfer", "tracking"}
+    assert {p.section for p in PARTS} - {None} == sections
+    text = reference.reference_markdown()
+    assert all(f"<code>[{name}]</code>" in text for name in sections)
+
+
+@pytest.mark.parametrize("section", ["train", "early_stopping", "tracking"])
+def test_every_field_of_a_table_section_is_in_the_reference(section):
+    fields = set(Config.model_fields[section].annotation.__args__[0].model_fields if section != "train"
+                 else Config.model_fields[section].annotation.model_fields)
+    assert fields == {o.name for p in PARTS if p.section == section for o in p.table}

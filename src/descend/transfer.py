@@ -26,7 +26,7 @@ extraction trains; Yosinski et al. transfer the first layers and retrain the res
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -37,7 +37,7 @@ from .data import Batches, DataBundle, Split
 from .ensemble import DROPOUT_LAYERS
 from .errors import UserError
 from .optim.groups import param_groups
-from .options import Boolean, Either, OneOf, Option, Optional, Text, declare, integer, number
+from .options import Boolean, Either, OneOf, Option, Optional, Text, declare, integer, number, validate
 from .train.callbacks import Callback
 from .train.checkpoint import load_weights
 
@@ -65,7 +65,8 @@ class TransferSpec:
 
 
 @declare("transfer",
-         Option("source", Text(paths=True), doc="'from': a run directory (its model.safetensors) or a weights file"),
+         Option("source", Text("a run directory or a .safetensors weights file", paths=True),
+                doc="'from': a run directory (its model.safetensors) or a weights file"),
          Option("mode", OneOf(*MODES), doc="what trains: the head, everything, or more and more from the top"),
          Option("lr_scale", number(0, 1, closed="right"), doc="the first group's rate, × the head's"),
          Option("unfreeze_every", integer(1), doc="gradual: epochs between unfreezing groups"),
@@ -83,13 +84,15 @@ def _spec(source: str, mode: str = "fine_tune", lr_scale: float = 0.01, unfreeze
                         train_batch_norm, cache_features, replace_head, prefix or "", head_groups)
 
 
+#: ``[transfer]``: ``from`` (the recipe's word for :func:`_spec`'s ``source``) and the other options of the transfer.
+OPTIONS = tuple(replace(o, name="from") if o.name == "source" else o for o in _spec.options)
+
+
 def create(**options) -> TransferSpec:
     """The transfer a recipe describes: ``from`` (required), ``mode``, ``lr_scale``, ``unfreeze_every``,
     ``train_batch_norm``, ``cache_features``, ``replace_head`` (auto, true, false), ``prefix``, ``head_groups``."""
-    if "from" not in options:
-        raise UserError("transfer: 'from' is required: a run directory or a .safetensors weights file")
-    options["source"] = options.pop("from")
-    return _spec(**options)
+    values = validate("transfer", OPTIONS, options)
+    return _spec(values.pop("from"), **{k: v for k, v in values.items() if k in options})
 
 
 # ------------------------------------------------------------------------------------------------ the network

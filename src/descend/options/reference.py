@@ -11,17 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import averaging, ensemble, models, optim, regularization, schedules, tracking, transfer
 from .. import data as datasets
-from .. import models, optim, regularization, schedules
+from ..config import sections
 from ..data import augment, registry
 from ..data.load import FILE_OPTIONS
-from ..ensemble import mc_dropout
 from ..train.callbacks import EarlyStopping
-from . import Option, describe, markdown
+from . import Option, describe, markdown, validate
 
 START, END = "<!-- options:start -->", "<!-- options:end -->"
 COMMAND = "python -m descend.options.reference --write README.md"
@@ -40,6 +40,12 @@ class Part:
     table: tuple[Option, ...]
     build: Callable[..., Any]
     closed: bool = True
+    needs: dict[str, Any] = field(default_factory=dict)  # the least it builds from, where its defaults alone are not
+
+
+def _checked(where: str, table: tuple[Option, ...]) -> Callable[..., Any]:
+    """``build`` of a table the recipe checks itself (``[train]``, ``[tracking]``): the table's own check."""
+    return lambda **options: validate(where, table, options)
 
 
 def _bind(function: Callable, *args: Any) -> Callable[..., Any]:
@@ -48,7 +54,8 @@ def _bind(function: Callable, *args: Any) -> Callable[..., Any]:
 
 def parts() -> list[Part]:
     """Every part descend declares options for, in the order of the recipe sections."""
-    out = [Part(None, "data.load", datasets.load.where, datasets.load.options, _bind(datasets.load, "iris"),
+    data_options = tuple(o for o in datasets.load.options if o.name != "seed")  # the recipe's top-level seed
+    out = [Part("data", "every dataset", datasets.load.where, data_options, _bind(datasets.load, "iris"),
                 closed=False)]
     out += [Part("data", name, f"dataset {name!r}", spec.options, _bind(datasets.check_options, name))
             for name, spec in registry.REGISTRY.items()]
@@ -63,17 +70,24 @@ def parts() -> list[Part]:
             for kind, table in regularization.KINDS.items()]
     out += [Part("augment", "augment", "augment", augment.OPTIONS, augment.create),
             Part("early_stopping", "EarlyStopping", "EarlyStopping", EarlyStopping.__init__.options,
-                 EarlyStopping),
-            Part(None, "mc_dropout", "mc_dropout", mc_dropout.options, _bind(mc_dropout, None, None))]
+                 EarlyStopping)]
+    out += [Part("train", title, "train", table, _checked("train", table)) for title, table in (
+        ("Trainer.fit, the loss and the device", sections.RECIPE_OPTIONS), ("Trainer", sections.TRAINER_OPTIONS),
+        ("Checkpoints", sections.CHECKPOINT_OPTIONS))]
+    out += [Part("averaging", "averaging", "averaging", averaging.OPTIONS, averaging.create),
+            Part("ensemble", "ensemble", "ensemble", ensemble.create.options, ensemble.create, needs={"members": 2}),
+            Part(None, "mc_dropout", "mc_dropout", ensemble.mc_dropout.options, _bind(ensemble.mc_dropout, None, None)),
+            Part("transfer", "transfer", "transfer", transfer.OPTIONS, transfer.create),
+            Part("tracking", "tracking", "tracking", tracking.OPTIONS, _checked("tracking", tracking.OPTIONS))]
     return out
 
 
 def _sections() -> dict[str, list[Part]]:
-    sections: dict[str, list[Part]] = {}
+    found: dict[str, list[Part]] = {}
     for part in parts():
         if part.section is not None:
-            sections.setdefault(part.section, []).append(part)
-    return sections
+            found.setdefault(part.section, []).append(part)
+    return {name: found[name] for name in sections.Config.model_fields if name in found}  # in the recipe's order
 
 
 def describe_all() -> str:
@@ -86,9 +100,17 @@ _INTRO = {
     "model": "`name` picks the builder; `input_shape` and `num_outputs` come from the data.",
     "optimizer": "`name` picks the optimizer (`sgd` is `gd`).",
     "schedule": "`name` picks the schedule; `warmup_epochs` / `warmup_steps` / `warmup_start` apply to each.",
-    "regularization": "`kind` picks the penalty.",
+    "regularization": "`name` picks the penalty (`kind` is its older word, still read with a warning).",
     "augment": "Training batches only, on the device, seeded.",
     "early_stopping": "The options of `EarlyStopping`; `mode` is inferred from the metric's name.",
+    "train": "How long and on what batches, the loss, the device; the Trainer's own options; when checkpoints are "
+             "written. The automatic speed settings (`precision`, `threads`, `channels_last`) are explained under "
+             "[Reproducibility](#reproducibility-and-the-automatic-speed-settings).",
+    "averaging": "Weight averaging during training (`descend.averaging`); `name` picks the method (`method` is its "
+                 "older word, still read with a warning).",
+    "ensemble": "Exactly one of `members`, `snapshots` or `mc_dropout`; the run directory is an ensemble.",
+    "transfer": "Start from trained weights (`descend.transfer`); `from` is required.",
+    "tracking": "Where runs are logged besides their run directory (`descend.tracking`).",
 }
 
 
