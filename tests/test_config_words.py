@@ -6,6 +6,7 @@ import warnings
 import pytest
 
 from descend import config
+from descend import data as datasets
 from descend.config import sections
 from descend.errors import UserError
 from descend.runs import directory, experiment
@@ -109,3 +110,11 @@ def test_the_experiment_hands_the_trainer_every_train_option():
     }
     trainer = experiment.build(config.validate(raw)).trainer
     assert (trainer.log_every, trainer.max_rollbacks, trainer.on_divergence) == (7, 5, "stop")  # no checkpoints yet
+
+
+def test_data_is_the_loaders_declared_options():
+    fields = config.DataConfig.model_fields
+    for option in datasets.load.options:
+        if option.name != "seed":  # the recipe's top-level seed
+            assert fields[option.name].default == option.default, option.name
+    assert config.validate({"data": {"name": "iris", "test_fraction": 0}}).data.test_fraction == 0.0  # as load()

@@ -15,7 +15,7 @@ import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -53,6 +53,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
     #: older words for this section's fields (old -> new), read with a warning
     renamed: ClassVar[dict[str, str]] = {}
+    #: the declared options among the section's fields, each value checked by its option (the others: by pydantic)
+    table: ClassVar[tuple[Option, ...]] = ()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _check_option(cls, value: Any, info) -> Any:
+        option = next((o for o in cls.table if o.name == info.field_name), None)
+        if option is None:
+            return value
+        ok, converted = option.constraint.check(value)
+        if not ok:
+            raise ValueError(f"must be {option.allowed()}")
+        return converted
 
     @model_validator(mode="before")
     @classmethod
@@ -95,39 +108,44 @@ class _PartSection(_OpenSection):
 class _TableSection(_Section):
     """A section whose fields are an option table: the table's defaults, each value checked by its option."""
 
-    table: ClassVar[tuple[Option, ...]]
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _check(cls, value: Any, info) -> Any:
-        option = next(o for o in cls.table if o.name == info.field_name)
-        ok, converted = option.constraint.check(value)
-        if not ok:
-            raise ValueError(f"must be {option.allowed()}")
-        return converted
-
-
-def table_section(name: str, table: tuple[Option, ...], doc: str) -> type[_TableSection]:
-    """A section class whose fields are ``table``'s options, with their defaults."""
-    fields: dict[str, Any] = {o.name: (Any, o.check(name, o.default)) for o in table}
-    section = create_model(name, __base__=_TableSection, __doc__=doc, **fields)
+def table_section(
+    name: str,
+    table: tuple[Option, ...],
+    doc: str,
+    base: type[_Section] = _TableSection,
+    first: dict[str, Any] | None = None,
+    **fields: Any,
+) -> type[_Section]:
+    """A section class whose fields are ``table``'s options with their defaults, between the pydantic fields
+    ``first`` and ``fields``."""
+    declared: dict[str, Any] = {o.name: (Any, o.check(name, o.default)) for o in table}
+    section = create_model(name, __base__=base, __doc__=doc, **(first or {}), **declared, **fields)
     section.table = table
     return section
 
 
-class DataConfig(_PartSection):
-    name: str = Field(
-        description="built-in dataset name, a path to a .csv / .npz / .idx file, or your own loader: "
-        "'package.module:loader' or 'path/to/file.py:loader' (descend.data.user)"
-    )
-    val_fraction: float = Field(_default(datasets.load, "val_fraction"), ge=0.0, lt=1.0)
-    test_fraction: float | None = Field(_default(datasets.load, "test_fraction"), gt=0.0, lt=1.0)
-    scale: Literal["standardize", "minmax", "none"] = _default(datasets.load, "scale")
-    target_scale: Literal["standardize", "none"] = _default(datasets.load, "target_scale")
-    missing: Literal["impute", "refuse"] = _default(datasets.load, "missing")
-    target: str | int | None = None
-    features: list[str | int] | None = None
-    task: Literal["classification", "regression"] | None = None
+_Data = table_section(
+    "_Data",
+    tuple(o for o in datasets.load.options if o.name != "seed"),  # the recipe's top-level seed
+    "",
+    _PartSection,
+    first={
+        "name": (
+            str,
+            Field(
+                description="built-in dataset name, a path to a .csv / .npz / .idx file, or your own "
+                "loader: 'package.module:loader' or 'path/to/file.py:loader' (descend.data.user)"
+            ),
+        )
+    },
+    target=(str | int | None, None),
+    features=(list[str | int] | None, None),
+)
+
+
+class DataConfig(_Data):
+    """``[data]``: ``name``, :func:`descend.data.load`'s options, a CSV file's columns, the dataset's own options."""
 
     def build(self):
         """The dataset's own options, checked against its table (nothing is read or generated)."""
