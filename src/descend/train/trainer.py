@@ -216,7 +216,7 @@ class Trainer(Evaluation):
 
     def _train_epoch(self, batches: Batches) -> dict[str, float]:
         fit, model, opt, forward = self.fit_state, self.model, self.optimizer, self._training_forward()
-        sums, watch, augment_rng, scaler = fit.sums, fit.watch, fit.augment_rng, fit.scaler
+        sums, augment_rng, scaler = fit.sums, fit.augment_rng, fit.scaler
         after_backward, batch_end = self._handlers["on_after_backward"], self._handlers["on_batch_end"]
         closure, autocast = getattr(opt, "needs_closure", False), self._autocast()
         scheduled = self.schedule is not None and not isinstance(self.schedule, lr.TorchSchedule)
@@ -259,7 +259,7 @@ class Trainer(Evaluation):
             if norm is not None:
                 sums.grad_norm += torch.stack([norm.detach().float(), torch.ones((), device=norm.device)])
             sums.metrics.update(out, y, data_loss)
-            watch.update(loss)
+            fit.watch.update(loss)  # held on the device; read every log_every steps
             fit.global_step, fit.batch_index = fit.global_step + 1, fit.batch_index + 1
             if fit.global_step % self.log_every == 0:
                 self.check_finite()  # note: a host sync, every log_every steps only
