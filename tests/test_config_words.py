@@ -12,6 +12,7 @@ from descend.errors import UserError
 from descend.runs import directory, experiment
 from descend.train import Trainer
 from descend.train.checkpointing import Checkpoints
+from descend.tune.space import set_path
 
 OLD_WORDS = [
     ("regularization", "kind", {"name": "l1", "strength": 1e-3}),
@@ -118,3 +119,11 @@ def test_data_is_the_loaders_declared_options():
         if option.name != "seed":  # the recipe's top-level seed
             assert fields[option.name].default == option.default, option.name
     assert config.validate({"data": {"name": "iris", "test_fraction": 0}}).data.test_fraction == 0.0  # as load()
+
+
+def test_a_search_space_may_name_the_old_word():
+    raw = config.validate(_recipe("regularization", {"name": "l1"})).model_dump(exclude_none=True)
+    set_path(raw, "regularization.kind", "l2")
+    assert raw["regularization"] == {"kind": "l2"}
+    with pytest.warns(FutureWarning, match=r"\[regularization\] kind is the old word for name"):
+        assert config.validate(raw).regularization.name == "l2"

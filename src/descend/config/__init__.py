@@ -39,7 +39,7 @@ from .sections import (
 
 __all__ = ["AugmentConfig", "AveragingConfig", "Config", "DataConfig", "EarlyStoppingConfig", "EnsembleConfig",
            "ModelConfig", "OptimizerConfig", "RegularizationConfig", "ScheduleConfig", "TrackingConfig",
-           "TrainConfig", "TransferConfig", "apply_override", "describe", "dump", "load", "validate"]
+           "TrainConfig", "TransferConfig", "apply_override", "describe", "dump", "load", "settle_words", "validate"]
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -151,11 +151,18 @@ def apply_override(raw: dict, item: str) -> None:
             raise UserError(f"--set {key}: {part!r} is a value, not a section")
         node = child
     node[leaf] = value
-    for old, new in RENAMED.get(".".join(parents), {}).items():  # an old word and its new one: the override wins
+    settle_words(node, ".".join(parents), leaf)
+
+
+def settle_words(node: dict, section: str, leaf: str) -> None:
+    """After ``leaf`` was set in the raw ``section`` (an override, a searched value): where the section now holds an
+    old word and its new one (``kind`` and ``name``), the one just set wins; an old word kept is read with its
+    warning when the recipe is validated."""
+    for old, new in RENAMED.get(section, {}).items():
         if old in node and new in node:
             if leaf == new:
-                renamed_warning(".".join(parents), old, new, node.pop(old))
-            else:
+                renamed_warning(section, old, new, node.pop(old))
+            elif leaf == old:
                 del node[new]
 
 

@@ -42,6 +42,7 @@ import optuna
 import tomllib
 
 from ..config import MAX_DEPTH as config_depth
+from ..config import settle_words
 from ..errors import UserError, short
 from ..options import Boolean, Option, integer
 
@@ -228,6 +229,7 @@ def set_path(raw: dict, path: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise UserError(f"{path}: {part!r} is a value in the recipe, not a section")
     node[leaf] = value
+    settle_words(node, ".".join(parents), leaf)  # a space may search a section's older word ([regularization.kind])
 
 
 # ---------------------------------------------------------------------------------------------- parsing
