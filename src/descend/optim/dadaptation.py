@@ -9,24 +9,32 @@ Per step k, with g₀ the first gradient, η the multiplier and the estimate d_k
     z = w₀ − s;   w ← β·w + (1 − β)·z             (β = ``momentum``: the primal average; 0 is plain dual averaging)
 
 Weight decay adds λ·w to the gradient (L2, as the authors'). The update is the authors' code
-(``dadaptation.DAdaptSGD``) operation for operation, equal to it in float64 (tested). Memory: three tensors per
-parameter (w₀, s, z). The estimated step size d·η/‖g₀‖ is logged as ``d_lr``. Reads a few numbers per parameter
-per step from the device, as the authors' code does.
+(``dadaptation.DAdaptSGD``), equal to it in float64 (tested). Memory: three tensors per parameter (w₀, s, z). The
+estimated step size d·η/‖g₀‖ is logged as ``d_lr``.
+
+A step reads nothing back from the device: d, r, ‖g₀‖ and k are 0-dim tensors on the parameters' device
+(:mod:`descend.optim.estimates`; numbers in ``state_dict()``), the sums are computed there, and the authors' early
+returns (‖g₀‖ = 0 or ‖s‖ = 0: no gradient yet) are a ``torch.where`` that keeps the estimates and moves no weight.
+Whether a step is the first is known on the device only, so ‖g‖² is summed at every step (one norm kernel) and
+kept as ‖g₀‖ at the first. The elementwise updates run as torch's foreach kernels (one launch per device and dtype
+on a GPU).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
 from descend.errors import UserError
+from descend.optim.estimates import EstimatingOptimizer, by_kind, coefficient, total
 
 
-class DAdaptSGD(torch.optim.Optimizer):
+class DAdaptSGD(EstimatingOptimizer):
     """D-Adaptation SGD, as in the module docstring. ``growth_rate=None`` means no limit on d's growth."""
+
+    estimates = ("d", "numerator_weighted", "g0_norm", "k")
 
     state_per_parameter = 3
     learning_rate_free = True
@@ -58,59 +66,64 @@ class DAdaptSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        first = self.param_groups[0]
         lr = max(g["lr"] for g in self.param_groups)
-        decay, ck, k = first["weight_decay"], 1 - first["momentum"], first["k"]
-        numerator, d = first["numerator_weighted"], first["d"]
-        growth = first["growth_rate"] if first["growth_rate"] is not None else math.inf
-        for group in self.param_groups:  # the state first: a checkpoint of a run stopped before ‖g₀‖ > 0 has it
-            for p in group["params"]:
-                if p.grad is not None and "z" not in self.state[p]:
-                    state = self.state[p]
-                    state["z"], state["s"], state["x0"] = p.detach().clone(), torch.zeros_like(p), p.detach().clone()
-        if k == 0:  # ‖g₀‖ (the authors' code leaves weight decay out of it)
-            g_sq = sum(
-                (p.grad * p.grad).sum().item()
-                for g in self.param_groups
-                if g["lr"] > 0
-                for p in g["params"]
-                if p.grad is not None
+        if any(g["lr"] not in (lr, 0.0) for g in self.param_groups):
+            raise UserError("dadapt_sgd: parameter groups may differ in lr only by having lr = 0")
+        kinds = [(group, ps) for group in self.param_groups for ps in by_kind(group["params"])]
+        for _, ps in kinds:  # the state first: a checkpoint of a run stopped before ‖g₀‖ > 0 has it
+            for p in ps:
+                if "z" not in self.state[p]:
+                    self.state[p].update(z=p.detach().clone(), s=torch.zeros_like(p), x0=p.detach().clone())
+        trained = [(group, ps) for group, ps in kinds if group["lr"] > 0.0]
+        if not trained:  # ‖g₀‖ = 0 or ‖s‖ = 0: the authors' code returns here
+            return loss
+        first = self.param_groups[0]
+        e = self.estimates_on(trained[0][1][0].device)
+        decay, ck, d, k = first["weight_decay"], 1 - first["momentum"], e["d"], e["k"]
+        # ‖g₀‖ at the first step (the authors' code leaves weight decay out of it); computed at every step, since
+        # whether this is the first one is known on the device only
+        g_sq = sum(_squared_norm([p.grad for p in ps], d) for _, ps in trained)
+        g0_norm = torch.where(k == 0, g_sq.sqrt(), e["g0_norm"])
+        dlr = torch.where(g0_norm > 0, d * lr / g0_norm, 0.0)
+        numerator, sk_sq = e["numerator_weighted"], []
+        for _, ps in trained:
+            grads, s, like = [p.grad for p in ps], [self.state[p]["s"] for p in ps], ps[0]
+            if decay != 0:
+                grads = torch._foreach_add(grads, ps, alpha=decay)
+            numerator = numerator + dlr * total(
+                [torch.dot(g.flatten(), x.flatten()) for g, x in zip(grads, s, strict=True)], d
             )
-            first["g0_norm"] = math.sqrt(g_sq)
-        g0_norm = first["g0_norm"]
-        if g0_norm == 0:
-            return loss
-        dlr = d * lr / g0_norm
-        sk_sq = 0.0
-        for group in self.param_groups:
-            if group["lr"] not in (lr, 0.0):
-                raise UserError("dadapt_sgd: parameter groups may differ in lr only by having lr = 0")
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                grad = p.grad.add(p, alpha=decay) if decay != 0 else p.grad
-                if group["lr"] > 0.0:
-                    numerator += dlr * torch.dot(grad.flatten(), state["s"].flatten()).item()
-                    state["s"].add_(grad, alpha=dlr)
-                    sk_sq += (state["s"] * state["s"]).sum().item()
-        if sk_sq == 0:
-            return loss
-        if lr > 0.0:
-            d_hat = 2 * numerator / math.sqrt(sk_sq)
-            d = max(d, min(d_hat, d * growth))
-        for group in self.param_groups:
-            group.update(numerator_weighted=numerator, d=d, g0_norm=g0_norm)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                state["z"].copy_(state["x0"] - state["s"])
-                p.mul_(1 - ck).add_(state["z"], alpha=ck)
-            group["k"] = k + 1
+            torch._foreach_add_(s, torch._foreach_mul(grads, coefficient(dlr, like)))
+            sk_sq.append(_squared_norm(s, d))
+        sk_sq = sum(sk_sq)
+        d_hat = 2 * numerator / sk_sq.sqrt()
+        if first["growth_rate"] is not None:  # Python's max(d, min(d̂, growth·d)), NaN included
+            d_hat = torch.where(d * first["growth_rate"] < d_hat, d * first["growth_rate"], d_hat)
+        skip = (g0_norm == 0) | (sk_sq == 0)  # the authors' code returns before changing d or a weight
+        self.publish(
+            dict(
+                numerator_weighted=torch.where(skip, e["numerator_weighted"], numerator),
+                d=torch.where(~skip & (d_hat > d), d_hat, d),
+                g0_norm=g0_norm,
+                k=torch.where(skip, k, k + 1),
+            )
+        )
+        weight = torch.where(skip, 0.0, torch.full_like(d, ck))  # of z in the primal average; 0 in a skipped step
+        for _, ps in kinds:
+            z, x0, s = ([self.state[p][key] for p in ps] for key in ("z", "x0", "s"))
+            like = ps[0]
+            torch._foreach_copy_(z, x0)
+            torch._foreach_sub_(z, s)
+            torch._foreach_mul_(ps, coefficient(1 - weight, like))
+            torch._foreach_add_(ps, torch._foreach_mul(z, coefficient(weight, like)))
         return loss
 
     def logs(self) -> dict[str, float]:
-        """The step size the method uses: d·η/‖g₀‖."""
-        group = self.param_groups[0]
-        return {"d_lr": group["d"] * group["lr"] / group["g0_norm"] if group["g0_norm"] else 0.0}
+        """The step size the method uses: d·η/‖g₀‖; reads d and ‖g₀‖ from the device."""
+        g0_norm = self.number("g0_norm")
+        return {"d_lr": self.number("d") * self.param_groups[0]["lr"] / g0_norm if g0_norm else 0.0}
+
+
+def _squared_norm(tensors: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """Σ‖t‖₂² over ``tensors`` (one foreach launch for the norms), in ``like``'s dtype and device."""
+    return torch.stack(torch._foreach_norm(tensors, 2)).to(device=like.device, dtype=like.dtype).square().sum()

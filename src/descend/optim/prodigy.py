@@ -10,10 +10,13 @@ Per step k, with the estimate d_k (from d₀ = 1e-6, never decreasing), η the m
 
 β3 = √β2 by default; with ``bias_correction`` d_k·η is multiplied by √(1 − β2^(k+1)) / (1 − β1^(k+1)). The
 estimated step size d·η is what the trainer logs as ``d_lr`` next to ``lr``. The update is the authors' code
-(``prodigyopt.Prodigy``, ``slice_p=1``) operation for operation, equal to it in float64 (tested), with s and w₀
-kept in each parameter's shape. Memory: four tensors per parameter (w₀, s, m, v).
+(``prodigyopt.Prodigy``, ``slice_p=1``), equal to it in float64 (tested), with s and w₀ kept in each parameter's
+shape. Memory: four tensors per parameter (w₀, s, m, v).
 
-Reads one number per parameter per step from the device (⟨g, w₀ − w⟩ and ‖s‖₁), as the authors' code does.
+A step reads nothing back from the device: d, d_max, d̂, r, ‖s‖₁ and k are 0-dim tensors on the parameters'
+device (:mod:`descend.optim.estimates`; numbers in ``state_dict()``), the sums are computed there, and the
+authors' early return while ‖s‖₁ = 0 (no gradient yet) is a ``torch.where`` that keeps the estimates and moves no
+weight. The elementwise updates run as torch's foreach kernels (one launch per device and dtype on a GPU).
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ from typing import Any
 import torch
 
 from descend.errors import UserError
+from descend.optim.estimates import EstimatingOptimizer, by_kind, coefficient, total
 
 
-class Prodigy(torch.optim.Optimizer):
+class Prodigy(EstimatingOptimizer):
     """Prodigy, as in the module docstring. ``growth_rate=None`` means no limit on d's growth."""
+
+    estimates = ("d", "d_max", "d_numerator", "d_denom", "d_hat", "k")
 
     state_per_parameter = 4
     learning_rate_free = True
@@ -77,64 +83,68 @@ class Prodigy(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        first = self.param_groups[0]
-        beta1, beta2, k, d, d_max = first["beta1"], first["beta2"], first["k"], first["d"], first["d_max"]
-        beta3 = first["beta3"] if first["beta3"] is not None else math.sqrt(beta2)
         lr = max(g["lr"] for g in self.param_groups)
-        correction = (1 - beta2 ** (k + 1)) ** 0.5 / (1 - beta1 ** (k + 1)) if first["bias_correction"] else 1
-        dlr = d * lr * correction
-        growth = first["growth_rate"] if first["growth_rate"] is not None else math.inf
-        d_numerator, delta_numerator, d_denom = first["d_numerator"] * beta3, 0.0, 0.0
-        for group in self.param_groups:
-            if group["lr"] not in (lr, 0.0):
-                raise UserError("prodigy: parameter groups may differ in lr only by having lr = 0")
-            decay, d0 = group["weight_decay"], group["d0"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if decay != 0 and not group["decouple"]:
-                    grad = grad.add(p, alpha=decay)
-                state = self.state[p]
-                if "step" not in state:
-                    state["step"] = 0
-                    state["s"] = torch.zeros_like(p)
-                    state["p0"] = p.detach().clone()
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                if group["lr"] > 0.0:
-                    delta_numerator += (d / d0) * dlr * torch.dot(grad.flatten(), (state["p0"] - p).flatten()).item()
-                    state["exp_avg"].mul_(beta1).add_(grad, alpha=d * (1 - beta1))
-                    state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=d * d * (1 - beta2))
-                    scale = (d / d0) * (d if group["safeguard_warmup"] else dlr)
-                    state["s"].mul_(beta3).add_(grad, alpha=scale)
-                    d_denom += state["s"].abs().sum().item()
-        if d_denom == 0:
+        if any(g["lr"] not in (lr, 0.0) for g in self.param_groups):
+            raise UserError("prodigy: parameter groups may differ in lr only by having lr = 0")
+        kinds = [(group, ps) for group in self.param_groups for ps in by_kind(group["params"])]
+        for _, ps in kinds:
+            for p in ps:
+                if "step" not in self.state[p]:
+                    zero = torch.zeros_like(p)
+                    self.state[p].update(
+                        step=0, s=zero, p0=p.detach().clone(), exp_avg=zero.clone(), exp_avg_sq=zero.clone()
+                    )
+        trained = [(group, ps) for group, ps in kinds if group["lr"] > 0.0]
+        if not trained:  # ‖s‖₁ = 0: the authors' code returns here
             return loss
-        d_hat = d
-        global_numerator = d_numerator + delta_numerator
-        if lr > 0.0:
-            d_hat = first["d_coef"] * global_numerator / d_denom
-            if d == first["d0"]:
-                d = max(d, d_hat)
-            d_max = max(d_max, d_hat)
-            d = min(d_max, d * growth)
-        for group in self.param_groups:
-            group.update(d_numerator=global_numerator, d_denom=d_denom, d=d, d_max=d_max, d_hat=d_hat)
-            decay, eps = group["weight_decay"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                state["step"] += 1
-                denom = state["exp_avg_sq"].sqrt().add_(d * eps)
-                if decay != 0 and group["decouple"]:
-                    p.add_(p, alpha=-decay * dlr)
-                p.addcdiv_(state["exp_avg"], denom, value=-dlr)
-            group["k"] = k + 1
+        first = self.param_groups[0]
+        e = self.estimates_on(trained[0][1][0].device)
+        beta1, beta2, d, k = first["beta1"], first["beta2"], e["d"], e["k"]
+        beta3 = first["beta3"] if first["beta3"] is not None else math.sqrt(beta2)
+        dlr = d * lr
+        if first["bias_correction"]:
+            dlr = dlr * ((1 - beta2 ** (k + 1)) ** 0.5 / (1 - beta1 ** (k + 1)))
+        deltas, norms = [], []
+        for group, ps in trained:
+            grads, like = [p.grad for p in ps], ps[0]
+            if group["weight_decay"] != 0 and not group["decouple"]:
+                grads = torch._foreach_add(grads, ps, alpha=group["weight_decay"])
+            p0, s, m, v = ([self.state[p][key] for p in ps] for key in ("p0", "s", "exp_avg", "exp_avg_sq"))
+            dots = [torch.dot(g.flatten(), x.flatten()) for g, x in zip(grads, torch._foreach_sub(p0, ps), strict=True)]
+            deltas.append((d / group["d0"]) * dlr * total(dots, d))
+            torch._foreach_mul_(m, beta1)
+            torch._foreach_add_(m, torch._foreach_mul(grads, coefficient(d * (1 - beta1), like)))
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, torch._foreach_mul(grads, coefficient(d * d * (1 - beta2), like)))
+            scale = (d / group["d0"]) * (d if group["safeguard_warmup"] else dlr)
+            torch._foreach_mul_(s, beta3)
+            torch._foreach_add_(s, torch._foreach_mul(grads, coefficient(scale, like)))
+            norms.append(total(torch._foreach_norm(s, 1), d))
+        d_denom = sum(norms)
+        numerator = e["d_numerator"] * beta3 + sum(deltas)
+        d_hat = first["d_coef"] * numerator / d_denom
+        new_d = torch.where((d == first["d0"]) & (d_hat > d), d_hat, d)  # Python's max and min, NaN included
+        d_max = torch.where(d_hat > e["d_max"], d_hat, e["d_max"])
+        if first["growth_rate"] is not None:
+            new_d = torch.where(new_d * first["growth_rate"] < d_max, new_d * first["growth_rate"], d_max)
+        else:
+            new_d = d_max
+        skip = d_denom == 0  # no gradient yet: the authors' code returns before changing an estimate or a weight
+        new = dict(d=new_d, d_max=d_max, d_hat=d_hat, d_numerator=numerator, d_denom=d_denom, k=k + 1)
+        self.publish({key: torch.where(skip, e[key], value) for key, value in new.items()})
+        step = torch.where(skip, 0.0, dlr)
+        for group, ps in kinds:
+            like, m, v = ps[0], [self.state[p]["exp_avg"] for p in ps], [self.state[p]["exp_avg_sq"] for p in ps]
+            denom = torch._foreach_sqrt(v)  # + d·ε; + 1 instead in a skipped step, where 0/0 could be (ε = 0)
+            floor = coefficient(torch.where(skip, 1.0, new_d * group["eps"]), like)
+            torch._foreach_add_(denom, floor, alpha=1)  # alpha: the overload that keeps floor a tensor (not .item())
+            if group["weight_decay"] != 0 and group["decouple"]:
+                torch._foreach_add_(ps, torch._foreach_mul(ps, coefficient(-group["weight_decay"] * step, like)))
+            torch._foreach_addcdiv_(ps, torch._foreach_mul(m, coefficient(-step, like)), denom)
+            for p in ps:
+                self.state[p]["step"] += 1
         return loss
 
     def logs(self) -> dict[str, float]:
-        """The step size the method uses: d·η (what a tuned Adam's lr would be)."""
-        group = self.param_groups[0]
-        return {"d_lr": group["d"] * group["lr"]}
+        """The step size the method uses: d·η (what a tuned Adam's lr would be); reads d from the device."""
+        return {"d_lr": self.number("d") * self.param_groups[0]["lr"]}
