@@ -88,7 +88,7 @@ cuda_tests() {
     local rc=0
     "$PY" -m pytest -p no:cacheprovider -q -rfEs --timeout 120 -m cuda tests/test_cuda.py || rc=$?
     "$PY" -m pytest -p no:cacheprovider -q -rfEs --timeout 60 -k cuda tests/test_streams.py tests/test_batches.py \
-        tests/test_checkpoint.py tests/test_early_stopping.py || rc=$?
+        tests/test_checkpoint.py tests/test_early_stopping.py tests/test_optim_no_sync.py || rc=$?
     return "$rc"
 }
 

@@ -11,6 +11,11 @@ Prodigy and D-Adaptation keep their estimates as 0-dim tensors on the device (:m
 the tests also check what that must not change: the authors' early return while no gradient has arrived (against
 prodigyopt, whose bias correction counts only the steps after it), an exact resume from ``state_dict()``, and a
 stand-in built from the groups (as the checkpoint check builds one) leaving the original's estimates alone.
+
+On a CUDA GPU (``pytest -k cuda``, run by ``benchmarks/gpu_check.sh``) the steps also run under
+``torch.cuda.set_sync_debug_mode("error")``, which catches what the counters cannot see: a wait inside torch's C++
+(a copy from host memory, an error check). Newton is left out there: an eigendecomposition per step, for small
+models.
 """
 
 from __future__ import annotations
@@ -207,3 +212,46 @@ def test_a_stand_in_built_from_the_groups_leaves_the_estimates_alone(name):
             p.grad = torch.ones_like(p)
     type(opt)(stand_ins).step()
     assert opt.state_dict()["param_groups"] == before
+
+
+CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [pytest.param(*case, id=case[0], marks=CUDA) for case in CHECKED.items() if case[0] != "newton"]
+    + [pytest.param(*case, id=f"{case[0]}-{'-'.join(case[1])}", marks=CUDA) for case in VARIANTS],
+)
+def test_a_cuda_step_never_waits_for_the_device(name, options):
+    """Prodigy's and D-Adaptation's weights also match a CPU run in float64 (the sums' order differs between the
+    CPU's and the GPU's kernels: ulps, which 30 steps keep far below rtol 1e-9)."""
+    on_gpu, on_cpu = _thirty_steps(name, options, "cuda"), _thirty_steps(name, options, "cpu")
+    if name in ("prodigy", "dadapt_sgd"):
+        torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-9, atol=1e-12)
+
+
+def _thirty_steps(name, options, device):
+    """The flat weights after 30 steps on ``device``; on a GPU every step runs where a synchronisation raises."""
+    model = _model().to(device)
+    opt = ds.optim.create(name, model, **options)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(30):
+        x, y = torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g)
+        x, y = x.to(device), y.to(device)
+
+        def closure(x=x, y=y):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        closure()
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            opt.step(closure) if getattr(opt, "needs_closure", False) else opt.step()
+        finally:
+            if device == "cuda":
+                torch.cuda.set_sync_debug_mode(0)
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).cpu()
