@@ -95,7 +95,7 @@ def test_train_is_the_trainers_checkpoints_and_the_recipes_declared_options():
         ({"batch_size": 0}, "config: train.batch_size = 0: must be one of 'full' or an integer >= 1"),
         ({"checkpoint_unit": "batch"}, "config: train.checkpoint_unit = 'batch': must be one of 'epoch', 'step'"),
         ({"max_rollbacks": -1}, "config: train.max_rollbacks = -1: must be an integer >= 0"),
-        ({"metrics": ["f1", ""]}, "config: train.metrics = ['f1', '']: must be a list of metric names"),
+        ({"metrics": ["f1", ""]}, "config: train.metrics = ['f1', '']: must be a list of metric names (at most 64)"),
     ],
 )
 def test_a_bad_train_value_is_one_line_naming_field_value_and_what_is_allowed(train, message):

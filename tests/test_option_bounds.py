@@ -44,6 +44,15 @@ BOUNDED_ELSEWHERE = {
     "patience": "compared with the epoch count",
     "cooldown": "compared with the epoch count",
     "start_from_epoch": "compared with the epoch count",
+    "batch_size": "a batch holds at most the training split's rows, which are in memory already",
+    "class_weights": "one weight per class: its length must match the data's classes, checked before training",
+    "log_every": "a period of steps: no loop, no memory",
+    "checkpoint_every": "a period of steps or epochs: no loop, no memory",
+    "every": "a period of optimizer steps: no loop, no memory",
+    "unfreeze_every": "a period of epochs: no loop, no memory",
+    "max_rollbacks": "each rollback follows a divergence, so the run's steps bound them",
+    "head_groups": "must leave a backbone below the head: checked against the model's layer groups",
+    "threads": "more threads than cores is warned about before the fit (descend.train.hardware)",
 }
 
 

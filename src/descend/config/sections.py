@@ -173,6 +173,7 @@ class ModelConfig(_PartSection):
         return models.spec(self.name, **self.options)
 
 
+MAX_METRICS = 64  # each is computed every epoch; more than a few dozen is a mistake
 #: ``[train]`` options that are not the Trainer's: ``Trainer.fit``'s (how long, on what batches), the loss, the
 #: metrics and the device.
 RECIPE_OPTIONS = (
@@ -193,7 +194,12 @@ RECIPE_OPTIONS = (
     ),
     Option("label_smoothing", number(0, 1, closed="left"), 0.0, "cross entropy against smoothed targets"),
     Option("class_weights", Optional(ListOf(number())), None, "one weight per class in the loss"),
-    Option("metrics", ListOf(Text("a metric name")), [], "logged besides the loss: accuracy, f1, auroc, r2, …"),
+    Option(
+        "metrics",
+        ListOf(Text("a metric name"), max_length=MAX_METRICS),
+        [],
+        "logged besides the loss: accuracy, f1, auroc, r2, …",
+    ),
     Option("device", OneOf(*DEVICES), _default(Trainer, "device"), "auto: CUDA, then MPS, then the CPU"),
 )
 #: ``[train]`` options of the Trainer itself (its declared table; the seed is the recipe's top-level ``seed``).
