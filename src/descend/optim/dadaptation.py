@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from descend.errors import UserError
-from descend.optim.estimates import EstimatingOptimizer, by_kind, coefficient, total
+from descend.optim.estimates import EstimatingOptimizer, by_kind, coefficient, into, total
 
 
 class DAdaptSGD(EstimatingOptimizer):
@@ -85,15 +85,22 @@ class DAdaptSGD(EstimatingOptimizer):
         g_sq = sum(_squared_norm([p.grad for p in ps], d) for _, ps in trained)
         g0_norm = torch.where(k == 0, g_sq.sqrt(), e["g0_norm"])
         dlr = torch.where(g0_norm > 0, d * lr / g0_norm, 0.0)
-        numerator, sk_sq = e["numerator_weighted"], []
-        for _, ps in trained:
+        numerator, sk_sq, scratch = e["numerator_weighted"], [], {}  # scratch: one buffer per parameter
+        for i, (group, ps) in enumerate(kinds):
+            if group["lr"] == 0.0:
+                continue
             grads, s, like = [p.grad for p in ps], [self.state[p]["s"] for p in ps], ps[0]
             if decay != 0:
                 grads = torch._foreach_add(grads, ps, alpha=decay)
             numerator = numerator + dlr * total(
                 [torch.dot(g.flatten(), x.flatten()) for g, x in zip(grads, s, strict=True)], d
             )
-            torch._foreach_add_(s, torch._foreach_mul(grads, coefficient(dlr, like)))
+            if decay != 0:  # new tensors already: scaled in place
+                torch._foreach_mul_(grads, coefficient(dlr, like))
+            else:
+                grads = torch._foreach_mul(grads, coefficient(dlr, like))
+            torch._foreach_add_(s, grads)
+            scratch[i] = grads
             sk_sq.append(_squared_norm(s, d))
         sk_sq = sum(sk_sq)
         d_hat = 2 * numerator / sk_sq.sqrt()
@@ -109,13 +116,15 @@ class DAdaptSGD(EstimatingOptimizer):
             )
         )
         weight = torch.where(skip, 0.0, torch.full_like(d, ck))  # of z in the primal average; 0 in a skipped step
-        for _, ps in kinds:
+        for i, (_, ps) in enumerate(kinds):
             z, x0, s = ([self.state[p][key] for p in ps] for key in ("z", "x0", "s"))
             like = ps[0]
             torch._foreach_copy_(z, x0)
             torch._foreach_sub_(z, s)
             torch._foreach_mul_(ps, coefficient(1 - weight, like))
-            torch._foreach_add_(ps, torch._foreach_mul(z, coefficient(weight, like)))
+            buf = into(scratch.get(i), z)
+            torch._foreach_mul_(buf, coefficient(weight, like))
+            torch._foreach_add_(ps, buf)
         return loss
 
     def logs(self) -> dict[str, float]:

@@ -84,6 +84,15 @@ def coefficient(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return value.to(device=like.device, dtype=dtype)
 
 
+def into(buf: list[torch.Tensor] | None, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``tensors`` copied into ``buf`` (a step's scratch tensors of the same shapes), or cloned if there is none.
+    On the CPU a new tensor costs more than a pass over an existing one (no caching allocator, as on a GPU)."""
+    if buf is None:
+        return torch._foreach_mul(tensors, 1)
+    torch._foreach_copy_(buf, tensors)
+    return buf
+
+
 def total(parts: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     """The sum of per-tensor 0-dim results (dot products, norms), in ``like``'s dtype and device (an estimate's)."""
     return torch.stack(parts).to(device=like.device, dtype=like.dtype).sum()

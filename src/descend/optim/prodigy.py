@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from descend.errors import UserError
-from descend.optim.estimates import EstimatingOptimizer, by_kind, coefficient, total
+from descend.optim.estimates import EstimatingOptimizer, by_kind, coefficient, into, total
 
 
 class Prodigy(EstimatingOptimizer):
@@ -104,21 +104,25 @@ class Prodigy(EstimatingOptimizer):
         dlr = d * lr
         if first["bias_correction"]:
             dlr = dlr * ((1 - beta2 ** (k + 1)) ** 0.5 / (1 - beta1 ** (k + 1)))
-        deltas, norms = [], []
-        for group, ps in trained:
+        deltas, norms, scratch = [], [], {}  # scratch: one buffer per parameter for the step (see _update)
+        for i, (group, ps) in enumerate(kinds):
+            if group["lr"] == 0.0:
+                continue
             grads, like = [p.grad for p in ps], ps[0]
             if group["weight_decay"] != 0 and not group["decouple"]:
                 grads = torch._foreach_add(grads, ps, alpha=group["weight_decay"])
             p0, s, m, v = ([self.state[p][key] for p in ps] for key in ("p0", "s", "exp_avg", "exp_avg_sq"))
-            dots = [torch.dot(g.flatten(), x.flatten()) for g, x in zip(grads, torch._foreach_sub(p0, ps), strict=True)]
+            buf = scratch[i] = torch._foreach_sub(p0, ps)
+            dots = [torch.dot(g.flatten(), x.flatten()) for g, x in zip(grads, buf, strict=True)]
             deltas.append((d / group["d0"]) * dlr * total(dots, d))
+            torch._foreach_mul_(into(buf, grads), coefficient(d, like))  # d·g
             torch._foreach_mul_(m, beta1)
-            torch._foreach_add_(m, torch._foreach_mul(grads, coefficient(d * (1 - beta1), like)))
+            torch._foreach_add_(m, buf, alpha=1 - beta1)
             torch._foreach_mul_(v, beta2)
-            torch._foreach_addcmul_(v, grads, torch._foreach_mul(grads, coefficient(d * d * (1 - beta2), like)))
-            scale = (d / group["d0"]) * (d if group["safeguard_warmup"] else dlr)
+            torch._foreach_addcmul_(v, buf, buf, value=1 - beta2)
+            torch._foreach_mul_(buf, coefficient((d if group["safeguard_warmup"] else dlr) / group["d0"], like))
             torch._foreach_mul_(s, beta3)
-            torch._foreach_add_(s, torch._foreach_mul(grads, coefficient(scale, like)))
+            torch._foreach_add_(s, buf)
             norms.append(total(torch._foreach_norm(s, 1), d))
         d_denom = sum(norms)
         numerator = e["d_numerator"] * beta3 + sum(deltas)
@@ -133,17 +137,26 @@ class Prodigy(EstimatingOptimizer):
         new = dict(d=new_d, d_max=d_max, d_hat=d_hat, d_numerator=numerator, d_denom=d_denom, k=k + 1)
         self.publish({key: torch.where(skip, e[key], value) for key, value in new.items()})
         step = torch.where(skip, 0.0, dlr)
-        for group, ps in kinds:
-            like, m, v = ps[0], [self.state[p]["exp_avg"] for p in ps], [self.state[p]["exp_avg_sq"] for p in ps]
-            denom = torch._foreach_sqrt(v)  # + d·ε; + 1 instead in a skipped step, where 0/0 could be (ε = 0)
-            floor = coefficient(torch.where(skip, 1.0, new_d * group["eps"]), like)
-            torch._foreach_add_(denom, floor, alpha=1)  # alpha: the overload that keeps floor a tensor (not .item())
-            if group["weight_decay"] != 0 and group["decouple"]:
-                torch._foreach_add_(ps, torch._foreach_mul(ps, coefficient(-group["weight_decay"] * step, like)))
-            torch._foreach_addcdiv_(ps, torch._foreach_mul(m, coefficient(-step, like)), denom)
-            for p in ps:
-                self.state[p]["step"] += 1
+        for i, (group, ps) in enumerate(kinds):
+            self._update(group, ps, scratch.get(i), step, torch.where(skip, 1.0, new_d * group["eps"]))
         return loss
+
+    def _update(self, group: dict, ps: list[torch.Tensor], buf: list | None, step: torch.Tensor, floor: torch.Tensor):
+        """w ← w − step·m / (√v + floor), decoupled decay first; floor = d·ε, or 1 in a skipped step (step = 0),
+        where ε = 0 could make it 0/0. ``buf`` is this step's scratch (or None): on the CPU a new tensor costs
+        more than a pass over one (no caching allocator), so the step makes one per parameter."""
+        like, m, v = ps[0], [self.state[p]["exp_avg"] for p in ps], [self.state[p]["exp_avg_sq"] for p in ps]
+        if group["weight_decay"] != 0 and group["decouple"]:
+            buf = into(buf, ps)
+            torch._foreach_mul_(buf, coefficient(-group["weight_decay"] * step, like))
+            torch._foreach_add_(ps, buf)
+        buf = into(buf, v)
+        torch._foreach_sqrt_(buf)
+        torch._foreach_add_(buf, coefficient(floor, like), alpha=1)  # alpha: the overload that keeps it a tensor
+        torch._foreach_div_(buf, coefficient(-step, like))  # (√v + floor)/(−step): −∞ when step = 0, adding −0
+        torch._foreach_addcdiv_(ps, m, buf)
+        for p in ps:
+            self.state[p]["step"] += 1
 
     def logs(self) -> dict[str, float]:
         """The step size the method uses: d·η (what a tuned Adam's lr would be); reads d from the device."""
