@@ -12,6 +12,10 @@ so a step only queues work: comparisons become ``torch.where``, step sizes multi
   JSON form, and float64 round-trips exactly, so a resumed run continues bit for bit. A loaded or new optimizer
   makes them tensors again at its first step (with ``torch.full``, which copies nothing from the host).
 - :meth:`EstimatingOptimizer.number` reads one back, for logging: one read when the trainer logs, none per step.
+
+The helpers run the sums and updates as torch's foreach kernels (:func:`by_kind`: one list per device and dtype,
+:func:`coefficient`: a 0-dim estimate as a kernel's scalar, :func:`total`: per-tensor results summed on the
+device) and reuse one scratch tensor per parameter through a step (:func:`into`).
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ def into(buf: list[torch.Tensor] | None, tensors: list[torch.Tensor]) -> list[to
     """``tensors`` copied into ``buf`` (a step's scratch tensors of the same shapes), or cloned if there is none.
     On the CPU a new tensor costs more than a pass over an existing one (no caching allocator, as on a GPU)."""
     if buf is None:
-        return torch._foreach_mul(tensors, 1)
+        return torch._foreach_mul(tensors, 1)  # a copy in one foreach kernel
     torch._foreach_copy_(buf, tensors)
     return buf
 

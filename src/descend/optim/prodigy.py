@@ -6,7 +6,7 @@ Per step k, with the estimate d_k (from d₀ = 1e-6, never decreasing), η the m
     m ← β1·m + d_k(1 − β1)·g            v ← β2·v + d_k²(1 − β2)·g²
     r ← β3·r + (d_k/d₀)·d_k·η·⟨g, w₀ − w⟩ (summed over all parameters)
     s ← β3·s + (d_k/d₀)·d_k·η·g          d̂ = d_coef · r / ‖s‖₁,   d_{k+1} = max(d_k, min(d̂, growth·d_k))
-    w ← w − d_k·η·m / (√v + d_k·ε)       (decoupled decay: w ← w − d_k·η·λ·w first)
+    w ← w − d_k·η·m / (√v + d_{k+1}·ε)   (decoupled decay: w ← w − d_k·η·λ·w first)
 
 β3 = √β2 by default; with ``bias_correction`` d_k·η is multiplied by √(1 − β2^(k+1)) / (1 − β1^(k+1)). The
 estimated step size d·η is what the trainer logs as ``d_lr`` next to ``lr``. The update is the authors' code
@@ -16,7 +16,9 @@ shape. Memory: four tensors per parameter (w₀, s, m, v).
 A step reads nothing back from the device: d, d_max, d̂, r, ‖s‖₁ and k are 0-dim tensors on the parameters'
 device (:mod:`descend.optim.estimates`; numbers in ``state_dict()``), the sums are computed there, and the
 authors' early return while ‖s‖₁ = 0 (no gradient yet) is a ``torch.where`` that keeps the estimates and moves no
-weight. The elementwise updates run as torch's foreach kernels (one launch per device and dtype on a GPU).
+weight (the per-parameter ``step`` counts every call that saw the parameter's gradient). The elementwise updates
+run as torch's foreach kernels (one launch per device and dtype on a GPU), with one scratch tensor per parameter
+during a step.
 """
 
 from __future__ import annotations
