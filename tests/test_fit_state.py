@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import descend as ds
-from descend.errors import Interrupted
+from descend.errors import DivergenceError, Interrupted
 from descend.train import Trainer
 from descend.train.callbacks import Callback
 from descend.train.fit_state import SHOWN, FitState
@@ -186,3 +186,31 @@ def test_a_checkpoint_carries_the_fit_state_across_a_stop(tmp_path):
     for key in ("metrics", "penalty", "grad_norm"):
         assert torch.equal(seen["sums"][key], before["sums"][key]), key
     assert torch.equal(seen["augment"], before["augment"])
+
+
+class _DivergeAtEpochEnd(Callback):
+    """Raises a divergence once, from on_epoch_end of the second epoch; afterwards records, at every step, the
+    position a checkpoint would hold and where the trainer is."""
+
+    def __init__(self):
+        self.raised, self.positions = False, []
+
+    def on_epoch_end(self, trainer, logs):
+        if trainer.epoch == 1 and not self.raised:
+            self.raised = True
+            raise DivergenceError("a divergence noticed at an epoch's end")
+
+    def on_batch_end(self, trainer):
+        if self.raised:
+            position = trainer.fit_state.position()
+            self.positions.append((position["epoch"], position["batch_index"], trainer.epoch, trainer.batch_index))
+
+
+def test_a_rollback_from_an_epoch_end_resumes_inside_the_epoch(tmp_path):
+    """The epoch-end flag is the fit's state too: a rollback from on_epoch_end must not leave it set, or every
+    checkpoint of the epoch run again would claim the next epoch."""
+    diverge = _DivergeAtEpochEnd()
+    trainer = _trainer(callbacks=[diverge], checkpoints=Checkpoints(tmp_path), on_divergence="rollback")
+    with pytest.warns(RuntimeWarning, match="Rolled back"):
+        trainer.fit(_data(), epochs=3, batch_size=32, progress=False)
+    assert diverge.positions and all(p[:2] == p[2:] for p in diverge.positions), diverge.positions
