@@ -12,7 +12,7 @@ import torch
 
 import descend as ds
 from descend.errors import DivergenceError, Interrupted
-from descend.train import Trainer
+from descend.train import Trainer, checkpoint
 from descend.train.callbacks import Callback
 from descend.train.fit_state import SHOWN, FitState
 from descend.train.state import Checkpoints
@@ -214,3 +214,28 @@ def test_a_rollback_from_an_epoch_end_resumes_inside_the_epoch(tmp_path):
     with pytest.warns(RuntimeWarning, match="Rolled back"):
         trainer.fit(_data(), epochs=3, batch_size=32, progress=False)
     assert diverge.positions and all(p[:2] == p[2:] for p in diverge.positions), diverge.positions
+
+
+class _ReloadMidFit(Callback):
+    """Saves the trainer's state at global step 2 and loads it back at step 5 (as user code may, mid-fit)."""
+
+    def __init__(self, path):
+        self.path, self.loaded, self.bases = path, None, []
+
+    def on_batch_end(self, trainer):
+        if trainer.global_step == 2 and self.loaded is None:
+            checkpoint.save(self.path, trainer.state_dict())
+        elif trainer.global_step == 5 and self.loaded is None:
+            self.loaded = checkpoint.load(self.path)
+            trainer.load_state_dict(self.loaded)
+        elif self.loaded is not None:
+            self.bases.append(list(trainer.fit_state.base_lrs))
+
+
+def test_a_state_loaded_mid_fit_keeps_its_base_rates(tmp_path):
+    """A restored optimizer's rate is the schedule's at the saved step, not a change made by user code: the
+    schedule goes on from the saved base rates."""
+    reload = _ReloadMidFit(tmp_path / "state.safetensors")
+    trainer = _trainer(callbacks=[reload])
+    trainer.fit(_data(), epochs=3, batch_size=32, progress=False)
+    assert reload.bases and all(bases == reload.loaded["base_lrs"] for bases in reload.bases), reload.bases

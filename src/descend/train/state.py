@@ -69,6 +69,7 @@ def restore(trainer, saved: dict) -> None:
     fit.augment_rng.set_state(saved["rng"]["augment"].cpu())
     fit.resume_at(position)  # the loss watch starts afresh at the position's step
     fit.base_lrs, fit.rollbacks = list(saved["base_lrs"]), saved["rollbacks"]
+    fit.lr_written = [None] * len(fit.base_lrs)  # the loaded rates are the schedule's, not a change by user code
     fit.history = History(saved["history"])
     fit.sums.load_state_dict(saved["epoch_sums"])  # every sum, and none of the batches held for the next reduction
     if fit.scaler is not None and saved.get("scaler"):
