@@ -14,7 +14,7 @@ def _error(raw: dict) -> str:
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ({"seed": "0"}, "config: seed = '0': Input should be a valid integer"),
+    ({"seed": "0"}, "config: seed = '0': must be an integer >= 0"),
     ({"train": {"epochs": "1"}}, "config: train.epochs = '1': must be an integer in [1, 1e+06]"),
     ({"train": {"epochs": 2.0}}, "config: train.epochs = 2.0: must be an integer in [1, 1e+06]"),
     ({"train": {"shuffle": "yes"}}, "config: train.shuffle = 'yes': must be true or false"),
@@ -24,7 +24,7 @@ def _error(raw: dict) -> str:
     ({"data": {"name": "iris", "val_fraction": "0.1"}}, "config: data.val_fraction = '0.1': "),
     ({"data": {"name": "iris", "target": True}}, "config: data.target = True: "),
     ({"early_stopping": {"restore_best": "no"}}, "config: early_stopping.restore_best = 'no': must be true or false"),
-    ({"seed": -1}, "config: seed = -1: Input should be greater than or equal to 0"),
+    ({"seed": -1}, "config: seed = -1: must be an integer >= 0"),
 ])
 def test_a_string_or_wrong_type_is_not_coerced(raw, message):
     assert _error(raw).startswith(message) or message in _error(raw)

@@ -282,7 +282,23 @@ EarlyStoppingConfig = table_section(
 TrackingConfig = table_section("TrackingConfig", tracking.OPTIONS, "``[tracking]``: the MLflow store of the runs.")
 
 
+#: The recipe's top level: the run's name, and the seed of everything random (the Trainer's ``seed``).
+TOP_OPTIONS = (
+    Option(
+        "name",
+        Optional(
+            Text("a plain name: 1 to 200 characters, no slash or backslash, no control characters", max_length=200),
+            "none (the recipe file's name)",
+        ),
+        None,
+        "names the run's directory: runs/NAME-DATE-TIME",
+    ),
+    next(o for o in Trainer.__init__.options if o.name == "seed"),
+)
+
+
 class Config(_Section):
+    table: ClassVar[tuple[Option, ...]] = TOP_OPTIONS
     name: str | None = None  # names the run's directory (runs/<name>-<time>), so it is a plain file name
 
     @field_validator("name")
@@ -300,7 +316,7 @@ class Config(_Section):
             )
         return v
 
-    seed: int = Field(0, ge=0)
+    seed: int = TOP_OPTIONS[1].default
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -74,7 +74,8 @@ def parts() -> list[Part]:
     out += [Part("train", title, "train", table, _checked("train", table)) for title, table in (
         ("Trainer.fit, the loss and the device", sections.RECIPE_OPTIONS), ("Trainer", sections.TRAINER_OPTIONS),
         ("Checkpoints", sections.CHECKPOINT_OPTIONS))]
-    out += [Part("averaging", "averaging", "averaging", averaging.OPTIONS, averaging.create),
+    out += [Part("", "top level", "config", sections.TOP_OPTIONS, _checked("config", sections.TOP_OPTIONS)),
+            Part("averaging", "averaging", "averaging", averaging.OPTIONS, averaging.create),
             Part("ensemble", "ensemble", "ensemble", ensemble.create.options, ensemble.create, needs={"members": 2}),
             Part(None, "mc_dropout", "mc_dropout", ensemble.mc_dropout.options, _bind(ensemble.mc_dropout, None, None)),
             Part("transfer", "transfer", "transfer", transfer.OPTIONS, transfer.create),
@@ -87,15 +88,18 @@ def _sections() -> dict[str, list[Part]]:
     for part in parts():
         if part.section is not None:
             found.setdefault(part.section, []).append(part)
-    return {name: found[name] for name in sections.Config.model_fields if name in found}  # in the recipe's order
+    return {name: found[name] for name in ("", *sections.Config.model_fields) if name in found}  # the recipe's order
 
 
 def describe_all() -> str:
     """Every recipe section's options as text."""
-    return "\n\n".join(describe(part.table, f"[{part.section}] {part.name}") for part in parts() if part.section)
+    return "\n\n".join(describe(part.table, f"[{part.section}] {part.name}" if part.section else part.name)
+                       for part in parts() if part.section is not None)
 
 
 _INTRO = {
+    "": "Outside any section: the run's name and the seed of everything random (initialisation, the data's splits "
+        "and order, dropout, augmentation).",
     "data": "`name` picks the dataset; these are the options of each dataset and of the user's own files.",
     "model": "`name` picks the builder; `input_shape` and `num_outputs` come from the data.",
     "optimizer": "`name` picks the optimizer (`sgd` is `gd`).",
@@ -123,7 +127,8 @@ def reference_markdown() -> str:
         if empty:
             intro += f" {', '.join(empty)}: no options."
         tables = markdown((part.name, _shown(part)) for part in members if part.table).rstrip()
-        out += [f"<details><summary><code>[{section}]</code></summary>", "", intro, "", tables, "", "</details>", ""]
+        title = f"<code>[{section}]</code>" if section else "top level"
+        out += [f"<details><summary>{title}</summary>", "", intro, "", tables, "", "</details>", ""]
     return "\n".join([*out, END])
 
 
