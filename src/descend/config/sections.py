@@ -1,12 +1,13 @@
 """A recipe's sections: each one a part's declared options, or the options a part checks itself.
 
-``[train]``, ``[early_stopping]`` and ``[tracking]`` are option tables (:mod:`descend.options`): the Trainer's own
-options (:class:`~descend.train.Trainer`), the checkpoint policy's, ``Trainer.fit``'s and the loss's, each declared
-once and checked by its :class:`~descend.options.Option`. The other sections build one part of descend
-(``[optimizer]``, ``[schedule]``, ``[regularization]``, ``[augment]``, ``[averaging]``, ``[ensemble]``,
-``[transfer]``, ``[model]``, ``[data]``) and are valid when the part accepts their options. Every section that picks
-an implementation does it with ``name``; the older words (``[regularization] kind``, ``[averaging] method``) are
-read as ``name`` with a warning.
+``[train]``, ``[early_stopping]``, ``[tracking]`` and the top level (``name``, ``seed``) are option tables
+(:mod:`descend.options`): the Trainer's own options (:class:`~descend.train.Trainer`), the checkpoint policy's,
+``Trainer.fit``'s and the loss's, each declared once and checked by its :class:`~descend.options.Option`; so are
+``[data]``'s splitting and scaling options (:func:`descend.data.load`'s). The other sections build one part of
+descend (``[optimizer]``, ``[schedule]``, ``[regularization]``, ``[augment]``, ``[averaging]``, ``[ensemble]``,
+``[transfer]``, ``[model]``, the dataset's own options in ``[data]``) and are valid when the part accepts their
+options. Every section that picks an implementation does it with ``name``; the older words (``[regularization]
+kind``, ``[averaging] method``) are read as ``name`` with one warning (:data:`RENAMED`).
 """
 
 from __future__ import annotations
