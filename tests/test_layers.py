@@ -152,3 +152,14 @@ def test_require_names_the_extra_to_install():
     finally:
         del optional.OPTIONAL["no_such_module_y"]
     assert optional.require("json", "reading").dumps([]) == "[]"
+
+
+def test_no_module_is_hidden_from_git():
+    """A module that .gitignore matches works here and is missing from every clone (``runs/`` once hid
+    ``src/descend/runs/``)."""
+    if not (ROOT.parent / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = [str(path.relative_to(ROOT.parent)) for path in MODULES.values()]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT.parent, capture_output=True,
+                             text=True).stdout.split()
+    assert not ignored, f"ignored by .gitignore: {ignored}"
