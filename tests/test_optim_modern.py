@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import descend as ds
+from descend.optim.estimates import EstimatingOptimizer
 
 STEPS = 60
 
@@ -219,6 +220,13 @@ def test_schedule_free_steps_only_in_train_mode():
         opt.step()
 
 
+@pytest.fixture(params=[False, True], ids=["on_host", "on_device"])
+def resident(request, monkeypatch):
+    """Prodigy and D-Adaptation both ways: estimates as numbers read back (the CPU's way), and kept on the device as
+    0-dim tensors (a GPU's way, run here on the CPU)."""
+    monkeypatch.setattr(EstimatingOptimizer, "resident", request.param)
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -227,7 +235,7 @@ def test_schedule_free_steps_only_in_train_mode():
         dict(weight_decay=0.01, weight_decay_mode="l2", safeguard_warmup=True),
     ],
 )
-def test_prodigy_equals_prodigyopt(options):
+def test_prodigy_equals_prodigyopt(options, resident):
     model = make_model()
     decouple = options.get("weight_decay_mode", "decoupled") == "decoupled"
     ref = dict(
@@ -247,7 +255,7 @@ def test_prodigy_equals_prodigyopt(options):
 
 
 @pytest.mark.parametrize("options", [dict(), dict(momentum=0.9, weight_decay=0.01)])
-def test_dadapt_sgd_equals_dadaptation(options):
+def test_dadapt_sgd_equals_dadaptation(options, resident):
     model = make_model()
     pairs = run_both(
         lambda m: ds.optim.create("dadapt_sgd", m, exclude_from_decay=[], **options),

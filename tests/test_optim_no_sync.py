@@ -7,10 +7,13 @@ argument parsing turns a 0-dim tensor into a number (``torch._foreach_add_(tenso
 keeps ``t`` a tensor). Every optimizer ``descend.optim.create`` knows is either checked here or listed with the
 reads it makes (strict xfail: a fix shows up as a failure here, to move the name to the checked ones).
 
-Prodigy and D-Adaptation keep their estimates as 0-dim tensors on the device (:mod:`descend.optim.estimates`);
-the tests also check what that must not change: the authors' early return while no gradient has arrived (against
-prodigyopt, whose bias correction counts only the steps after it), an exact resume from ``state_dict()``, and a
-stand-in built from the groups (as the checkpoint check builds one) leaving the original's estimates alone.
+Prodigy and D-Adaptation keep their estimates as 0-dim tensors on the device (:mod:`descend.optim.estimates`),
+except on the CPU, where a read costs nothing to wait for and they step as the authors' code does: the read counts
+here force the device's way (``resident = True``) on the CPU, and the tests of behaviour run both ways. They check
+what keeping the estimates on the device must not change: the authors' early return while no gradient has
+arrived (against prodigyopt, whose bias correction counts only the steps after it), an exact resume from
+``state_dict()``, and a stand-in built from the groups (as the checkpoint check builds one) leaving the original's
+estimates alone.
 
 On a CUDA GPU (``pytest -k cuda``, run by ``benchmarks/gpu_check.sh``) the steps also run under
 ``torch.cuda.set_sync_debug_mode("error")``, which catches what the counters cannot see: a wait inside torch's C++
@@ -30,6 +33,20 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import descend as ds
+from descend.optim.estimates import EstimatingOptimizer
+
+
+@pytest.fixture(autouse=True)
+def _on_device(monkeypatch):
+    """Prodigy and D-Adaptation step as on a GPU (estimates kept on the device), here on the CPU."""
+    monkeypatch.setattr(EstimatingOptimizer, "resident", True)
+
+
+@pytest.fixture(params=[True, False], ids=["on_device", "on_host"])
+def either_way(request, monkeypatch):
+    """Both ways of stepping: the estimates on the device, and as numbers on the host (the CPU's way)."""
+    monkeypatch.setattr(EstimatingOptimizer, "resident", request.param)
+    return request.param
 
 CHECKED = {
     "gd": {}, "momentum": {}, "nesterov": {}, "adagrad": {}, "rmsprop": {}, "adadelta": {}, "adam": {}, "adamw": {},
@@ -131,7 +148,7 @@ def _train(model, opt, steps, first_zero=0, seed=1):
         yield torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def test_prodigy_steps_with_zero_gradients_as_the_authors_code():
+def test_prodigy_steps_with_zero_gradients_as_the_authors_code(either_way):
     """While ‖s‖₁ = 0 prodigyopt returns before its estimates and its step count k change; the bias correction
     counts from the first step that moves. Float64, the tolerance of tests/test_optim_modern.py."""
     ours, theirs = _model(), _model()
@@ -153,7 +170,7 @@ def test_prodigy_steps_with_zero_gradients_as_the_authors_code():
     ],
     ids=["prodigy", "dadapt_sgd"],
 )
-def test_a_group_with_lr_0_steps_as_in_the_authors_code(ours, theirs):
+def test_a_group_with_lr_0_steps_as_in_the_authors_code(ours, theirs, either_way):
     """Groups may differ in lr only by lr = 0 (a frozen group: the authors' code still applies its other terms to
     it); any other difference is one clear error."""
     a, b = _model(), _model()
@@ -167,7 +184,7 @@ def test_a_group_with_lr_0_steps_as_in_the_authors_code(ours, theirs):
 
 
 @pytest.mark.parametrize("name", ["prodigy", "dadapt_sgd"])
-def test_zero_gradients_move_nothing_and_keep_the_estimates(name):
+def test_zero_gradients_move_nothing_and_keep_the_estimates(name, either_way):
     model = _model()
     opt = ds.optim.create(name, model, weight_decay=0.01, lr=1.0)
     before = copy.deepcopy(opt.state_dict()["param_groups"])
@@ -179,7 +196,7 @@ def test_zero_gradients_move_nothing_and_keep_the_estimates(name):
 
 
 @pytest.mark.parametrize("name", ["prodigy", "dadapt_sgd"])
-def test_a_state_dict_resumes_exactly(name):
+def test_a_state_dict_resumes_exactly(name, either_way):
     """state_dict() holds the estimates as numbers (k an int), and a fresh optimizer loaded from it continues bit
     for bit."""
     model = _model()
@@ -197,7 +214,7 @@ def test_a_state_dict_resumes_exactly(name):
 
 
 @pytest.mark.parametrize("name", ["prodigy", "dadapt_sgd"])
-def test_a_stand_in_built_from_the_groups_leaves_the_estimates_alone(name):
+def test_a_stand_in_built_from_the_groups_leaves_the_estimates_alone(name, either_way):
     """The checkpoint check steps a stand-in optimizer built from the live groups (their estimate tensors
     shared): new tensors are stored, never written in place."""
     model = _model()
@@ -255,3 +272,15 @@ def _thirty_steps(name, options, device):
             if device == "cuda":
                 torch.cuda.set_sync_debug_mode(0)
     return torch.cat([p.detach().flatten() for p in model.parameters()]).cpu()
+
+
+def test_on_the_cpu_the_step_reads_its_sums_as_the_authors_code(monkeypatch):
+    """By default (``resident = None``) parameters on the CPU step on the host, with Python numbers as estimates."""
+    monkeypatch.setattr(EstimatingOptimizer, "resident", None)
+    for name in ("prodigy", "dadapt_sgd"):
+        model = nn.Linear(3, 2)
+        optimizer = ds.optim.create(name, model, lr=1.0)
+        model(torch.randn(4, 3)).square().sum().backward()
+        assert not optimizer.on_device()
+        optimizer.step()
+        assert all(not isinstance(optimizer.param_groups[0][key], torch.Tensor) for key in optimizer.estimates)

@@ -12,16 +12,18 @@ Weight decay adds λ·w to the gradient (L2, as the authors'). The update is the
 (``dadaptation.DAdaptSGD``), equal to it in float64 (tested). Memory: three tensors per parameter (w₀, s, z). The
 estimated step size d·η/‖g₀‖ is logged as ``d_lr``.
 
-A step reads nothing back from the device: d, r, ‖g₀‖ and k are 0-dim tensors on the parameters' device
+On a GPU a step reads nothing back from the device: d, r, ‖g₀‖ and k are 0-dim tensors on the parameters' device
 (:mod:`descend.optim.estimates`; numbers in ``state_dict()``), the sums are computed there, and the authors' early
 returns (‖g₀‖ = 0 or ‖s‖ = 0: no gradient yet) are a ``torch.where`` that keeps the estimates and moves no weight.
 Whether a step is the first is known on the device only, so ‖g‖² is summed at every step (one norm kernel) and
 kept as ‖g₀‖ at the first. The elementwise updates run as torch's foreach kernels (one launch per device and dtype
-on a GPU).
+on a GPU). On the CPU the step is the authors' code, reading its sums back as numbers (see
+:mod:`descend.optim.estimates`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -69,6 +71,8 @@ class DAdaptSGD(EstimatingOptimizer):
         lr = max(g["lr"] for g in self.param_groups)
         if any(g["lr"] not in (lr, 0.0) for g in self.param_groups):
             raise UserError("dadapt_sgd: parameter groups may differ in lr only by having lr = 0")
+        if not self.on_device():
+            return self._step_on_host(lr, loss)
         kinds = [(group, ps) for group in self.param_groups for ps in by_kind(group["params"])]
         for _, ps in kinds:  # the state first: a checkpoint of a run stopped before ‖g₀‖ > 0 has it
             for p in ps:
@@ -125,6 +129,49 @@ class DAdaptSGD(EstimatingOptimizer):
             buf = into(scratch.get(i), z)
             torch._foreach_mul_(buf, coefficient(weight, like))
             torch._foreach_add_(ps, buf)
+        return loss
+
+    def _step_on_host(self, lr: float, loss: Any) -> Any:
+        """The step with the estimates as Python numbers and the sums read back: the authors' code, operation for
+        operation (where a read costs less than the kernels that avoid it: the CPU)."""
+        first, e = self.param_groups[0], self.as_numbers()
+        decay, ck, k = first["weight_decay"], 1 - first["momentum"], e["k"]
+        numerator, d = e["numerator_weighted"], e["d"]
+        growth = first["growth_rate"] if first["growth_rate"] is not None else math.inf
+        for group in self.param_groups:  # the state first: a checkpoint of a run stopped before ‖g₀‖ > 0 has it
+            for p in group["params"]:
+                if p.grad is not None and "z" not in self.state[p]:
+                    self.state[p].update(z=p.detach().clone(), s=torch.zeros_like(p), x0=p.detach().clone())
+        g0_norm = e["g0_norm"]
+        if k == 0:  # ‖g₀‖ (the authors' code leaves weight decay out of it)
+            trained = (p for g in self.param_groups if g["lr"] > 0 for p in g["params"] if p.grad is not None)
+            g0_norm = math.sqrt(sum((p.grad * p.grad).sum().item() for p in trained))
+            self.publish(dict(g0_norm=g0_norm))
+        if g0_norm == 0:
+            return loss
+        dlr = d * lr / g0_norm
+        sk_sq = 0.0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or group["lr"] == 0.0:
+                    continue
+                state = self.state[p]
+                grad = p.grad.add(p, alpha=decay) if decay != 0 else p.grad
+                numerator += dlr * torch.dot(grad.flatten(), state["s"].flatten()).item()
+                state["s"].add_(grad, alpha=dlr)
+                sk_sq += (state["s"] * state["s"]).sum().item()
+        if sk_sq == 0:
+            return loss
+        if lr > 0.0:
+            d = max(d, min(2 * numerator / math.sqrt(sk_sq), d * growth))
+        self.publish(dict(numerator_weighted=numerator, d=d, k=k + 1))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["z"].copy_(state["x0"] - state["s"])
+                p.mul_(1 - ck).add_(state["z"], alpha=ck)
         return loss
 
     def logs(self) -> dict[str, float]:

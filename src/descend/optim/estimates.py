@@ -12,6 +12,10 @@ so a step only queues work: comparisons become ``torch.where``, step sizes multi
   JSON form, and float64 round-trips exactly, so a resumed run continues bit for bit. A loaded or new optimizer
   makes them tensors again at its first step (with ``torch.full``, which copies nothing from the host).
 - :meth:`EstimatingOptimizer.number` reads one back, for logging: one read when the trainer logs, none per step.
+- On the CPU a read costs nothing to wait for, while each small kernel on a 0-dim tensor costs a call into torch:
+  there the step keeps the estimates as Python numbers and reads its sums as the authors' code does, operation for
+  operation (:meth:`EstimatingOptimizer.on_device` decides; ``resident = True`` or ``False`` on the class or an
+  instance forces one way, as the tests do to check both against the authors' code).
 
 The helpers run the sums and updates as torch's foreach kernels (:func:`by_kind`: one list per device and dtype,
 :func:`coefficient`: a 0-dim estimate as a kernel's scalar, :func:`total`: per-tensor results summed on the
@@ -31,6 +35,26 @@ class EstimatingOptimizer(torch.optim.Optimizer):
 
     estimates: tuple[str, ...] = ()
     counts: tuple[str, ...] = ("k",)
+    resident: bool | None = None  # keep the estimates on the device; None: unless the parameters are on the CPU
+
+    def on_device(self) -> bool:
+        """Whether this step keeps the estimates on the device (see the module docstring)."""
+        if self.resident is not None:
+            return self.resident
+        grads = (p for group in self.param_groups for p in group["params"] if p.grad is not None)
+        return next((p.device.type != "cpu" for p in grads), False)
+
+    def as_numbers(self) -> dict[str, Any]:
+        """The first group's estimates as Python numbers, stored so in every group (one read if they are tensors):
+        the form the step on the host works with."""
+        first = self.param_groups[0]
+        values = {key: first[key] for key in self.estimates}
+        tensors = [key for key, v in values.items() if isinstance(v, torch.Tensor)]
+        if tensors:
+            read = torch.stack([values[key].detach().to("cpu", torch.float64) for key in tensors]).tolist()
+            values.update({key: int(n) if key in self.counts else n for key, n in zip(tensors, read, strict=True)})
+            self.publish(values)
+        return values
 
     def estimates_on(self, device: torch.device) -> dict[str, torch.Tensor]:
         """The estimates as 0-dim tensors on ``device``, read from the first group (made tensors if numbers)."""

@@ -13,12 +13,13 @@ estimated step size d·η is what the trainer logs as ``d_lr`` next to ``lr``. T
 (``prodigyopt.Prodigy``, ``slice_p=1``), equal to it in float64 (tested), with s and w₀ kept in each parameter's
 shape. Memory: four tensors per parameter (w₀, s, m, v).
 
-A step reads nothing back from the device: d, d_max, d̂, r, ‖s‖₁ and k are 0-dim tensors on the parameters'
+On a GPU a step reads nothing back from the device: d, d_max, d̂, r, ‖s‖₁ and k are 0-dim tensors on the parameters'
 device (:mod:`descend.optim.estimates`; numbers in ``state_dict()``), the sums are computed there, and the
 authors' early return while ‖s‖₁ = 0 (no gradient yet) is a ``torch.where`` that keeps the estimates and moves no
 weight (the per-parameter ``step`` counts every call that saw the parameter's gradient). The elementwise updates
 run as torch's foreach kernels (one launch per device and dtype on a GPU), with one scratch tensor per parameter
-during a step.
+during a step. On the CPU the step is the authors' code, reading its two sums per parameter back as numbers (see
+:mod:`descend.optim.estimates`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class Prodigy(EstimatingOptimizer):
         lr = max(g["lr"] for g in self.param_groups)
         if any(g["lr"] not in (lr, 0.0) for g in self.param_groups):
             raise UserError("prodigy: parameter groups may differ in lr only by having lr = 0")
+        if not self.on_device():
+            return self._step_on_host(lr, loss)
         kinds = [(group, ps) for group in self.param_groups for ps in by_kind(group["params"])]
         for _, ps in kinds:
             for p in ps:
@@ -141,6 +144,59 @@ class Prodigy(EstimatingOptimizer):
         step = torch.where(skip, 0.0, dlr)
         for i, (group, ps) in enumerate(kinds):
             self._update(group, ps, scratch.get(i), step, torch.where(skip, 1.0, new_d * group["eps"]))
+        return loss
+
+    def _step_on_host(self, lr: float, loss: Any) -> Any:
+        """The step with the estimates as Python numbers and the sums read back: the authors' code, operation for
+        operation (where a read costs less than the kernels that avoid it: the CPU)."""
+        first, e = self.param_groups[0], self.as_numbers()
+        beta1, beta2, k, d, d_max = first["beta1"], first["beta2"], e["k"], e["d"], e["d_max"]
+        beta3 = first["beta3"] if first["beta3"] is not None else math.sqrt(beta2)
+        correction = (1 - beta2 ** (k + 1)) ** 0.5 / (1 - beta1 ** (k + 1)) if first["bias_correction"] else 1
+        dlr = d * lr * correction
+        growth = first["growth_rate"] if first["growth_rate"] is not None else math.inf
+        d_numerator, delta_numerator, d_denom = e["d_numerator"] * beta3, 0.0, 0.0
+        for group in self.param_groups:
+            decay, d0 = group["weight_decay"], group["d0"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if decay != 0 and not group["decouple"]:
+                    grad = grad.add(p, alpha=decay)
+                state = self.state[p]
+                if "step" not in state:
+                    zero = torch.zeros_like(p)
+                    state.update(step=0, s=zero, p0=p.detach().clone(), exp_avg=zero.clone(), exp_avg_sq=zero.clone())
+                if group["lr"] > 0.0:
+                    delta_numerator += (d / d0) * dlr * torch.dot(grad.flatten(), (state["p0"] - p).flatten()).item()
+                    state["exp_avg"].mul_(beta1).add_(grad, alpha=d * (1 - beta1))
+                    state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=d * d * (1 - beta2))
+                    scale = (d / d0) * (d if group["safeguard_warmup"] else dlr)
+                    state["s"].mul_(beta3).add_(grad, alpha=scale)
+                    d_denom += state["s"].abs().sum().item()
+        if d_denom == 0:
+            return loss
+        d_hat = d
+        numerator = d_numerator + delta_numerator
+        if lr > 0.0:
+            d_hat = first["d_coef"] * numerator / d_denom
+            if d == first["d0"]:
+                d = max(d, d_hat)
+            d_max = max(d_max, d_hat)
+            d = min(d_max, d * growth)
+        self.publish(dict(d_numerator=numerator, d_denom=d_denom, d=d, d_max=d_max, d_hat=d_hat, k=k + 1))
+        for group in self.param_groups:
+            decay, eps = group["weight_decay"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["step"] += 1
+                denom = state["exp_avg_sq"].sqrt().add_(d * eps)
+                if decay != 0 and group["decouple"]:
+                    p.add_(p, alpha=-decay * dlr)
+                p.addcdiv_(state["exp_avg"], denom, value=-dlr)
         return loss
 
     def _update(self, group: dict, ps: list[torch.Tensor], buf: list | None, step: torch.Tensor, floor: torch.Tensor):

@@ -28,13 +28,13 @@ from pathlib import Path
 from .. import atomic, models, schedules
 from .. import config as cfg
 from ..errors import DivergenceError, UserError
-from .record import INFERENCE_FILE, inference_record
 from ..report.run import write_predictions, write_run_report
 from ..tracking import flatten
 from ..train.checkpoint import save_weights
 from ..train.checkpointing import Checkpoints, has_checkpoint
 from ..train.logs import MetricsFile, TensorBoard
 from ..train.metrics import num_outputs
+from .record import INFERENCE_FILE, inference_record
 
 # Fields a resumed run may change; every other field shapes the computation and must stay as recorded.
 RESUMABLE = ("name", "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_unit",

@@ -19,17 +19,17 @@ from pathlib import Path
 import torch
 
 from .. import atomic, models
-from . import experiment
 from .. import config as cfg
 from ..ensemble import Ensemble, dropout_layers
 from ..errors import UserError
-from .directory import check_links, default_run_dir, owned
-from .record import INFERENCE_FILE, inference_record
+from ..memory import check_fits_memory
 from ..models.networks import BYTES_PER_PARAMETER
 from ..report.ensemble import write_ensemble_report
-from ..memory import check_fits_memory
 from ..train.callbacks import Callback
 from ..train.metrics import num_outputs, resolve_loss
+from . import experiment
+from .directory import check_links, default_run_dir, owned
+from .record import INFERENCE_FILE, inference_record
 
 __all__ = ["SnapshotCollector", "EnsembleResult", "fit", "run", "snapshot_recipe", "records", "write"]
 

@@ -22,7 +22,6 @@ from . import execute, experiment
 from .directory import default_run_dir
 
 
-
 def launch(args) -> int:
     """Run ``descend run`` in ``args.nproc`` processes per node through ``torch.distributed.run`` (torchrun).
 

@@ -17,6 +17,8 @@ the user's own model factory is loaded only with consent (``allow_code=True``, o
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import torch
 
 from .. import atomic, ensemble, models, usercode
 from .. import config as cfg
+from .. import data as datasets
 from .. import export as export_
 from ..data import Split, labels
 from ..data.core import RawData
@@ -42,16 +45,13 @@ from ..data.load import check_targets
 from ..data.scaling import Scaler, as_float_inputs
 from ..data.tables import TableEncoder
 from ..errors import UserError
-from .record import INFERENCE_FILE, checked_record, feature_scaler
 from ..report import inline
 from ..train.checkpoint import load_weights
 from ..train.divergence import all_finite
 from ..train.history import History
 from ..train.metric_fns import predicted_class
-import csv
-import io
 from .experiment import evaluation_trainer
-from .. import data as datasets
+from .record import INFERENCE_FILE, checked_record, feature_scaler
 
 WEIGHTS = {"final": "model.safetensors", "best": "checkpoints/best.safetensors",
            "last": "checkpoints/last.safetensors"}

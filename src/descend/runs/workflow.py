@@ -28,9 +28,9 @@ from typing import Any
 from torch import nn
 
 from .. import config as cfg
-from . import execute, experiment
 from .. import usercode
 from ..errors import UserError
+from . import execute
 
 #: The ``[data]`` fields that describe splitting and scaling, kept when ``data=`` replaces the dataset.
 DATA_FIELDS = ("val_fraction", "test_fraction", "scale", "target_scale", "task")
