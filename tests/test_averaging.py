@@ -189,7 +189,7 @@ def test_recipe_section_and_its_errors():
     assert isinstance(callback, averaging.WeightAveraging) and callback.batch_norm == "keep"
     for bad, words in [({"name": "polyak"}, "option 'name' must be one of 'ema', 'swa'; got 'polyak'"),
                        ({"decay": 1.0}, "option 'decay'"), ({"batch_norm": "freeze"}, "'recompute', 'average', 'keep'"),
-                       ({"name": "ema", "swa_lr": 0.1}, "belong to method = 'swa'"),
+                       ({"name": "ema", "swa_lr": 0.1}, r"belong to SWA \(name = 'swa'\)"),
                        ({"decay_rate": 0.9}, "unknown option 'decay_rate'")]:
         with pytest.raises(ds.UserError, match=words):
             config.validate({"data": {"name": "iris"}, "averaging": bad})

@@ -135,7 +135,7 @@ class WeightAveraging(Callback):
         self.method, self.decay, self.every, self.warmup = method, decay, every, warmup
         self.warmup_gamma, self.warmup_power = warmup_gamma, warmup_power
         if method == "ema" and (first_epoch is not None or start_epoch is not None or swa_lr is not None):
-            raise UserError("averaging: first_epoch and swa_lr belong to method = 'swa'; EMA averages from the "
+            raise UserError("averaging: first_epoch and swa_lr belong to SWA (name = 'swa'); EMA averages from the "
                             "first step (use warmup for a slow start)")
         self.first_epoch = epochs.first_epoch("averaging", first_epoch, "start_epoch", start_epoch,
                                               meaning="averages from")
