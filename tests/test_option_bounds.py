@@ -52,7 +52,6 @@ BOUNDED_ELSEWHERE = {
     "unfreeze_every": "a period of epochs: no loop, no memory",
     "max_rollbacks": "each rollback follows a divergence, so the run's steps bound them",
     "head_groups": "must leave a backbone below the head: checked against the model's layer groups",
-    "threads": "more threads than cores is warned about before the fit (descend.train.hardware)",
 }
 
 

@@ -77,7 +77,7 @@ class Trainer(Evaluation):
              Option("log_every", integer(1), doc="steps between reads of the training loss"),
              Option("on_divergence", OneOf(*divergence.ACTIONS), doc="stop, or reload the last checkpoint"),
              Option("max_rollbacks", integer(0), doc="rollbacks before giving up"),
-             Option("threads", Either(OneOf("auto"), integer(1)), doc="CPU threads, or auto"),
+             Option("threads", Either(OneOf("auto"), integer(1, 1024)), doc="CPU threads, or auto"),
              Option("channels_last", Either(OneOf("auto"), Boolean()),
                     doc="NHWC memory format for 2-D convolutional models, or auto"),
              Option("compile", Boolean(), doc="torch.compile the model's forward pass"))
