@@ -62,6 +62,41 @@ def test_predict_keeps_integer_inputs_for_an_embedding_and_casts_what_the_fit_ca
     torch.testing.assert_close(mlp.predict(pixels), mlp.predict(pixels.float().numpy()))
 
 
+def _ids_and_labels(n=40):
+    x = torch.randint(0, 10, (n, 6), generator=torch.Generator().manual_seed(0))
+    return x, (x[:, 0] > 4).long()
+
+
+@pytest.mark.parametrize("form", ["tensors", "numpy", "dataloader", "validation_split"])
+def test_an_embedding_model_trains_on_integer_ids_in_every_input_form(form):
+    """Integer inputs reach a model that takes them as integers, whatever form the data comes in; a model that
+    does not (linear layers on integer pixels) gets float32, as before."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = _ids_and_labels()
+    data = {"tensors": (x, y), "numpy": (x.numpy(), y.numpy()), "validation_split": (x, y),
+            "dataloader": DataLoader(TensorDataset(x, y), batch_size=10)}[form]
+    trainer = Trainer(Tokens(), device="cpu")
+    extra = {"validation_split": 0.25} if form == "validation_split" else {}
+    history = trainer.fit(data, epochs=2, batch_size=10, progress=False, **extra)
+    assert len(history) == 2 and torch.isfinite(torch.tensor(history["train_loss"])).all()
+    assert trainer.predict(x).shape == (40, 2)
+    assert set(trainer.evaluate((x, y))) >= {"loss", "accuracy"}
+    counts = torch.randint(0, 255, (40, 6), dtype=torch.int64)
+    mlp = Trainer(nn.Linear(6, 2), device="cpu")
+    counts_data = DataLoader(TensorDataset(counts, y), batch_size=10) if form == "dataloader" else (counts, y)
+    mlp.fit(counts_data, epochs=1, batch_size=10, progress=False)
+    torch.testing.assert_close(mlp.predict(counts), mlp.predict(counts.float()))
+
+
+def test_ids_out_of_an_embedding_and_a_wrong_input_width_are_named():
+    x, y = _ids_and_labels()
+    with pytest.raises(UserError, match="each id must be below its embedding's size"):
+        Trainer(Tokens(), device="cpu").fit((x + 10, y), epochs=1, progress=False)
+    with pytest.raises(UserError, match=r"shapes cannot be multiplied .*make the model's input size match"):
+        Trainer(nn.Linear(7, 2), device="cpu").fit((x, y), epochs=1, progress=False)
+
+
 class FailsOnSecondBatch(nn.Linear):
     def __init__(self):
         super().__init__(5, 2)

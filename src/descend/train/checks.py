@@ -57,15 +57,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def as_split(data, what: str) -> Split:
-    """A :class:`~descend.data.Split` from a Split or an ``(x, y)`` pair (integer y: classification)."""
+    """A :class:`~descend.data.Split` from a Split or an ``(x, y)`` pair (integer y: classification); floating
+    inputs become float32, integer inputs stay integers until the model is known (:func:`model_inputs`)."""
     if isinstance(data, Split):
         return data
     if isinstance(data, Sequence) and len(data) == 2:
         x, y = (as_tensor(v) for v in data)
+        x = x if is_integer(x) else x.float()
         if y.dtype.is_floating_point:
-            return Split(x.float(), y.float(), "regression", None)
+            return Split(x, y.float(), "regression", None)
         classes = int(y.max()) + 1 if y.numel() else 0
-        return Split(x.float(), y.long(), "classification", classes)
+        return Split(x, y.long(), "classification", classes)
     raise UserError(f"{what} must be a descend.data.Split or an (x, y) pair of tensors, got {type(data).__name__}")
 
 
@@ -86,6 +88,37 @@ def check_labels(split: Split, loss: str, outputs: int) -> None:
             raise UserError(f"class labels must be integers in [0, {limit - 1}], found labels from {lo} to {hi}")
 
 
+def is_integer(x: torch.Tensor) -> bool:
+    """Integer inputs (token or category ids, counts, 8-bit pixels), not floating, complex or boolean ones."""
+    return not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
+
+
+@torch.no_grad()
+def model_inputs(model: nn.Module | None, x: torch.Tensor, device: torch.device) -> torch.dtype:
+    """The dtype ``model`` takes integer inputs ``x`` in: their own when the model takes them (ids for an
+    ``nn.Embedding``), else float32 (pixels or counts for linear layers and convolutions), tried on two samples;
+    floating inputs keep their dtype, boolean ones and those of a model not built yet (descend's own networks)
+    are float32."""
+    if not is_integer(x):
+        return x.dtype if x.is_floating_point() else torch.float32
+    if model is None:
+        return torch.float32
+    was_training = model.training
+    model.eval()
+    try:
+        for dtype in (x.dtype, torch.float32):
+            try:
+                model(x[:2].to(device, dtype))
+                return dtype
+            except (RuntimeError, TypeError, IndexError):
+                continue
+        # taken in neither: the checks that follow show the error of the dtype the model is made for
+        embeds = any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())
+        return x.dtype if embeds else torch.float32
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def check_shapes(model: nn.Module, split: Split, loss: str, outputs: int | None, device: torch.device) -> int:
     """Run two samples through the model: it must take the data's input shape and give ``outputs`` values per
@@ -94,10 +127,12 @@ def check_shapes(model: nn.Module, split: Split, loss: str, outputs: int | None,
     model.eval()
     try:
         out = model(split.x[:2].to(device))
-    except RuntimeError as e:
+    except (RuntimeError, IndexError, TypeError) as e:  # a size, an id out of range, a forward that wants more
         first = str(e).strip().splitlines()[0]
+        fix = ("integer inputs reach the model as integers when it takes them: each id must be below its "
+               "embedding's size" if is_integer(split.x) else "make the model's input size match the data")
         raise UserError(f"the model cannot take inputs of per-sample shape {tuple(split.x.shape[1:])} "
-                        f"(torch says: {first}); make the model's input size match the data") from None
+                        f"(torch says: {first}); {fix}") from None
     finally:
         model.train(was_training)
     if out.dim() != 2 or (outputs is not None and out.shape[1] != outputs):

@@ -26,6 +26,7 @@ import torch
 from ..data import Split
 from ..data.core import as_tensor
 from ..errors import UserError
+from .checks import model_inputs
 
 
 def is_stream(data) -> bool:
@@ -45,6 +46,7 @@ class Stream:
             raise UserError("the training data is a one-shot iterator (a generator?); give a DataLoader, a list of "
                             "(x, y) batches, or an object whose __iter__ starts over every epoch")
         self.source, self.device = source, device
+        self.inputs = torch.float32  # the dtype integer inputs are read in (set by probe: the model decides)
         self._side = None  # the CUDA stream batches are copied on
         self._len = len(source) if hasattr(source, "__len__") else sum(1 for _ in source)  # one counting pass
         if self._len == 0:
@@ -63,7 +65,9 @@ class Stream:
     def _pair(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = _tensors(batch)
         x = x.to(self.device, non_blocking=True)
-        return (x.float() if not x.is_floating_point() else x), y.to(self.device, non_blocking=True)
+        if not x.is_floating_point():
+            x = x if x.dtype == self.inputs else x.to(self.inputs)
+        return x, y.to(self.device, non_blocking=True)
 
     def _start_copy(self, batch):
         """Queue the batch's copy to the GPU on the side stream (from pinned memory, so the host goes on)."""
@@ -87,6 +91,8 @@ class Stream:
 
     def probe(self, model: torch.nn.Module | None) -> Split:
         """The first batch as a split, for the trainer's checks (task from the targets' type)."""
+        raw, _ = _tensors(next(iter(self.source)))
+        self.inputs = model_inputs(model.to(self.device) if model is not None else None, raw, self.device)
         x, y = self._pair(next(iter(self.source)))
         if y.is_floating_point():
             return Split(x.float(), y.float(), "regression")

@@ -10,12 +10,14 @@ metrics are the trainer's public attributes. :func:`choose_speed` decides a fit'
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import nn
 
 from ..data import Split
 from ..errors import UserError
 from . import hardware, metric_fns, rng, speed
-from .checks import as_split, check_model, check_split
+from .checks import as_split, check_model, check_split, is_integer, model_inputs
 from .dataloaders import Stream, is_stream
 from .metrics import loss_function, resolve_loss
 
@@ -53,6 +55,8 @@ def prepare_split(trainer, split: Split) -> Split:
     trainer.model.to(trainer.device)
     if trainer.optimizer is None:
         trainer.optimizer = fit.optimizer_spec.build(trainer.model)
+    if is_integer(split.x):  # integer inputs as the model takes them: ids stay integers, pixels become float32
+        split = replace(split, x=split.x.to(model_inputs(trainer.model, split.x, trainer.device)))
     check_model(trainer.model, split, trainer.loss, outputs, trainer.device)
     split = split.to(trainer.device)
     layout, _ = hardware.layout_choice(trainer.channels_last, trainer.device.type, trainer.model, split.x)
