@@ -91,7 +91,7 @@ def test_train_is_the_trainers_checkpoints_and_the_recipes_declared_options():
     ("train", "message"),
     [
         ({"precision": "fp8"}, "config: train.precision = 'fp8': must be one of 'auto', 'fp32', 'bf16', 'fp16'"),
-        ({"threads": 0}, "config: train.threads = 0: must be one of 'auto' or an integer >= 1"),
+        ({"threads": 0}, "config: train.threads = 0: must be one of 'auto' or an integer in [1, 1024]"),
         ({"batch_size": 0}, "config: train.batch_size = 0: must be one of 'full' or an integer >= 1"),
         ({"checkpoint_unit": "batch"}, "config: train.checkpoint_unit = 'batch': must be one of 'epoch', 'step'"),
         ({"max_rollbacks": -1}, "config: train.max_rollbacks = -1: must be an integer >= 0"),
