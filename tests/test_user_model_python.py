@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_run_with_a_factory_and_arrays_writes_the_run_directory(mynets, tmp_path
     assert Path(summary["run_dir"]) == tmp_path / "r" and "test_accuracy" in summary["final"]
     recorded = config.load(tmp_path / "r" / "config.toml")
     assert recorded.model.name == "mynets:resnet1d" and recorded.model.options == {"channels": 4}
-    assert recorded.data.name == "__main__:data"  # arrays given in this process: recorded, not reloadable
+    assert re.fullmatch(r"__main__:data(_\d+)?", recorded.data.name)  # arrays given here: recorded, not reloadable
     run = ds.load_run(tmp_path / "r")  # this process passed the factory and data: nothing would be imported
     assert run.predict(x[:5]).shape == (5,) and "test_loss" in run.evaluate()
     # another process would import module 'mynets' (on its path there): refused without consent
@@ -128,3 +129,32 @@ def test_a_run_of_objects_given_in_another_process_says_to_pass_them_again(tmp_p
         return nn.Linear(in_features, num_outputs)
 
     assert ds.load_run(tmp_path / "r", model=net).predict(np.zeros((2, 4), np.float32)).shape == (2,)
+
+
+def test_each_recipe_keeps_the_data_and_factory_it_was_made_with():
+    """Objects given from Python are recorded by name; a second recipe given other arrays, or a redefined factory
+    of the same name, must not change what an earlier recipe trains on."""
+    from descend.runs import experiment
+
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(60, 4)).astype("float32"), rng.normal(size=(90, 7)).astype("float32")
+    first = workflow.recipe(RECIPE, data=(x1, np.arange(60) % 2))
+    second = workflow.recipe(RECIPE, data=(x2, np.arange(90) % 3))
+    again = workflow.recipe(RECIPE, data=(x1, np.arange(60) % 2))
+    assert first.data.name != second.data.name
+    assert experiment.build(first).data.info.input_shape == (4,)
+    assert experiment.build(second).data.info.input_shape == (7,)
+    assert experiment.build(again).data.info.input_shape == (4,)
+
+    def net(in_features, num_outputs):
+        return nn.Linear(in_features, num_outputs)
+
+    made = workflow.recipe(first, model=net)
+
+    def net(in_features, num_outputs):  # noqa: F811  (redefined, as in a notebook cell run again)
+        return nn.Sequential(nn.Linear(in_features, 8), nn.ReLU(), nn.Linear(8, num_outputs))
+
+    remade = workflow.recipe(first, model=net)
+    assert made.model.name != remade.model.name
+    assert isinstance(experiment.build(made).trainer.model, nn.Linear)
+    assert isinstance(experiment.build(remade).trainer.model, nn.Sequential)

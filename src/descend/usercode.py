@@ -15,6 +15,7 @@ checks the keyword arguments a recipe gives a factory against the factory's sign
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -197,10 +198,27 @@ def name_of(obj: Callable) -> str:
 
 
 def given(obj: Callable, name: str) -> str:
-    """Register ``obj`` as ``__main__:name`` for :func:`load` in this process only (see :func:`name_of`)."""
-    text = f"__main__:{name}"
+    """Register ``obj`` as ``__main__:name`` for :func:`load` in this process only (see :func:`name_of`). A name
+    another object holds gets a number (``data_2``, ``data_3``, …): each recipe keeps the object it was made with,
+    also when a later recipe is given other data or a redefined function of the same name."""
+    text, number = f"__main__:{name}", 1
+    while text in _GIVEN and not _same(_GIVEN[text], obj):
+        number += 1
+        text = f"__main__:{name}_{number}"
     _GIVEN[text] = obj
     return text
+
+
+def _same(held: Any, obj: Any) -> bool:
+    """The same object, or a ``functools.partial`` of the very same function and arguments (what ``data=`` makes of
+    arrays each time they are given)."""
+    if held is obj:
+        return True
+    if not (isinstance(held, functools.partial) and isinstance(obj, functools.partial)) or held.func is not obj.func:
+        return False
+    pairs = [*zip(held.args, obj.args), *((held.keywords[k], obj.keywords.get(k)) for k in held.keywords)]
+    return (len(held.args), held.keywords.keys()) == (len(obj.args), obj.keywords.keys()) and all(
+        a is b for a, b in pairs)
 
 
 def _defined_in_main(module: str) -> bool:
