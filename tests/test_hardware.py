@@ -120,7 +120,11 @@ def test_the_fit_applies_and_records_the_machine_s_choice(monkeypatch):
         (x[:32] + torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))), epochs=1, batch_size=32, progress=False
     )
     assert trainer.speed.precision == "bf16"  # a step of 32 x 1.6 MFLOPs x 6: over the bound
-    assert trainer._autocast().fast_dtype == torch.bfloat16
+    dtypes = []
+    hook = model[1].register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    trainer.predict(x[:2])
+    hook.remove()
+    assert dtypes == [torch.bfloat16]  # the model runs under the bf16 autocast the fit chose
     record = trainer.speed.record()
     assert record["machine"] == "Xeon" and record["capability"] == "AVX512" and record["native_bf16"]
     assert set(record["reasons"]) == {"precision", "channels_last", "threads"}
