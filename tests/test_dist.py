@@ -190,8 +190,8 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_if_it_never_stopped(tm
     assert_close(straight, load_file(tmp_path / "killed" / "model.safetensors"), atol=0)
 
 
-@pytest.mark.parametrize("nproc", ["0", "-2"])
-def test_a_process_count_below_one_is_refused(tmp_path, capsys, nproc):
+@pytest.mark.parametrize("nproc", ["0", "-2", "257", "100000"])
+def test_a_process_count_out_of_bounds_is_refused(tmp_path, capsys, nproc):
     from descend.cli import main
 
     recipe = tmp_path / "digits.toml"

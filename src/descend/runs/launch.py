@@ -21,6 +21,9 @@ from ..train.control import Control
 from . import execute, experiment
 from .directory import default_run_dir
 
+MAX_PROCESSES = 256  # per node: the same bound on every machine, as descend tune --workers
+MAX_NODES = 4096
+
 
 def launch(args) -> int:
     """Run ``descend run`` in ``args.nproc`` processes per node through ``torch.distributed.run`` (torchrun).
@@ -30,9 +33,12 @@ def launch(args) -> int:
     lines (its OMP_NUM_THREADS banner, its report of a failed worker) are kept off the terminal: the workers say
     what went wrong in ``descend:`` lines, and a worker killed by a signal is reported here.
     """
-    if args.nproc < 1 or args.nnodes < 1 or args.max_restarts < 0:
-        raise UserError(f"--nproc and --nnodes must be >= 1 and --max-restarts >= 0; got --nproc {args.nproc}, "
-                        f"--nnodes {args.nnodes}, --max-restarts {args.max_restarts}")
+    if not (1 <= args.nproc <= MAX_PROCESSES and 1 <= args.nnodes <= MAX_NODES and args.max_restarts >= 0):
+        raise UserError(f"--nproc must be in [1, {MAX_PROCESSES}], --nnodes in [1, {MAX_NODES}] and --max-restarts "
+                        f">= 0; got --nproc {args.nproc}, --nnodes {args.nnodes}, --max-restarts {args.max_restarts}")
+    if args.nproc > (os.cpu_count() or 1):
+        warnings.warn(f"--nproc {args.nproc} on a machine with {os.cpu_count()} CPUs: the processes share cores "
+                      "(and each holds a copy of the model and data)", UserWarning, stacklevel=2)
     with _silent():  # its warnings are said once, by the process of rank 0
         recipe = config.load(args.recipe, args.overrides)  # a bad recipe fails once, here, not in every process
     out = args.resume or args.out or str(default_run_dir(recipe))
