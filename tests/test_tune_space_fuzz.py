@@ -215,6 +215,7 @@ def test_any_space_loads_or_is_refused_with_one_message(profile, tmp_path):
             "when must be a table",
         ),
         ("[optimizer.lr]\nfloat = [0.0, inf]", "finite bounds"),
+        ("[optimizer.x]\nint = [-18014398509481983, 0]", "within ±2**53"),  # float64 rounds the low bound below
         ("[optimizer.lr]\nfloat = [1e-4, 1e-1]\ngrid = 1000000", "option 'grid' must be an integer in [1, 100]"),
         ("".join(f"[m.x{i}]\ncategorical = [1, 2, 3]\n" for i in range(65)), "at most 64"),
         ("[model.hidden]\ncategorical = [1, 1.0]", "a choice twice"),

@@ -54,6 +54,7 @@ MAX_DIMS = 64  # far more than a search can resolve: random search's trials cove
 # & Bengio 2012)
 MAX_CHOICES = 256  # each choice is built once to check it; more choices than a search has trials are never tried
 MAX_GRID_AXIS = 100  # points on one axis of the grid
+EXACT_INT = 2**53  # beyond it float64 (Optuna's internal form of every parameter) skips integers
 MAX_STEPS = 10**9  # steps of one axis: finer is a continuous range (and Optuna's exact step check fails at 1e-300)
 MAX_GRID = 10_000  # points of the whole grid: each is a trial, queued in the database when the study is made
 MAX_DEPTH = config_depth + 2  # a recipe path, the dimension's table and a categorical list around a recipe value
@@ -341,6 +342,9 @@ def _dim(path: str, t: dict, source: str) -> Dim:
     low, high = bounds
     if not all(math.isfinite(b) for b in bounds):
         raise UserError(f"{where}: {kind} = [low, high] needs finite bounds, got {short(bounds)}")
+    if kind == "int" and max(abs(low), abs(high)) > EXACT_INT:
+        raise UserError(f"{where}: int bounds must lie within ±2**53 ({EXACT_INT:,}), where every integer is exact "
+                        f"in the float64 numbers the samplers work in; got {short(bounds)}")
     if not low < high:
         raise UserError(f"{where}: the range [{low}, {high}] is empty; low must be below high")
     log, step = LOG.check(where, t.get("log", LOG.default)), t.get("step")
