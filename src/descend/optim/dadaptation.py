@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 
-from descend.errors import UserError
 from descend.optim.estimates import EstimatingOptimizer, by_kind, coefficient, into, total
 
 
@@ -64,13 +63,7 @@ class DAdaptSGD(EstimatingOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        lr = max(g["lr"] for g in self.param_groups)
-        if any(g["lr"] not in (lr, 0.0) for g in self.param_groups):
-            raise UserError("dadapt_sgd: parameter groups may differ in lr only by having lr = 0")
+        loss, lr = self.begin_step(closure, "dadapt_sgd")
         if not self.on_device():
             return self._step_on_host(lr, loss)
         kinds = [(group, ps) for group in self.param_groups for ps in by_kind(group["params"])]

@@ -24,9 +24,12 @@ device) and reuse one scratch tensor per parameter through a step (:func:`into`)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from descend.errors import UserError
 
 
 class EstimatingOptimizer(torch.optim.Optimizer):
@@ -36,6 +39,18 @@ class EstimatingOptimizer(torch.optim.Optimizer):
     estimates: tuple[str, ...] = ()
     counts: tuple[str, ...] = ("k",)
     resident: bool | None = None  # keep the estimates on the device; None: unless the parameters are on the CPU
+
+    def begin_step(self, closure: Callable[[], Any] | None, name: str) -> tuple[Any, float]:
+        """The closure's loss (evaluated with gradients on, if given) and the groups' common learning rate; groups
+        may differ only by having lr = 0 (both methods estimate one step size for all of them)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        lr = max(g["lr"] for g in self.param_groups)
+        if any(g["lr"] not in (lr, 0.0) for g in self.param_groups):
+            raise UserError(f"{name}: parameter groups may differ in lr only by having lr = 0")
+        return loss, lr
 
     def on_device(self) -> bool:
         """Whether this step keeps the estimates on the device (see the module docstring)."""

@@ -91,9 +91,10 @@ class Stream:
 
     def probe(self, model: torch.nn.Module | None) -> Split:
         """The first batch as a split, for the trainer's checks (task from the targets' type)."""
-        raw, _ = _tensors(next(iter(self.source)))
-        self.inputs = model_inputs(model.to(self.device) if model is not None else None, raw, self.device)
-        x, y = self._pair(next(iter(self.source)))
+        first = next(iter(self.source))  # one read of the loader (its workers start once)
+        self.inputs = model_inputs(model.to(self.device) if model is not None else None, _tensors(first)[0],
+                                   self.device)
+        x, y = self._pair(first)
         if y.is_floating_point():
             return Split(x.float(), y.float(), "regression")
         if model is None:

@@ -197,7 +197,7 @@ class Trainer(Evaluation):
         started, fit = time.perf_counter(), self.fit_state
         if fit.batch_index == 0:
             self._event("on_epoch_start")
-            fit.sums = EpochSums.zeros(self._metric_sums(fit.processes), self.device)
+            fit.sums = self._fresh_sums()
         logs = {"epoch": self.epoch + 1, **self._train_epoch(batches)}  # epochs and steps count from 1
         divergence.check_weights(self)  # note: a host sync, once per epoch
         if val is not None:
@@ -343,7 +343,7 @@ class Trainer(Evaluation):
             rng.seed_torch(self.seed)
             fit.augment_rng = torch.Generator(device=self.device).manual_seed(self.seed)
         fit.start(epochs, continuing)
-        fit.sums = EpochSums.zeros(self._metric_sums(fit.processes), self.device)
+        fit.sums = self._fresh_sums()
         lr.start(self, continuing)
         # callbacks in order; each event's handlers listed once, so events nobody overrides cost nothing per step
         self.callbacks.sort(key=lambda cb: cb.order)
@@ -362,6 +362,9 @@ class Trainer(Evaluation):
     # ------------------------------------------------------------------ step parts
     def _loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.fit_state.loss_fn(out.float(), y)
+
+    def _fresh_sums(self) -> EpochSums:
+        return EpochSums.zeros(self._metric_sums(self.fit_state.processes), self.device)
 
     def _metric_sums(self, processes: OneProcess | None = None) -> MetricSums:
         return MetricSums(self.loss, self.device, task=self.task, metrics=self.metrics, processes=processes,
